@@ -1,0 +1,116 @@
+"""Money types: Trade (one fill or rejection), Position, Account — and the pure arithmetic that
+derives accounts from the trade log. No I/O here; the ledger stores trades, this folds them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from arena.market import Quote, utcnow
+
+INITIAL_CASH = 100_000.0
+
+Side = Literal["buy", "sell"]
+
+
+class Trade(BaseModel):
+    """One execute_trade outcome. Fills change money; rejections are recorded for visibility only."""
+
+    trade_id: str  # idempotency key: the tool call id (a redelivered call maps to the same trade)
+    agent: str
+    product_id: str
+    side: Side
+    quantity: float  # base units (e.g. BTC)
+    price: float = 0.0  # fill price in quote currency (ask for buys, bid for sells); 0 for rejections
+    fee: float = 0.0
+    status: Literal["filled", "rejected"] = "filled"
+    reason: str = ""  # why a rejection was rejected
+    quote_age_s: float | None = None  # age of the quote the fill used
+    tick_seq: int | None = None  # the snapshot seq the quote came with, if known
+    executed_at: datetime = Field(default_factory=utcnow)
+    latency_ms: float | None = None  # tool-call receipt -> fill
+
+    @property
+    def notional(self) -> float:
+        return self.quantity * self.price
+
+
+class Position(BaseModel):
+    product_id: str
+    quantity: float = 0.0
+    avg_cost: float = 0.0  # per unit, fees included
+    opened_at: datetime | None = None  # quantity-weighted average time of acquisition
+
+    def market_value(self, quote: Quote | None) -> float:
+        """Marked at the best bid: what the position would fetch now."""
+        mark = mark_price(quote) or self.avg_cost
+        return self.quantity * mark
+
+    def unrealized_pnl(self, quote: Quote | None) -> float:
+        return self.market_value(quote) - self.quantity * self.avg_cost
+
+
+class Account(BaseModel):
+    agent: str
+    cash: float = INITIAL_CASH
+    positions: dict[str, Position] = Field(default_factory=dict)
+    realized_pnl: float = 0.0
+    fees_paid: float = 0.0
+    trades: int = 0  # fills
+    rejected: int = 0
+    first_trade_at: datetime | None = None
+
+    def total_value(self, quotes: dict[str, Quote]) -> float:
+        return self.cash + sum(p.market_value(quotes.get(pid)) for pid, p in self.positions.items())
+
+    def unrealized_pnl(self, quotes: dict[str, Quote]) -> float:
+        return sum(p.unrealized_pnl(quotes.get(pid)) for pid, p in self.positions.items())
+
+    def return_pct(self, quotes: dict[str, Quote]) -> float:
+        return (self.total_value(quotes) / INITIAL_CASH - 1.0) * 100.0
+
+    def apply(self, trade: Trade) -> None:
+        """Fold one trade into the account (the only place money moves)."""
+        if trade.status != "filled":
+            self.rejected += 1
+            return
+        self.trades += 1
+        self.first_trade_at = self.first_trade_at or trade.executed_at
+        self.fees_paid += trade.fee
+        pos = self.positions.get(trade.product_id) or Position(product_id=trade.product_id)
+        if trade.side == "buy":
+            cost = trade.notional + trade.fee
+            self.cash -= cost
+            new_qty = pos.quantity + trade.quantity
+            pos.avg_cost = (pos.quantity * pos.avg_cost + cost) / new_qty
+            if pos.opened_at is None or pos.quantity <= 0:
+                pos.opened_at = trade.executed_at
+            else:  # quantity-weighted average acquisition time
+                w = trade.quantity / new_qty
+                pos.opened_at = pos.opened_at + (trade.executed_at - pos.opened_at) * w
+            pos.quantity = new_qty
+        else:
+            proceeds = trade.notional - trade.fee
+            self.cash += proceeds
+            self.realized_pnl += proceeds - trade.quantity * pos.avg_cost
+            pos.quantity -= trade.quantity
+        if pos.quantity <= 1e-12:
+            self.positions.pop(trade.product_id, None)
+        else:
+            self.positions[trade.product_id] = pos
+
+
+def mark_price(quote: Quote | None) -> float | None:
+    if quote is None:
+        return None
+    return quote.best_bid if quote.best_bid is not None else quote.price
+
+
+def replay(trades: list[Trade]) -> dict[str, Account]:
+    """Accounts derived from a trade log, in log order."""
+    accounts: dict[str, Account] = {}
+    for t in trades:
+        accounts.setdefault(t.agent, Account(agent=t.agent)).apply(t)
+    return accounts
