@@ -10,6 +10,7 @@ from dataclasses import dataclass
 MARKET_TOPIC = "market_data.prices"
 ACTIVITY_TOPIC = "arena.activity"  # every router's agent steps (calfkit publish_topic)
 TRADES_TOPIC = "arena.trades"  # every fill and rejection, published by the tools process
+DECISIONS_TOPIC = "arena.decisions"  # one record per router turn: outcome, error, latency
 
 
 def chat_request_topic(chat_node: str) -> str:
