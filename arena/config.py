@@ -11,6 +11,7 @@ MARKET_TOPIC = "market_data.prices"
 ACTIVITY_TOPIC = "arena.activity"  # every router's agent steps (calfkit publish_topic)
 TRADES_TOPIC = "arena.trades"  # every fill and rejection, published by the tools process
 DECISIONS_TOPIC = "arena.decisions"  # one record per router turn: outcome, error, latency
+HEALTH_TOPIC = "arena.health"  # process up/down reports from a supervisor (arena demo)
 
 
 def chat_request_topic(chat_node: str) -> str:

@@ -1,0 +1,175 @@
+"""`arena demo`: a whole arena on this machine with one command — no API key, no internet.
+
+Starts, as real subprocesses: the embedded broker, the Coinbase-compatible market simulator (or the
+real Coinbase feed with --live), the connector, the offline policy server, two chat nodes, N routers
+and the tools process with the dashboard in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from arena import kafka as k
+from arena.broker import EmbeddedBroker, free_port
+from arena.config import HEALTH_TOPIC, KafkaSettings
+from arena.supervisor import ROOT, ProcessStatus, Supervisor
+
+log = logging.getLogger("arena.demo")
+
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
+STRATEGIES = ["momentum", "scalper", "brainrot", "default"]
+# Two shared chat nodes, each serving one deterministic policy from the policy server.
+CHAT_NODES = {"quant": "auto", "degen": "auto"}
+COINBASE_WS = "wss://advanced-trade-ws.coinbase.com"
+COINBASE_REST = "https://api.coinbase.com"
+
+
+def agent_plan(n: int) -> list[tuple[str, str, str]]:
+    """(name, strategy, chat node) for n agents: strategies rotate, chat nodes alternate."""
+    chat = list(CHAT_NODES)
+    return [
+        (NAMES[i] if i < len(NAMES) else f"agent{i + 1}", STRATEGIES[i % len(STRATEGIES)], chat[i % len(chat)])
+        for i in range(n)
+    ]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="arena demo",
+        description="Run a whole arena offline: broker, market simulator, connector, policy server, "
+        "chat nodes, routers and the tools process with the live dashboard. Ctrl-C stops everything.",
+    )
+    p.add_argument("--agents", type=int, default=3, help="number of agents (routers), at least 1 (default %(default)s)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between market snapshots (default %(default)s)")
+    p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds and print the final leaderboard")
+    p.add_argument("--export", default=None, help="write the final leaderboard as JSON to this path")
+    p.add_argument("--seed", type=int, default=7, help="seed for the market simulator and random policies (default %(default)s)")
+    p.add_argument("--ledger", default=None, help="ledger database path (default: ledger.db in the run folder)")
+    p.add_argument("--live", action="store_true", help="use the real Coinbase feed instead of the simulator (needs internet)")
+    p.add_argument("--run-dir", default=None, help="folder for logs and the ledger (default runs/<timestamp>)")
+    p.add_argument("--no-dashboard", action="store_true", help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)")
+    args = p.parse_args(argv)
+    if args.agents < 1:
+        p.error("--agents must be at least 1")
+    if args.interval <= 0:
+        p.error("--interval must be positive")
+    return args
+
+
+def status(msg: str) -> None:
+    print(f"[arena] {msg}", flush=True)
+
+
+async def run(args) -> int:
+    run_dir = Path(args.run_dir or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger = args.ledger or str(run_dir / "ledger.db")
+    export = args.export or str(run_dir / "leaderboard.json")
+    headless = args.no_dashboard or not sys.stdout.isatty()
+    status(f"run folder: {run_dir} (every process logs there)")
+
+    broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
+    await broker.wait_ready()
+    bootstrap = broker.bootstrap
+    status(f"broker ready on {bootstrap}")
+    sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    health = k.producer(KafkaSettings(bootstrap_servers=bootstrap))
+    await health.start()
+    loop = asyncio.get_running_loop()
+    sup.on_status = lambda st: loop.create_task(health.send(HEALTH_TOPIC, k.encode(st)))
+    kafka = ["--bootstrap-servers", bootstrap]
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    code = 0
+    try:
+        if args.live:
+            ws, rest = COINBASE_WS, COINBASE_REST
+        else:
+            port = free_port()
+            sim = sup.start("market-sim", ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(args.seed)])
+            await sup.wait_ready(sim)
+            ws, rest = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+            status(f"market simulator ready ({ws})")
+        policy_port = free_port()
+        policy = sup.start("policy-server", ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(args.seed)])
+        conn = sup.start("connector", ["coinbase_connector.py", *kafka, "--ws-url", ws, "--rest-url", rest, "--interval", str(args.interval)])
+        tools_args = ["tools_and_dashboard.py", *kafka, "--ledger", ledger, "--export", export, "--log-file", str(run_dir / "tools.log")]
+        if headless:
+            tools_args.append("--no-dashboard")
+        await sup.wait_ready(policy)
+        status("policy server ready (offline models)")
+        base_url = f"http://127.0.0.1:{policy_port}/v1"
+        chats = [
+            sup.start(f"chat {name}", ["deploy_chat_node.py", *kafka, "--name", name, "--model-id", model, "--base-url", base_url])
+            for name, model in CHAT_NODES.items()
+        ]
+        routers = [
+            sup.start(f"router {name}", ["deploy_router_node.py", *kafka, "--name", name, "--strategy", strategy, "--chat-node-name", chat])
+            for name, strategy, chat in agent_plan(args.agents)
+        ]
+        await sup.wait_ready(conn, timeout=90)
+        status("feed connected; first snapshot published")
+        for c in chats:
+            await sup.wait_ready(c)
+        status(f"chat nodes ready: {', '.join(CHAT_NODES)}")
+        for r in routers:
+            await sup.wait_ready(r)
+        status(f"agents online: {', '.join(n for n, _, _ in agent_plan(args.agents))}")
+        status("starting tools + dashboard" + (" (headless)" if headless else "; Ctrl-C to stop"))
+        tools = sup.start("tools", tools_args, foreground=not headless)
+        if headless:
+            await sup.wait_ready(tools)
+            status("tools ready; trading")
+        deadline = loop.time() + args.duration if args.duration else None
+        while not stop.is_set():
+            for c in sup.dead():  # the dashboard shows these from the health topic
+                if headless:
+                    status(f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}")
+                if c is tools:
+                    stop.set()
+                    code = 1
+            if deadline and loop.time() >= deadline:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+    except Exception as exc:  # a part failed to come up: say which, and where its log is
+        status(f"error: {exc}")
+        code = 1
+    finally:
+        status("stopping ...")
+        sup.stop_all(order=["router", "chat", "tools", "connector"])
+        await health.stop()
+        broker.stop()
+    if Path(export).exists():
+        if headless:  # with the dashboard, the tools process printed the final standings itself
+            print_leaderboard(export)
+        status(f"leaderboard written to {export}")
+    return code
+
+
+def print_leaderboard(path: str) -> None:
+    data = json.loads(Path(path).read_text())
+    try:
+        from arena.report import print_export
+
+        print_export(data)
+    except ImportError:
+        for a in data.get("agents", []):
+            print(f"  {a['name']:<24} {a['total_value']:>14,.2f}  {a['return_pct']:+.3f}%  trades {a.get('trades', 0)}")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    return asyncio.run(run(args))
