@@ -1,0 +1,225 @@
+"""Metrics on hand-computed examples: every expected number below was worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from arena.market import MarketSnapshot, Quote
+from arena.metrics import BASELINE_NAME, MetricsTracker, compute, value_series
+from arena.portfolio import Trade
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def fill(agent: str, side: str, qty: float, price: float, fee: float = 0.0, t: float = 1.0, pid: str = "X-USD") -> Trade:
+    return Trade(trade_id=f"{agent}-{side}-{t}-{qty}", agent=agent, product_id=pid, side=side,
+                 quantity=qty, price=price, fee=fee, executed_at=at(t))
+
+
+def q(pid: str, bid: float | None, ask: float | None, price: float | None = None) -> Quote:
+    return Quote(product_id=pid, price=price if price is not None else (bid or ask), best_bid=bid, best_ask=ask)
+
+
+# An all-in agent: 1,000 X at 100 after the first sample; marks 100, 110, 99, 108.9 one minute apart
+# -> values 100,000 / 110,000 / 99,000 / 108,900: returns +10%, -10%, +10%.
+ALL_IN = [fill("alice", "buy", 1000, 100.0, t=1)]
+MARKS = [(at(0), {"X-USD": 100.0}), (at(60), {"X-USD": 110.0}), (at(120), {"X-USD": 99.0}), (at(180), {"X-USD": 108.9})]
+
+
+def test_value_series_drawdown_and_sharpe_by_hand():
+    series = value_series(ALL_IN, MARKS, baseline=False)
+    assert [v for _, v in series["alice"]] == pytest.approx([100_000, 110_000, 99_000, 108_900])
+    assert [t for t, _ in series["alice"]] == [at(0), at(60), at(120), at(180)]
+
+    m = compute(ALL_IN, MARKS, baseline=False)["alice"]
+    assert m.total_value == pytest.approx(108_900)
+    assert m.return_pct == pytest.approx(8.9)
+    assert m.cash == pytest.approx(0.0)
+    assert m.unrealized_pnl == pytest.approx(8_900)  # 1000 x (108.9 - 100)
+    assert m.realized_pnl == 0.0
+    # peak 110,000 -> trough 99,000
+    assert m.max_drawdown_pct == pytest.approx(10.0)
+    # mean 1/30, sample variance ((2/30)^2 + (4/30)^2 + (2/30)^2) / 2 = 1/75: mean/std = sqrt(1/12);
+    # one minute apart -> 525,600 periods a year: sqrt(525600 / 12) = sqrt(43800)
+    assert m.sharpe == pytest.approx(209.28449536, rel=1e-9)
+    assert m.samples == 4
+    assert m.time_in_market_pct == pytest.approx(75.0)  # out at the first sample, in at the other three
+    assert m.exposure_pct == pytest.approx(100.0)
+    assert m.win_rate is None and m.round_trips == 0
+    assert m.trades == 1
+
+
+def test_sharpe_annualization_follows_the_given_interval():
+    m = compute(ALL_IN, MARKS, baseline=False, interval_s=3600)["alice"]
+    assert m.sharpe == pytest.approx(27.01851217, rel=1e-9)  # sqrt(8760 / 12)
+
+
+def test_sharpe_is_none_with_fewer_than_two_returns_or_zero_variance():
+    two_samples = MARKS[:2]  # one return only
+    assert compute(ALL_IN, two_samples, baseline=False)["alice"].sharpe is None
+    # a cash-only agent (it only has a rejection): every return is 0 -> zero variance
+    rejected = [Trade(trade_id="r1", agent="bob", product_id="X-USD", side="buy", quantity=1e9,
+                      status="rejected", reason="insufficient cash", executed_at=at(1))]
+    m = compute(rejected, MARKS, baseline=False)["bob"]
+    assert m.sharpe is None
+    assert m.max_drawdown_pct == 0.0
+    assert m.total_value == 100_000 and m.trades == 0 and m.rejected == 1
+    assert m.exposure_pct == 0.0 and m.time_in_market_pct == 0.0
+
+
+def test_win_rate_counts_each_sell_as_a_round_trip_fees_included():
+    trades = [
+        fill("carol", "buy", 10, 100.0, fee=10.0, t=1),  # cost 1,010 -> average cost 101 per unit
+        fill("carol", "sell", 4, 105.0, fee=4.2, t=2),   # 420 - 4.2 - 404 = +11.80  win
+        fill("carol", "sell", 3, 101.0, fee=3.03, t=3),  # 303 - 3.03 - 303 = -3.03  loss (the fee)
+        fill("carol", "sell", 2, 101.0, t=4),            # 202 - 202 = 0             not a win
+        fill("carol", "sell", 1, 110.0, t=5),            # 110 - 101 = +9            win
+        Trade(trade_id="rej", agent="carol", product_id="X-USD", side="sell", quantity=5, status="rejected",
+              reason="selling more than held", executed_at=at(6)),
+    ]
+    m = compute(trades, [], baseline=False)["carol"]
+    assert m.round_trips == 4 and m.wins == 2
+    assert m.win_rate == pytest.approx(50.0)
+    assert m.realized_pnl == pytest.approx(17.77)
+    assert m.fees == pytest.approx(17.23)
+    assert m.cash == pytest.approx(100_017.77)
+    assert m.total_value == pytest.approx(100_017.77)  # flat again
+    assert m.unrealized_pnl == pytest.approx(0.0)
+    assert m.trades == 5 and m.rejected == 1
+    assert m.exposure_pct == pytest.approx(0.0)
+    # no price samples: nothing to compute drawdown or Sharpe on
+    assert m.max_drawdown_pct is None and m.sharpe is None and m.time_in_market_pct is None and m.samples == 0
+
+
+def test_marks_at_the_bid_unrealized_exposure_and_time_in_market():
+    history = [
+        (at(0), {"X-USD": q("X-USD", 99, 101)}),
+        (at(60), {"X-USD": q("X-USD", 110, 112)}),
+        (at(120), {"X-USD": q("X-USD", 120, 122)}),
+    ]
+    buy = [fill("dave", "buy", 100, 101.0, t=1)]  # cash 89,900
+    m = compute(buy, history[:2], baseline=False)["dave"]
+    assert m.total_value == pytest.approx(100_900)  # 89,900 + 100 x 110 (the bid, not the ask 112)
+    assert m.unrealized_pnl == pytest.approx(900)
+    assert m.exposure_pct == pytest.approx(11_000 / 100_900 * 100)  # 10.9019%
+    assert m.exposure_pct == pytest.approx(10.90188305)
+    assert m.time_in_market_pct == pytest.approx(50.0)
+
+    round_trip = buy + [fill("dave", "sell", 100, 110.0, t=61)]  # sold at the bid after the 2nd sample
+    m = compute(round_trip, history, baseline=False)["dave"]
+    assert m.realized_pnl == pytest.approx(900) and m.unrealized_pnl == pytest.approx(0)
+    assert m.total_value == pytest.approx(100_900)
+    assert m.time_in_market_pct == pytest.approx(100 / 3)  # held at the 2nd sample only
+    assert m.win_rate == 100.0
+
+
+def test_quote_without_bid_marks_at_last_price_and_missing_products_keep_their_mark():
+    history = [
+        (at(0), {"X-USD": q("X-USD", None, None, price=50.0), "Y-USD": 5.0}),
+        (at(60), {"X-USD": 60.0}),  # Y-USD missing: keeps 5.0
+    ]
+    trades = [fill("erin", "buy", 100, 50.0, t=1), fill("erin", "buy", 1000, 5.0, t=2, pid="Y-USD")]
+    m = compute(trades, history, baseline=False)["erin"]
+    assert m.total_value == pytest.approx(90_000 + 6_000 + 5_000)
+    assert m.unrealized_pnl == pytest.approx(1_000)
+
+
+def test_buy_and_hold_baseline_by_hand():
+    history = [
+        (at(0), {}),  # no quotes yet: the arena has not started
+        (at(60), {"X-USD": q("X-USD", 99, 100), "Y-USD": q("Y-USD", 9, 10)}),
+        (at(120), {"X-USD": q("X-USD", 110, 111), "Y-USD": q("Y-USD", 8, 9)}),
+        (at(180), {"X-USD": q("X-USD", 120, 121)}),  # Y-USD not quoted: keeps its mark 8
+    ]
+    # 10 bps fee: 50,000 per product buys 50,000 / (ask x 1.001) units, fee included
+    # X: 499.5004995 units, Y: 4,995.004995 units; fee 49.95004995 each
+    m = compute([], history[:3], fee_bps=10)[BASELINE_NAME]
+    assert m.baseline is True
+    assert m.cash == pytest.approx(0.0, abs=1e-6)
+    assert m.fees == pytest.approx(99.9000999)
+    assert m.trades == 2
+    # marked at the bid: 499.5004995 x 110 + 4,995.004995 x 8 = 54,945.05494505 + 39,960.03996004
+    assert m.total_value == pytest.approx(94_905.09490509)
+    assert m.return_pct == pytest.approx(-5.09490509)
+    assert m.unrealized_pnl == pytest.approx(-5_094.90509491)
+    assert m.max_drawdown_pct == pytest.approx(5.09490509)  # from 100,000 at its first sample
+    assert m.samples == 2  # starts at the first snapshot with quotes
+
+    series = value_series([], history, fee_bps=10)[BASELINE_NAME]
+    assert series[0] == (at(60), 100_000.0)  # it buys in reaction to that snapshot, like an agent
+    assert [v for _, v in series] == pytest.approx([100_000, 94_905.09490509, 99_900.0999001])  # 499.5005 x 120 + 39,960.04
+
+
+def test_baseline_is_a_row_among_agents_and_rows_are_sorted_by_value():
+    history = [(at(0), {"X-USD": q("X-USD", 99, 100)}), (at(60), {"X-USD": q("X-USD", 90, 91)})]
+    trades = [fill("alice", "buy", 10, 100.0, t=1)]  # a small position: loses little when X falls
+    rows = list(compute(trades, history).values())
+    assert [r.name for r in rows] == ["alice", BASELINE_NAME]
+    assert [r.baseline for r in rows] == [False, True]
+    assert rows[0].total_value == pytest.approx(99_000 + 900)  # cash 99,000 + 10 x 90
+    assert rows[1].total_value == pytest.approx(90_000)  # 1,000 x 90
+    assert compute(trades, history, baseline=False).keys() == {"alice"}
+
+
+def test_pnl_identity_total_minus_initial_is_realized_plus_unrealized():
+    history = [(at(0), {"X-USD": q("X-USD", 99, 100)}), (at(60), {"X-USD": q("X-USD", 103, 104)})]
+    trades = [fill("f", "buy", 7, 100.0, fee=0.7, t=1), fill("f", "sell", 3, 99.0, fee=0.3, t=2),
+              fill("f", "buy", 2, 104.0, fee=0.2, t=61)]
+    m = compute(trades, history, baseline=False)["f"]
+    assert m.total_value - 100_000 == pytest.approx(m.realized_pnl + m.unrealized_pnl)
+
+
+def test_agent_series_starts_at_the_sample_it_reacted_to():
+    # bob's first trade comes after the 3rd sample: his series starts there, worth the initial cash
+    trades = ALL_IN + [fill("bob", "buy", 100, 99.0, t=121)]
+    series = value_series(trades, MARKS, baseline=False)
+    assert series["bob"] == [(at(120), 100_000.0), (at(180), pytest.approx(100_000 - 9_900 + 10_890))]
+    # a trade before every sample: the series starts at the first sample, trade included
+    early = [fill("carl", "buy", 1000, 100.0, t=-5)]
+    assert [v for _, v in value_series(early, MARKS, baseline=False)["carl"]] == pytest.approx([100_000, 110_000, 99_000, 108_900])
+
+
+def test_tracker_fed_live_matches_the_batch_computation():
+    snapshots = [MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
+                 for i, (t, m) in enumerate(MARKS)]
+    trades = [fill("alice", "buy", 500, 101.0, t=1), fill("alice", "sell", 200, 109.0, t=61),
+              fill("bob", "buy", 10, 111.0, t=62)]
+    tracker = MetricsTracker(fee_bps=0)
+    tracker.on_snapshot(snapshots[0])
+    tracker.on_trade(trades[0])
+    tracker.on_snapshot(snapshots[1])
+    tracker.on_trade(trades[1])
+    tracker.on_trade(trades[2])
+    tracker.on_snapshot(snapshots[2])
+    tracker.on_snapshot(snapshots[3])
+    live = tracker.metrics()
+    assert live == compute(trades, snapshots)
+    # and by hand: alice holds 300 X (avg 101) + 100,000 - 50,500 + 21,800 cash; X bid 108.9 at the end
+    assert live["alice"].total_value == pytest.approx(71_300 + 300 * 108.9)
+    assert live["alice"].realized_pnl == pytest.approx(1_600)  # 200 x (109 - 101)
+    assert live["alice"].win_rate == 100.0
+
+
+def test_marks_override_values_positions_now():
+    trades = [fill("gus", "buy", 2, 100.0, t=1)]
+    m = compute(trades, [], baseline=False, marks={"X-USD": 150.0})["gus"]
+    assert m.total_value == pytest.approx(99_800 + 300)
+    # without any mark a position is valued at its cost (as Position.market_value does)
+    assert compute(trades, [], baseline=False)["gus"].total_value == pytest.approx(100_000)
+
+
+def test_empty_inputs_and_bad_parameters():
+    assert compute([], []) == {}
+    assert compute([], [(at(0), {})]) == {}  # no quotes, no baseline
+    for bad in (dict(initial_cash=0), dict(initial_cash=math.nan), dict(interval_s=0), dict(fee_bps=-1)):
+        with pytest.raises(ValueError):
+            MetricsTracker(**bad)
+    with pytest.raises(RuntimeError):
+        MetricsTracker().series()
