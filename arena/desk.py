@@ -1,0 +1,338 @@
+"""The trading desk: the latest quotes, order validation and execution against the ledger.
+
+Pure logic (no Kafka): the tools process feeds it snapshots and tool calls; tests drive it directly.
+Buys fill at the best ask, sells at the best bid, of the latest quote this process has seen.
+Every outcome, fill or rejection, is logged with the call's idempotency key; a repeated key
+returns the logged result and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation, localcontext
+
+from arena.ledger import DuplicateCall, Ledger
+from arena.market import MarketSnapshot, Quote, utcnow
+from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+
+log = logging.getLogger(__name__)
+
+# Coinbase base_increment per product: the smallest tradable step of the base currency.
+# Products not listed (but quoted on the feed) use DEFAULT_BASE_INCREMENT.
+BASE_INCREMENTS: dict[str, float] = {
+    "BTC-USD": 1e-8,
+    "ETH-USD": 1e-8,
+    "SOL-USD": 1e-8,
+    "DOGE-USD": 0.1,
+    "XRP-USD": 1e-6,
+    "FARTCOIN-USD": 0.1,
+}
+DEFAULT_BASE_INCREMENT = 1e-8
+MAX_QUANTITY = 1e12  # no product in the arena trades anywhere near this many units
+MAX_ECHO = 40  # characters of a hostile argument echoed back / logged
+
+
+def _echo(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
+
+
+def _decimals(increment: float) -> int:
+    return max(0, -Decimal(repr(increment)).normalize().as_tuple().exponent)
+
+
+def _usd(x: float) -> float:
+    return round(x, 2)
+
+
+def _qty(q: float, increment: float) -> float:
+    """A quantity without float noise, at the product's precision."""
+    return round(q, _decimals(increment))
+
+
+def _held(since: datetime | None, now: datetime) -> str:
+    if since is None:
+        return ""
+    s = int((now - since).total_seconds())
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def unit(product_id: str) -> str:
+    """The base currency: 'BTC' for BTC-USD."""
+    return product_id.split("-")[0]
+
+
+class QuoteBook:
+    """The latest quote per product, from whatever snapshots arrive (in any order)."""
+
+    def __init__(self) -> None:
+        self._quotes: dict[str, Quote] = {}
+        self._seq: dict[str, int] = {}
+
+    def update(self, snapshot: MarketSnapshot) -> None:
+        for pid, q in snapshot.quotes.items():
+            cur = self._quotes.get(pid)
+            if cur is None or q.received_at >= cur.received_at:  # an older snapshot never overwrites
+                self._quotes[pid] = q
+                self._seq[pid] = snapshot.seq
+
+    def get(self, product_id: str) -> Quote | None:
+        return self._quotes.get(product_id)
+
+    def seq(self, product_id: str) -> int | None:
+        return self._seq.get(product_id)
+
+    def quotes(self) -> dict[str, Quote]:
+        return dict(self._quotes)
+
+
+class Rejected(Exception):
+    """An order that must not execute; the message is for the model."""
+
+
+class Desk:
+    """Validates and executes orders for the calling agent, one at a time."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        quotes: QuoteBook | None = None,
+        *,
+        fee_bps: float = 0.0,
+        max_quote_age_s: float = 30.0,
+        increments: dict[str, float] | None = None,
+        on_trade: Callable[[Trade], None] | None = None,
+        on_call: Callable[[str, str], None] | None = None,
+    ):
+        if not (math.isfinite(fee_bps) and 0 <= fee_bps < 10_000):
+            raise ValueError("fee_bps must be between 0 and 10000")
+        if not (math.isfinite(max_quote_age_s) and max_quote_age_s > 0):
+            raise ValueError("max_quote_age_s must be positive")
+        self.ledger = ledger
+        self.quotes = quotes or QuoteBook()
+        self.fee_bps = fee_bps
+        self.max_quote_age_s = max_quote_age_s
+        self.increments = {**BASE_INCREMENTS, **(increments or {})}
+        self.on_trade = on_trade or (lambda trade: None)
+        self.on_call = on_call or (lambda agent, tool: None)
+        # Money mutations are serialized: validation reads the account, the fill changes it.
+        self._lock = threading.Lock()
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    def note_call(self, agent: str, tool: str) -> Account:
+        """Every tool call starts here: the caller's account is created on its first call."""
+        acct, created = self.ledger.open_account(agent)
+        if created:
+            log.info("opened account for %s with $%s", agent, f"{INITIAL_CASH:,.2f}")
+        self.on_call(agent, tool)
+        return acct
+
+    def increment(self, product_id: str) -> float:
+        return self.increments.get(product_id, DEFAULT_BASE_INCREMENT)
+
+    def products(self) -> list[str]:
+        return sorted(set(self.quotes.quotes()) | set(BASE_INCREMENTS))
+
+    # -- trading ---------------------------------------------------------------------------------
+
+    def execute_trade(
+        self,
+        agent: str,
+        product_id: object,
+        side: object,
+        quantity: object,
+        *,
+        call_key: str | None = None,
+        received_at: datetime | None = None,
+    ) -> dict:
+        """Fill or reject one order for `agent`; returns the result for the model (never raises for bad input).
+
+        `call_key` is the idempotency key: a key already in the ledger returns the logged result.
+        """
+        received_at = received_at or utcnow()
+        call_key = call_key or uuid.uuid4().hex
+        with self._lock:
+            done = self.ledger.find(call_key)
+            if done is not None:
+                log.info("duplicate call %s from %s: returning the logged result", call_key, agent)
+                return done.result
+            acct, _ = self.ledger.open_account(agent)
+            pid = product_id.strip().upper() if isinstance(product_id, str) else product_id
+            sd = side.strip().lower() if isinstance(side, str) else side
+            if sd not in ("buy", "sell"):
+                # A Trade cannot carry an unknown side; the schema of the tool already refuses this.
+                return _rejection(f"side must be 'buy' or 'sell', not {_echo(side)}")
+            try:
+                trade = self._fill(acct, call_key, pid, sd, quantity, received_at)
+            except Rejected as why:
+                trade = Trade(
+                    trade_id=call_key,
+                    agent=agent,
+                    product_id=pid if isinstance(pid, str) and len(pid) <= MAX_ECHO else _echo(product_id),
+                    side=sd,
+                    quantity=float(quantity) if _is_number(quantity) and math.isfinite(quantity) else 0.0,
+                    status="rejected",
+                    reason=str(why),
+                    executed_at=utcnow(),
+                    latency_ms=(utcnow() - received_at).total_seconds() * 1000,
+                )
+                result = _rejection(str(why))
+            else:
+                after = acct.model_copy(deep=True)  # the result states the account as it will be
+                after.apply(trade)
+                result = self._fill_result(after, trade)
+            try:
+                self.ledger.record(call_key, trade, result)
+            except DuplicateCall:  # written by someone else between find() and record()
+                return self.ledger.find(call_key).result
+        self.on_trade(trade)
+        return result
+
+    def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime) -> Trade:
+        if not isinstance(pid, str) or pid not in self.products():
+            raise Rejected(f"unknown product {_echo(pid)}; tradable products: {', '.join(self.products())}")
+        inc = self.increment(pid)
+        q = _check_quantity(quantity, inc, pid)
+        quote = self.quotes.get(pid)
+        if quote is None:
+            raise Rejected(f"no quote for {pid} yet; wait for the next market snapshot")
+        age = quote.age_s()
+        if quote.stale:
+            raise Rejected(f"the {pid} quote is marked stale (the feed has not updated it); wait for a fresh one")
+        if age > self.max_quote_age_s:
+            raise Rejected(f"the latest {pid} quote is {age:.0f}s old (limit {self.max_quote_age_s:g}s); wait for a fresh one")
+        price = quote.best_ask if side == "buy" else quote.best_bid
+        if price is None or not math.isfinite(price) or price <= 0:
+            raise Rejected(f"no {'ask' if side == 'buy' else 'bid'} price for {pid} right now")
+        notional = q * price
+        fee = notional * self.fee_bps / 10_000
+        if side == "buy":
+            cost = notional + fee
+            if cost > acct.cash:
+                affordable = math.floor(acct.cash / (price * (1 + self.fee_bps / 10_000)) / inc) * inc
+                raise Rejected(
+                    f"insufficient cash: buying {q:g} {unit(pid)} at {price:,.8g} costs ${cost:,.2f}"
+                    f"{f' (incl. fee ${fee:,.2f})' if fee else ''} but you have ${acct.cash:,.2f}; "
+                    f"the most you can buy now is {_qty(affordable, inc):g} {unit(pid)}"
+                )
+        else:
+            pos = acct.positions.get(pid)
+            held = pos.quantity if pos else 0.0
+            # Tolerate float noise from summing fills (e.g. 0.1+0.2), never a real increment.
+            if q > held + max(inc * 1e-3, held * 1e-12):
+                raise Rejected(
+                    f"cannot sell {q:g} {unit(pid)}: you hold {_qty(held, inc):g} {unit(pid)} (no short selling)"
+                )
+        return Trade(
+            trade_id=call_key,
+            agent=acct.agent,
+            product_id=pid,
+            side=side,
+            quantity=q,
+            price=price,
+            fee=fee,
+            quote_age_s=round(age, 3),
+            tick_seq=self.quotes.seq(pid),
+            executed_at=utcnow(),
+            latency_ms=(utcnow() - received_at).total_seconds() * 1000,
+        )
+
+    def _fill_result(self, acct: Account, t: Trade) -> dict:
+        inc = self.increment(t.product_id)
+        pos = acct.positions.get(t.product_id)
+        return {
+            "status": "filled",
+            "product_id": t.product_id,
+            "side": t.side,
+            "quantity": t.quantity,
+            "unit": unit(t.product_id),
+            "price": t.price,
+            "notional": _usd(t.notional),
+            "fee": round(t.fee, 4),
+            "cash_after": _usd(acct.cash),
+            "position_after": {
+                "quantity": _qty(pos.quantity, inc) if pos else 0.0,
+                "avg_cost": round(pos.avg_cost, 8) if pos else None,
+            },
+            "quote_age_s": t.quote_age_s,
+            "trade_id": t.trade_id,
+        }
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def portfolio(self, agent: str) -> dict:
+        """The agent's account as the model sees it, marked at the best bids."""
+        with self._lock:  # a consistent view: no fill lands halfway through
+            return self._portfolio(agent)
+
+    def _portfolio(self, agent: str) -> dict:
+        acct, _ = self.ledger.open_account(agent)
+        quotes, now = self.quotes.quotes(), utcnow()
+        positions = []
+        for pid, p in sorted(acct.positions.items()):
+            q = quotes.get(pid)
+            mark = mark_price(q)
+            positions.append(
+                {
+                    "product_id": pid,
+                    "quantity": _qty(p.quantity, self.increment(pid)),
+                    "unit": unit(pid),
+                    "avg_cost": round(p.avg_cost, 8),
+                    "mark_price": mark,  # best bid; None if no quote yet (then valued at cost)
+                    "market_value": _usd(p.market_value(q)),
+                    "unrealized_pnl": _usd(p.unrealized_pnl(q)),
+                    "avg_time_held_s": round((now - p.opened_at).total_seconds()) if p.opened_at else None,
+                    "avg_time_held": _held(p.opened_at, now),
+                }
+            )
+        return {
+            "agent": agent,
+            "cash": _usd(acct.cash),
+            "positions": positions,
+            "realized_pnl": _usd(acct.realized_pnl),
+            "unrealized_pnl": _usd(acct.unrealized_pnl(quotes)),
+            "fees_paid": round(acct.fees_paid, 4),
+            "total_value": _usd(acct.total_value(quotes)),
+            "initial_cash": INITIAL_CASH,
+            "return_pct": round(acct.return_pct(quotes), 4),
+            "fills": acct.trades,
+            "rejected_orders": acct.rejected,
+            "fee_bps": self.fee_bps,
+        }
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_quantity(quantity: object, inc: float, pid: str) -> float:
+    if not _is_number(quantity):
+        raise Rejected(f"quantity must be a number, not {type(quantity).__name__} {_echo(quantity)}")
+    q = float(quantity)
+    if not math.isfinite(q):
+        raise Rejected(f"quantity must be a finite number, not {q}")
+    if q <= 0:
+        raise Rejected(f"quantity must be positive, not {q:g}")
+    if q > MAX_QUANTITY:
+        raise Rejected(f"quantity {q:g} is absurdly large (limit {MAX_QUANTITY:g})")
+    if q < inc:
+        raise Rejected(f"quantity {q:g} is below the minimum for {pid} ({inc:g} {unit(pid)})")
+    with localcontext() as ctx:
+        ctx.prec = 60  # exact for any quantity <= MAX_QUANTITY at any increment >= 1e-18
+        try:
+            off_grid = Decimal(repr(q)) % Decimal(repr(inc)) != 0
+        except InvalidOperation:
+            off_grid = True
+    if off_grid:
+        raise Rejected(f"quantity {q!r} is not a multiple of the {pid} increment {inc:g} {unit(pid)}")
+    return q
+
+
+def _rejection(reason: str) -> dict:
+    return {"status": "rejected", "error": f"order rejected: {reason}. Nothing was traded."}
