@@ -183,13 +183,16 @@ class MetricsTracker:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def on_trade(self, trade: Trade) -> None:
-        agent = self._agents.get(trade.agent)
-        if agent is None:
-            agent = self._agents[trade.agent] = _Agent(trade.agent, self.initial_cash, self.keep_series)
+    def on_agent(self, name: str) -> None:
+        """An account opened without a trade yet (e.g. its first call was get_portfolio)."""
+        if name not in self._agents:
+            agent = self._agents[name] = _Agent(name, self.initial_cash, self.keep_series)
             if self.last_t is not None:  # it reacted to the latest sample: that is where it starts
                 agent.sample(self.last_t, self.initial_cash, False)
-        agent.apply(trade)
+
+    def on_trade(self, trade: Trade) -> None:
+        self.on_agent(trade.agent)
+        self._agents[trade.agent].apply(trade)
 
     def on_snapshot(self, snapshot: MarketSnapshot) -> None:
         self.on_prices(snapshot.published_at, snapshot.quotes)
@@ -299,14 +302,20 @@ def compute(
     fee_bps: float = 0.0,
     baseline: bool = True,
     marks: Mapping[str, float] | None = None,
+    agents: Iterable[str] = (),
 ) -> dict[str, AgentMetrics]:
     """Metrics of every agent (and the baseline) from a trade log and a price history.
 
     price_history: (time, {product: Quote or mark price}) samples or MarketSnapshots. interval_s:
     the sampling interval for annualizing Sharpe; None = the mean spacing of each agent's samples.
     marks: prices that value open positions now, overriding the last sample's (see MetricsTracker).
+    agents: accounts to list even without a trade (they appear from the first sample on).
     """
     tracker = MetricsTracker(initial_cash=initial_cash, interval_s=interval_s, fee_bps=fee_bps, baseline=baseline)
+    traded = {t.agent for t in trades}
+    for name in agents:
+        if name not in traded:  # the others start at the sample before their first trade
+            tracker.on_agent(name)
     return _replay(tracker, trades, price_history).metrics(marks)
 
 
