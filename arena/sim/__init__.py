@@ -1,0 +1,1 @@
+"""Local stand-ins that speak the real protocols: a Coinbase-compatible market (coinbase.py)."""

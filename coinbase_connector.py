@@ -1,0 +1,88 @@
+"""Coinbase market data -> one MarketSnapshot per interval on the market topic.
+
+Live: the Advanced Trade WebSocket (ticker + heartbeats) for bid/ask and public REST for candles.
+Point --ws-url/--rest-url at `arena market-sim` to run offline, or use --replay to publish a recording.
+
+    uv run coinbase_connector.py                          # live Coinbase, a snapshot every 60 s
+    uv run coinbase_connector.py --interval 10 --record market.jsonl
+    uv run coinbase_connector.py --replay assets/sample_recording.jsonl --speed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL, product_list
+from arena.config import MARKET_TOPIC, add_kafka_args, kafka_settings
+from arena.feed import FeedConfig, run
+from arena.market import DEFAULT_PRODUCTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=f"Publish Coinbase market snapshots (quotes with bid/ask, candles) to Kafka topic {MARKET_TOPIC}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + __doc__.split("\n\n", 2)[2],
+    )
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between snapshots (default %(default)s)")
+    p.add_argument(
+        "--products", nargs="+", default=list(DEFAULT_PRODUCTS), metavar="ID",
+        help=f"product ids, space or comma separated (default {' '.join(DEFAULT_PRODUCTS)})",
+    )
+    p.add_argument("--ws-url", default=COINBASE_WS_URL, help="market data WebSocket (default %(default)s)")
+    p.add_argument("--rest-url", default=COINBASE_REST_URL, help="REST base URL for candles and top of book (default %(default)s)")
+    p.add_argument(
+        "--max-quote-age", type=float, default=30.0,
+        help="a product without a fresh bid/ask for this many seconds is sent with stale=true; quiet products are "
+        "topped up from the REST ticker after half of it (default %(default)s)",
+    )
+    p.add_argument("--candle-refresh", type=float, default=60.0, help="seconds between candle refreshes over REST (default %(default)s)")
+    p.add_argument("--watchdog", type=float, default=10.0, help="reconnect when the WebSocket is silent this many seconds; heartbeats come every second (default %(default)s)")
+    p.add_argument("--record", type=Path, metavar="PATH", help="append every published snapshot to this JSON-lines file")
+    p.add_argument("--replay", type=Path, metavar="PATH", help="publish a recording instead of connecting, then exit")
+    p.add_argument("--speed", type=float, default=1.0, help="replay speed: 2 = twice as fast, 0 = as fast as possible (default %(default)s)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default %(default)s)")
+    add_kafka_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("interval", "max_quote_age", "candle_refresh", "watchdog"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
+    if args.speed < 0:
+        parser.error("--speed must be >= 0")
+    if urlsplit(args.ws_url).scheme not in ("ws", "wss"):
+        parser.error(f"--ws-url must start with ws:// or wss://, got {args.ws_url!r}")
+    if urlsplit(args.rest_url).scheme not in ("http", "https"):
+        parser.error(f"--rest-url must start with http:// or https://, got {args.rest_url!r}")
+    if args.replay and not args.replay.is_file():
+        parser.error(f"--replay: no such file {args.replay}")
+    products = product_list(args.products)
+    if not products:
+        parser.error("--products needs at least one product id")
+
+    logging.basicConfig(stream=sys.stdout, level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its connection retries are reported by us
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    cfg = FeedConfig(
+        ws_url=args.ws_url,
+        rest_url=args.rest_url.rstrip("/"),
+        products=products,
+        interval=args.interval,
+        max_quote_age=args.max_quote_age,
+        candle_refresh=args.candle_refresh,
+        watchdog=args.watchdog,
+    )
+    return asyncio.run(run(kafka_settings(args), cfg, record=args.record, replay_path=args.replay, speed=args.speed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
