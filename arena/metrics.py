@@ -149,7 +149,7 @@ class MetricsTracker:
     - `metrics()`: one AgentMetrics per agent (plus the baseline), sorted best first.
 
     Each call costs O(agents x open positions), independent of history length (the series is not
-    kept unless keep_series=True). An agent's series starts at the last sample before its first
+    kept unless keep_series=True). Not thread-safe: call it under its owner's lock. An agent's series starts at the last sample before its first
     trade (worth the initial cash), i.e. at the snapshot it reacted to; trades between two samples
     show in the value series from the next sample on.
 
@@ -242,34 +242,39 @@ class MetricsTracker:
         --prices); drawdown, Sharpe and time in market stay on the sampled series.
         """
         now = {**self.marks, **(marks or {})}
-        out: list[AgentMetrics] = []
-        for name, a in self._agents.items():
-            acc = a.account
-            held = a.positions_value(now)
-            total = acc.cash + held
-            cost = sum(p.quantity * p.avg_cost for p in acc.positions.values())
-            out.append(AgentMetrics(
-                name=name,
-                baseline=name == BASELINE_NAME,
-                total_value=total,
-                return_pct=(total / self.initial_cash - 1.0) * 100.0,
-                cash=acc.cash,
-                realized_pnl=acc.realized_pnl,
-                unrealized_pnl=held - cost,
-                max_drawdown_pct=a.max_dd * 100.0 if a.samples else None,
-                sharpe=a.sharpe(self.interval_s),
-                win_rate=a.wins / a.round_trips * 100.0 if a.round_trips else None,
-                round_trips=a.round_trips,
-                wins=a.wins,
-                trades=acc.trades,
-                rejected=acc.rejected,
-                fees=acc.fees_paid,
-                exposure_pct=held / total * 100.0 if total > 0 else None,
-                time_in_market_pct=a.in_market / a.samples * 100.0 if a.samples else None,
-                samples=a.samples,
-            ))
-        out.sort(key=lambda m: m.total_value, reverse=True)
-        return {m.name: m for m in out}
+        rows = sorted((self._row(a, now) for a in self._agents.values()), key=lambda m: m.total_value, reverse=True)
+        return {m.name: m for m in rows}
+
+    def metrics_for(self, name: str) -> AgentMetrics | None:
+        """One agent's metrics now (None if it has no account yet)."""
+        agent = self._agents.get(name)
+        return self._row(agent, self.marks) if agent else None
+
+    def _row(self, a: _Agent, marks: Mapping[str, float]) -> AgentMetrics:
+        acc = a.account
+        held = a.positions_value(marks)
+        total = acc.cash + held
+        cost = sum(p.quantity * p.avg_cost for p in acc.positions.values())
+        return AgentMetrics(
+            name=acc.agent,
+            baseline=acc.agent == BASELINE_NAME,
+            total_value=total,
+            return_pct=(total / self.initial_cash - 1.0) * 100.0,
+            cash=acc.cash,
+            realized_pnl=acc.realized_pnl,
+            unrealized_pnl=held - cost,
+            max_drawdown_pct=a.max_dd * 100.0 if a.samples else None,
+            sharpe=a.sharpe(self.interval_s),
+            win_rate=a.wins / a.round_trips * 100.0 if a.round_trips else None,
+            round_trips=a.round_trips,
+            wins=a.wins,
+            trades=acc.trades,
+            rejected=acc.rejected,
+            fees=acc.fees_paid,
+            exposure_pct=held / total * 100.0 if total > 0 else None,
+            time_in_market_pct=a.in_market / a.samples * 100.0 if a.samples else None,
+            samples=a.samples,
+        )
 
 
 def _replay(

@@ -223,3 +223,14 @@ def test_empty_inputs_and_bad_parameters():
             MetricsTracker(**bad)
     with pytest.raises(RuntimeError):
         MetricsTracker().series()
+
+
+def test_metrics_for_one_agent():
+    tracker = MetricsTracker(baseline=False)
+    for t, prices in MARKS[:2]:
+        tracker.on_prices(t, prices)
+        if t == at(0):
+            tracker.on_trade(ALL_IN[0])
+    assert tracker.metrics_for("alice").total_value == pytest.approx(110_000)
+    assert tracker.metrics_for("alice").max_drawdown_pct == 0.0
+    assert tracker.metrics_for("nobody") is None
