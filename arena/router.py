@@ -1,0 +1,332 @@
+"""One trading agent per process: a calfkit Agent hosted in-process, driven by the newest market snapshot.
+
+The turn loop never queues. Snapshots land in a one-item slot that always holds the newest unseen
+one; while a turn runs, a newer snapshot replaces the waiting one (the replaced tick is reported as
+"skipped"). Each turn is one calfkit run of the agent; its outcome is broadcast as a Decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from arena import kafka as k
+from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
+from arena.decisions import Decision
+from arena.market import MarketSnapshot, render_snapshot, utcnow
+
+log = logging.getLogger(__name__)
+
+TOOL_NAMES = ("execute_trade", "get_portfolio", "calculator")
+# Agent names become Kafka topic names (agent.<name>.private.input) and consumer group ids.
+AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+T = TypeVar("T")
+
+
+def market_group(agent: str) -> str:
+    """Each router's own consumer group on the market topic, so every router gets every snapshot."""
+    return f"router.{agent}"
+
+
+class LatestSlot(Generic[T]):
+    """A mailbox of capacity one that keeps the newest item: `put` replaces whatever still waits."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, item: T) -> T | None:
+        """Store `item`; return the item it displaced (never taken), if any."""
+        displaced, self._item = self._item, item
+        self._ready.set()
+        return displaced
+
+    async def take(self) -> T:
+        await self._ready.wait()
+        self._ready.clear()
+        item, self._item = self._item, None
+        assert item is not None
+        return item
+
+
+def _fmt_price(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:,.2f}" if x >= 100 else f"{x:.4f}" if x >= 1 else f"{x:.6f}"
+
+
+def summarize_snapshot(snapshot: MarketSnapshot) -> str:
+    """One line of what the market looked like, for Decision.summary and the viewer."""
+    parts = []
+    for pid, q in sorted(snapshot.quotes.items()):
+        parts.append(f"{pid.split('-')[0]} {_fmt_price(q.price)}" + (" STALE" if q.stale else ""))
+    return f"#{snapshot.seq} " + (" · ".join(parts) if parts else "no quotes")
+
+
+TURN_INSTRUCTION = (
+    "Decide what to do now. Call get_portfolio first, then trade or hold. "
+    "Tool calls you emit together run in parallel and in no particular order. "
+    "End with one short sentence of reasoning."
+)
+
+
+def build_prompt(snapshot: MarketSnapshot, previous: Decision | None = None, now: datetime | None = None) -> str:
+    """The per-turn user prompt: the market table, the agent's last conclusion, and the instruction."""
+    lines = [render_snapshot(snapshot, now=now), ""]
+    if previous is not None and previous.output:
+        last = " ".join(previous.output.split())[:300]
+        lines += [f"Your previous turn (snapshot #{previous.tick_seq}) concluded: {last}", ""]
+    lines.append(TURN_INSTRUCTION)
+    return "\n".join(lines)
+
+
+def fault_reason(exc: BaseException) -> str:
+    """A short, human reason for a failed run (the deepest message in calfkit's fault report)."""
+    from calfkit import NodeFaultError
+
+    if isinstance(exc, NodeFaultError):
+        messages = [r.message for r in exc.report.walk() if r.message]
+        types = [r.exception.type for r in exc.report.walk() if r.exception is not None]
+        msg = messages[-1] if messages else exc.report.error_type
+        return f"{types[-1]}: {msg}" if types and not msg.startswith(types[-1]) else msg
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _tune_client_inbox(client: Any, fetch_max_wait_ms: int) -> None:
+    """Shorten the long-poll of the calfkit client's reply inbox (default 500 ms per run step).
+
+    calfkit 0.13 has no setting for it (and putting fetch_max_wait_ms in the connection profile
+    breaks its ktables readers), so set it on the inbox subscriber's consumer arguments before
+    the broker starts.
+    """
+    for sub in client.broker.subscribers:
+        if client.inbox_topic in getattr(sub, "topics", ()):
+            sub._connection_args["fetch_max_wait_ms"] = fetch_max_wait_ms
+            return
+    log.warning("calfkit client inbox subscriber not found; replies keep the default fetch wait")
+
+
+def _deadline_guard(ctx: Any) -> str | None:
+    """Agent before_node seam: refuse to continue a turn whose router has given up on it.
+
+    A timed-out run (or a prompt redelivered to a restarted agent) would otherwise keep calling
+    the model and trading on an old snapshot after the router moved on to newer ones.
+    """
+    deadline = (ctx.deps or {}).get("deadline")
+    if deadline is not None and time.time() > float(deadline):
+        log.warning("dropping a hop of run %s: its turn deadline passed", str(ctx.correlation_id)[:8])
+        return "Turn abandoned: its deadline passed before this step."
+    return None
+
+
+class Router:
+    """One agent: the calfkit Agent + Worker, the market consumer, and the latest-only turn loop.
+
+    Usage: `await router.start()` (connects; READY after it returns), `await router.run(stop)`
+    until the event is set, then `await router.stop()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        system_prompt: str,
+        model_client: Any,
+        kafka: KafkaSettings,
+        chat_node: str = "",
+        strategy: str = "",
+        turn_timeout_s: float = 60.0,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        if not AGENT_NAME_RE.match(name):
+            raise ValueError(f"invalid agent name {name!r}: use 1-64 letters, digits, '-' or '_'")
+        if not turn_timeout_s > 0:
+            raise ValueError("turn timeout must be positive")
+        self.name = name
+        self.system_prompt = system_prompt
+        self.model_client = model_client
+        self.kafka = kafka
+        self.chat_node = chat_node
+        self.strategy = strategy
+        self.turn_timeout_s = turn_timeout_s
+        self.on_decision = on_decision or (lambda d: None)
+        self.slot: LatestSlot[MarketSnapshot] = LatestSlot()
+        self.newest_seen: MarketSnapshot | None = None
+        self.previous: Decision | None = None
+        self._client = None
+        self._worker = None
+        self._market = None
+        self._producer = None
+
+    # ----------------------------------------------------------------- start / stop
+
+    def _build_agent(self):
+        from calfkit import Agent, Tools, surface_to_model
+
+        return Agent(
+            self.name,
+            system_prompt=self.system_prompt,
+            description=f"arena trading agent (strategy {self.strategy or 'custom'})",
+            model_client=self.model_client,
+            tools=[Tools(*TOOL_NAMES)],
+            publish_topic=ACTIVITY_TOPIC,  # every step of every agent on one topic, for observers
+            before_node=_deadline_guard,
+            on_tool_error=[surface_to_model()],  # a failing tool call becomes an error the model reads; the turn goes on
+        )
+
+    async def start(self) -> None:
+        from calfkit import Client, FanoutConfig, KTableReaderTuning, Worker
+
+        security = self.kafka.faststream_security()
+        self._client = Client.connect(
+            self.kafka.bootstrap_servers,
+            # FastStream's own logger writes every message to stdout; route it through ours (INFO, so
+            # only shown at --log-level INFO/DEBUG) so stdout stays the router's status lines.
+            logger=logging.getLogger("arena.router.faststream"),
+            **({"security": security} if security else {}),
+        )
+        _tune_client_inbox(self._client, CONSUMER_TUNING["fetch_max_wait_ms"])
+        self._worker = Worker(
+            self._client,
+            nodes=[self._build_agent()],
+            # A timed-out turn may still be finishing its current step; let the next one start beside it.
+            max_workers=4,
+            extra_subscribe_kwargs=dict(CONSUMER_TUNING),
+            fanout=FanoutConfig(reader_tuning=KTableReaderTuning(poll_timeout_ms=10, fetch_max_wait_ms=10)),
+        )
+        model_start = getattr(self.model_client, "start", None)
+        self._producer = k.producer(self.kafka)
+        # No offsets are committed: a restarted router starts at the newest tick, never a backlog.
+        self._market = k.consumer(self.kafka, MARKET_TOPIC, group_id=market_group(self.name), latest=True, enable_auto_commit=False)
+        try:
+            await asyncio.gather(
+                self._worker.start(),
+                self._producer.start(),
+                self._join_market(),
+                *([model_start()] if callable(model_start) else []),
+            )
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _join_market(self) -> None:
+        """Subscribe and wait for the partition assignment, so a tick published after READY is seen."""
+        await self._market.start()
+        while not self._market.assignment():
+            self._offer_records(await self._market.getmany(timeout_ms=50))
+        for tp in self._market.assignment():
+            await self._market.position(tp)  # pin "latest" now, not at the first fetch
+
+    async def stop(self) -> None:
+        for closer in (
+            self._market.stop if self._market else None,
+            self._worker.stop if self._worker else None,
+            getattr(self.model_client, "stop", None),
+            self._producer.stop if self._producer else None,
+        ):
+            if closer is None:
+                continue
+            try:
+                await closer()
+            except Exception as exc:  # shutting down: report, keep closing the rest
+                log.warning("error while stopping: %s", exc)
+
+    # ----------------------------------------------------------------- market intake
+
+    def _offer_records(self, batches: dict) -> None:
+        for records in batches.values():
+            for record in records:
+                snapshot = k.decode(MarketSnapshot, record.value, MARKET_TOPIC)
+                if snapshot is not None:
+                    self.offer(snapshot)
+
+    def offer(self, snapshot: MarketSnapshot) -> None:
+        """Hand a snapshot to the turn loop if it is the newest one seen (partitions may reorder)."""
+        newest = self.newest_seen
+        if newest is not None and snapshot.published_at <= newest.published_at:
+            return
+        self.newest_seen = snapshot
+        displaced = self.slot.put(snapshot)
+        if displaced is not None:
+            self._publish_nowait(
+                self._decision(displaced, "skipped", reason=f"superseded by #{snapshot.seq} while a turn was running")
+            )
+
+    async def _read_market(self) -> None:
+        while True:
+            self._offer_records(await self._market.getmany(timeout_ms=1000))
+
+    # ----------------------------------------------------------------- turns
+
+    def _decision(self, snapshot: MarketSnapshot, status: str, **kw) -> Decision:
+        return Decision(
+            agent=self.name,
+            run_id=kw.pop("run_id", ""),
+            tick_seq=snapshot.seq,
+            tick_published_at=snapshot.published_at,
+            status=status,
+            summary=summarize_snapshot(snapshot),
+            chat_node=self.chat_node,
+            strategy=self.strategy,
+            **kw,
+        )
+
+    async def _publish(self, decision: Decision) -> None:
+        self.on_decision(decision)
+        try:
+            await self._producer.send_and_wait(DECISIONS_TOPIC, k.encode(decision), key=self.name.encode())
+        except Exception as exc:  # observers miss one record; the agent keeps trading
+            log.warning("could not publish decision: %s", exc)
+
+    def _publish_nowait(self, decision: Decision) -> None:
+        asyncio.get_running_loop().create_task(self._publish(decision))
+
+    async def run_turn(self, snapshot: MarketSnapshot) -> Decision:
+        """One calfkit run of the agent on `snapshot`; returns (and publishes) its outcome."""
+        from calfkit import ClientTimeoutError
+
+        run_id = uuid.uuid4().hex
+        started = self._decision(snapshot, "started", run_id=run_id)
+        await self._publish(started)
+        prompt = build_prompt(snapshot, self.previous)
+        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq}
+        try:
+            handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
+            result = await handle.result(timeout=self.turn_timeout_s)
+            outcome = dict(status="done", output=str(result.output or "").strip())
+        except ClientTimeoutError:
+            outcome = dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome = dict(status="error", reason=fault_reason(exc))
+        decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome))
+        if decision.status == "done":
+            self.previous = decision
+        await self._publish(decision)
+        return decision
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set: read the market, run one turn per newest snapshot."""
+
+        async def turns() -> None:
+            while True:
+                await self.run_turn(await self.slot.take())
+
+        tasks = [asyncio.create_task(self._read_market()), asyncio.create_task(turns()), asyncio.create_task(stop.wait())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
