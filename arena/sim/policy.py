@@ -1,0 +1,327 @@
+"""`arena policy-server`: an offline OpenAI-compatible chat completions server whose "models" are
+deterministic trading policies (arena.policies) — what the demo and tests think with, no API key.
+
+A chat node reaches it exactly like a real provider: `--base-url http://127.0.0.1:PORT/v1`.
+Each turn of a router's conversation (the latest user message holding a market table and what follows it):
+  1. no tool calls yet          -> call get_portfolio
+  2. portfolio result present   -> execute_trade calls (never on a STALE product), or a text if no signal
+  3. trade results present      -> a short closing text
+Identical requests get identical answers (tool call ids are hashes of the conversation).
+
+Models: momentum, mean-revert, random-walk (seeded), hold, auto (picks one from the agent's system prompt),
+and faults for tests: error-500, error-429, error-401 (echoes the caller's key, to test redaction),
+slow-<seconds> (sleeps, then holds), bad-args (invalid execute_trade arguments), unknown-tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from arena.policies import POLICIES, Holdings, Market, Order, decide, parse_market, parse_portfolio
+
+log = logging.getLogger(__name__)
+
+FAULT_MODELS = ("error-500", "error-429", "error-401", "bad-args", "unknown-tool")
+LISTED_MODELS = (*POLICIES, "auto", *FAULT_MODELS, "slow-<seconds>")
+_SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)$")
+MAX_TURNS = 4  # model turns per market turn before it just answers in text (no endless loops)
+
+# `auto`: the agent's system prompt picks the policy (first match in this order).
+AUTO_KEYWORDS = (
+    ("random-walk", ("random", "brainrot", "degen", "yolo", "meme", "gamble")),
+    ("mean-revert", ("mean-revert", "mean revert", "mean reversion", "scalp", "revert")),
+    ("momentum", ("momentum", "trend", "breakout")),
+    ("hold", ("hodl", "buy and hold", "never trade")),
+)
+AUTO_DEFAULT = "momentum"
+
+
+class ApiError(Exception):
+    """An OpenAI-style error reply."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# --------------------------------------------------------------------------------- conversation
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _tool_specs(tools: Any) -> dict[str, dict]:
+    """Tool name -> JSON schema of its parameters."""
+    specs = {}
+    for t in tools or []:
+        fn = t.get("function") if isinstance(t, dict) else None
+        if isinstance(fn, dict) and fn.get("name"):
+            specs[fn["name"]] = fn.get("parameters") or {}
+    return specs
+
+
+def _pick(names: list[str], candidates: tuple[str, ...], default: str) -> str:
+    for c in candidates:
+        if c in names:
+            return c
+    return default
+
+
+def trade_arguments(order: Order, schema: dict) -> dict:
+    """execute_trade arguments named as the tool's own schema names them."""
+    props = schema.get("properties") or {}
+    names = list(props)
+    product = _pick(names, ("product_id", "product", "symbol", "pair", "market"), "product_id")
+    side = _pick(names, ("side", "action", "direction"), "side")
+    qty = _pick(names, ("quantity", "qty", "size", "base_size", "amount", "units"), "quantity")
+    side_value = order.side
+    enum = (props.get(side) or {}).get("enum")
+    if enum:
+        side_value = next((v for v in enum if str(v).lower() == order.side), order.side)
+    return {product: order.product_id, side: side_value, qty: order.quantity}
+
+
+class Turn:
+    """The current market turn of a conversation, read from OpenAI chat messages."""
+
+    def __init__(self, messages: list[dict]):
+        self.system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        with_market = [i for i in users if parse_market(_text(messages[i].get("content"))) is not None]
+        start = with_market[-1] if with_market else (users[-1] if users else 0)
+        self.prompt = _text(messages[start].get("content")) if messages else ""
+        self.market: Market | None = parse_market(self.prompt)
+        self.calls: list[tuple[str, str, str]] = []  # (id, name, arguments) in order
+        self.results: dict[str, str] = {}
+        self.model_turns = 0
+        for m in messages[start + 1 :]:
+            if m.get("role") == "assistant":
+                self.model_turns += 1
+                for c in m.get("tool_calls") or []:
+                    fn = c.get("function") or {}
+                    self.calls.append((c.get("id", ""), fn.get("name", ""), fn.get("arguments") or ""))
+            elif m.get("role") == "tool":
+                self.results[m.get("tool_call_id", "")] = _text(m.get("content"))
+
+    def calls_to(self, name: str) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[1] == name]
+
+
+def choose_auto(system: str) -> str:
+    low = system.lower()
+    for policy, words in AUTO_KEYWORDS:
+        if any(w in low for w in words):
+            return policy
+    return AUTO_DEFAULT
+
+
+class Reply:
+    """What the model says this turn: text and/or tool calls (name, arguments)."""
+
+    def __init__(self, text: str | None = None, calls: list[tuple[str, dict]] | None = None):
+        self.text = text
+        self.calls = calls or []
+
+
+def plan(model: str, turn: Turn, tools: dict[str, dict], seed: int) -> Reply:
+    """The policy's move for this turn of the conversation."""
+    if model in ("bad-args", "unknown-tool"):
+        if turn.calls:
+            return Reply(f"{model}: the tool call failed as intended; stopping.")
+        if model == "bad-args":
+            return Reply(calls=[("execute_trade", {"product_id": "BTC-USD", "side": "hodl", "quantity": "lots"})])
+        return Reply(calls=[("launch_rocket", {"target": "moon"})])
+
+    policy = choose_auto(turn.system) if model == "auto" else model
+    if turn.market is None:
+        return Reply(f"{policy}: no market data in the prompt; holding.")
+    portfolio_tool = "get_portfolio" if "get_portfolio" in tools else None
+    trade_tool = "execute_trade" if "execute_trade" in tools else None
+    trades = turn.calls_to("execute_trade")
+    if trades or turn.model_turns >= MAX_TURNS:
+        return Reply(_summary(policy, trades, turn.results))
+    portfolio_calls = turn.calls_to("get_portfolio")
+    if portfolio_tool and not portfolio_calls:
+        return Reply(calls=[(portfolio_tool, {})])
+    holdings = parse_portfolio(turn.results.get(portfolio_calls[-1][0])) if portfolio_calls else parse_portfolio(None)
+    rng_seed = f"{seed}|{turn.system}|{turn.prompt}".encode()
+    orders, notes = decide(policy, turn.market, holdings, rng_seed)
+    if not orders or not trade_tool:
+        return Reply(f"{policy}: no trade. " + "; ".join(notes) + _cash_note(holdings))
+    text = f"{policy}: " + "; ".join(f"{o.side} {o.quantity:.10g} {o.product_id} ({o.why})" for o in orders)
+    return Reply(text, [(trade_tool, trade_arguments(o, tools[trade_tool])) for o in orders])
+
+
+def _cash_note(h: Holdings) -> str:
+    return f". Cash {h.cash:,.2f}" if h.known else ". (portfolio unreadable; assumed starting cash)"
+
+
+def _summary(policy: str, trades: list[tuple[str, str, str]], results: dict[str, str]) -> str:
+    if not trades:
+        return f"{policy}: done for this tick."
+    parts = []
+    for call_id, _, args in trades:
+        try:
+            a = json.loads(args)
+            what = " ".join(str(v) for v in a.values())
+        except (TypeError, ValueError):
+            what = args
+        result = " ".join((results.get(call_id) or "no result").split())
+        parts.append(f"{what} -> {result[:80]}")
+    return f"{policy}: placed {len(trades)} order(s): " + "; ".join(parts)
+
+
+def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
+    """The chat.completion object for a request body (raises ApiError for a bad request or a fault model)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    messages = body.get("messages")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required", param="model")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ApiError(400, "'messages' must be a non-empty list of message objects", param="messages")
+    if body.get("stream"):
+        raise ApiError(400, "streaming is not supported by the policy server; send \"stream\": false", param="stream")
+    if model == "error-500":
+        raise ApiError(500, "The policy server had an error while processing your request (simulated).", "server_error")
+    if model == "error-429":
+        raise ApiError(429, "Rate limit reached for requests (simulated).", "requests", "rate_limit_exceeded")
+    if model == "error-401":  # a careless provider echoing the key: the chat node must redact it
+        key = authorization.removeprefix("Bearer ").strip()
+        raise ApiError(401, f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key")
+    policy_model = "hold" if _SLOW.match(model) else model
+    if policy_model not in (*POLICIES, "auto", "bad-args", "unknown-tool"):
+        raise ApiError(404, f"The model '{model}' does not exist. Available: {', '.join(LISTED_MODELS)}", code="model_not_found", param="model")
+
+    tools = _tool_specs(body.get("tools"))
+    reply = plan(policy_model, Turn(messages), tools, seed)
+    digest = hashlib.sha256(json.dumps([model, messages, body.get("tools")], sort_keys=True, default=str).encode()).hexdigest()
+    tool_calls = [
+        {
+            "id": "call_" + hashlib.sha256(f"{digest}:{i}".encode()).hexdigest()[:24],
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)},
+        }
+        for i, (name, args) in enumerate(reply.calls)
+    ]
+    message: dict = {"role": "assistant", "content": reply.text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    prompt_chars = sum(len(_text(m.get("content"))) for m in messages)
+    out_chars = len(reply.text or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
+    return {
+        "id": f"chatcmpl-{digest[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": out_chars // 4, "total_tokens": (prompt_chars + out_chars) // 4},
+    }
+
+
+# ------------------------------------------------------------------------------------------- HTTP
+
+
+def build_app(seed: int = 0):
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def chat_completions(request: Request) -> JSONResponse:
+        try:
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                raise ApiError(400, "the request body is not valid JSON") from None
+            slow = _SLOW.match(body.get("model", "")) if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+            if slow:
+                await asyncio.sleep(min(float(slow[1]), 600.0))
+            return JSONResponse(completion(body, seed, request.headers.get("authorization", "")))
+        except ApiError as exc:
+            return JSONResponse(exc.body, status_code=exc.status)
+
+    async def models(request: Request) -> JSONResponse:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "arena-policy-server"} for m in LISTED_MODELS]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def not_found(request: Request, exc) -> JSONResponse:
+        return JSONResponse(ApiError(404, f"no route {request.method} {request.url.path}").body, status_code=404)
+
+    return Starlette(
+        routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"]), Route("/v1/models", models, methods=["GET"])],
+        exception_handlers={404: not_found, 405: not_found},
+    )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket. Created with proto=IPPROTO_TCP so that asyncio sets TCP_NODELAY on accepted
+    connections (it skips proto-0 sockets, and Nagle + delayed ACK would add ~40 ms to every reply)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="arena policy-server",
+        description="Offline OpenAI-compatible chat completions server whose models are deterministic trading "
+        f"policies ({', '.join(POLICIES)}, auto) plus fault models for tests ({', '.join(FAULT_MODELS)}, slow-<seconds>). "
+        "Point a chat node at it: deploy_chat_node.py --base-url http://HOST:PORT/v1 --model-id momentum",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8100, help="port to listen on; 0 picks a free one (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random-walk policy (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    import uvicorn
+
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(args.seed), log_level="warning", access_log=False, lifespan="off"))
+    # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal once it has stopped: a no-op
+    # handler underneath makes that re-raise harmless, so Ctrl-C exits 0 without a traceback.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            print(f"policy server: base URL http://{args.host}:{port}/v1  models: {', '.join(LISTED_MODELS)}", flush=True)
+            print(f"READY policy server on http://{args.host}:{port}/v1 (Ctrl-C to stop)", flush=True)
+        await task
+
+    asyncio.run(run())
+    print("policy server stopped", flush=True)
+    return 0
