@@ -1,0 +1,553 @@
+"""Remote inference over Kafka: named chat nodes serve model requests for any number of routers.
+
+Router side: `RemoteChatModel`, a calfkit/pydantic-ai model client whose `request()` publishes the
+conversation to the chat node's request topic and awaits the answer on this process's reply topic.
+Chat node side: `ChatNode`, which consumes one name's request topic in a shared consumer group (replicas
+split the load), calls the real provider and replies to the topic named in each request.
+
+Wire protocol (JSON, the vendored pydantic-ai types serialized exactly as `ModelMessagesTypeAdapter`,
+`TypeAdapter(ModelRequestParameters)` and `TypeAdapter(ModelResponse)` do):
+  router -> `chat_request_topic(name)`: ChatRequest, key = request id
+  chat node -> `request.reply_to`: ChatReply kind "accepted" as soon as a replica takes the request,
+  then one ChatReply kind "response" (a ModelResponse) or "error" (a clear, secret-free message).
+The early "accepted" lets a router tell "no chat node running" (seconds) from "provider is slow"
+(its full timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Callable, Literal
+
+import pydantic_core
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
+
+from calfkit._vendor.pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
+from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
+from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
+from calfkit._vendor.pydantic_ai.settings import ModelSettings
+from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+
+from arena import kafka as k
+from arena.config import KafkaSettings, chat_reply_topic, chat_request_topic
+from arena.market import utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACK_TIMEOUT_S = 30.0
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def chat_group_id(chat_node: str) -> str:
+    """One consumer group per chat node name: replicas with one name share its requests."""
+    return f"chatnode.{chat_node}"
+
+
+# ----------------------------------------------------------------------------------------------- wire
+
+
+class _Wire(BaseModel):
+    # Same bytes encoding as the vendored ModelMessagesTypeAdapter (BinaryContent travels as base64).
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+
+class ChatRequest(_Wire):
+    """One model request from a router to a named chat node."""
+
+    request_id: str
+    chat_node: str
+    reply_to: str  # the router's reply topic
+    sender: str  # the router's instance id (for logs)
+    sent_at: datetime = Field(default_factory=utcnow)
+    timeout_s: float  # the router stops waiting after this; a node drops work older than it
+    messages: list[Annotated[ModelMessage, Discriminator("kind")]]
+    model_settings: dict[str, Any] | None = None
+    parameters: ModelRequestParameters
+
+
+class ChatReply(_Wire):
+    """A chat node's answer: "accepted" first, then exactly one "response" or "error"."""
+
+    request_id: str
+    chat_node: str
+    replica: str  # host:pid of the replica that served it
+    kind: Literal["accepted", "response", "error"]
+    response: ModelResponse | None = None
+    error: str = ""  # a clear message, never a secret
+    error_type: str = ""  # "http", "timeout", "connection", "expired", "malformed", "stopped", "internal"
+    status_code: int | None = None  # the provider's HTTP status, for "http" errors
+    retryable: bool = False
+    model: str = ""  # the provider model id that served (or failed) it
+    elapsed_ms: float | None = None  # provider call time on the node
+
+
+class _ReplyAddress(BaseModel):
+    """What a node can still read from a request it cannot parse, to tell the sender at once."""
+
+    request_id: str
+    reply_to: str
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+class ChatNodeError(ModelAPIError):
+    """A model request through a chat node failed; `str(exc)` says why (never a secret).
+
+    A ModelAPIError (pydantic-ai's "provider request failed"), so a calfkit Agent run fails with it
+    as a fault (`NodeFaultError`, report.exception.type == "ChatNodeError") instead of hanging.
+    `kind`: "unavailable" (no node took the request), "timeout", "kafka", or the node's error_type.
+    """
+
+    def __init__(self, chat_node: str, message: str, *, kind: str = "error", status_code: int | None = None, retryable: bool = False):
+        super().__init__(model_name=f"chat-node:{chat_node}", message=message)
+        self.chat_node = chat_node
+        self.kind = kind
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+# ------------------------------------------------------------------------------------ router side
+
+
+@dataclass
+class _Pending:
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def _sanitize_topic_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:180] or "router"
+
+
+def _jsonable_settings(settings: ModelSettings | None) -> dict[str, Any] | None:
+    """Model settings as JSON; values that cannot travel (e.g. an httpx.Timeout) are dropped with a warning."""
+    if not settings:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in dict(settings).items():
+        try:
+            out[key] = pydantic_core.to_jsonable_python(value)
+        except Exception:
+            log.warning("model setting %r cannot be sent to a chat node; ignored", key)
+    return out
+
+
+class RemoteChatModel(PydanticModelClient):
+    """A calfkit model client that thinks through a named chat node (deploy_chat_node.py --name NAME).
+
+    Pass it as `Agent(model_client=RemoteChatModel("gpt", kafka))`. Start-up is lazy: the first
+    `request()` connects (producer, reply topic created and positioned before the request is sent, no
+    consumer-group join), so nothing needs calling before the agent runs; `await start()` does it
+    earlier (e.g. to fail fast when the broker is unreachable). `await stop()` on shutdown.
+    Must be used from one event loop (the one the calfkit Worker runs in).
+
+    Failures raise `ChatNodeError` (a pydantic-ai ModelAPIError) with a clear message:
+      - no chat node took the request within `ack_timeout_s` ("is deploy_chat_node.py --name X running?"),
+      - no answer within `timeout_s` of sending,
+      - the provider failed (HTTP 429/500, timeout, connection refused, bad key) -> the node's message.
+    Replies come on `chat_reply_topic(instance_id)`; instance_id defaults to a fresh unique id.
+    """
+
+    def __init__(
+        self,
+        chat_node: str,
+        kafka: KafkaSettings | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
+        instance_id: str | None = None,
+    ):
+        super().__init__()
+        if not chat_node:
+            raise ValueError("chat_node name must not be empty")
+        if timeout_s <= 0 or ack_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        self.chat_node = chat_node
+        self.kafka = kafka or KafkaSettings()
+        self.timeout_s = timeout_s
+        self.ack_timeout_s = min(ack_timeout_s, timeout_s)
+        self.instance_id = _sanitize_topic_part(instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.request_topic = chat_request_topic(chat_node)
+        self.reply_topic = chat_reply_topic(self.instance_id)
+        self._pending: dict[str, _Pending] = {}
+        self._producer = None
+        self._consumer = None
+        self._reader: asyncio.Task | None = None
+        self._lock: asyncio.Lock | None = None
+        self._served_by = ""  # last model id the node reported, for model_name
+
+    # pydantic-ai Model interface --------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self._served_by or f"chat-node:{self.chat_node}"
+
+    @property
+    def system(self) -> str:
+        return "arena-chat-node"
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        await self.start()
+        request_id = uuid.uuid4().hex
+        req = ChatRequest(
+            request_id=request_id,
+            chat_node=self.chat_node,
+            reply_to=self.reply_topic,
+            sender=self.instance_id,
+            timeout_s=self.timeout_s,
+            messages=messages,
+            model_settings=_jsonable_settings(model_settings),
+            parameters=model_request_parameters,
+        )
+        pending = self._pending[request_id] = _Pending()
+        started = time.monotonic()
+        try:
+            try:
+                await self._producer.send_and_wait(self.request_topic, k.encode(req), key=request_id.encode())
+            except Exception as exc:
+                raise ChatNodeError(self.chat_node, f"could not send the request to chat node '{self.chat_node}': {exc}", kind="kafka") from exc
+            try:
+                await asyncio.wait_for(pending.accepted.wait(), self.ack_timeout_s)
+            except asyncio.TimeoutError:
+                raise ChatNodeError(
+                    self.chat_node,
+                    f"no reply from chat node '{self.chat_node}' within {self.ack_timeout_s:g}s"
+                    f" — is deploy_chat_node.py --name {self.chat_node} running?",
+                    kind="unavailable",
+                    retryable=True,
+                ) from None
+            remaining = self.timeout_s - (time.monotonic() - started)
+            try:
+                reply: ChatReply = await asyncio.wait_for(asyncio.shield(pending.done), max(remaining, 0.001))
+            except asyncio.TimeoutError:
+                raise ChatNodeError(
+                    self.chat_node,
+                    f"chat node '{self.chat_node}' took the request but sent no answer within {self.timeout_s:g}s"
+                    " (provider too slow, or the node stopped)",
+                    kind="timeout",
+                    retryable=True,
+                ) from None
+        finally:
+            self._pending.pop(request_id, None)
+        if reply.kind == "error" or reply.response is None:
+            raise ChatNodeError(
+                self.chat_node,
+                f"chat node '{self.chat_node}'" + (f" ({reply.model})" if reply.model else "") + f": {reply.error or 'no response'}",
+                kind=reply.error_type or "error",
+                status_code=reply.status_code,
+                retryable=reply.retryable,
+            )
+        self._served_by = reply.model or self._served_by
+        return reply.response
+
+    # lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and position the reply topic (idempotent; request() calls it)."""
+        if self._reader is not None:
+            return
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if self._reader is not None:
+                return
+            producer = k.producer(self.kafka)
+            consumer = k.consumer(self.kafka, group_id=None)
+            try:
+                await producer.start()
+                # Create the reply topic (auto-created on produce) so it can be positioned before any
+                # request goes out; the empty warm-up record is skipped by readers.
+                await producer.send_and_wait(self.reply_topic, b"")
+                partitions = await producer.partitions_for(self.reply_topic)
+                await consumer.start()
+                tps = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_end(*tps)
+                for tp in tps:
+                    await consumer.position(tp)  # resolve now, so no reply can slip past
+            except Exception as exc:
+                await consumer.stop()
+                await producer.stop()
+                raise ChatNodeError(self.chat_node, f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}", kind="kafka") from exc
+            self._producer, self._consumer = producer, consumer
+            self._reader = asyncio.create_task(self._read_replies(), name=f"chat-replies-{self.chat_node}")
+
+    async def stop(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        for pending in self._pending.values():
+            if not pending.done.done():
+                pending.done.set_exception(ChatNodeError(self.chat_node, "the chat client was stopped", kind="stopped"))
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._consumer = self._producer = None
+
+    async def _read_replies(self) -> None:
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a transient broker error must not end the reader
+                log.warning("reading chat replies failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batches.values():
+                for record in records:
+                    if not record.value:
+                        continue  # a topic warm-up record
+                    reply = k.decode(ChatReply, record.value, record.topic)
+                    if reply is None:
+                        continue
+                    pending = self._pending.get(reply.request_id)
+                    if pending is None:
+                        log.debug("ignoring a reply to %s (not waiting for it any more)", reply.request_id)
+                        continue
+                    pending.accepted.set()  # any reply means a node took it
+                    if reply.kind != "accepted" and not pending.done.done():
+                        pending.done.set_result(reply)
+
+
+# ------------------------------------------------------------------------------- chat node side
+
+
+def redactor(*secrets: str | None) -> Callable[[str], str]:
+    """A function that removes the given secrets, and anything shaped like an API key, from text."""
+    literal = [s for s in secrets if s]
+    key_shape = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+
+    def redact(text: str) -> str:
+        for s in literal:
+            text = text.replace(s, "***")
+        return key_shape.sub("***", text)
+
+    return redact
+
+
+def _short(text: Any, limit: int = 300) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _http_detail(body: object) -> str:
+    """The provider's own error message out of an OpenAI-style error body."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return "" if body is None else str(body)
+
+
+def describe_failure(exc: BaseException, *, base_url: str, timeout_s: float) -> tuple[str, str, int | None, bool]:
+    """(message, error_type, status_code, retryable) for a failed provider call — not yet redacted."""
+    if isinstance(exc, ModelHTTPError):
+        code = exc.status_code
+        detail = _http_detail(exc.body)
+        hint = {401: " (check the API key)", 403: " (key not allowed to use this model)", 404: " (unknown model id or base URL)", 429: " (rate limited)"}.get(code, "")
+        msg = f"provider returned HTTP {code}{hint}" + (f": {_short(detail)}" if detail else "")
+        return msg, "http", code, code in (408, 409, 429) or code >= 500
+    if isinstance(exc, asyncio.TimeoutError) or "timed out" in str(exc).lower():
+        return f"provider did not answer within {timeout_s:g}s", "timeout", None, True
+    if isinstance(exc, ModelAPIError):
+        return f"cannot reach the provider at {base_url}: {_short(exc.message)}", "connection", None, True
+    if isinstance(exc, UnexpectedModelBehavior):
+        return f"provider returned an unusable response: {_short(exc.message)}", "invalid_response", None, False
+    return f"chat node failed: {type(exc).__name__}: {_short(exc)}", "internal", None, False
+
+
+class ChatNode:
+    """Serves one chat node name: consumes its request topic and answers with `model` (any pydantic-ai Model).
+
+    Replicas (same name, same group) split the topic's partitions. Every request is acknowledged as soon
+    as it is taken; at most `max_workers` provider calls run at once; each request gets a response or a
+    clear error, and one that waited past its router's timeout is answered "expired" rather than served.
+    Secrets in `secrets` (and anything shaped like an API key) never leave the node.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Model,
+        kafka: KafkaSettings,
+        *,
+        max_workers: int = 8,
+        timeout_s: float = 90.0,
+        base_url: str = "",
+        secrets: tuple[str | None, ...] = (),
+    ):
+        if max_workers < 1 or timeout_s <= 0:
+            raise ValueError("max_workers must be >= 1 and timeout_s positive")
+        self.name = name
+        self.model = model
+        self.kafka = kafka
+        self.timeout_s = timeout_s
+        self.base_url = base_url
+        self.redact = redactor(*secrets)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.topic = chat_request_topic(name)
+        self.group_id = chat_group_id(name)
+        self.served = 0
+        self.failed = 0
+        self._workers = asyncio.Semaphore(max_workers)
+        self._tasks: set[asyncio.Task] = set()
+        self._producer = None
+        self._consumer = None
+
+    async def start(self, status: Callable[[str], None] = lambda s: None, join_timeout_s: float = 60.0) -> None:
+        """Connect, create the request topic, join the group and resolve positions; then it is safe to say READY."""
+        status(f"connecting to Kafka at {self.kafka.bootstrap_servers} ...")
+        self._producer = k.producer(self.kafka)
+        await self._producer.start()
+        # The topic must exist before subscribing, or the group would only notice it minutes later.
+        await self._producer.send_and_wait(self.topic, b"")
+        status(f"joining consumer group {self.group_id} on {self.topic} ...")
+        assigned = asyncio.Event()
+
+        class _Joined(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked):
+                pass
+
+            async def on_partitions_assigned(self, partitions):
+                assigned.set()
+
+        # Auto-commit also commits before every rebalance, so a partition moving to another replica
+        # resumes where this one stopped.
+        self._consumer = k.consumer(self.kafka, group_id=self.group_id, latest=True)
+        self._consumer.subscribe([self.topic], listener=_Joined())
+        await self._consumer.start()
+        await asyncio.wait_for(assigned.wait(), join_timeout_s)
+        partitions = self._consumer.assignment()
+        for tp in partitions:
+            await self._consumer.position(tp)  # resolve "latest" now, so no request slips past
+        if not partitions:
+            log.warning("no partitions assigned (more replicas than partitions?): this replica stands by")
+
+    async def serve(self) -> None:
+        """Take requests until cancelled."""
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a transient broker error must not end the node
+                log.warning("fetching requests failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._take(record)
+
+    def _take(self, record) -> None:
+        if not record.value:
+            return  # a topic warm-up record
+        req = k.decode(ChatRequest, record.value, record.topic)
+        if req is None:
+            self._tell_malformed(record.value)
+            return
+        age = (utcnow() - req.sent_at).total_seconds()
+        if age > req.timeout_s:
+            log.info("dropping request %s from %s: %.0fs old, its router stopped waiting", req.request_id[:8], req.sender, age)
+            return
+        self._send(req.reply_to, ChatReply(request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="accepted", model=self.model.model_name))
+        self._spawn(self._serve_one(req))
+
+    def _tell_malformed(self, raw: bytes) -> None:
+        try:
+            addr = _ReplyAddress.model_validate_json(raw)
+        except ValidationError:
+            return  # not even an address: decode() logged it, nothing more to do
+        self._send(
+            addr.reply_to,
+            ChatReply(
+                request_id=addr.request_id, chat_node=self.name, replica=self.replica, kind="error", error_type="malformed",
+                error="the chat node could not read the request (router and chat node versions differ?)", model=self.model.model_name,
+            ),
+        )
+
+    async def _serve_one(self, req: ChatRequest) -> None:
+        try:
+            async with self._workers:
+                remaining = req.timeout_s - (utcnow() - req.sent_at).total_seconds()
+                if remaining <= 0.5:
+                    reply = self._error(req, "the chat node was too busy to start before the router's timeout", "expired", retryable=True)
+                else:
+                    reply = await self._call_provider(req, min(self.timeout_s, remaining))
+        except asyncio.CancelledError:
+            self._send(req.reply_to, self._error(req, "the chat node stopped while serving the request", "stopped", retryable=True))
+            raise
+        self._send(req.reply_to, reply)
+
+    async def _call_provider(self, req: ChatRequest, timeout_s: float) -> ChatReply:
+        settings = dict(req.model_settings or {})
+        settings["timeout"] = timeout_s
+        t0 = time.monotonic()
+        try:
+            response = await asyncio.wait_for(self.model.request(req.messages, settings, req.parameters), timeout_s + 1.0)
+        except Exception as exc:
+            msg, error_type, status_code, retryable = describe_failure(exc, base_url=self.base_url, timeout_s=timeout_s)
+            self.failed += 1
+            reply = self._error(req, msg, error_type, status_code=status_code, retryable=retryable)
+            reply.elapsed_ms = (time.monotonic() - t0) * 1000
+            log.warning("request %s from %s failed after %.0f ms: %s", req.request_id[:8], req.sender, reply.elapsed_ms, reply.error)
+            return reply
+        self.served += 1
+        elapsed = (time.monotonic() - t0) * 1000
+        calls = sum(1 for p in response.parts if getattr(p, "part_kind", "") == "tool-call")
+        log.info("served request %s from %s in %.0f ms (%d tool calls)", req.request_id[:8], req.sender, elapsed, calls)
+        return ChatReply(
+            request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="response",
+            response=response, model=response.model_name or self.model.model_name, elapsed_ms=elapsed,
+        )
+
+    def _error(self, req: ChatRequest, message: str, error_type: str, *, status_code: int | None = None, retryable: bool = False) -> ChatReply:
+        return ChatReply(
+            request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="error",
+            error=self.redact(message), error_type=error_type, status_code=status_code, retryable=retryable,
+            model=self.model.model_name,
+        )
+
+    def _send(self, topic: str, reply: ChatReply) -> None:
+        async def send():
+            try:
+                await self._producer.send_and_wait(topic, k.encode(reply), key=reply.request_id.encode())
+            except Exception as exc:
+                log.error("could not send the %s reply for %s to %s: %s", reply.kind, reply.request_id[:8], topic, exc)
+
+        self._spawn(send())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Leave the group, let in-flight requests finish for up to `grace_s`, tell the others' routers."""
+        if self._consumer is not None:
+            await self._consumer.stop()  # commits and leaves: the other replicas take over its partitions
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if self._tasks:  # the "stopped" replies just queued
+                await asyncio.wait(set(self._tasks), timeout=2.0)
+        if self._producer is not None:
+            await self._producer.stop()

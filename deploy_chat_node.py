@@ -1,0 +1,129 @@
+"""Deploy one named, stateless chat node: it serves model requests from any router over Kafka.
+
+Routers think through it by name (RemoteChatModel in arena/chat.py). Start several replicas with the same
+--name to share the load; any OpenAI-compatible provider works through --base-url.
+
+  uv run deploy_chat_node.py --name gpt --model-id gpt-4o-mini                  # OpenAI, key from OPENAI_API_KEY
+  uv run deploy_chat_node.py --name quant --model-id momentum --base-url http://127.0.0.1:8100/v1   # offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import warnings
+from urllib.parse import urlsplit, urlunsplit
+
+from arena.config import add_kafka_args, kafka_settings
+
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Run a named chat node: a stateless inference process serving model requests from routers over Kafka. "
+        "Replicas started with the same --name share the requests.",
+    )
+    p.add_argument("--name", default="default", help="chat node name routers address it by (default %(default)s)")
+    p.add_argument("--model-id", default="gpt-4o-mini", help="the provider's model id (default %(default)s)")
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible API base URL, e.g. http://127.0.0.1:8100/v1 for `arena policy-server` (default: OpenAI)",
+    )
+    p.add_argument("--reasoning-effort", default=None, choices=["minimal", "low", "medium", "high"], help="reasoning effort for reasoning models (default: the provider's)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="provider API key (default: env OPENAI_API_KEY). Prefer the env var: a command line is visible to other users",
+    )
+    p.add_argument("--max-workers", type=int, default=8, help="provider requests in flight at once (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the provider per request (default %(default)s)")
+    p.add_argument("--max-retries", type=int, default=2, help="provider retries on 429/5xx/connection errors, with backoff (default %(default)s)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level, to stderr (default %(default)s)")
+    add_kafka_args(p)
+    args = p.parse_args(argv)
+    if args.max_workers < 1:
+        p.error("--max-workers must be at least 1")
+    if args.timeout <= 0:
+        p.error("--timeout must be positive")
+    if args.max_retries < 0:
+        p.error("--max-retries must be 0 or more")
+    return args
+
+
+def status(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def display_url(url: str) -> str:
+    """The URL without any user:password part."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+async def run(args: argparse.Namespace, api_key: str | None) -> int:
+    warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")  # noise from calfkit's vendored pydantic-ai
+    from calfkit.providers.pydantic_ai.openai import OpenAIModelClient
+
+    from arena.chat import ChatNode
+
+    model = OpenAIModelClient(args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort, timeout=args.timeout)
+    model.client = model.client.with_options(max_retries=args.max_retries)
+    url = display_url(args.base_url or OPENAI_URL)
+    node = ChatNode(
+        args.name, model, kafka_settings(args), max_workers=args.max_workers, timeout_s=args.timeout, base_url=url,
+        secrets=(api_key, urlsplit(args.base_url or "").password),
+    )
+    status(f"chat node '{args.name}' serving model {args.model_id} via base-url {url} (up to {args.max_workers} requests at once)")
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    starting = asyncio.create_task(node.start(status))
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # Ctrl-C while connecting
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await node.stop()
+        return 0
+    if starting.exception():
+        exc = starting.exception()
+        print(f"error: chat node '{args.name}' could not start: {node.redact(str(exc) or type(exc).__name__)}", file=sys.stderr, flush=True)
+        await node.stop()
+        return 1
+    status(f"READY chat node '{args.name}' on topic {node.topic} (group {node.group_id}; Ctrl-C to stop)")
+    serving = asyncio.create_task(node.serve())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    status(f"stopping chat node '{args.name}' ...")
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await node.stop()
+    status(f"chat node '{args.name}' stopped ({node.served} served, {node.failed} failed)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("aiokafka", "httpx", "openai"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.api_key:
+        print("warning: --api-key on the command line is visible to other users of this machine; prefer env OPENAI_API_KEY", file=sys.stderr, flush=True)
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key and args.base_url is None:
+        print("error: no API key for OpenAI: set env OPENAI_API_KEY (or use --base-url for a local provider)", file=sys.stderr)
+        return 2
+    return asyncio.run(run(args, api_key))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
