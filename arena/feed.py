@@ -44,6 +44,7 @@ STARTUP_GRACE_S = 10.0
 SUBSCRIBE_GAP_S = 0.15  # Coinbase allows 8 unauthenticated messages/s per IP
 WS_MAX_SIZE = 10 * 1024 * 1024
 REST_RATE = 8.0  # requests/s; Coinbase allows 10/s per IP on public endpoints
+FILL_START_DELAY_S = 2.0  # REST top-of-book starts after the WebSocket had a chance to deliver
 HEALTHY_CONNECTION_S = 10.0  # a connection that lived this long resets the reconnect backoff
 
 
@@ -364,6 +365,7 @@ class RestPoller:
         attempted: set = set()
         last_fill: dict[str, float] = {}
         fill_every = max(1.0, self.max_quote_age / 4)
+        fills_from = loop.time() + FILL_START_DELAY_S  # the WebSocket snapshot usually makes them unneeded
         pause_until = 0.0
         while True:
             now = loop.time()
@@ -375,7 +377,9 @@ class RestPoller:
                 (
                     pid
                     for pid in self.products
-                    if not self.book.is_fresh(pid, self.max_quote_age / 2) and now - last_fill.get(pid, -1e9) >= fill_every
+                    if now >= fills_from
+                    and not self.book.is_fresh(pid, self.max_quote_age / 2)
+                    and now - last_fill.get(pid, -1e9) >= fill_every
                 ),
                 None,
             )
