@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from calfkit import ToolContext, Worker, agent_tool
-from pydantic import BeforeValidator, Strict
+from pydantic import BeforeValidator, WithJsonSchema
 
 from arena.calc import calculate
 from arena.desk import Desk
@@ -24,8 +24,9 @@ DESK = "desk"  # the worker resource key the tools read the desk from
 
 # Accept "BUY"/" Sell " from a live tool node's own validation; the advertised schema stays an enum.
 Side = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
-# Strict: a quoted number such as "1e3" is refused rather than silently converted.
-Quantity = Annotated[float, Strict()]
+# Advertised as a number, but whatever arrives ("1e3", null for NaN, 1e308) reaches the desk, which
+# rejects it with a reason the model reads and the dashboard shows, instead of a schema error.
+Quantity = Annotated[Any, WithJsonSchema({"type": "number"})]
 
 
 def call_key(ctx: ToolContext) -> str:

@@ -312,6 +312,8 @@ def _is_number(x: object) -> bool:
 
 
 def _check_quantity(quantity: object, inc: float, pid: str) -> float:
+    if quantity is None:  # JSON has no NaN/Infinity: they arrive as null
+        raise Rejected("quantity must be a finite number (got null; NaN and Infinity are not numbers)")
     if not _is_number(quantity):
         raise Rejected(f"quantity must be a number, not {type(quantity).__name__} {_echo(quantity)}")
     q = float(quantity)

@@ -1,0 +1,205 @@
+"""The tools process at run time: the three trading tools served over calfkit, the market and decision
+feeds that keep the desk and the dashboard current, and every trade published to TRADES_TOPIC.
+
+Start-up is one calfkit Worker (and Client) per tool node, all started together: each node joins its
+own consumer group and Tansu holds a join ~1 s, so in parallel the three take ~1 s instead of ~3-15 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from arena import kafka as k
+from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.decisions import Decision
+from arena.desk import Desk
+from arena.market import MarketSnapshot
+from arena.portfolio import Trade
+
+log = logging.getLogger("arena.tools")
+
+
+def _describe(t: Trade) -> str:
+    if t.status == "filled":
+        return f"{t.agent} {t.side} {t.quantity:g} {t.product_id} @ {t.price:,.8g} (fee {t.fee:.4g})"
+    return f"{t.agent} REJECTED {t.side} {t.quantity:g} {t.product_id[:40]}: {t.reason}"
+
+
+class ToolsService:
+    """Serves the desk to every agent; `start()` returns once the tools answer, `stop()` drains."""
+
+    def __init__(self, kafka: KafkaSettings, desk: Desk, *, max_workers: int = 8, state=None):
+        self.kafka = kafka
+        self.desk = desk
+        self.max_workers = max_workers
+        self.state = state  # the dashboard's ArenaState, or None
+        self._trades: asyncio.Queue[Trade | None] = asyncio.Queue()
+        self._workers: list = []
+        self._tasks: list[asyncio.Task] = []
+        self._market = None
+        self._decisions = None
+        self._producer = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        desk.on_trade = self._on_trade
+        desk.on_call = self._on_call
+
+    # -- callbacks from the desk (run inside the tool call) -----------------------------------------
+
+    def _on_trade(self, trade: Trade) -> None:
+        log.info("%s", _describe(trade))
+        if self.state is not None:
+            self.state.on_trade(trade)
+        if self._loop is not None:  # thread-safe: a sync tool could run in an executor thread
+            self._loop.call_soon_threadsafe(self._trades.put_nowait, trade)
+
+    def _on_call(self, agent: str, tool: str) -> None:
+        if self.state is not None:
+            self.state.on_tool_call(agent, tool)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> float:
+        """Serve the tools and open the feeds; returns the seconds it took."""
+        from calfkit import Client, Worker  # ~3 s import: keep it off the --help path
+
+        import trading_tools
+
+        t0 = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        security = self.kafka.faststream_security()
+        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+        for tool in trading_tools.TOOLS:
+            client = Client.connect(
+                servers,
+                # FastStream logs every message at INFO to stdout; ours keeps stdout for status lines.
+                logger=logging.getLogger("arena.tools.faststream"),
+                **({"security": security} if security else {}),
+            )
+            worker = Worker(
+                client,
+                nodes=[tool],
+                max_workers=self.max_workers,
+                extra_subscribe_kwargs=dict(CONSUMER_TUNING),
+                name=f"tools:{tool.name}",
+            )
+            trading_tools.provide_desk(worker, self.desk)
+            self._workers.append(worker)
+        self._producer = k.producer(self.kafka)
+        self._market = k.consumer(self.kafka, MARKET_TOPIC, group_id=None)
+        self._decisions = k.consumer(self.kafka, DECISIONS_TOPIC, group_id=None)
+        await asyncio.gather(
+            *(w.start() for w in self._workers),
+            self._producer.start(),
+            self._start_market(),
+            self._decisions.start(),
+        )
+        await self._seek_end(self._decisions)
+        self._tasks = [
+            asyncio.create_task(self._follow_market(), name="market"),
+            asyncio.create_task(self._follow_decisions(), name="decisions"),
+            asyncio.create_task(self._publish_trades(), name="trades"),
+        ]
+        return time.monotonic() - t0
+
+    async def _start_market(self) -> None:
+        """Open the market feed positioned at the latest snapshot of each partition, so prices are
+        known right after a restart instead of one interval later.
+
+        No consumer group: the tools only ever need the newest quotes, and a group would add a
+        join wait (and a stale member after a crash) to every start."""
+        await self._market.start()
+        parts = sorted(self._market.assignment())
+        if not parts:
+            return
+        ends = await self._market.end_offsets(parts)
+        for tp in parts:
+            self._market.seek(tp, max(0, ends[tp] - 1))
+
+    @staticmethod
+    async def _seek_end(consumer) -> None:
+        parts = sorted(consumer.assignment())
+        if parts:
+            ends = await consumer.end_offsets(parts)
+            for tp in parts:
+                consumer.seek(tp, ends[tp])
+
+    async def stop(self) -> None:
+        """Stop serving (in-flight calls finish), then flush the trades topic and close the feeds."""
+        results = await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):
+                log.warning("worker stop failed: %s", r)
+        self._trades.put_nowait(None)  # publisher: flush what is queued, then end
+        publisher = next((t for t in self._tasks if t.get_name() == "trades"), None)
+        if publisher is not None:
+            try:
+                await asyncio.wait_for(publisher, 5)
+            except (asyncio.TimeoutError, Exception) as exc:
+                log.warning("trades topic not fully flushed: %r", exc)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for c in (self._market, self._decisions, self._producer):
+            if c is not None:
+                try:
+                    await c.stop()
+                except Exception as exc:  # shutting down anyway
+                    log.debug("closing %s: %r", c, exc)
+
+    # -- feeds -----------------------------------------------------------------------------------
+
+    async def _follow_market(self) -> None:
+        async for snapshot in self._records(self._market, MarketSnapshot):
+            self.desk.quotes.update(snapshot)
+            if self.state is not None:
+                self.state.on_snapshot(snapshot)
+
+    async def _follow_decisions(self) -> None:
+        async for decision in self._records(self._decisions, Decision):
+            if self.state is not None:
+                self.state.on_decision(decision)
+
+    @staticmethod
+    async def _records(consumer, model):
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batches.items():
+                for r in records:
+                    item = k.decode(model, r.value, tp.topic)
+                    if item is not None:
+                        yield item
+
+    async def _publish_trades(self) -> None:
+        while True:
+            trade = await self._trades.get()
+            if trade is None:
+                return
+            try:
+                await self._producer.send(TRADES_TOPIC, k.encode(trade), key=trade.agent.encode())
+            except Exception as exc:  # the ledger has it; the topic is for observers
+                log.warning("could not publish trade %s to %s: %r", trade.trade_id, TRADES_TOPIC, exc)
+
+
+def standings_line(accounts: dict, quotes: dict, top: int = 8) -> str:
+    """One headless status line: agents by total value."""
+    rows = sorted(accounts.values(), key=lambda a: a.total_value(quotes), reverse=True)
+    parts = [f"{a.agent} ${a.total_value(quotes):,.2f} ({a.return_pct(quotes):+.3f}%)" for a in rows[:top]]
+    return "standings: " + (" | ".join(parts) if parts else "no agents yet")
+
+
+async def headless(stop: asyncio.Event, tick: Callable[[], None], status: Callable[[], str], every_s: float = 30.0) -> None:
+    """Without the dashboard: `tick` every second (the value history), a status line every `every_s`."""
+    loop = asyncio.get_running_loop()
+    next_status = loop.time() + every_s
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            tick()
+            if loop.time() >= next_status:
+                print(status(), flush=True)
+                next_status = loop.time() + every_s
+

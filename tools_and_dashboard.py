@@ -1,0 +1,143 @@
+"""The shared trading tools (execute_trade, get_portfolio, calculator) for every agent, the durable
+ledger behind them, and the live dashboard.
+
+    python tools_and_dashboard.py --bootstrap-servers localhost:9092 --ledger arena_ledger.db
+
+Prints READY once the tools are served. Ctrl-C (or SIGTERM) leaves the live screen, prints the final
+standings and writes --export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from arena.config import add_kafka_args, kafka_settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Serve the arena's shared trading tools to every agent, keep the money in a durable "
+        "SQLite ledger, and show the live dashboard. Each agent gets a $100,000 paper account on its first call.",
+    )
+    add_kafka_args(p)
+    p.add_argument("--ledger", default="arena_ledger.db",
+                   help="SQLite ledger file, the store of record; reopened on restart (default %(default)s)")
+    p.add_argument("--max-quote-age", type=float, default=30.0, metavar="SECONDS",
+                   help="refuse trades on a quote older than this (default %(default)s)")
+    p.add_argument("--fee-bps", type=float, default=0.0,
+                   help="trading fee in basis points of the notional, charged on every fill (default %(default)s)")
+    p.add_argument("--no-dashboard", action="store_true",
+                   help="headless: log lines and periodic standings instead of the live dashboard")
+    p.add_argument("--export", default=None, metavar="PATH",
+                   help="write the leaderboard JSON here on exit (Ctrl-C or SIGTERM)")
+    p.add_argument("--max-workers", type=int, default=8,
+                   help="tool calls each tool runs concurrently (calfkit Worker max_workers; default %(default)s)")
+    p.add_argument("--log-file", default="runs/tools.log",
+                   help="where logs go while the live dashboard is on screen (default %(default)s)")
+    p.add_argument("--status-every", type=float, default=30.0, metavar="SECONDS",
+                   help="headless: seconds between standings lines (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up if the tools are not served within this time (default %(default)s)")
+    args = p.parse_args(argv)
+    if args.max_quote_age <= 0:
+        p.error("--max-quote-age must be positive")
+    if not 0 <= args.fee_bps < 10_000:
+        p.error("--fee-bps must be between 0 and 10000")
+    if args.max_workers < 1:
+        p.error("--max-workers must be at least 1")
+    return args
+
+
+def setup_logging() -> None:
+    # To stderr; while the live dashboard is on screen it sends them to --log-file instead.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("calfkit", "faststream", "aiokafka", "ktables", "arena.tools.faststream"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def status(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from arena.dashboard import ArenaState, LiveDashboard, final_standings_table, leaderboard, write_export
+    from arena.desk import Desk, QuoteBook
+    from arena.ledger import Ledger
+    from arena.tools_service import ToolsService, headless, standings_line
+
+    kafka = kafka_settings(args)
+    status(f"Opening ledger {args.ledger} ...")
+    ledger = Ledger(args.ledger)
+    status(f"  {len(ledger.accounts())} accounts, {len(ledger)} trades restored")
+    state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps,
+                       log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
+    desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age)
+    service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state)
+    dashboard = LiveDashboard(state, ledger.accounts, print_final=False)  # final standings: after the drain
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    code = 0
+    try:
+        status(f"Connecting to Kafka at {kafka.bootstrap_servers} and serving the tools ...")
+        start = asyncio.ensure_future(service.start())
+        done, _ = await asyncio.wait({start, asyncio.ensure_future(stop.wait())}, timeout=args.connect_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if start not in done:
+            start.cancel()
+            if not stop.is_set():
+                status(f"error: tools not served within {args.connect_timeout:g}s; is Kafka reachable at "
+                       f"{kafka.bootstrap_servers}?")
+                code = 1
+            return code
+        try:
+            seconds = start.result()
+        except Exception as exc:  # typically: the broker is unreachable
+            logging.getLogger("arena.tools").debug("start-up failed", exc_info=True)
+            status(f"error: could not serve the tools via Kafka at {kafka.bootstrap_servers}: {exc}")
+            return 1
+        status(f"READY: execute_trade, get_portfolio, calculator served in {seconds:.2f}s "
+               f"(ledger {args.ledger}, fee {args.fee_bps:g} bps, max quote age {args.max_quote_age:g}s)")
+        if args.no_dashboard:
+            await headless(stop, lambda: state.sample(ledger.accounts()),
+                           lambda: standings_line(ledger.accounts(), desk.quotes.quotes()), args.status_every)
+        else:
+            await dashboard.run(stop)
+            await stop.wait()
+    except Exception as exc:
+        logging.getLogger("arena.tools").exception("tools process failed")
+        status(f"error: {exc}")
+        code = 1
+    finally:
+        status("Stopping: finishing in-flight tool calls ...")
+        await service.stop()
+        if args.export:
+            write_export(args.export, leaderboard(state, ledger.accounts()))
+        if args.no_dashboard:
+            dashboard.console.print(final_standings_table(state, ledger.accounts()))
+            if args.export:
+                status(f"Leaderboard written to {args.export}")
+        else:
+            dashboard.console.print(dashboard.final_standings())
+        ledger.close()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
