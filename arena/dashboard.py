@@ -38,6 +38,7 @@ from arena.ui import (
     FLAT,
     Column,
     Fixed,
+    FitWidth,
     agent_color,
     agent_text,
     ago,
@@ -954,37 +955,18 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
 
 
 def final_standings_table(state: ArenaState, accounts: dict[str, Account], *, now: datetime | None = None) -> RenderableType:
-    """The standings printed after the live screen closes (plain scrollback, full width)."""
+    """The standings printed into the scrollback after the live screen closes: every agent, as many
+    columns as the terminal width allows."""
     now = now or utcnow()
     with state._lock:
-        standings = _standings(state, accounts)
-    table = Table(
-        title=f"Final standings · {now.strftime('%Y-%m-%d %H:%M:%S')} UTC · start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        header_style="bold",
-    )
-    for name, justify in [("#", "right"), ("Agent", "left"), ("Value", "right"), ("Return", "right"), ("Cash", "right"),
-                          ("Realized", "right"), ("Unrealized", "right"), ("Fees", "right"), ("Fills", "right"),
-                          ("Rejected", "right"), ("Model err", "right")]:  # fmt: skip
-        table.add_column(name, justify=justify, no_wrap=name != "Agent")
-    for i, s in enumerate(standings, 1):
-        table.add_row(
-            str(i),
-            agent_text(s.name),
-            money(s.value),
-            signed_pct(s.ret),
-            money(s.account.cash),
-            signed_money(s.account.realized_pnl),
-            signed_money(s.unrealized),
-            money(s.account.fees_paid),
-            str(s.account.trades),
-            str(s.account.rejected),
-            str(s.activity.model_errors if s.activity else 0),
-        )
-    if not standings:
+        f = _Frame(state, now, _standings(state, accounts), state.health(now), compact=False)
+    if not f.standings:
         return Text("No agent traded in this run.")
-    return table
+    title = Text.assemble(
+        ("Final standings", "bold"),
+        (f"  {now.strftime('%Y-%m-%d %H:%M:%S')} UTC · start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid", "grey62"),
+    )
+    return Group(title, FitWidth(lambda width: _leaderboard_body(f, width, len(f.standings) + 1)))
 
 
 # ----------------------------------------------------------------------------------------------- live

@@ -7,6 +7,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -218,3 +219,13 @@ class Fixed:
         for line in lines[: self.height]:
             yield from line
             yield new_line
+
+
+class FitWidth:
+    """A renderable built for the width it is given (e.g. a fit_table printed into the scrollback)."""
+
+    def __init__(self, build: Callable[[int], RenderableType]):
+        self.build = build
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.build(options.max_width)
