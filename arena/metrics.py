@@ -142,8 +142,8 @@ class _Agent:
 class MetricsTracker:
     """Incremental leaderboard metrics: feed it trades and market snapshots as they happen.
 
-    - `on_trade(trade)`: every fill and rejection, in ledger order (feed it the ledger's trades, which
-      are already de-duplicated; at start-up replay the ledger's log into it).
+    - `on_trade(trade)`: every fill and rejection, in ledger order (at start-up, replay the ledger's
+      log into it); a trade_id it has already seen is ignored.
     - `on_snapshot(snapshot)` / `on_prices(t, prices)`: updates the marks (best bid per product; a
       product missing from a sample keeps its last mark) and records one value sample per agent.
     - `metrics()`: one AgentMetrics per agent (plus the baseline), sorted best first.
@@ -179,6 +179,7 @@ class MetricsTracker:
         self.marks: dict[str, float] = {}
         self.last_t: datetime | None = None
         self._agents: dict[str, _Agent] = {}
+        self._seen: set[tuple[str, str]] = set()  # (agent, trade_id) folded so far
         self._baseline_pending = baseline
 
     # -- events ---------------------------------------------------------------------------------
@@ -191,6 +192,12 @@ class MetricsTracker:
                 agent.sample(self.last_t, self.initial_cash, False)
 
     def on_trade(self, trade: Trade) -> None:
+        """One logged trade (fill or rejection). An (agent, trade_id) seen before (trade_id is the ledger's
+        idempotency key: a redelivery, or a replay overlapping the live feed) is ignored."""
+        key = (trade.agent, trade.trade_id)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         self.on_agent(trade.agent)
         self._agents[trade.agent].apply(trade)
 

@@ -234,3 +234,12 @@ def test_metrics_for_one_agent():
     assert tracker.metrics_for("alice").total_value == pytest.approx(110_000)
     assert tracker.metrics_for("alice").max_drawdown_pct == 0.0
     assert tracker.metrics_for("nobody") is None
+
+
+def test_a_trade_seen_twice_counts_once():
+    tracker = MetricsTracker(baseline=False)
+    trade = fill("hal", "buy", 10, 100.0, fee=1.0)
+    tracker.on_trade(trade)
+    tracker.on_trade(trade.model_copy())  # redelivered: same idempotency key
+    m = tracker.metrics()["hal"]
+    assert m.trades == 1 and m.cash == pytest.approx(98_999.0) and m.fees == pytest.approx(1.0)

@@ -59,9 +59,9 @@ def make_ledger(path: Path) -> None:
     a rejected oversell, sells 50 at 178 (fee 8.90); carol opened an account and never traded."""
     with Ledger(path) as ledger:
         def rec(key, agent, pid, side, qty, price, fee=0.0, t=1, status="filled"):
-            trade = Trade(trade_id=key, agent=agent, product_id=pid, side=side, quantity=qty, price=price, fee=fee,
+            trade = Trade(trade_id=f"{agent}:run:{key}", agent=agent, product_id=pid, side=side, quantity=qty, price=price, fee=fee,
                           status=status, executed_at=T0 + timedelta(seconds=t))
-            ledger.record(f"{agent}:run:{key}", trade, {"ok": status == "filled"})
+            ledger.record(trade.trade_id, trade, {"ok": status == "filled"})  # as the desk does
 
         rec("c1", "alice", "BTC-USD", "buy", 0.5, 95_000.0, fee=47.5, t=1)
         rec("c1", "bob", "SOL-USD", "buy", 100, 180.0, fee=18.0, t=2)  # same tool call id, other agent
