@@ -36,14 +36,21 @@ class ToolsProcess:
         self.proc: Proc | None = None
         self.ready_s: float | None = None
 
-    def start(self) -> "ToolsProcess":
-        t0 = time.monotonic()
+    def launch(self) -> "ToolsProcess":
+        self._t0 = time.monotonic()
         self.proc = Proc(
             "tools_and_dashboard.py", "--no-dashboard", "--ledger", str(self.ledger), "--export", str(self.export),
             "--fee-bps", str(FEE_BPS), "--status-every", "3600",
-        ).wait_ready(60)
-        self.ready_s = time.monotonic() - t0
+        )
         return self
+
+    def wait_ready(self) -> "ToolsProcess":
+        self.proc.wait_ready(60)
+        self.ready_s = time.monotonic() - self._t0
+        return self
+
+    def start(self) -> "ToolsProcess":
+        return self.launch().wait_ready()
 
     def stop(self, sig=signal.SIGINT) -> int:
         return self.proc.stop(sig)
@@ -112,7 +119,7 @@ def trade(product_id, side, quantity, id="call_1"):
 
 @pytest.fixture(scope="module")
 def tools(broker, tmp_path_factory):
-    t = ToolsProcess(tmp_path_factory.mktemp("tools")).start()
+    t = ToolsProcess(tmp_path_factory.mktemp("tools")).launch()  # READY is awaited beside the agents' start
     yield t
     t.stop()
 
@@ -121,6 +128,7 @@ def tools(broker, tmp_path_factory):
 async def arena(broker, tools):
     a = Arena(KafkaSettings(bootstrap_servers=broker.bootstrap))
     await a.start([ALICE, BOB, MALLORY])
+    await asyncio.to_thread(tools.wait_ready)
     await a.publish()
     yield a
     await a.stop()
@@ -334,11 +342,10 @@ async def test_restart_after_kill_restores_identical_accounts(arena, tools):
     assert r["status"] == "filled" and r["position_after"]["quantity"] == 0
 
 
-async def test_sigterm_writes_the_export(arena, tools):
+async def test_sigterm_writes_the_export(arena, tools):  # last: it leaves the tools process stopped
     assert tools.stop(signal.SIGTERM) == 0
     assert "Traceback" not in tools.proc.output
     data = json.loads(tools.export.read_text())
     rows = {a["name"]: a for a in data["agents"]}
     assert {ALICE, BOB, MALLORY} <= set(rows)
     assert rows[MALLORY]["cash"] == 100_000 and rows[ALICE]["trades"] == 3
-    tools.start()  # the module fixture stops it again

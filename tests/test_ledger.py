@@ -1,0 +1,305 @@
+"""The ledger, the desk and the calculator without a broker: money arithmetic, validation, durability,
+idempotency and the calculator's limits."""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from arena.calc import calculate
+from arena.desk import Desk, QuoteBook
+from arena.ledger import DuplicateCall, Ledger
+from arena.market import MarketSnapshot, Quote, utcnow
+from arena.portfolio import INITIAL_CASH, Trade
+
+BTC_BID, BTC_ASK = 50_000.0, 50_010.0
+
+
+def quote(pid, bid, ask, *, age_s=0.0, stale=False):
+    return Quote(product_id=pid, price=bid, best_bid=bid, best_ask=ask, received_at=utcnow() - timedelta(seconds=age_s), stale=stale)
+
+
+def market(**overrides) -> MarketSnapshot:
+    quotes = {
+        "BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK),
+        "FARTCOIN-USD": quote("FARTCOIN-USD", 1.19, 1.21),
+    }
+    quotes.update(overrides)
+    return MarketSnapshot(seq=1, quotes=quotes)
+
+
+@pytest.fixture
+def desk(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db")
+    d = Desk(ledger, fee_bps=10)
+    d.quotes.update(market())
+    yield d
+    ledger.close()
+
+
+def reopen(d: Desk, path) -> Desk:
+    d.ledger.close()
+    nd = Desk(Ledger(path), fee_bps=d.fee_bps)
+    nd.quotes.update(market())
+    return nd
+
+
+# -- fills ------------------------------------------------------------------------------------------
+
+
+def test_buy_fills_at_ask_sell_at_bid_with_fees(desk):
+    r = desk.execute_trade("alice", "BTC-USD", "buy", 0.5)
+    assert r["status"] == "filled" and r["price"] == BTC_ASK and r["unit"] == "BTC"
+    assert r["notional"] == 25_005.0 and r["fee"] == pytest.approx(25.005)
+    assert r["cash_after"] == pytest.approx(INITIAL_CASH - 25_005 - 25.005, abs=0.005)
+    assert r["position_after"] == {"quantity": 0.5, "avg_cost": pytest.approx(50_060.01)}
+    r = desk.execute_trade("alice", "btc-usd", "SELL", 0.5)  # case-insensitive
+    assert r["status"] == "filled" and r["price"] == BTC_BID and r["position_after"]["quantity"] == 0
+    acct = desk.ledger.account("alice")
+    assert acct.cash == pytest.approx(INITIAL_CASH - 25_030.005 + 24_975.0)
+    assert acct.realized_pnl == pytest.approx(24_975.0 - 25_030.005)
+    assert acct.fees_paid == pytest.approx(25.005 + 25.0)
+    assert acct.positions == {} and acct.trades == 2
+
+
+def test_accounts_are_separate_and_created_on_first_call(desk):
+    assert desk.ledger.account("bob") is None
+    desk.note_call("bob", "calculator")
+    assert desk.ledger.account("bob").cash == INITIAL_CASH
+    desk.execute_trade("alice", "BTC-USD", "buy", 1)
+    assert desk.portfolio("bob")["positions"] == [] and desk.portfolio("bob")["cash"] == INITIAL_CASH
+    assert desk.portfolio("alice")["positions"][0]["quantity"] == 1
+
+
+def test_portfolio_marks_at_bid_and_reports_time_held(desk):
+    desk.execute_trade("alice", "FARTCOIN-USD", "buy", 1000)
+    p = desk.portfolio("alice")
+    [pos] = p["positions"]
+    assert pos["unit"] == "FARTCOIN" and pos["mark_price"] == 1.19 and pos["market_value"] == 1190.0
+    assert pos["avg_cost"] == pytest.approx(1.21 * 1.001)
+    assert pos["unrealized_pnl"] == pytest.approx(1190 - 1210 * 1.001, abs=0.01)
+    assert pos["avg_time_held_s"] >= 0 and pos["avg_time_held"]
+    assert p["total_value"] == pytest.approx(p["cash"] + 1190.0, abs=0.01)
+    assert p["return_pct"] == pytest.approx((p["total_value"] / INITIAL_CASH - 1) * 100, abs=1e-3)
+    assert p["fees_paid"] == pytest.approx(1.21)
+
+
+def test_float_noise_never_blocks_selling_what_was_bought(desk):
+    for _ in range(3):
+        assert desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["status"] == "filled"
+    assert desk.execute_trade("alice", "BTC-USD", "sell", 0.3)["status"] == "filled"  # held 0.30000000000000004
+    assert desk.execute_trade("alice", "BTC-USD", "buy", 0.3)["status"] == "filled"
+    for _ in range(3):  # 0.3 - 0.1 - 0.1 = 0.09999999999999998 before the last sell
+        assert desk.execute_trade("alice", "BTC-USD", "sell", 0.1)["status"] == "filled"
+    assert desk.ledger.account("alice").positions == {}
+    assert desk.execute_trade("alice", "BTC-USD", "sell", 0.00000001)["status"] == "rejected"
+
+
+def test_per_product_increments(desk):
+    assert desk.execute_trade("alice", "BTC-USD", "buy", 0.00000001)["status"] == "filled"  # not rounded to 0.1
+    assert desk.execute_trade("alice", "BTC-USD", "buy", 0.12345678)["status"] == "filled"
+    assert "not a multiple" in desk.execute_trade("alice", "BTC-USD", "buy", 0.000000015)["error"]
+    assert desk.execute_trade("alice", "FARTCOIN-USD", "buy", 12.3)["status"] == "filled"
+    assert "not a multiple" in desk.execute_trade("alice", "FARTCOIN-USD", "buy", 12.34)["error"]
+    assert "below the minimum" in desk.execute_trade("alice", "FARTCOIN-USD", "buy", 0.05)["error"]
+
+
+# -- rejections -------------------------------------------------------------------------------------
+
+REJECTED = [
+    ("BTC-USD", "buy", float("nan"), "finite"),
+    ("BTC-USD", "buy", float("inf"), "finite"),
+    ("BTC-USD", "buy", -float("inf"), "finite"),
+    ("BTC-USD", "buy", None, "finite"),
+    ("BTC-USD", "buy", -1, "positive"),
+    ("BTC-USD", "buy", 0, "positive"),
+    ("BTC-USD", "buy", 1e308, "absurdly large"),
+    ("BTC-USD", "buy", "1e3", "must be a number"),
+    ("BTC-USD", "buy", "x" * 1_000_000, "must be a number"),
+    ("BTC-USD", "buy", True, "must be a number"),
+    ("BTC-USD", "buy", [1], "must be a number"),
+    ("ETH-USD", "buy", 1, "no quote for ETH-USD"),
+    ("NOPE-USD", "buy", 1, "unknown product"),
+    ("B" * 1_000_000, "buy", 1, "unknown product"),
+    (None, "buy", 1, "unknown product"),
+    ("BTC-USD", "buy", 2, "insufficient cash"),
+    ("BTC-USD", "sell", 0.1, "no short selling"),
+]
+
+
+@pytest.mark.parametrize("pid,side,q,why", REJECTED, ids=[f"{str(p)[:12]}-{s}-{str(q)[:12]}" for p, s, q, _ in REJECTED])
+def test_rejections_are_explained_logged_and_change_nothing(desk, pid, side, q, why):
+    desk.execute_trade("alice", "FARTCOIN-USD", "buy", 10)
+    before = desk.ledger.account("alice").model_copy(deep=True)
+    n = len(desk.ledger)
+    seen: list[Trade] = []
+    desk.on_trade = seen.append
+    r = desk.execute_trade("alice", pid, side, q)
+    assert r["status"] == "rejected" and why in r["error"] and r["error"].endswith("Nothing was traded.")
+    assert len(r["error"]) < 400
+    after = desk.ledger.account("alice")
+    assert after.model_dump(exclude={"rejected"}) == before.model_dump(exclude={"rejected"})
+    assert after.rejected == before.rejected + 1
+    assert len(desk.ledger) == n + 1
+    [t] = seen
+    assert t.status == "rejected" and why in t.reason and len(t.product_id) <= 40 and math.isfinite(t.quantity)
+
+
+def test_quote_problems_are_rejections(desk):
+    desk.quotes.update(MarketSnapshot(seq=2, quotes={"BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK, stale=True)}))
+    assert "stale" in desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
+    desk.quotes.update(MarketSnapshot(seq=3, quotes={"BTC-USD": Quote(product_id="BTC-USD", price=1.0, best_bid=None, best_ask=None)}))
+    assert "no ask price" in desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
+    old = Desk(Ledger(":memory:"), max_quote_age_s=5)
+    old.quotes.update(market(**{"BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK, age_s=60)}))
+    assert "60s old (limit 5s)" in old.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
+
+
+def test_invalid_side_is_refused_without_a_trade_row(desk):
+    n = len(desk.ledger)
+    r = desk.execute_trade("alice", "BTC-USD", "hold", 0.1)
+    assert r["status"] == "rejected" and "'buy' or 'sell'" in r["error"]
+    assert len(desk.ledger) == n  # a Trade has no way to say "hold"; the tool schema refuses it first
+
+
+def test_cash_check_includes_the_fee(desk):
+    # 1.996 BTC costs 99,819.96 + 99.82 fee = 99,919.78 <= 100,000; 1.998 would cost 100,019.97.
+    r = desk.execute_trade("alice", "BTC-USD", "buy", 1.998)
+    assert "insufficient cash" in r["error"] and "incl. fee" in r["error"] and "the most you can buy now is 1.99" in r["error"]
+    most = float(r["error"].split("the most you can buy now is ")[1].split()[0])
+    assert desk.execute_trade("alice", "BTC-USD", "buy", most)["status"] == "filled"
+    assert desk.ledger.account("alice").cash >= 0
+
+
+# -- durability and idempotency ---------------------------------------------------------------------
+
+
+def test_repeated_call_key_trades_once_even_after_restart(desk, tmp_path):
+    seen = []
+    desk.on_trade = seen.append
+    first = desk.execute_trade("alice", "BTC-USD", "buy", 0.25, call_key="alice|run1|2|call_1")
+    again = desk.execute_trade("alice", "BTC-USD", "buy", 0.25, call_key="alice|run1|2|call_1")
+    assert again == first and len(seen) == 1
+    assert desk.ledger.account("alice").positions["BTC-USD"].quantity == 0.25
+    # The same model call id in another run is another call.
+    other = desk.execute_trade("alice", "BTC-USD", "buy", 0.25, call_key="alice|run2|2|call_1")
+    assert other["status"] == "filled" and other["trade_id"] != first["trade_id"]
+    d2 = reopen(desk, tmp_path / "ledger.db")
+    assert d2.execute_trade("alice", "BTC-USD", "buy", 0.25, call_key="alice|run1|2|call_1") == first
+    assert d2.ledger.account("alice").positions["BTC-USD"].quantity == 0.5
+    d2.ledger.close()
+
+
+def test_ledger_refuses_a_duplicate_key(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        t = Trade(trade_id="k", agent="a", product_id="BTC-USD", side="buy", quantity=1, price=10)
+        ledger.record("k", t, {"status": "filled"})
+        with pytest.raises(DuplicateCall):
+            ledger.record("k", t, {"status": "filled"})
+        assert len(ledger) == 1 and ledger.account("a").trades == 1
+        assert ledger.find("k").result == {"status": "filled"} and ledger.find("nope") is None
+
+
+def test_restart_derives_identical_accounts(tmp_path):
+    rng = random.Random(7)
+    path = tmp_path / "ledger.db"
+    d = Desk(Ledger(path), fee_bps=25)
+    for i in range(400):
+        d.quotes.update(market(**{"BTC-USD": quote("BTC-USD", 50_000 + i, 50_010 + i), "FARTCOIN-USD": quote("FARTCOIN-USD", 1 + i / 1000, 1.01 + i / 1000)}))
+        agent = rng.choice(["a", "b", "c"])
+        pid = rng.choice(["BTC-USD", "FARTCOIN-USD"])
+        q = round(rng.uniform(0.001, 0.3), 8) if pid == "BTC-USD" else round(rng.uniform(1, 5000), 1)
+        d.execute_trade(agent, pid, rng.choice(["buy", "buy", "sell"]), q)
+    d.note_call("quiet", "get_portfolio")  # an account with no trades survives a restart too
+    before = {k: v.model_dump() for k, v in d.ledger.accounts().items()}
+    assert sum(a["trades"] for a in before.values()) > 100 and sum(a["rejected"] for a in before.values()) > 10
+    d.ledger.close()
+    with Ledger(path) as again:
+        assert {k: v.model_dump() for k, v in again.accounts().items()} == before
+
+
+def test_ledger_file_is_wal_with_full_sync(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert ledger._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    db = sqlite3.connect(tmp_path / "l.db")
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {"trades", "agents"}
+    db.close()
+
+
+def test_concurrent_orders_never_overspend(tmp_path):
+    d = Desk(Ledger(tmp_path / "l.db"))
+    d.quotes.update(market())
+    # 40 threads each try to buy 0.3 BTC (~15k USD): only 6 fit in 100k.
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(d.execute_trade("alice", "BTC-USD", "buy", 0.3))) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fills = [r for r in results if r["status"] == "filled"]
+    assert len(fills) == 6
+    acct = d.ledger.account("alice")
+    assert acct.cash == pytest.approx(INITIAL_CASH - 6 * 0.3 * BTC_ASK) and acct.cash >= 0
+    assert sorted(r["cash_after"] for r in fills) == sorted({r["cash_after"] for r in fills})  # each saw its own state
+    d.ledger.close()
+
+
+def test_quote_book_keeps_the_newest_quote():
+    book = QuoteBook()
+    book.update(MarketSnapshot(seq=5, quotes={"BTC-USD": quote("BTC-USD", 2, 3)}))
+    book.update(MarketSnapshot(seq=4, quotes={"BTC-USD": quote("BTC-USD", 1, 2, age_s=10)}))  # late, older
+    assert book.get("BTC-USD").best_bid == 2 and book.seq("BTC-USD") == 5
+
+
+# -- calculator -------------------------------------------------------------------------------------
+
+REFUSED = {
+    "9**9**9": "too large",
+    "1" * 1_000_000: "too long",
+    "2**100000": "too large",
+    "10**4000 * 10**4000": "too large",
+    "__import__('os').system('true')": "only calls of the listed functions",
+    "__import__('os')": "unknown function",
+    "(1).real": "not allowed",
+    "pi.real": "not allowed",
+    "x + 1": "unknown name",
+    "'a' * 10**9": "only numbers",
+    "[1] * 10**9": "not allowed",
+    "-" * 1500 + "1": "nested too deeply",
+    "(" * 500 + "1" + ")" * 500: "not a valid expression",
+    "round(1.5, 10**9)": "round",
+    "exp(10**6)": "overflow",
+    "1/0": "division by zero",
+    "lambda: 1": "not allowed",
+    "[i for i in range(10**9)]": "not allowed",
+    "": "empty",
+}
+
+
+@pytest.mark.parametrize("expression,why", list(REFUSED.items()), ids=[e[:20] for e in REFUSED])
+def test_calculator_refuses_quickly(expression, why):
+    t0 = time.perf_counter()
+    out = calculate(expression)
+    assert time.perf_counter() - t0 < 0.5
+    assert out.startswith("error:") and why in out, out
+    assert len(out) < 400
+
+
+@pytest.mark.parametrize("expression,value", [
+    ("0.25 * 100000 / 50010", repr(0.25 * 100000 / 50010)),
+    ("2 ** 10", "1024"),
+    ("round(1234.5678, 2)", "1234.57"),
+    ("max(1, 2.5, -3) + abs(-1)", "3.5"),
+    ("sqrt(16) + log10(1000) + floor(2.7) + ceil(2.1)", "12.0"),
+    ("100000 * (1 - 0.001)", repr(100000 * (1 - 0.001))),
+    ("3 > 2", "True"),
+])
+def test_calculator_computes(expression, value):
+    assert calculate(expression) == value
