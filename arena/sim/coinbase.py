@@ -372,11 +372,11 @@ class MarketSim:
     async def drop_connections(self, code: int | None = None, reason: str = "") -> int:
         """Close every WebSocket: abruptly (the client sees 1006) or with a close `code` (1000, 1001, 1011...)."""
         clients = list(self.clients)
-        for c in clients:
-            if code is None:
+        if code is None:
+            for c in clients:
                 c.ws.transport.abort()
-            else:
-                await c.ws.close(code, reason)
+        else:
+            await asyncio.gather(*(c.ws.close(code, reason) for c in clients))
         return len(clients)
 
     def go_silent(self) -> int:
@@ -447,6 +447,12 @@ class MarketSim:
         c.queue.put_nowait(("env", msg) if isinstance(msg, dict) else msg)
 
     async def _writer(self, c: _Client) -> None:
+        try:
+            await self._write_loop(c)
+        except websockets.ConnectionClosed:
+            pass  # the handler notices too and cleans up
+
+    async def _write_loop(self, c: _Client) -> None:
         while True:
             item = await c.queue.get()
             if isinstance(item, tuple):
