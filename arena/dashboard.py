@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import math
@@ -62,7 +63,7 @@ HISTORY_POINTS = 480  # chart samples kept; when full, every other one goes and 
 # Per-agent performance metrics (max drawdown, Sharpe, win rate, ...) plug in here: a function
 # (agent name, account, value history [(time, value)]) -> {metric name: number}. Every key it returns
 # appears under "metrics" in leaderboard() and as a leaderboard column (see METRIC_COLUMNS).
-AgentMetrics = Callable[[str, Account, list[tuple[datetime, float]]], dict[str, float]]
+MetricsFn = Callable[[str, Account, list[tuple[datetime, float]]], dict[str, float]]
 # (metric key, column header, formatter, priority) for the leaderboard table; empty until metrics exist.
 METRIC_COLUMNS: list[tuple[str, str, Callable[[float], str], int]] = []
 
@@ -154,7 +155,7 @@ class ArenaState:
         export_path: str | None = None,
         reply_timeout_s: float = 120.0,
         sample_interval_s: float = 5.0,
-        metrics: AgentMetrics | None = None,
+        metrics: MetricsFn | None = None,
     ):
         self.max_quote_age_s = max_quote_age_s
         self.fee_bps = fee_bps
@@ -237,6 +238,7 @@ class ArenaState:
         a = self.activity.get(name)
         if a is None:
             a = self.activity[name] = AgentActivity(first_seen=now)
+            agent_color(name)  # colours are handed out in order of first appearance
         return a
 
     def _accounts(self, accounts: dict[str, Account]) -> dict[str, Account]:
@@ -385,6 +387,23 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
                 "samples": [{"t": t.isoformat(), "values": v} for t, v in state.history.points],
             },
         }
+
+
+def save_screenshot(
+    state: ArenaState,
+    accounts: dict[str, Account],
+    path: str | os.PathLike,
+    *,
+    width: int = 160,
+    height: int = 50,
+    now: datetime | None = None,
+    title: str = "The Agents Trading Arena",
+) -> None:
+    """The dashboard as it would look in a width x height terminal, saved as SVG (e.g. for the README)."""
+    console = Console(width=width, height=height, record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    console.print(render(state, accounts, width, height, now=now))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    console.save_svg(str(path), title=title)
 
 
 def write_export(path: str | os.PathLike, data: dict) -> None:

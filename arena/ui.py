@@ -4,6 +4,7 @@ quantities with their unit, ages — and tables that drop their least important 
 from __future__ import annotations
 
 import math
+import threading
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,36 +15,52 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
-# Distinct hues that read well on dark and light terminals; P&L uses plain green/red, so agents get
-# softer tones. An agent's colour is a pure function of its name, so every process (dashboard, viewer)
-# colours it the same without talking to each other.
+# Distinct hues that read well on dark terminals, all in the xterm-256 cube so 256-colour terminals
+# show them exactly; neighbours differ most, since a collision moves an agent to the next one. P&L
+# uses plain green/red, so no agent is pure green or red.
 AGENT_PALETTE = (
-    "#4fc3f7",  # sky
-    "#ffb74d",  # orange
-    "#ce93d8",  # lilac
-    "#aed581",  # lime
-    "#f48fb1",  # pink
-    "#fff176",  # yellow
-    "#4db6ac",  # teal
-    "#ff8a65",  # coral
-    "#9fa8da",  # periwinkle
-    "#e6ee9c",  # pale lime
-    "#80deea",  # aqua
-    "#bcaaa4",  # taupe
-    "#ffcc80",  # apricot
-    "#b39ddb",  # violet
-    "#c5e1a5",  # sage
-    "#ef9a9a",  # rose
+    "#5fafff",  # blue
+    "#ffaf5f",  # orange
+    "#d787ff",  # purple
+    "#87d75f",  # green
+    "#ff87af",  # pink
+    "#5fd7d7",  # cyan
+    "#ffd75f",  # gold
+    "#ffffff",  # white
+    "#d7af87",  # tan
+    "#87ffd7",  # mint
 )
-
 UP = "green"
 DOWN = "red"
 FLAT = "grey62"
 
 
-def agent_color(name: str) -> str:
-    """The agent's colour, stable across processes and runs (crc32 of its name, not Python's salted hash)."""
-    return AGENT_PALETTE[zlib.crc32(name.encode("utf-8")) % len(AGENT_PALETTE)]
+class AgentColors:
+    """Hands out agent colours. An agent's slot comes from crc32 of its name (not Python's salted hash),
+    so the dashboard and the viewer agree; if the slot is taken by an agent met earlier, the nearest
+    least-used one is chosen (sticky thereafter), so up to len(palette) agents never share a colour."""
+
+    def __init__(self, palette: tuple[str, ...] = AGENT_PALETTE):
+        self.palette = palette
+        self._colors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> str:
+        color = self._colors.get(name)
+        if color is not None:
+            return color
+        with self._lock:
+            if name not in self._colors:
+                n = len(self.palette)
+                start = zlib.crc32(name.encode("utf-8")) % n
+                uses = dict.fromkeys(self.palette, 0)
+                for c in self._colors.values():
+                    uses[c] += 1
+                self._colors[name] = min((self.palette[(start + i) % n] for i in range(n)), key=lambda c: uses[c])
+            return self._colors[name]
+
+
+agent_color = AgentColors()  # the process's colours: agent_color(name) -> "#rrggbb"
 
 
 def agent_text(name: str, *, bold: bool = True) -> Text:

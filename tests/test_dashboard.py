@@ -16,7 +16,7 @@ from arena.dashboard import ArenaState, LiveDashboard, ValueHistory, leaderboard
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.portfolio import INITIAL_CASH, Account, Trade, replay
-from arena.ui import AGENT_PALETTE, Column, agent_color, ago, fit_table, hms, money, pct, qty
+from arena.ui import AGENT_PALETTE, AgentColors, Column, agent_color, ago, fit_table, hms, money, pct, qty
 
 NOW = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
 START = NOW - timedelta(minutes=20)
@@ -320,8 +320,14 @@ def test_money_quantities_and_ages_read_naturally():
     assert ago(4) == "4s" and ago(95) == "1m35s" and ago(7380) == "2h03m"
 
 
-def test_agent_colour_is_stable_and_used_on_screen():
+def test_agent_colour_is_stable_distinct_and_used_on_screen():
     assert agent_color("alice") == agent_color("alice") and agent_color("alice") in AGENT_PALETTE
+    colors = AgentColors()
+    names = [f"agent-{i}" for i in range(len(AGENT_PALETTE))]
+    assert len({colors(n) for n in names}) == len(AGENT_PALETTE)  # no two share a colour while the palette lasts
+    assert [colors(n) for n in names] == [colors(n) for n in names]  # sticky
+    other_process = AgentColors()
+    assert [other_process(n) for n in names] == [colors(n) for n in names]  # the viewer agrees with the dashboard
     st, accounts = arena()
     console = Console(width=160, height=50, record=True, file=io.StringIO(), color_system="truecolor")
     console.print(render(st, accounts, 160, 50, now=NOW))
