@@ -38,8 +38,8 @@ from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
 from arena.ui import (
     FLAT,
     Column,
-    Fixed,
     FitWidth,
+    Fixed,
     agent_color,
     agent_text,
     ago,
