@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_kafka_args(p)
     p.add_argument("--ledger", default="arena_ledger.db",
                    help="SQLite ledger file, the store of record; reopened on restart (default %(default)s)")
+    p.add_argument("--sync", choices=["normal", "full"], default="normal",
+                   help="ledger durability: normal survives the process being killed; full also survives power loss "
+                   "(an fsync per trade, several times slower) (default %(default)s)")
     p.add_argument("--max-quote-age", type=float, default=30.0, metavar="SECONDS",
                    help="refuse trades on a quote older than this (default %(default)s)")
     p.add_argument("--fee-bps", type=float, default=0.0,
@@ -71,7 +74,7 @@ async def run(args: argparse.Namespace) -> int:
 
     kafka = kafka_settings(args)
     status(f"Opening ledger {args.ledger} ...")
-    ledger = Ledger(args.ledger)
+    ledger = Ledger(args.ledger, synchronous=args.sync)
     status(f"  {len(ledger.accounts())} accounts, {len(ledger)} trades restored")
     state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps,
                        log_path=None if args.no_dashboard else args.log_file, export_path=args.export)

@@ -184,7 +184,10 @@ class Desk:
                 )
                 result = _rejection(str(why))
             else:
-                after = acct.model_copy(deep=True)  # the result states the account as it will be
+                # The result states the account as it will be: fold the fill into a cheap copy (only
+                # the traded position is copied; apply() replaces the positions dict entry it touches).
+                pos = acct.positions.get(trade.product_id)
+                after = acct.model_copy(update={"positions": {pos.product_id: pos.model_copy()} if pos else {}})
                 after.apply(trade)
                 result = self._fill_result(after, trade)
             try:

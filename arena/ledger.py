@@ -6,10 +6,15 @@ from the log and trades once. Accounts are never stored: they are `arena.portfol
 log, folded once at open and then one trade at a time in memory, so a restarted process shows the
 same accounts it had.
 
-Durability: WAL journal with synchronous=FULL — each commit is fsynced before the model hears
-"filled", so a fill survives kill -9 and power loss alike. Measured on the dev box at ~4,900
-single-row commits/s, comfortably above the arena's needs, so the cheaper NORMAL (which can lose
-the last commits on power loss, though not on a process crash) buys nothing worth the risk.
+Durability: WAL journal, one transaction per call, committed before the model hears the result.
+synchronous=NORMAL by default: a commit is in the WAL file before the call returns, so it survives
+the tools process being killed (kill -9, OOM, Ctrl-C) — the failure this arena meets; only an OS crash
+or power cut can lose the last few commits, and even then the file stays consistent. FULL adds an fsync
+per commit, which also covers power loss, at a price: measured through Desk.execute_trade on the
+2-core dev box (bench/tools_bench.py, other jobs running) ~7,000 fills/s with NORMAL against ~2,500
+with FULL, and raw FULL commits swing 1,500-4,900/s with disk contention: too close to the arena's
+>= 2,000 trades/s target to be the default. `Ledger(path, synchronous="FULL")` (tools_and_dashboard.py
+--sync full) chooses the other trade-off.
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ class Ledger:
     Thread-safe; callers that check-then-record (the desk) hold `lock` across both steps.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +76,7 @@ class Ledger:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self._accounts: dict[str, Account] = replay(self.trades())
@@ -132,9 +139,10 @@ class Ledger:
         with self.lock:
             try:
                 with self._transaction():
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)", (trade.agent, trade.executed_at.isoformat())
-                    )
+                    if trade.agent not in self._accounts:
+                        self._db.execute(
+                            "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)", (trade.agent, trade.executed_at.isoformat())
+                        )
                     self._db.execute(
                         "INSERT INTO trades(call_key, agent, status, trade, result) VALUES (?, ?, ?, ?, ?)",
                         (call_key, trade.agent, trade.status, trade.model_dump_json(), json.dumps(result)),

@@ -224,10 +224,14 @@ def test_restart_derives_identical_accounts(tmp_path):
         assert {k: v.model_dump() for k, v in again.accounts().items()} == before
 
 
-def test_ledger_file_is_wal_with_full_sync(tmp_path):
+def test_ledger_file_is_wal_with_the_chosen_sync(tmp_path):
     with Ledger(tmp_path / "l.db") as ledger:
         assert ledger._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with Ledger(tmp_path / "l.db", synchronous="FULL") as ledger:
+        assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    with pytest.raises(ValueError):
+        Ledger(tmp_path / "l.db", synchronous="OFF")
     db = sqlite3.connect(tmp_path / "l.db")
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {"trades", "agents"}
     db.close()
