@@ -428,6 +428,13 @@ def _nice_bounds(lo: float, hi: float) -> tuple[float, float]:
     return mid - half, mid + half
 
 
+def _nice_step(span: float, ticks: int) -> float:
+    """A round step (1, 2, 2.5 or 5 x 10^k) giving about `ticks` intervals over `span`."""
+    raw = span / ticks
+    mag = 10 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if raw <= m * mag)
+
+
 def value_chart(
     series: dict[str, list[tuple[float, float]]],
     width: int,
@@ -442,23 +449,26 @@ def value_chart(
     draw over earlier ones."""
     values = [v for pts in series.values() for _, v in pts]
     lo, hi = _nice_bounds(min(values), max(values)) if values else _nice_bounds(INITIAL_CASH, INITIAL_CASH)
-    cents = hi - lo < 20
     plot_h = max(1, height - 1)
     dots_h = plot_h * 4
-
-    def row_value(r: int) -> float:  # the value at the middle of a text row
-        return hi - (4 * r + 1.5) / max(1, dots_h - 1) * (hi - lo)
-
-    labelled = set(range(0, plot_h, 2)) | {plot_h - 1}
-    if plot_h >= 3 and (plot_h - 1) % 2:
-        labelled.discard(plot_h - 2)  # no two labels on adjacent rows
-    labels = {r: money(row_value(r), cents=cents) for r in labelled}
+    y_scale = (dots_h - 1) / (hi - lo)
+    # round-number ticks (1, 2, 2.5 or 5 x 10^k apart), each on the text row it falls in, none adjacent
+    step = _nice_step(hi - lo, max(1, plot_h // 2))
+    cents = step % 1 != 0
+    labels: dict[int, str] = {}
+    v = math.ceil(lo / step) * step
+    while v <= hi:
+        r = min(plot_h - 1, max(0, round((hi - v) * y_scale) // 4))
+        if r not in labels and r - 1 not in labels and r + 1 not in labels:
+            labels[r] = money(v, cents=cents)
+        v += step
+    if not labels:
+        labels[0] = money(hi, cents=True)
     label_w = max(len(s) for s in labels.values())
     plot_w = max(1, width - label_w - 2)
     dots_w = plot_w * 2
     t0, t1 = start.timestamp(), max(end.timestamp(), start.timestamp() + 1)
     x_scale = (dots_w - 1) / (t1 - t0)
-    y_scale = (dots_h - 1) / (hi - lo)
 
     bits = [[0] * plot_w for _ in range(plot_h)]
     owner: list[list[str]] = [[""] * plot_w for _ in range(plot_h)]
@@ -773,9 +783,13 @@ def _chart_body(f: _Frame, width: int, rows: int) -> RenderableType:
     if not legend_rows:
         return chart
     legend = Text(no_wrap=True, overflow="ellipsis")
-    for s in f.standings:
-        legend.append("━ ", style=agent_color(s.name))
-        legend.append(f"{s.name} {pct(s.ret)}   ", style=agent_color(s.name))
+    for with_return in (True, False):  # names only if the returns do not fit
+        legend = Text(no_wrap=True, overflow="ellipsis")
+        for s in f.standings:
+            legend.append("━ ", style=agent_color(s.name))
+            legend.append(f"{s.name} {pct(s.ret)}  " if with_return else f"{s.name}  ", style=agent_color(s.name))
+        if legend.cell_len <= width:
+            break
     return Group(chart, legend)
 
 
@@ -901,7 +915,7 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
         chart_min = frame_h + 3  # two plot rows and the time axis (+1 below)
 
         if width >= 140:
-            left_w = min(width - 64, max(84, round(width * 0.56)))
+            left_w = min(width - 64, max(84, round(width * 0.52)))
             right_w = width - left_w
             problems_title = _title("Rejections & model errors", "newest first")
             fills_title = _title("Recent fills", "newest first · latency = tool call → fill")

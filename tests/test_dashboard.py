@@ -236,8 +236,11 @@ def test_chart_x_axis_is_wall_clock_time():
     first = next(i for i, ch in enumerate(top) if i >= plot_start and "\u2800" < ch <= "\u28ff")
     plot_w = len(top) - plot_start
     assert abs((first - plot_start) / plot_w - 0.5) < 0.03, "the step is drawn at the middle of the time axis"
-    # y axis labelled in dollars, with padding around the range
-    assert lines[0].lstrip().startswith("$101,") and re.match(r"\s*\$99,9\d\d", lines[-2])
+    # y axis: round dollar ticks on the rows where those values are drawn
+    labelled = {line.split("┤")[0].strip(): line for line in lines[:-1] if "┤" in line}
+    assert {"$100,000", "$100,500", "$101,000"} <= set(labelled)
+    assert re.search(r"[\u2801-\u28ff]", labelled["$100,000"].split("┤")[1][:10]), "the early $100,000 stretch is on the $100,000 row"
+    assert re.search(r"[\u2801-\u28ff]", labelled["$101,000"].split("┤")[1][-10:]), "the late $101,000 stretch is on the $101,000 row"
 
 
 @pytest.mark.parametrize("size", [(60, 20), (80, 24), (100, 30), (120, 40), (160, 50), (220, 60)])

@@ -1,0 +1,123 @@
+"""Dashboard rendering cost: milliseconds per frame (layout + drawing) for a long run's state.
+
+    uv run python bench/dashboard_bench.py [--agents 10] [--minutes 40] [--frames 40] [--svg assets/dashboard.svg]
+
+Builds a synthetic but realistic state (random-walk prices, agents trading, a few rejections and model
+timeouts, one product gone stale, a full chart history) and draws it at 80x24, 160x50 and 240x70 the
+way the live view does, into a rich console writing terminal escapes. --svg also saves a 160x50
+screenshot of that state (the README picture until a real demo run replaces it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console
+
+from arena.dashboard import ArenaState, leaderboard, render, save_screenshot
+from arena.decisions import Decision
+from arena.market import MarketSnapshot, Quote
+from arena.portfolio import Account, Trade
+
+NAMES = ["momentum-gpt", "scalper-llama", "brainrot-qwen", "default-gpt", "contrarian", "breakout", "vwap", "pairs", "news", "random-walk"]
+
+
+def synthetic_arena(n_agents: int, minutes: int, seed: int = 7) -> tuple[ArenaState, dict[str, Account], datetime]:
+    rnd = random.Random(seed)
+    start = datetime(2026, 11, 25, 14, 0, 0, tzinfo=timezone.utc)
+    st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="runs/tools.log", export_path="runs/standings.json")
+    st.started_at = start
+    names = (NAMES + [f"agent-{i}" for i in range(len(NAMES), n_agents)])[:n_agents]
+    prices = {"BTC-USD": 97_000.0, "SOL-USD": 236.0, "FARTCOIN-USD": 1.42}
+    accounts: dict[str, Account] = {}
+    now = start
+    for step in range(minutes * 12):  # a snapshot every 5 s
+        now = start + timedelta(seconds=5 * step)
+        quotes = {}
+        for p in prices:
+            prices[p] *= 1 + rnd.gauss(0, 0.0012)
+            half = prices[p] * (0.00004 if p == "BTC-USD" else 0.0004)
+            quotes[p] = Quote(product_id=p, price=prices[p], best_bid=prices[p] - half, best_ask=prices[p] + half,
+                              received_at=now - timedelta(seconds=rnd.random() * 2))  # fmt: skip
+        st.on_snapshot(MarketSnapshot(seq=step + 1, published_at=now, quotes=quotes), now=now)
+        for n in names:
+            if rnd.random() < 0.05:
+                st.on_decision(Decision(agent=n, run_id=f"r{step}", tick_seq=step + 1, tick_published_at=now, status="done",
+                                        started_at=now, finished_at=now + timedelta(seconds=2)), now=now)  # fmt: skip
+                st.on_tool_call(n, "get_portfolio", now=now)
+            if rnd.random() < 0.03:
+                p = rnd.choice(list(prices))
+                q = quotes[p]
+                acc = accounts.setdefault(n, Account(agent=n))
+                held = acc.positions[p].quantity if p in acc.positions else 0.0
+                side = "sell" if held and rnd.random() < 0.5 else "buy"
+                qty = round(rnd.choice([2000, 5000, 10000]) / q.price, 6) if side == "buy" else held * rnd.choice([0.5, 1.0])
+                px = q.best_ask if side == "buy" else q.best_bid
+                t = Trade(trade_id=f"t{step}-{n}", agent=n, product_id=p, side=side, quantity=qty, price=px, fee=qty * px * 0.001,
+                          executed_at=now, latency_ms=rnd.uniform(3, 40), quote_age_s=rnd.uniform(0.1, 2))  # fmt: skip
+                acc.apply(t)
+                st.on_trade(t)
+                st.on_tool_call(n, "execute_trade", now=now)
+            if rnd.random() < 0.004:
+                t = Trade(trade_id=f"r{step}-{n}", agent=n, product_id="BTC-USD", side="buy", quantity=5.0, status="rejected",
+                          reason="insufficient cash: need $485,120.00, have $61,204.18", executed_at=now)  # fmt: skip
+                accounts.setdefault(n, Account(agent=n)).apply(t)
+                st.on_trade(t)
+            if rnd.random() < 0.002:
+                st.on_decision(Decision(agent=n, run_id=f"x{step}", tick_seq=step + 1, tick_published_at=now, status="timeout",
+                                        reason="model did not answer within 60s", started_at=now,
+                                        finished_at=now + timedelta(seconds=60)), now=now)  # fmt: skip
+        st.sample(accounts, now=now)
+    # the feed stopped updating one product 95 s ago: the screen must say so
+    st.quotes["FARTCOIN-USD"] = st.quotes["FARTCOIN-USD"].model_copy(update={"received_at": now - timedelta(seconds=95)})
+    return st, accounts, now
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--agents", type=int, default=10, help="agents in the arena (default %(default)s)")
+    p.add_argument("--minutes", type=int, default=40, help="minutes of history, one snapshot per 5 s (default %(default)s)")
+    p.add_argument("--frames", type=int, default=40, help="frames drawn per size (default %(default)s)")
+    p.add_argument("--svg", default=None, help="also save a 160x50 screenshot (4 agents) as SVG here")
+    p.add_argument("--seed", type=int, default=6, help="random seed of the synthetic market (default %(default)s)")
+    args = p.parse_args()
+
+    st, accounts, now = synthetic_arena(args.agents, args.minutes, args.seed)
+    print(f"{len(accounts)} agents, {len(st.fills)} recent fills, {len(st.history.points)} chart samples")
+    for width, height in [(80, 24), (160, 50), (240, 70)]:
+        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+        build, draw = [], []
+        for _ in range(args.frames):
+            t0 = time.perf_counter()
+            frame = render(st, accounts, width, height, now=now)
+            t1 = time.perf_counter()
+            console.print(frame)
+            build.append(t1 - t0)
+            draw.append(time.perf_counter() - t1)
+            console.file = io.StringIO()
+        total = [b + d for b, d in zip(build, draw)]
+        print(f"{width:>3}x{height:<3} render {statistics.median(total) * 1e3:5.1f} ms/frame median "
+              f"(layout {statistics.median(build) * 1e3:.1f} + draw {statistics.median(draw) * 1e3:.1f}), "
+              f"p95 {sorted(total)[int(0.95 * len(total)) - 1] * 1e3:.1f} ms")  # fmt: skip
+    t0 = time.perf_counter()
+    for _ in range(args.frames):
+        leaderboard(st, accounts, now=now)
+    print(f"leaderboard() export {(time.perf_counter() - t0) / args.frames * 1e3:.1f} ms")
+    if args.svg:
+        st4, acc4, now4 = synthetic_arena(4, args.minutes, args.seed)
+        save_screenshot(st4, acc4, args.svg, width=160, height=50, now=now4, title="python tools_and_dashboard.py")
+        print(f"screenshot saved to {args.svg}")
+
+
+if __name__ == "__main__":
+    main()
