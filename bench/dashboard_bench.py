@@ -44,10 +44,10 @@ def synthetic_arena(n_agents: int, minutes: int, seed: int = 7) -> tuple[ArenaSt
     for step in range(minutes * 12):  # a snapshot every 5 s
         now = start + timedelta(seconds=5 * step)
         quotes = {}
-        for p in prices:
-            prices[p] *= 1 + rnd.gauss(0, 0.0012)
-            half = prices[p] * (0.00004 if p == "BTC-USD" else 0.0004)
-            quotes[p] = Quote(product_id=p, price=prices[p], best_bid=prices[p] - half, best_ask=prices[p] + half,
+        for p, last in prices.items():
+            px = prices[p] = last * (1 + rnd.gauss(0, 0.0012))
+            half = px * (0.00004 if p == "BTC-USD" else 0.0004)
+            quotes[p] = Quote(product_id=p, price=px, best_bid=px - half, best_ask=px + half,
                               received_at=now - timedelta(seconds=rnd.random() * 2))  # fmt: skip
         st.on_snapshot(MarketSnapshot(seq=step + 1, published_at=now, quotes=quotes), now=now)
         for n in names:
