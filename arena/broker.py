@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"Broker ready: --bootstrap-servers {broker.bootstrap}  (Ctrl-C to stop)", flush=True)
     def interrupt(*_):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the shutdown
@@ -113,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     try:
+        print(f"Broker ready: --bootstrap-servers {broker.bootstrap}  (Ctrl-C to stop)  READY", flush=True)
         while broker.proc.poll() is None:
             time.sleep(0.5)
         print(f"broker exited with code {broker.proc.returncode}", file=sys.stderr)
