@@ -164,6 +164,7 @@ class Router:
         self._worker = None
         self._market = None
         self._producer = None
+        self._pending: set[asyncio.Task] = set()
 
     # ----------------------------------------------------------------- start / stop
 
@@ -225,10 +226,14 @@ class Router:
             await self._market.position(tp)  # pin "latest" now, not at the first fetch
 
     async def stop(self) -> None:
+        if self._pending:  # decisions still being sent
+            await asyncio.wait(self._pending, timeout=5)
+        # The model client first: it fails a model call still in flight at once, so the worker's
+        # drain does not wait for it.
         for closer in (
             self._market.stop if self._market else None,
-            self._worker.stop if self._worker else None,
             getattr(self.model_client, "stop", None),
+            self._worker.stop if self._worker else None,
             self._producer.stop if self._producer else None,
         ):
             if closer is None:
@@ -241,16 +246,16 @@ class Router:
     # ----------------------------------------------------------------- market intake
 
     def _offer_records(self, batches: dict) -> None:
-        for records in batches.values():
-            for record in records:
-                snapshot = k.decode(MarketSnapshot, record.value, MARKET_TOPIC)
-                if snapshot is not None:
-                    self.offer(snapshot)
+        snapshots = [k.decode(MarketSnapshot, r.value, MARKET_TOPIC) for records in batches.values() for r in records]
+        for snapshot in sorted((s for s in snapshots if s is not None), key=lambda s: s.published_at):
+            self.offer(snapshot)
 
     def offer(self, snapshot: MarketSnapshot) -> None:
-        """Hand a snapshot to the turn loop if it is the newest one seen (partitions may reorder)."""
+        """Hand a snapshot to the turn loop if it is the newest one seen; every other one is reported
+        as skipped (a newer one displaced it, or it arrived late: partitions may reorder)."""
         newest = self.newest_seen
         if newest is not None and snapshot.published_at <= newest.published_at:
+            self._publish_nowait(self._decision(snapshot, "skipped", reason=f"not newer than #{newest.seq}"))
             return
         self.newest_seen = snapshot
         displaced = self.slot.put(snapshot)
@@ -286,7 +291,9 @@ class Router:
             log.warning("could not publish decision: %s", exc)
 
     def _publish_nowait(self, decision: Decision) -> None:
-        asyncio.get_running_loop().create_task(self._publish(decision))
+        task = asyncio.get_running_loop().create_task(self._publish(decision))
+        self._pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._pending.discard)
 
     async def run_turn(self, snapshot: MarketSnapshot) -> Decision:
         """One calfkit run of the agent on `snapshot`; returns (and publishes) its outcome."""
