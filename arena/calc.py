@@ -38,10 +38,9 @@ def _checked(fn):
 def _power(a, b):
     if isinstance(b, (int, float)) and abs(b) > MAX_EXPONENT:
         raise CalcError(f"exponent {b:g} is too large (limit {MAX_EXPONENT})")
-    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
-        # Refuse before computing: the result would have about b*log2|a| bits.
-        if b * math.log2(abs(a)) > MAX_INT_BITS:
-            raise CalcError(f"power too large (about {b * math.log10(abs(a)):,.0f} digits; limit {MAX_INT_BITS} bits)")
+    # Refuse before computing: an integer result would have about b*log2|a| bits.
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and b * math.log2(abs(a)) > MAX_INT_BITS:
+        raise CalcError(f"power too large (about {b * math.log10(abs(a)):,.0f} digits; limit {MAX_INT_BITS} bits)")
     return _check_int(a**b)
 
 
@@ -180,6 +179,8 @@ def calculate(expression: str) -> str:
         value = evaluate(expression)
     except CalcError as exc:
         return f"error: {exc}"
+    if isinstance(value, complex):  # e.g. (-8) ** 0.5
+        return "error: the result is not a real number"
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else f"error: result is {value}"
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:

@@ -284,6 +284,7 @@ REFUSED = {
     "lambda: 1": "not allowed",
     "[i for i in range(10**9)]": "not allowed",
     "": "empty",
+    "(-8) ** 0.5": "not a real number",
 }
 
 

@@ -36,7 +36,7 @@ class ToolsProcess:
         self.proc: Proc | None = None
         self.ready_s: float | None = None
 
-    def launch(self) -> "ToolsProcess":
+    def launch(self) -> ToolsProcess:
         self._t0 = time.monotonic()
         self.proc = Proc(
             "tools_and_dashboard.py", "--no-dashboard", "--ledger", str(self.ledger), "--export", str(self.export),
@@ -44,12 +44,12 @@ class ToolsProcess:
         )
         return self
 
-    def wait_ready(self) -> "ToolsProcess":
+    def wait_ready(self) -> ToolsProcess:
         self.proc.wait_ready(60)
         self.ready_s = time.monotonic() - self._t0
         return self
 
-    def start(self) -> "ToolsProcess":
+    def start(self) -> ToolsProcess:
         return self.launch().wait_ready()
 
     def stop(self, sig=signal.SIGINT) -> int:
@@ -254,16 +254,23 @@ async def test_hostile_orders_are_rejected_and_change_nothing(arena, tools):
     assert len(rows) == len(HOSTILE) and all(t.status == "rejected" and t.reason for t in rows)
 
 
-async def test_stale_and_old_quotes_are_refused(arena):
+async def test_stale_old_and_malformed_market_data(arena):
     await arena.publish(stale=True, seq=2)
     r = await arena.one(BOB, "execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.01})
     assert r["status"] == "rejected" and "stale" in r["error"]
-    await arena.publish(age_s=120, seq=3)  # an older quote than the current one: ignored ...
+    await arena.publish(age_s=120, seq=3)  # older than the quote the desk has: ignored
     await arena.publish(seq=4)
     r = await arena.one(BOB, "execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.01})
     assert r["status"] == "filled", r
-    # ... but if nothing newer arrives, the quote ages out (max quote age 30 s): simulate with an old feed.
-    await arena.market.send_and_wait(MARKET_TOPIC, b"{not json")  # malformed: skipped, nothing breaks
+    # A malformed record is skipped; a quote older than --max-quote-age (30 s) is refused.
+    await arena.market.send_and_wait(MARKET_TOPIC, b"{not json")
+    old = Quote(product_id="ETH-USD", price=3000, best_bid=3000, best_ask=3001, received_at=utcnow() - timedelta(seconds=60))
+    await arena.market.send_and_wait(MARKET_TOPIC, k.encode(MarketSnapshot(seq=5, quotes={"ETH-USD": old})))
+    await asyncio.sleep(0.5)
+    r = await arena.one(BOB, "execute_trade", {"product_id": "ETH-USD", "side": "buy", "quantity": 0.01})
+    assert r["status"] == "rejected" and "old (limit 30s)" in r["error"], r
+    r = await arena.one(BOB, "execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.01})
+    assert r["status"] == "filled", r
 
 
 async def test_calculator_refuses_hostile_expressions_quickly(arena):
