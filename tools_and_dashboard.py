@@ -136,6 +136,7 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the loop's handlers take over: exit quietly
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:  # a signal before the handlers were installed
