@@ -242,6 +242,7 @@ class WsFeed:
             self.stats.connects += 1
             seq, beats = SequenceTracker(), SequenceTracker()  # fresh state per connection
             subscribe = asyncio.create_task(self._subscribe(ws))
+            subscribe.add_done_callback(lambda t: t.cancelled() or t.exception())  # a close mid-subscribe is handled below
             try:
                 while True:
                     try:
@@ -550,6 +551,11 @@ class LiveFeed:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                st = ws.stats
+                log.info(
+                    "feed totals: %d connection(s), %d frames, %d quotes, %d skipped, %d error frame(s), %d lost by sequence",
+                    st.connects, st.frames, st.quotes, st.skipped, st.errors, st.lost,
+                )
 
     async def _wait_first(self, products: list[str], rest: RestPoller) -> None:
         loop = asyncio.get_running_loop()

@@ -228,12 +228,14 @@ async def test_connector_publishes_the_sims_book_and_candles(kafka):
                 assert set(s.quotes) == set(DEFAULT_PRODUCTS)
                 for pid, quote in s.quotes.items():
                     assert quote.best_bid < quote.best_ask and not quote.stale
-                    assert (quote.best_bid, quote.best_ask) in sim_books(sim, pid, t - interval, t), (pid, quote)
+                    # the simulator's book at publish time, or a state it had within the last two intervals
+                    assert (quote.best_bid, quote.best_ask) in sim_books(sim, pid, t - 2 * interval, t), (pid, quote)
                     assert quote.received_at <= s.published_at
                 for pid in DEFAULT_PRODUCTS:
                     for gran, (secs, n) in CANDLE_WINDOWS.items():
                         cs = s.candles[pid][gran]
-                        assert len(cs) == n and all(c.start % secs == 0 for c in cs)
+                        # the forming bucket may have no trade yet when fetched: Coinbase then leaves it out
+                        assert n - 1 <= len(cs) <= n and all(c.start % secs == 0 for c in cs)
                         assert [c.start for c in cs] == sorted({c.start for c in cs}), "oldest first, no duplicates"
                         assert cs[-1].start >= int(t) // secs * secs - secs
             # finished one-minute candles are the simulator's own
@@ -278,15 +280,17 @@ async def test_connector_reconnects_after_drops_and_silence(kafka):
         proc = await start_connector(sim, kafka, "--interval", str(interval), "--watchdog", "1.5")
         try:
             async with Snapshots(kafka, source_of(sim)) as snaps:
-                await sim.drop_connections()  # TCP gone: the client sees 1006
-                await until(lambda: count(proc, "feed connected") == 2, 15, "reconnect after abort")
-                assert count(proc, "closed abnormally (1006)") == 1
-                await sim.drop_connections(1001, "going away")  # a clean close is no reason to stop either
-                await until(lambda: count(proc, "feed connected") == 3, 15, "reconnect after 1001")
-                assert count(proc, "closed (code 1001 going away)") == 1
-                sim.go_silent()  # connection open, nothing arrives, not even heartbeats
-                await until(lambda: count(proc, "feed connected") == 4, 15, "reconnect after silence")
-                assert count(proc, "silent for 1.5s (watchdog)") == 1
+                async def silence():
+                    sim.go_silent()
+
+                for fault, reason in [
+                    (sim.drop_connections, "closed abnormally (1006)"),  # TCP gone
+                    (lambda: sim.drop_connections(1001, "going away"), "closed (code 1001 going away)"),  # a clean close too
+                    (silence, "silent for 1.5s (watchdog)"),  # open, but nothing arrives, not even heartbeats
+                ]:
+                    connects = count(proc, "feed connected")
+                    await fault()
+                    await until(lambda: count(proc, "feed connected") > connects and count(proc, reason), 15, reason)
                 mark = time.time()
                 fresh = await snaps.wait(lambda s: s.published_at.timestamp() > mark + interval, what="after reconnecting")
             seqs = [s.seq for s in snaps.items]
@@ -308,7 +312,7 @@ async def test_connector_backs_off_on_rest_errors_and_marks_stale_quotes_in_an_o
                 sim.fail_rest(500, 2)
                 await until(lambda: count(proc, "failed (HTTP 429") and count(proc, "failed (HTTP 500"), 15, "REST errors logged")
                 kept = await snaps.more(2)
-                assert all(len(s.candles[p][g]) == n for s in kept for p in DEFAULT_PRODUCTS for g, (_, n) in CANDLE_WINDOWS.items())
+                assert all(len(s.candles[p][g]) >= n - 1 for s in kept for p in DEFAULT_PRODUCTS for g, (_, n) in CANDLE_WINDOWS.items())
 
                 sim.set_outage(True)  # WebSocket and REST both down
                 stale = await snaps.wait(lambda s: all(qq.stale for qq in s.quotes.values()), what="with every quote stale")
