@@ -10,17 +10,23 @@ Point --ws-url/--rest-url at `arena market-sim` to run offline, or use --replay 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
+import signal
 import sys
-from pathlib import Path
-from urllib.parse import urlsplit
 
-from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL, product_list
-from arena.config import MARKET_TOPIC, add_kafka_args, kafka_settings
-from arena.feed import FeedConfig, run
-from arena.market import DEFAULT_PRODUCTS
+# Ctrl-C or SIGTERM while the imports below are still loading (seconds on a busy machine): leave quietly.
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_sig, lambda *_: sys.exit(0))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL, product_list  # noqa: E402
+from arena.config import MARKET_TOPIC, add_kafka_args, kafka_settings  # noqa: E402
+from arena.feed import FeedConfig, run  # noqa: E402
+from arena.market import DEFAULT_PRODUCTS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--products needs at least one product id")
 
     logging.basicConfig(stream=sys.stdout, level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its connection retries are reported by us
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # we report its connection and publish failures ourselves
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     cfg = FeedConfig(
         ws_url=args.ws_url,
