@@ -901,9 +901,6 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
         def sec(title: Text, body: Callable[[int, int], RenderableType], w: int) -> Callable[[int], RenderableType]:
             return lambda h: _section(f, title, body, w, h)
 
-        def rows(h: int) -> int:  # data rows (incl. the table header) inside a section of height h
-            return h - frame_h
-
         market_title = _title("Market", f"quotes STALE after {ago(state.max_quote_age_s)}")
         board_title = _title(
             "Leaderboard", f"start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid · fee {state.fee_bps:g} bps"
@@ -912,7 +909,7 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
         market_h = frame_h + 1 + n_quotes
         board_min = frame_h + 1 + min(n_agents, 3)
         board_want = frame_h + 1 + n_agents
-        chart_min = frame_h + 3  # two plot rows and the time axis (+1 below)
+        chart_min = frame_h + 4  # three plot rows and the time axis
 
         if width >= 140:
             left_w = min(width - 64, max(84, round(width * 0.52)))
@@ -950,7 +947,7 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
             plan = [
                 ("market", max(market_h, frame_h + 3)),
                 ("board", board_min),
-                ("lower", chart_min + 1),
+                ("lower", chart_min),
                 ("board", board_want),
                 ("market", max(market_h, frame_h + 5)),  # room for a few rejections beside the prices
                 ("lower", UNBOUNDED),
@@ -970,10 +967,10 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
                 ("market", market_h),
                 ("board", board_min),
                 ("activity", activity_min),
-                ("chart", chart_min + 1),
+                ("chart", chart_min),
                 ("board", board_want),
                 ("activity", activity_min + 2),
-                ("chart", max(chart_min + 1, round(budget * 0.35))),
+                ("chart", max(chart_min, round(budget * 0.35))),
                 ("positions", frame_h + 2),
                 ("positions", frame_h + 1 + min(n_positions, 8)),
                 ("activity", UNBOUNDED),
