@@ -12,10 +12,10 @@ import websockets
 from websockets.asyncio.client import connect
 
 from arena import coinbase as cb
+from arena.broker import free_port
 from arena.market import DEFAULT_PRODUCTS
 from arena.sim.coinbase import MarketSim
 from tests.procs import Proc
-from arena.broker import free_port
 
 
 @pytest.fixture
