@@ -38,7 +38,10 @@ MAX_ECHO = 40  # characters of a hostile argument echoed back / logged
 
 
 def _echo(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        return f"<a {type(value).__name__} too long to show>"
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
 
 
@@ -176,7 +179,7 @@ class Desk:
                     agent=agent,
                     product_id=pid if isinstance(pid, str) and len(pid) <= MAX_ECHO else _echo(product_id),
                     side=sd,
-                    quantity=float(quantity) if _is_number(quantity) and math.isfinite(quantity) else 0.0,
+                    quantity=_finite(quantity) or 0.0,
                     status="rejected",
                     reason=str(why),
                     executed_at=utcnow(),
@@ -314,14 +317,25 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _finite(x: object) -> float | None:
+    """x as a finite float, or None (not a number, NaN, infinite, or an int too big for a float)."""
+    if not _is_number(x):
+        return None
+    try:
+        f = float(x)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _check_quantity(quantity: object, inc: float, pid: str) -> float:
     if quantity is None:  # JSON has no NaN/Infinity: they arrive as null
         raise Rejected("quantity must be a finite number (got null; NaN and Infinity are not numbers)")
     if not _is_number(quantity):
         raise Rejected(f"quantity must be a number, not {type(quantity).__name__} {_echo(quantity)}")
-    q = float(quantity)
-    if not math.isfinite(q):
-        raise Rejected(f"quantity must be a finite number, not {q}")
+    q = _finite(quantity)
+    if q is None:
+        raise Rejected(f"quantity must be a finite number, not {_echo(quantity)}")
     if q <= 0:
         raise Rejected(f"quantity must be positive, not {q:g}")
     if q > MAX_QUANTITY:

@@ -120,6 +120,8 @@ REJECTED = [
     ("BTC-USD", "buy", -1, "positive"),
     ("BTC-USD", "buy", 0, "positive"),
     ("BTC-USD", "buy", 1e308, "absurdly large"),
+    ("BTC-USD", "buy", 10**400, "finite number"),
+    ("BTC-USD", "buy", 10**5000, "finite number"),
     ("BTC-USD", "buy", "1e3", "must be a number"),
     ("BTC-USD", "buy", "x" * 1_000_000, "must be a number"),
     ("BTC-USD", "buy", True, "must be a number"),
