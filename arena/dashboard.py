@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -453,7 +454,7 @@ def value_chart(
     dots_h = plot_h * 4
     y_scale = (dots_h - 1) / (hi - lo)
     # round-number ticks (1, 2, 2.5 or 5 x 10^k apart), each on the text row it falls in, none adjacent
-    step = _nice_step(hi - lo, max(1, plot_h // 2))
+    step = _nice_step(hi - lo, max(2, plot_h // 2))
     cents = step % 1 != 0
     labels: dict[int, str] = {}
     v = math.ceil(lo / step) * step
@@ -462,6 +463,9 @@ def value_chart(
         if r not in labels and r - 1 not in labels and r + 1 not in labels:
             labels[r] = money(v, cents=cents)
         v += step
+    if len(labels) < 2 and plot_h >= 3:  # a short chart: also label the edge row farthest from the tick
+        r = plot_h - 1 if labels and min(labels) < plot_h / 2 else 0
+        labels[r] = money(hi - (4 * r + 1.5) / (dots_h - 1) * (hi - lo), cents=hi - lo < 20)
     if not labels:
         labels[0] = money(hi, cents=True)
     label_w = max(len(s) for s in labels.values())
@@ -1094,7 +1098,7 @@ class LiveDashboard:
                     auto_refresh=False,
                     redirect_stdout=False,
                     redirect_stderr=False,
-                ) as live:
+                ) as live, self._redraw_on_resize(lambda: live.update(self.frame(), refresh=True)):
                     await self._loop(stop, lambda: live.update(self.frame(), refresh=True), next_export)
             else:
                 await self._loop(stop, lambda: self.state.sample(self.accounts()), next_export)
@@ -1102,6 +1106,22 @@ class LiveDashboard:
             self.export()
             if self.print_final:
                 self.console.print(self.final_standings())
+
+    @contextlib.contextmanager
+    def _redraw_on_resize(self, redraw: Callable[[], object]) -> Iterator[None]:
+        """Redraw as soon as the terminal is resized (SIGWINCH) instead of at the next tick."""
+        loop = asyncio.get_running_loop()
+        sig = getattr(signal, "SIGWINCH", None)
+        try:
+            if sig is not None:
+                loop.add_signal_handler(sig, redraw)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or not Unix
+            sig = None
+        try:
+            yield
+        finally:
+            if sig is not None:
+                loop.remove_signal_handler(sig)
 
     async def _loop(self, stop: asyncio.Event, tick: Callable[[], object], next_export: float) -> None:
         loop = asyncio.get_running_loop()
