@@ -1052,7 +1052,7 @@ class LiveDashboard:
         accounts: Callable[[], dict[str, Account]],
         *,
         console: Console | None = None,
-        refresh_per_second: float = 4.0,
+        refresh_per_second: float = 2.0,  # capped at 4; the data changes every few seconds, so 2 looks live and costs half
         export_every_s: float = 5.0,
         print_final: bool = True,
     ):
