@@ -69,13 +69,12 @@ def display_url(url: str) -> str:
 
 
 async def run(args: argparse.Namespace, api_key: str | None) -> int:
-    warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")  # noise from calfkit's vendored pydantic-ai
-    from calfkit.providers.pydantic_ai.openai import OpenAIModelClient
+    from arena.chat import ChatNode, provider_model
 
-    from arena.chat import ChatNode
-
-    model = OpenAIModelClient(args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort, timeout=args.timeout)
-    model.client = model.client.with_options(max_retries=args.max_retries)
+    model = provider_model(
+        args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort,
+        timeout_s=args.timeout, max_retries=args.max_retries,
+    )
     url = display_url(args.base_url or OPENAI_URL)
     node = ChatNode(
         args.name, model, kafka_settings(args), max_workers=args.max_workers, timeout_s=args.timeout, base_url=url,
@@ -116,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("aiokafka", "httpx", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")  # noise from calfkit's vendored pydantic-ai
+    from arena.chat import check_name
+
+    try:
+        check_name(args.name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.api_key:
         print("warning: --api-key on the command line is visible to other users of this machine; prefer env OPENAI_API_KEY", file=sys.stderr, flush=True)
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")

@@ -23,19 +23,22 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic_core
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
-
-from calfkit._vendor.pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
+from calfkit._vendor.pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelHTTPError,
+    UnexpectedModelBehavior,
+)
 from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
 from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
 from calfkit._vendor.pydantic_ai.settings import ModelSettings
-from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
 
 from arena import kafka as k
 from arena.config import KafkaSettings, chat_reply_topic, chat_request_topic
@@ -45,6 +48,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ACK_TIMEOUT_S = 30.0
 DEFAULT_TIMEOUT_S = 120.0
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")  # a chat node name becomes part of Kafka topic names
+
+
+def check_name(chat_node: str) -> str:
+    if not NAME_RE.fullmatch(chat_node or ""):
+        raise ValueError(f"invalid chat node name {chat_node!r}: use 1-100 letters, digits, '.', '_' or '-'")
+    return chat_node
 
 
 def chat_group_id(chat_node: str) -> str:
@@ -142,8 +154,12 @@ def _jsonable_settings(settings: ModelSettings | None) -> dict[str, Any] | None:
     return out
 
 
-class RemoteChatModel(PydanticModelClient):
+class RemoteChatModel(Model):
     """A calfkit model client that thinks through a named chat node (deploy_chat_node.py --name NAME).
+
+    Derives from the vendored pydantic-ai Model, as calfkit's PydanticModelClient (an empty marker
+    subclass of it) does; importing that marker would load calfkit.providers and the Anthropic SDK
+    into every chat node (+2.5 s start-up) for nothing. calfkit's Agent accepts any such Model.
 
     Pass it as `Agent(model_client=RemoteChatModel("gpt", kafka))`. Start-up is lazy: the first
     `request()` connects (producer, reply topic created and positioned before the request is sent, no
@@ -168,8 +184,7 @@ class RemoteChatModel(PydanticModelClient):
         instance_id: str | None = None,
     ):
         super().__init__()
-        if not chat_node:
-            raise ValueError("chat_node name must not be empty")
+        check_name(chat_node)
         if timeout_s <= 0 or ack_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
         self.chat_node = chat_node
@@ -289,7 +304,8 @@ class RemoteChatModel(PydanticModelClient):
         if reader is not None:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-        for pending in self._pending.values():
+        for pending in self._pending.values():  # their request() calls fail now rather than time out
+            pending.accepted.set()
             if not pending.done.done():
                 pending.done.set_exception(ChatNodeError(self.chat_node, "the chat client was stopped", kind="stopped"))
         if self._consumer is not None:
@@ -373,6 +389,34 @@ def describe_failure(exc: BaseException, *, base_url: str, timeout_s: float) -> 
     return f"chat node failed: {type(exc).__name__}: {_short(exc)}", "internal", None, False
 
 
+def provider_model(
+    model_id: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    reasoning_effort: str | None = None,
+    timeout_s: float = 90.0,
+    max_retries: int = 2,
+) -> Model:
+    """The OpenAI-compatible provider model a chat node calls: the same vendored OpenAIChatModel that
+    calfkit's OpenAIModelClient is, built directly so the retry count can be set and the chat node
+    does not import calfkit.providers (Anthropic SDK, ~2.5 s)."""
+    from calfkit._vendor.pydantic_ai.models.openai import (
+        OpenAIChatModel,
+        OpenAIChatModelSettings,
+    )
+    from calfkit._vendor.pydantic_ai.providers.openai import OpenAIProvider
+    from openai import AsyncOpenAI
+
+    if api_key is None and base_url is not None:
+        api_key = "api-key-not-set"  # local OpenAI-compatible servers need none, the SDK needs one
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s)
+    settings = OpenAIChatModelSettings(timeout=timeout_s)
+    if reasoning_effort:
+        settings["openai_reasoning_effort"] = reasoning_effort
+    return OpenAIChatModel(model_id, provider=OpenAIProvider(openai_client=client), settings=settings)
+
+
 class ChatNode:
     """Serves one chat node name: consumes its request topic and answers with `model` (any pydantic-ai Model).
 
@@ -393,6 +437,7 @@ class ChatNode:
         base_url: str = "",
         secrets: tuple[str | None, ...] = (),
     ):
+        check_name(name)
         if max_workers < 1 or timeout_s <= 0:
             raise ValueError("max_workers must be >= 1 and timeout_s positive")
         self.name = name
@@ -530,6 +575,9 @@ class ChatNode:
                 await self._producer.send_and_wait(topic, k.encode(reply), key=reply.request_id.encode())
             except Exception as exc:
                 log.error("could not send the %s reply for %s to %s: %s", reply.kind, reply.request_id[:8], topic, exc)
+                if reply.kind == "response":  # e.g. too large: tell the router instead of letting it time out
+                    failed = reply.model_copy(update={"kind": "error", "response": None, "error_type": "internal", "error": self.redact(f"the chat node could not deliver the response: {exc}")})
+                    self._send(topic, failed)
 
         self._spawn(send())
 

@@ -11,8 +11,15 @@ import openai
 import pytest
 
 from arena.broker import free_port
-from arena.market import MarketSnapshot, Quote, Candle, render_snapshot
-from arena.policies import Holdings, decide, increment, parse_market, parse_portfolio, round_down
+from arena.market import Candle, MarketSnapshot, Quote, render_snapshot
+from arena.policies import (
+    Holdings,
+    decide,
+    increment,
+    parse_market,
+    parse_portfolio,
+    round_down,
+)
 from tests.procs import Proc
 
 NOW = 1_764_100_800  # a minute boundary
@@ -167,8 +174,11 @@ async def client(server):
     await c.close()
 
 
+PROMPT = render_snapshot(snapshot())  # rendered once: the prompt carries the time, replays must be identical
+
+
 def conversation(system: str = "You are alice.\n\nTrade the momentum.") -> list[dict]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": render_snapshot(snapshot())}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": PROMPT}]
 
 
 async def play(client, model: str, system: str | None = None) -> tuple[list, list[dict]]:
