@@ -20,6 +20,7 @@ from arena.policies import (
     parse_portfolio,
     round_down,
 )
+from arena.sim.policy import choose_auto
 from tests.procs import Proc
 
 NOW = 1_764_100_800  # a minute boundary
@@ -147,6 +148,12 @@ def test_random_walk_is_seeded():
     a = decide("random-walk", market, h, b"7|alice")
     assert a == decide("random-walk", market, h, b"7|alice")
     assert {str(decide("random-walk", market, h, f"7|agent{i}".encode())[1]) for i in range(10)} != {str(a[1])}
+
+
+def test_auto_takes_the_first_strategy_keyword_of_the_system_prompt():
+    assert choose_auto("You are bob.\n\nYou are a scalper. Shared rules: mind the trend.") == "mean-revert"
+    assert choose_auto("You are dave.\n\nRide the trend. Never be a degen.") == "momentum"
+    assert choose_auto("You are erin.\n\nBe nice.") == "momentum"  # no keyword: the default
 
 
 def test_buys_never_spend_more_than_the_cash():

@@ -27,7 +27,15 @@ import sys
 import time
 from typing import Any
 
-from arena.policies import POLICIES, Holdings, Market, Order, decide, parse_market, parse_portfolio
+from arena.policies import (
+    POLICIES,
+    Holdings,
+    Market,
+    Order,
+    decide,
+    parse_market,
+    parse_portfolio,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +44,14 @@ LISTED_MODELS = (*POLICIES, "auto", *FAULT_MODELS, "slow-<seconds>")
 _SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)$")
 MAX_TURNS = 4  # model turns per market turn before it just answers in text (no endless loops)
 
-# `auto`: the agent's system prompt picks the policy (first match in this order).
-AUTO_KEYWORDS = (
-    ("random-walk", ("random", "brainrot", "degen", "yolo", "meme", "gamble")),
-    ("mean-revert", ("mean-revert", "mean revert", "mean reversion", "scalp", "revert")),
-    ("momentum", ("momentum", "trend", "breakout")),
-    ("hold", ("hodl", "buy and hold", "never trade")),
-)
+# `auto`: the agent's system prompt picks the policy: the keyword that appears first wins (the strategy
+# comes before any shared rules in a router's prompt).
+AUTO_KEYWORDS = {
+    "random-walk": ("random", "brainrot", "degen", "yolo", "meme", "gamble"),
+    "mean-revert": ("mean-revert", "mean revert", "mean reversion", "scalp"),
+    "momentum": ("momentum", "trend", "breakout"),
+    "hold": ("hodl", "never trade"),
+}
 AUTO_DEFAULT = "momentum"
 
 
@@ -125,10 +134,8 @@ class Turn:
 
 def choose_auto(system: str) -> str:
     low = system.lower()
-    for policy, words in AUTO_KEYWORDS:
-        if any(w in low for w in words):
-            return policy
-    return AUTO_DEFAULT
+    hits = [(pos, policy) for policy, words in AUTO_KEYWORDS.items() for w in words if (pos := low.find(w)) >= 0]
+    return min(hits)[1] if hits else AUTO_DEFAULT
 
 
 class Reply:
