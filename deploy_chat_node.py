@@ -69,7 +69,7 @@ def display_url(url: str) -> str:
 
 
 async def run(args: argparse.Namespace, api_key: str | None) -> int:
-    from arena.chat import ChatNode, provider_model
+    from arena.chat import ChatNode, provider_model, warm_up
 
     model = provider_model(
         args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort,
@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopping = asyncio.create_task(stop.wait())
-    starting = asyncio.create_task(node.start(status))
+    starting = asyncio.ensure_future(asyncio.gather(node.start(status), asyncio.to_thread(warm_up, model)))
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():  # Ctrl-C while connecting
         starting.cancel()

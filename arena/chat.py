@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic_core
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from calfkit._vendor.pydantic_ai.exceptions import (
     ModelAPIError,
     ModelHTTPError,
@@ -417,6 +418,20 @@ def provider_model(
     return OpenAIChatModel(model_id, provider=OpenAIProvider(openai_client=client), settings=settings)
 
 
+def warm_up(model: Model) -> None:
+    """Load what an OpenAI-compatible model loads lazily on its first request (the token price table,
+    the SDK's chat resources: ~0.7 s), so the first agent turn does not pay for it. Blocking: run it
+    in a thread beside the group join."""
+    from genai_prices.data_snapshot import (
+        get_snapshot,  # pydantic-ai's usage accounting
+    )
+
+    get_snapshot()
+    client = getattr(model, "client", None)
+    if client is not None and hasattr(client, "chat"):
+        client.chat.completions  # noqa: B018 - a lazy import on first access
+
+
 class ChatNode:
     """Serves one chat node name: consumes its request topic and answers with `model` (any pydantic-ai Model).
 
@@ -460,7 +475,10 @@ class ChatNode:
         """Connect, create the request topic, join the group and resolve positions; then it is safe to say READY."""
         status(f"connecting to Kafka at {self.kafka.bootstrap_servers} ...")
         self._producer = k.producer(self.kafka)
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaConnectionError:
+            raise ConnectionError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: is the broker running? (uv run arena broker)") from None
         # The topic must exist before subscribing, or the group would only notice it minutes later.
         await self._producer.send_and_wait(self.topic, b"")
         status(f"joining consumer group {self.group_id} on {self.topic} ...")

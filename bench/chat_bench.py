@@ -56,7 +56,7 @@ async def main() -> None:
     try:
         policy = Proc("-m", "arena.cli", "policy-server", "--port", str(port), env=env).wait_ready(30)
         t0 = time.monotonic()
-        chat = Proc("deploy_chat_node.py", "--name", "bench", "--model-id", "momentum", "--base-url", url, "--log-level", "WARNING", env=env)
+        chat = Proc("deploy_chat_node.py", "--name", "bench", "--model-id", "momentum", "--base-url", url, "--log-level", "INFO", env=env)
         chat.wait_ready(60)
         print(f"chat node start-up to READY: {time.monotonic() - t0:.2f} s")
 
@@ -70,8 +70,13 @@ async def main() -> None:
         print(line("policy server (HTTP, direct)", direct))
 
         t = time.perf_counter()
+        await model.start()
+        print(f"RemoteChatModel.start(): {(time.perf_counter() - t) * 1000:.1f} ms")
+        t = time.perf_counter()
         await model.request(first_turn(), None, PARAMS)
-        print(f"first request (connects lazily): {(time.perf_counter() - t) * 1000:.1f} ms")
+        await asyncio.sleep(0.2)
+        served = next((ln for ln in chat.lines if "served request" in ln), "")
+        print(f"first request: {(time.perf_counter() - t) * 1000 - 200:.1f} ms (chat node: {served.split(' in ')[-1]})")
         sem = asyncio.Semaphore(args.concurrency)
         times: list[float] = []
 
