@@ -93,6 +93,7 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
         starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         await node.stop()
+        status(f"chat node '{args.name}' stopped before serving")
         return 0
     if starting.exception():
         exc = starting.exception()
@@ -115,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("aiokafka", "httpx", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.api_key:
+        print("warning: --api-key on the command line is visible to other users of this machine; prefer env OPENAI_API_KEY", file=sys.stderr, flush=True)
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key and args.base_url is None:
+        print("error: no API key for OpenAI: set env OPENAI_API_KEY (or use --base-url for a local provider)", file=sys.stderr)
+        return 2
     warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")  # noise from calfkit's vendored pydantic-ai
     from arena.chat import check_name
 
@@ -122,12 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         check_name(args.name)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.api_key:
-        print("warning: --api-key on the command line is visible to other users of this machine; prefer env OPENAI_API_KEY", file=sys.stderr, flush=True)
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
-    if not api_key and args.base_url is None:
-        print("error: no API key for OpenAI: set env OPENAI_API_KEY (or use --base-url for a local provider)", file=sys.stderr)
         return 2
     return asyncio.run(run(args, api_key))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 import uuid
 
@@ -81,6 +82,9 @@ def nodes(broker):
             p.wait_ready(60)
         yield procs, url
     finally:
+        for p in procs.values():  # all at once: each takes a moment to leave its group
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGINT)
         for p in procs.values():
             p.stop()
         policy.stop()
@@ -243,7 +247,14 @@ async def test_malformed_requests_are_skipped_and_the_node_serves_on(nodes, remo
 
 async def test_a_calfkit_agent_thinks_through_a_chat_node_and_fails_clearly(nodes, kafka):
     """The seam C2's routers use: calfkit Agent(model_client=RemoteChatModel(...))."""
-    from calfkit import Agent, Client, NodeFaultError, Worker
+    from calfkit import (
+        Agent,
+        Client,
+        FanoutConfig,
+        KTableReaderTuning,
+        NodeFaultError,
+        Worker,
+    )
 
     from arena.config import CONSUMER_TUNING
 
@@ -252,9 +263,10 @@ async def test_a_calfkit_agent_thinks_through_a_chat_node_and_fails_clearly(node
         Agent("chat-test-ok", system_prompt="Trade the momentum.", model_client=models[0]),
         Agent("chat-test-broken", system_prompt="Trade the momentum.", model_client=models[1]),
     ]
-    worker = Worker(Client.connect(kafka.bootstrap_servers), nodes=agents, extra_subscribe_kwargs=dict(CONSUMER_TUNING))
+    tuning = FanoutConfig(reader_tuning=KTableReaderTuning(poll_timeout_ms=10, fetch_max_wait_ms=10))
+    workers = [Worker(Client.connect(kafka.bootstrap_servers), nodes=[a], extra_subscribe_kwargs=dict(CONSUMER_TUNING), fanout=tuning) for a in agents]
     client = Client.connect(kafka.bootstrap_servers)
-    await worker.start()
+    await asyncio.gather(*(w.start() for w in workers))  # group joins in parallel
     try:
         prompt = render_snapshot(snapshot())
         result = await client.agent("chat-test-ok").execute(prompt, timeout=30)
@@ -265,15 +277,13 @@ async def test_a_calfkit_agent_thinks_through_a_chat_node_and_fails_clearly(node
         assert any(r.exception and r.exception.type == "ChatNodeError" for r in report.walk())
         assert any("provider returned HTTP 500" in (r.message or "") for r in report.walk())
     finally:
-        await worker.stop()
+        await asyncio.gather(*(w.stop() for w in workers))
         await client.aclose()
         for m in models:
             await m.stop()
 
 
 def test_chat_nodes_stop_cleanly_on_ctrl_c_and_sigterm(nodes):
-    import signal
-
     procs, _ = nodes
     assert procs["broken"].stop(signal.SIGINT) == 0
     assert procs["leaky"].stop(signal.SIGTERM) == 0
