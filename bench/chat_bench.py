@@ -90,6 +90,9 @@ async def main() -> None:
         await asyncio.gather(*(one() for _ in range(args.requests)))
         wall = time.perf_counter() - began
         print(line(f"RemoteChatModel round trip (x{args.concurrency})", times))
+        await asyncio.sleep(0.3)
+        node_ms = [float(ln.split(" in ")[-1].split(" ms")[0]) for ln in chat.lines if "served request" in ln][1:]
+        print(line("  of which the provider call", node_ms[-len(times):]))
         print(f"throughput: {args.requests / wall:.0f} requests/s")
     finally:
         await model.stop()
