@@ -37,6 +37,8 @@ from tests.procs import Proc
 from tests.test_policy_server import DESK_PORTFOLIO, snapshot
 
 SECRET = "sk-test-SECRET-0123456789"
+RUN = uuid.uuid4().hex[:6]  # chat node names unique to this session's broker
+ALPHA, BROKEN, LEAKY, GHOST, SLEEPY, NOWHERE = (f"{n}-{RUN}" for n in ("alpha", "broken", "leaky", "ghost", "sleepy", "nowhere"))
 
 PARAMS = ModelRequestParameters(
     function_tools=[
@@ -72,10 +74,10 @@ def nodes(broker):
 
     key_env = {"OPENAI_API_KEY": SECRET}
     procs = {
-        "alpha1": chat("alpha", "momentum", env=key_env),
-        "alpha2": chat("alpha", "momentum", env=key_env),
-        "broken": chat("broken", "error-500", "--max-retries", "0", env=key_env),
-        "leaky": chat("leaky", "error-401", "--max-retries", "0", "--api-key", SECRET, env={"OPENAI_API_KEY": ""}),
+        "alpha1": chat(ALPHA, "momentum", env=key_env),
+        "alpha2": chat(ALPHA, "momentum", env=key_env),
+        "broken": chat(BROKEN, "error-500", "--max-retries", "0", env=key_env),
+        "leaky": chat(LEAKY, "error-401", "--max-retries", "0", "--api-key", SECRET, env={"OPENAI_API_KEY": ""}),
     }
     try:
         for p in procs.values():
@@ -104,7 +106,7 @@ async def remote(kafka):
 
 
 async def test_a_full_market_turn_through_a_chat_node(nodes, remote):
-    model = remote("alpha", timeout_s=20)
+    model = remote(ALPHA, timeout_s=20)
     messages = first_turn()
 
     r1 = await model.request(messages, None, PARAMS)
@@ -133,7 +135,7 @@ async def test_a_full_market_turn_through_a_chat_node(nodes, remote):
 
 
 async def test_replicas_with_one_name_share_the_requests(nodes, remote):
-    model = remote("alpha", timeout_s=30)
+    model = remote(ALPHA, timeout_s=30)
     procs, _ = nodes
     before = {n: procs[n].output.count("served request") for n in ("alpha1", "alpha2")}
     replies = await asyncio.gather(*(model.request(first_turn(), None, PARAMS) for _ in range(24)))
@@ -147,9 +149,9 @@ async def test_replicas_with_one_name_share_the_requests(nodes, remote):
 async def test_a_provider_error_comes_back_quickly_and_clearly(nodes, remote):
     t0 = time.monotonic()
     with pytest.raises(ChatNodeError) as err:
-        await remote("broken", timeout_s=30).request(first_turn(), None, PARAMS)
+        await remote(BROKEN, timeout_s=30).request(first_turn(), None, PARAMS)
     assert time.monotonic() - t0 < 10
-    assert "chat node 'broken' (error-500): provider returned HTTP 500" in str(err.value)
+    assert f"chat node '{BROKEN}' (error-500): provider returned HTTP 500" in str(err.value)
     assert err.value.status_code == 500 and err.value.kind == "http" and err.value.retryable
 
 
@@ -169,20 +171,20 @@ async def in_process_node(name: str, kafka, base_url: str, model_id: str = "mome
 
 async def test_an_unreachable_provider_comes_back_quickly_and_clearly(broker, kafka, remote):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    async with in_process_node("nowhere", kafka, dead, max_retries=1):
+    async with in_process_node(NOWHERE, kafka, dead, max_retries=1):
         t0 = time.monotonic()
-        with pytest.raises(ChatNodeError, match=r"chat node 'nowhere' \(momentum\): cannot reach the provider at http://127.0.0.1:\d+/v1"):
-            await remote("nowhere", timeout_s=30).request(first_turn(), None, PARAMS)
+        with pytest.raises(ChatNodeError, match=rf"chat node '{NOWHERE}' \(momentum\): cannot reach the provider at http://127.0.0.1:\d+/v1"):
+            await remote(NOWHERE, timeout_s=30).request(first_turn(), None, PARAMS)
         assert time.monotonic() - t0 < 15
 
 
 async def test_a_slow_provider_times_out_at_the_router(nodes, kafka, remote):
-    async with in_process_node("sleepy", kafka, nodes[1], model_id="slow-5", max_retries=0) as node:
+    async with in_process_node(SLEEPY, kafka, nodes[1], model_id="slow-5", max_retries=0) as node:
         t0 = time.monotonic()
         with pytest.raises(ChatNodeError) as err:
-            await remote("sleepy", timeout_s=1.0).request(first_turn(), None, PARAMS)
+            await remote(SLEEPY, timeout_s=1.0).request(first_turn(), None, PARAMS)
         assert 1.0 <= time.monotonic() - t0 < 3
-        assert str(err.value) == "chat node 'sleepy' took the request but sent no answer within 1s (provider too slow, or the node stopped)"
+        assert str(err.value) == f"chat node '{SLEEPY}' took the request but sent no answer within 1s (provider too slow, or the node stopped)"
         assert err.value.kind == "timeout"
         await asyncio.sleep(1.5)  # the node gives up on the provider too, at the router's deadline
         assert node.failed == 1
@@ -191,8 +193,8 @@ async def test_a_slow_provider_times_out_at_the_router(nodes, kafka, remote):
 async def test_a_missing_chat_node_times_out_with_a_clear_message(broker, remote):
     t0 = time.monotonic()
     with pytest.raises(ChatNodeError) as err:
-        await remote("ghost", ack_timeout_s=1.5).request(first_turn(), None, PARAMS)
-    assert str(err.value) == "no reply from chat node 'ghost' within 1.5s — is deploy_chat_node.py --name ghost running?"
+        await remote(GHOST, ack_timeout_s=1.5).request(first_turn(), None, PARAMS)
+    assert str(err.value) == f"no reply from chat node '{GHOST}' within 1.5s — is deploy_chat_node.py --name {GHOST} running?"
     assert err.value.kind == "unavailable"
     assert time.monotonic() - t0 < 6
 
@@ -200,12 +202,12 @@ async def test_a_missing_chat_node_times_out_with_a_clear_message(broker, remote
 async def test_the_api_key_never_leaves_the_chat_node(nodes, remote):
     # error-401 echoes the caller's key in its error body, as a careless provider would.
     with pytest.raises(ChatNodeError) as err:
-        await remote("leaky", timeout_s=30).request(first_turn(), None, PARAMS)
+        await remote(LEAKY, timeout_s=30).request(first_turn(), None, PARAMS)
     assert "HTTP 401" in str(err.value) and "check the API key" in str(err.value)
     assert "SECRET" not in str(err.value)
     procs, _ = nodes
     assert "visible to other users" in procs["leaky"].output  # --api-key on argv is warned about
-    await remote("alpha").request(first_turn(), None, PARAMS)  # make sure the others logged something too
+    await remote(ALPHA).request(first_turn(), None, PARAMS)  # make sure the others logged something too
     for name, proc in procs.items():
         assert "SECRET" not in proc.output, name
 
@@ -224,7 +226,7 @@ async def test_malformed_requests_are_skipped_and_the_node_serves_on(nodes, remo
     await consumer.start()
     try:
         consumer.assign([TopicPartition(reply_topic, p) for p in await producer.partitions_for(reply_topic)])
-        topic = chat_request_topic("alpha")
+        topic = chat_request_topic(ALPHA)
         await producer.send_and_wait(topic, b"\xff not json")
         await producer.send_and_wait(topic, json.dumps({"request_id": "r-bad", "reply_to": reply_topic, "messages": 5}).encode())
         # The node tells the sender it could not read the request (it had a reply address)...
@@ -237,7 +239,7 @@ async def test_malformed_requests_are_skipped_and_the_node_serves_on(nodes, remo
                         reply = k.decode(ChatReply, rec.value)
         assert reply is not None and reply.request_id == "r-bad" and reply.kind == "error" and reply.error_type == "malformed"
         # ... and serves on.
-        r = await remote("alpha").request(first_turn(), None, PARAMS)
+        r = await remote(ALPHA).request(first_turn(), None, PARAMS)
         assert isinstance(r.parts[-1], ToolCallPart)
         assert any("skipping malformed ChatRequest" in p.output for p in (nodes[0]["alpha1"], nodes[0]["alpha2"]))
     finally:
@@ -258,10 +260,10 @@ async def test_a_calfkit_agent_thinks_through_a_chat_node_and_fails_clearly(node
 
     from arena.config import CONSUMER_TUNING
 
-    models = [RemoteChatModel("alpha", kafka, timeout_s=20), RemoteChatModel("broken", kafka, timeout_s=20)]
+    models = [RemoteChatModel(ALPHA, kafka, timeout_s=20), RemoteChatModel(BROKEN, kafka, timeout_s=20)]
     agents = [
-        Agent("chat-test-ok", system_prompt="Trade the momentum.", model_client=models[0]),
-        Agent("chat-test-broken", system_prompt="Trade the momentum.", model_client=models[1]),
+        Agent(f"chat-test-ok-{RUN}", system_prompt="Trade the momentum.", model_client=models[0]),
+        Agent(f"chat-test-broken-{RUN}", system_prompt="Trade the momentum.", model_client=models[1]),
     ]
     tuning = FanoutConfig(reader_tuning=KTableReaderTuning(poll_timeout_ms=10, fetch_max_wait_ms=10))
     workers = [Worker(Client.connect(kafka.bootstrap_servers), nodes=[a], extra_subscribe_kwargs=dict(CONSUMER_TUNING), fanout=tuning) for a in agents]
@@ -269,10 +271,10 @@ async def test_a_calfkit_agent_thinks_through_a_chat_node_and_fails_clearly(node
     await asyncio.gather(*(w.start() for w in workers))  # group joins in parallel
     try:
         prompt = render_snapshot(snapshot())
-        result = await client.agent("chat-test-ok").execute(prompt, timeout=30)
+        result = await client.agent(f"chat-test-ok-{RUN}").execute(prompt, timeout=30)
         assert result.output.startswith("momentum: no trade.")  # no tools offered: it can only talk
         with pytest.raises(NodeFaultError) as err:
-            await client.agent("chat-test-broken").execute(prompt, timeout=30)
+            await client.agent(f"chat-test-broken-{RUN}").execute(prompt, timeout=30)
         report = err.value.report
         assert any(r.exception and r.exception.type == "ChatNodeError" for r in report.walk())
         assert any("provider returned HTTP 500" in (r.message or "") for r in report.walk())
@@ -287,8 +289,8 @@ def test_chat_nodes_stop_cleanly_on_ctrl_c_and_sigterm(nodes):
     procs, _ = nodes
     assert procs["broken"].stop(signal.SIGINT) == 0
     assert procs["leaky"].stop(signal.SIGTERM) == 0
-    for name in ("broken", "leaky"):
-        out = procs[name].output
+    for key, name in (("broken", BROKEN), ("leaky", LEAKY)):
+        out = procs[key].output
         assert "Traceback" not in out, out
         assert f"chat node '{name}' stopped" in out
 
