@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import socket
 import subprocess
@@ -31,9 +32,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 async def kafka_ready(bootstrap: str, timeout: float = 15.0) -> None:
     """Wait until the broker answers a Kafka metadata request (not just a TCP accept)."""
+    deadline = time.monotonic() + timeout
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connects are expected here
+    try:
+        await _probe(bootstrap, deadline)
+    finally:
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+
+async def _probe(bootstrap: str, deadline: float) -> None:
     from aiokafka import AIOKafkaProducer
 
-    deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=2000)
@@ -45,7 +54,7 @@ async def kafka_ready(bootstrap: str, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.05)
         finally:
             await producer.stop()
-    raise TimeoutError(f"Kafka broker at {bootstrap} not ready after {timeout:.0f}s: {last}")
+    raise TimeoutError(f"Kafka broker at {bootstrap} not ready in time: {last}")
 
 
 class EmbeddedBroker:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from arena import kafka as k
 from arena.broker import EmbeddedBroker, free_port
+from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL
 from arena.config import HEALTH_TOPIC, KafkaSettings
 from arena.supervisor import ROOT, ProcessStatus, Supervisor
 
@@ -25,9 +26,7 @@ log = logging.getLogger("arena.demo")
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
 STRATEGIES = ["momentum", "scalper", "brainrot", "default"]
 # Two shared chat nodes, each serving one deterministic policy from the policy server.
-CHAT_NODES = {"quant": "auto", "degen": "auto"}
-COINBASE_WS = "wss://advanced-trade-ws.coinbase.com"
-COINBASE_REST = "https://api.coinbase.com"
+CHAT_NODES = {"quant": "auto", "degen": "mean-revert"}
 
 
 def agent_plan(n: int) -> list[tuple[str, str, str]]:
@@ -47,7 +46,7 @@ def parse_args(argv):
     )
     p.add_argument("--agents", type=int, default=3, help="number of agents (routers), at least 1 (default %(default)s)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between market snapshots (default %(default)s)")
-    p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds and print the final leaderboard")
+    p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard")
     p.add_argument("--export", default=None, help="write the final leaderboard as JSON to this path")
     p.add_argument("--seed", type=int, default=7, help="seed for the market simulator and random policies (default %(default)s)")
     p.add_argument("--ledger", default=None, help="ledger database path (default: ledger.db in the run folder)")
@@ -92,7 +91,7 @@ async def run(args) -> int:
     code = 0
     try:
         if args.live:
-            ws, rest = COINBASE_WS, COINBASE_REST
+            ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
         else:
             port = free_port()
             sim = sup.start("market-sim", ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(args.seed)])
