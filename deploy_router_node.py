@@ -181,8 +181,7 @@ async def serve(args: argparse.Namespace) -> int:
         on_decision=report,
     )
     began = time.monotonic()
-    status(f"Starting agent '{args.name}' (strategy {args.strategy}, chat node '{args.chat_node_name}') "
-           f"on Kafka {kafka.bootstrap_servers} ...")
+    status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
     start = asyncio.ensure_future(router.start())
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({start, waiter}, timeout=args.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -216,10 +215,21 @@ async def serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C until the event loop takes the signals over
+    status(f"Starting agent '{args.name}' (strategy {args.strategy}, chat node '{args.chat_node_name}') ...")
     try:
+        # calfkit takes seconds to import: do it before the connect timeout starts counting.
+        import arena.chat  # noqa: F401
+        from arena.router import preload_calfkit
+
+        preload_calfkit()
         return asyncio.run(serve(args))
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 0

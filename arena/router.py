@@ -30,6 +30,12 @@ AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 T = TypeVar("T")
 
 
+def preload_calfkit() -> None:
+    """Import the calfkit parts a router uses (several seconds) ahead of connecting."""
+    import calfkit.nodes  # noqa: F401
+    import calfkit.worker  # noqa: F401
+
+
 def market_group(agent: str) -> str:
     """Each router's own consumer group on the market topic, so every router gets every snapshot."""
     return f"router.{agent}"

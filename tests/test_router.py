@@ -1,0 +1,297 @@
+"""Agents end to end, started as a user would: the policy server, chat nodes, the tools process, routers
+(deploy_router_node.py) and the response viewer as real processes on the real broker; the test
+publishes market snapshots and reads decisions and trades from their topics."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import pytest_asyncio
+
+from arena import kafka as k
+from arena.broker import free_port
+from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.decisions import Decision
+from arena.market import Candle, MarketSnapshot, Quote, utcnow
+from arena.portfolio import Trade
+from arena.router import LatestSlot, Router, build_prompt, summarize_snapshot
+from tests.procs import ROOT, Proc
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+RUN = uuid.uuid4().hex[:5]  # names unique to this run: the broker is shared by every test module
+GOOD, FAILING, SLOW, MISSING = (f"{n}_{RUN}" for n in ("good", "failing", "slow", "nowhere"))
+TRIO = [f"{n}_{RUN}" for n in ("alice", "bob", "carol")]
+LOST, FAILED, SLOTH = f"dora_{RUN}", f"eve_{RUN}", f"sloth_{RUN}"  # no chat node, a failing provider, a slow model
+BASE = {"BTC-USD": 97_000.0, "SOL-USD": 145.0, "FARTCOIN-USD": 0.81}
+
+
+def snapshot(seq: int, jump: float = 1.0) -> MarketSnapshot:
+    """Flat candles at the base prices and quotes at base * jump: the momentum policy buys on a jump."""
+    now = utcnow()
+    minute = int(now.timestamp()) // 60 * 60
+    quotes, candles = {}, {}
+    for pid, base in BASE.items():
+        px = base * jump
+        quotes[pid] = Quote(product_id=pid, price=px, best_bid=px * 0.9999, best_ask=px * 1.0001, received_at=now)
+        flat = [Candle(start=minute - 60 * (20 - i), open=base, high=base, low=base, close=base, volume=5.0) for i in range(20)]
+        candles[pid] = {"ONE_MINUTE": flat}
+    return MarketSnapshot(seq=seq, quotes=quotes, candles=candles, source="test")
+
+
+class Watcher:
+    """Everything on the decisions and trades topics from now on (no group, newest first)."""
+
+    def __init__(self, kafka: KafkaSettings):
+        self.consumer = k.consumer(kafka, DECISIONS_TOPIC, TRADES_TOPIC, group_id=None)
+        self.producer = k.producer(kafka)
+        self.decisions: list[Decision] = []
+        self.trades: list[Trade] = []
+        self.published: dict[int, float] = {}  # seq -> time.time() when sent
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await asyncio.gather(self.consumer.start(), self.producer.start())
+        while not self.consumer.assignment():
+            await asyncio.sleep(0.05)
+        for tp in self.consumer.assignment():
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if r.topic == DECISIONS_TOPIC:
+                        self.decisions.append(k.decode(Decision, r.value, r.topic))
+                    else:
+                        self.trades.append(k.decode(Trade, r.value, r.topic))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(self.consumer.stop(), self.producer.stop())
+
+    async def publish(self, snap: MarketSnapshot) -> None:
+        self.published[snap.seq] = time.time()
+        await self.producer.send_and_wait(MARKET_TOPIC, k.encode(snap))
+
+    def of(self, agent: str, *statuses: str, seqs=None) -> list[Decision]:
+        return [d for d in self.decisions if d.agent == agent and (not statuses or d.status in statuses)
+                and (seqs is None or d.tick_seq in seqs)]
+
+    async def until(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; decisions: "
+                                     + "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason}" for d in self.decisions))
+            await asyncio.sleep(0.1)
+
+
+def router(name: str, chat_node: str, *extra: str) -> Proc:
+    return Proc("deploy_router_node.py", "--name", name, "--chat-node-name", chat_node, "--strategy", "momentum", *extra)
+
+
+def stop_cleanly(*procs: Proc) -> None:
+    """Ctrl-C every one at once, then check each exited 0 with its goodbye and no traceback."""
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait()
+    for p in procs:
+        assert p.proc.returncode == 0 and "Stopped." in p.output and "Traceback" not in p.output, p.output
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def arena(broker, tmp_path_factory):
+    """Policy server, the chat nodes (momentum / error-500 / slow-3), the tools process, the viewer, three
+    routers sharing one chat node, and one router each on a missing chat node, the failing one and the
+    slow one. Starting processes is most of this module's time, so they are shared by its tests."""
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    policy = Proc("-m", "arena.cli", "policy-server", "--port", str(port))
+    chats = {name: Proc("deploy_chat_node.py", "--name", name, "--model-id", model, "--base-url", base_url, "--max-retries", "0",
+                        env={"OPENAI_API_KEY": "test"})
+             for name, model in ((GOOD, "momentum"), (FAILING, "error-500"), (SLOW, "slow-3"))}
+    tools = Proc("tools_and_dashboard.py", "--no-dashboard", "--ledger", str(tmp_path_factory.mktemp("router") / "ledger.db"),
+                 "--status-every", "3600", "--connect-timeout", "120")
+    viewer = Proc("response_viewer.py")
+    routers: dict[str, Proc] = {}
+    watcher = Watcher(kafka)
+    try:
+        # Two waves, so a dozen processes importing calfkit at once on a small machine do not starve each other.
+        for p in [policy, *chats.values(), tools, viewer]:
+            p.wait_ready(120)
+        routers.update({name: router(name, GOOD) for name in TRIO})
+        routers[LOST] = router(LOST, MISSING, "--turn-timeout", "8")  # a missing chat node is reported after 4 s
+        routers[FAILED] = router(FAILED, FAILING, "--turn-timeout", "8")
+        routers[SLOTH] = router(SLOTH, SLOW, "--turn-timeout", "30")
+        for p in routers.values():
+            p.wait_ready(120)
+        await watcher.start()
+        yield {"watcher": watcher, "routers": routers, "viewer": viewer, "chats": chats}
+    finally:
+        await watcher.stop()
+        try:
+            stop_cleanly(*routers.values())
+        finally:
+            for p in [viewer, tools, *chats.values(), policy]:
+                p.stop()
+        assert viewer.proc.returncode == 0, viewer.output
+
+
+async def test_each_router_takes_every_tick_and_trades_its_own_account(arena):
+    w, viewer = arena["watcher"], arena["viewer"]
+    seqs = [1, 2, 3, 4]
+    for seq in seqs:  # flat, a 2% jump (momentum buys), then two more ticks
+        await w.publish(snapshot(seq, jump=1.02 if seq >= 2 else 1.0))
+        await asyncio.sleep(1.0)
+    await w.until(lambda: all(w.of(a, "done", "error", "timeout", seqs={4}) for a in TRIO), 60, "every router's turn on #4")
+    for a in TRIO:  # (the routers on a missing / failing / slow model take these ticks too; see below)
+        # Every router received every tick: it took a turn on it or reports it skipped (newer one waiting).
+        assert {d.tick_seq for d in w.of(a, "started", "skipped", seqs=set(seqs))} == set(seqs), a
+        done = w.of(a, "done", seqs=set(seqs))
+        assert done and all(d.chat_node == GOOD and d.strategy == "momentum" and d.output for d in done)
+        assert not w.of(a, "error", "timeout")
+    # The turn on the jump bought, for each agent, into its own account.
+    await w.until(lambda: all(any(t.agent == a and t.status == "filled" for t in w.trades) for a in TRIO), 30, "fills")
+    assert {t.agent for t in w.trades if t.status == "filled"} == set(TRIO)
+    for a in TRIO:
+        assert {t.product_id for t in w.trades if t.agent == a and t.side == "buy"} == set(BASE), a
+    # The viewer (started before the routers) showed each agent's calls, results and turns.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (viewer.output.count("← execute_trade: filled buy") < 9
+                                           or viewer.output.count("✓ #4 done in") < 3):
+        await asyncio.sleep(0.2)
+    out = viewer.output
+    assert out.count("← execute_trade: filled buy") == 9, out  # 3 agents x 3 products, each once
+    for a in TRIO:
+        mine = [line for line in out.splitlines() if line[9:].startswith(a[:9])]
+        text = "\n".join(mine)
+        assert "→ get_portfolio()" in text and "← get_portfolio: value $" in text, text
+        assert "→ execute_trade(product_id=BTC-USD, side=buy," in text, text
+        assert "▶ turn on #" in text and "✓ #4 done in" in text, text
+
+
+async def test_a_restarted_router_starts_at_the_newest_tick(arena):
+    w, routers = arena["watcher"], arena["routers"]
+    name = TRIO[0]
+    stop_cleanly(routers[name])
+    for seq in (20, 21, 22):  # a backlog while it is down
+        await w.publish(snapshot(seq, jump=1.02))
+    await asyncio.sleep(0.5)
+    routers[name] = router(name, GOOD)  # in the fixture's care before it can fail
+    routers[name].wait_ready(120)
+    await w.publish(snapshot(23, jump=1.02))
+    await w.until(lambda: w.of(name, "done", seqs={23}), 60, "the restarted router's turn on #23")
+    assert not w.of(name, seqs={20, 21, 22}), "the restarted router replayed its backlog"
+    assert "#23 done in" in routers[name].output
+
+
+async def test_missing_chat_node_and_failing_provider_are_clear_errors_while_others_trade(arena):
+    w, routers = arena["watcher"], arena["routers"]
+    for seq in (30, 31):
+        await w.publish(snapshot(seq))
+        await w.until(lambda: all(w.of(a, "done", "error", "timeout", seqs={seq}) for a in [*TRIO, LOST, FAILED]),
+                      30, f"every turn on #{seq}")
+    for seq in (30, 31):  # both failing agents keep going, tick after tick, and the others trade on
+        [miss] = w.of(LOST, "done", "error", "timeout", seqs={seq})
+        assert miss.status == "error" and MISSING in miss.reason and "running" in miss.reason, miss
+        [fail] = w.of(FAILED, "done", "error", "timeout", seqs={seq})
+        assert fail.status == "error" and "500" in fail.reason, fail
+        assert all(w.of(a, "done", seqs={seq}) for a in TRIO)
+    assert f"{LOST} #31 error after" in routers[LOST].output and f"{FAILED} #31 error after" in routers[FAILED].output
+    assert "Traceback" not in routers[LOST].output + routers[FAILED].output
+    viewer = arena["viewer"].output
+    assert "✗ #31 model error after" in viewer and "is deploy_chat_node.py --name" in viewer, viewer
+
+
+async def test_slow_model_never_builds_a_backlog(arena):
+    w, name = arena["watcher"], SLOTH
+    seqs = list(range(100, 112))
+    for seq in seqs:  # a tick every 0.5 s; one turn (two model calls of 3 s) takes ~6 s
+        await w.publish(snapshot(seq))
+        await asyncio.sleep(0.5)
+    await w.until(lambda: w.of(name, "done", seqs={seqs[-1]}), 40, "the slow router's turn on the last tick")
+    started = w.of(name, "started", seqs=set(seqs))
+    assert {d.tick_seq for d in started} | {d.tick_seq for d in w.of(name, "skipped", seqs=set(seqs))} == set(seqs)
+    assert [d.tick_seq for d in started] == sorted(d.tick_seq for d in started)
+    assert len(started) <= 3 and len(w.of(name, "skipped", seqs=set(seqs))) >= 8
+    for d in started:  # each turn took the newest tick there was, not the next in line
+        newer = [s for s in seqs if s > d.tick_seq and w.published[s] < d.started_at.timestamp() - 0.5]
+        assert not newer, f"turn on #{d.tick_seq} started while #{newer} had long been published"
+    assert not w.of(name, "error", "timeout")
+
+
+# --- the pure parts --------------------------------------------------------------------------------
+
+
+async def test_latest_slot_keeps_only_the_newest():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is None
+    assert slot.put(2) == 1
+    assert await slot.take() == 2
+    waiter = asyncio.create_task(slot.take())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    slot.put(3)
+    assert await asyncio.wait_for(waiter, 1) == 3
+
+
+async def test_offer_reports_displaced_and_late_ticks_as_skipped():
+    seen: list[Decision] = []
+    r = Router(name="x", system_prompt="", model_client=None, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+               on_decision=seen.append)
+    s1, s2, s3 = snapshot(1), snapshot(2), snapshot(3)
+    s2.published_at = s1.published_at + timedelta(seconds=1)
+    s3.published_at = s1.published_at + timedelta(seconds=2)
+    r.offer(s1)
+    r.offer(s3)  # displaces #1 while no turn took it
+    r.offer(s2)  # arrives after #3
+    await asyncio.sleep(0)
+    assert [(d.tick_seq, d.status) for d in seen] == [(1, "skipped"), (2, "skipped")]
+    assert "superseded by #3" in seen[0].reason and "not newer than #3" in seen[1].reason
+    assert (await r.slot.take()).seq == 3
+    await asyncio.sleep(0.05)  # the decisions' sends fail (no broker here) without raising
+
+
+def test_prompt_and_summary():
+    snap = snapshot(7)
+    snap.quotes["FARTCOIN-USD"].stale = True
+    prev = Decision(agent="a", run_id="r", tick_seq=6, tick_published_at=utcnow(), status="done", output="Bought BTC.\nTrend up.")
+    prompt = build_prompt(snap, prev)
+    assert "snapshot #7" in prompt and "BTC-USD | 97,000.00" in prompt and "STALE - do not trade" in prompt
+    assert "Your previous turn (snapshot #6) concluded: Bought BTC. Trend up." in prompt
+    assert "get_portfolio first" in prompt and "one short sentence" in prompt
+    assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.00"
+
+
+def test_cli_help_and_bad_arguments():
+    run = lambda *a: subprocess.run([sys.executable, "deploy_router_node.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    help_ = run("--help")
+    assert help_.returncode == 0
+    for flag in ("--name", "--chat-node-name", "--strategy", "--turn-timeout", "--bootstrap-servers", "(default default)"):
+        assert flag in help_.stdout
+    for strategy in ("default", "momentum", "brainrot", "scalper"):
+        assert strategy in help_.stdout
+    bad = run("--name", "a b/c")
+    assert bad.returncode == 2 and "letters, digits" in bad.stderr
+    assert run("--name", "ok", "--strategy", "yolo").returncode == 2
+    assert run("--name", "ok", "--turn-timeout", "0").returncode == 2
+    viewer = subprocess.run([sys.executable, "response_viewer.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert viewer.returncode == 0 and "--agent" in viewer.stdout
