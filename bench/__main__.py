@@ -1,0 +1,56 @@
+"""`python -m bench <name> [--json] [options]`: run one benchmark (`python -m bench --help` lists them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")  # calfkit's vendored pydantic-ai, on import
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the arena's scripts and packages
+
+# name -> (module, one-line description)
+BENCHMARKS = {
+    "floor": ("bench.floor", "raw aiokafka publish -> consume latency and throughput on the broker (the floor)"),
+    "fanout": ("bench.fanout", "a market snapshot published -> received by each of N router processes"),
+    "decision": ("bench.decision", "tick -> fill for N routers through chat nodes and an instant model"),
+    "tools": ("bench.tools", "execute_trade round trip through the tools process; ledger trades/s"),
+    "startup": ("bench.startup", "launch -> READY per script, memory per process kind, dashboard CPU"),
+    "backlog": ("bench.backlog", "slow model and restarted router: every decision uses the newest tick"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run one of the arena's benchmarks. Each starts a fresh embedded broker and the processes it "
+        "needs, prints a summary and then one JSON object (the last line of stdout).",
+    )
+    sub = parser.add_subparsers(dest="name", metavar="<name>", required=True)
+    for name, (module, help_) in BENCHMARKS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        p.add_argument("--json", action="store_true", help="print only the JSON result on stdout (progress stays on stderr)")
+        mod.add_args(p)
+        p.set_defaults(func=mod.run)
+    args = parser.parse_args(argv)
+    # aiokafka logs "Unable connect" while the fresh broker comes up; real failures surface as exceptions.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    from bench.harness import Report
+
+    try:
+        return asyncio.run(args.func(args, Report(args.name, args)))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,481 @@
+"""What every benchmark shares: a fresh broker, the arena's scripts started as real processes (as a user
+starts them), their memory and CPU from /proc, a recorder of the decisions/trades topics, synthetic
+market snapshots, percentiles, and the report (human lines on stderr, one JSON object last on stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import pty
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from arena import kafka as k
+from arena.broker import EmbeddedBroker, free_port
+from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.decisions import Decision
+from arena.market import Candle, MarketSnapshot, Quote, utcnow
+from arena.portfolio import Trade
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
+
+def pct(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
+    s = sorted(xs)
+    return s[max(0, min(len(s) - 1, int(-(-q * len(s) // 1)) - 1))]
+
+
+def dist_ms(xs_s: list[float]) -> dict[str, Any]:
+    """Distribution of durations given in seconds, reported in milliseconds."""
+    if not xs_s:
+        return {"n": 0}
+    ms = [x * 1000 for x in xs_s]
+    return {
+        "n": len(ms),
+        "p50": round(pct(ms, 0.50), 2),
+        "p90": round(pct(ms, 0.90), 2),
+        "p99": round(pct(ms, 0.99), 2),
+        "max": round(max(ms), 2),
+        "mean": round(sum(ms) / len(ms), 2),
+    }
+
+
+def fmt_dist(d: dict) -> str:
+    if not d.get("n"):
+        return "no samples"
+    return f"p50 {d['p50']:8.1f} ms  p99 {d['p99']:8.1f} ms  max {d['max']:8.1f} ms  (n={d['n']})"
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gb = 0.0
+    with contextlib.suppress(OSError, ValueError):
+        mem_gb = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# ------------------------------------------------------------------------------------------ reporting
+
+
+class Report:
+    """Progress and human-readable lines go to stderr; the JSON result is the last thing on stdout."""
+
+    def __init__(self, name: str, args: argparse.Namespace):
+        self.name = name
+        self.as_json = getattr(args, "json", False)
+        self.params = {k: v for k, v in vars(args).items() if k not in ("json", "func")}
+        self.t0 = time.monotonic()
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def line(self, msg: str = "") -> None:
+        """A line of the human summary (stdout, unless --json asks for JSON only)."""
+        print(msg, file=sys.stderr if self.as_json else sys.stdout, flush=True)
+
+    def emit(self, results: dict[str, Any], targets: dict[str, Any] | None = None) -> None:
+        out = {"bench": self.name, "machine": machine(), "params": self.params, "results": results}
+        if targets:
+            out["targets"] = targets
+        out["wall_s"] = round(time.monotonic() - self.t0, 1)
+        print(json.dumps(out, default=str), flush=True)
+
+
+def target(value: float | None, limit: float, *, at_most: bool = True) -> dict[str, Any]:
+    ok = value is not None and (value <= limit if at_most else value >= limit)
+    return {"value": value, ("max" if at_most else "min"): limit, "met": ok}
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def proc_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (children not included)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+class Service:
+    """One arena script as a real subprocess (stdout+stderr collected); `ready_at` is the monotonic time
+    its first line containing READY arrived. With `tty=True` its stdout is a pseudo-terminal, so rich
+    draws the live dashboard exactly as in a user's terminal (the screen output is read and dropped)."""
+
+    def __init__(self, kind: str, args: list[str], env: dict[str, str], *, tty: bool = False, cols: int = 160, rows: int = 50):
+        self.kind = kind
+        self.args = [sys.executable, *args]
+        self.lines: list[str] = []
+        self.ready_at: float | None = None
+        self.ready_line = ""
+        self.launched_at = time.monotonic()
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        if tty:
+            master, slave = pty.openpty()
+            import fcntl
+            import struct
+            import termios
+
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            full_env.update(TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
+                                         env=full_env, start_new_session=True)  # fmt: skip
+            os.close(slave)
+            threading.Thread(target=self._pump_fd, args=(master,), daemon=True).start()
+            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
+        else:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=full_env, start_new_session=True)  # fmt: skip
+            threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _see(self, line: str) -> None:
+        self.lines.append(line)
+        if self.ready_at is None and "READY" in line:
+            self.ready_at = time.monotonic()
+            self.ready_line = line
+
+    def _pump(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            self._see(raw.decode(errors="replace").rstrip("\n"))
+
+    def _pump_fd(self, fd: int) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            if self.ready_at is None:  # only lines before the live screen matter
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                for raw in done:
+                    self._see(raw.decode(errors="replace").rstrip("\r"))
+        os.close(fd)
+
+    @property
+    def startup_s(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.launched_at
+
+    async def wait_ready(self, timeout: float) -> Service:
+        deadline = time.monotonic() + timeout
+        while self.ready_at is None:
+            if self.proc.poll() is not None:
+                await asyncio.sleep(0.2)
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} before READY:\n" + "\n".join(self.lines[-30:]))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.kind}: no READY within {timeout:.0f}s:\n" + "\n".join(self.lines[-30:]))
+            await asyncio.sleep(0.01)
+        return self
+
+    def rss_mb(self) -> float | None:
+        return proc_rss_mb(self.pid)
+
+    def cpu_s(self) -> float | None:
+        return proc_cpu_s(self.pid)
+
+    def signal(self, sig: int = signal.SIGINT) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class Arena:
+    """A fresh broker and the arena's processes, started like a user would; `close()` stops them all.
+
+    Names are unique per run (the broker is fresh anyway). Every process gets
+    KAFKA_BOOTSTRAP_SERVERS of this broker; ledgers and logs go to a temporary directory.
+    """
+
+    def __init__(self, report: Report):
+        self.report = report
+        self.run = uuid.uuid4().hex[:5]
+        self.tmp = Path(tempfile.mkdtemp(prefix="arena-bench-"))
+        self._broker_log = (self.tmp / "broker.log").open("wb")  # closed in close()
+        self.broker = EmbeddedBroker("127.0.0.1", free_port(), log=self._broker_log)
+        self.services: list[Service] = []
+        self.policy_url = ""
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.broker.bootstrap)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "OPENAI_API_KEY": "bench-not-a-key"}
+
+    async def __aenter__(self) -> Arena:
+        self.broker.start()
+        await self.broker.wait_ready()
+        self.report.log(f"broker on {self.broker.bootstrap} (pid {self.broker.proc.pid}); run id {self.run}")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def launch(self, kind: str, *args: str, tty: bool = False) -> Service:
+        svc = Service(kind, list(args), self.env, tty=tty)
+        self.services.append(svc)
+        return svc
+
+    async def policy_server(self) -> Service:
+        port = free_port()
+        self.policy_url = f"http://127.0.0.1:{port}/v1"
+        return await self.launch("policy-server", "-m", "arena.cli", "policy-server", "--port", str(port)).wait_ready(60)
+
+    def chat_node(self, name: str, model: str, *extra: str) -> Service:
+        return self.launch("chat-node", "deploy_chat_node.py", "--name", name, "--model-id", model, "--base-url", self.policy_url,
+                           "--log-level", "WARNING", *extra)  # fmt: skip
+
+    def tools(self, *, dashboard: bool = False, extra: tuple[str, ...] = ()) -> Service:
+        args = ["tools_and_dashboard.py", "--ledger", str(self.tmp / f"ledger-{uuid.uuid4().hex[:6]}.db"),
+                "--log-file", str(self.tmp / "tools.log"), "--status-every", "3600", *extra]  # fmt: skip
+        if not dashboard:
+            args.append("--no-dashboard")
+        return self.launch("tools+dashboard" if dashboard else "tools", *args, tty=dashboard)
+
+    def router(self, name: str, chat_node: str, strategy: str = "momentum", *extra: str) -> Service:
+        return self.launch("router", "deploy_router_node.py", "--name", name, "--chat-node-name", chat_node, "--strategy", strategy, *extra)
+
+    async def routers(self, names: list[str], chat_nodes: list[str], *, concurrency: int = 4, timeout: float = 900,
+                      strategy: str = "momentum") -> list[Service]:  # fmt: skip
+        """Start routers `concurrency` at a time (each start is ~3 s of CPU: 2 cores gain nothing from more)."""
+        started: list[Service] = []
+        pending = list(enumerate(names))
+        running: list[Service] = []
+        deadline = time.monotonic() + timeout
+        while pending or running:
+            while pending and len(running) < concurrency:
+                i, name = pending.pop(0)
+                svc = self.router(name, chat_nodes[i % len(chat_nodes)], strategy)
+                running.append(svc)
+                started.append(svc)
+            await asyncio.sleep(0.05)
+            for svc in list(running):
+                if svc.ready_at is not None:
+                    running.remove(svc)
+                elif svc.proc.poll() is not None:
+                    raise RuntimeError(f"router exited with {svc.proc.returncode}:\n" + "\n".join(svc.lines[-30:]))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(running) + len(pending)} routers not ready within {timeout:.0f}s")
+            if len(started) % 10 == 0 and not running and pending:
+                self.report.log(f"{len(started)}/{len(names)} routers ready")
+        self.report.log(f"{len(names)} routers ready")
+        return started
+
+    def memory(self) -> dict[str, Any]:
+        """RSS per process kind (MB): count, mean, max, total; plus the broker's and the grand total."""
+        by_kind: dict[str, list[float]] = {}
+        for svc in self.services:
+            if svc.proc.poll() is None and (rss := svc.rss_mb()) is not None:
+                by_kind.setdefault(svc.kind, []).append(rss)
+        if self.broker.proc and (rss := proc_rss_mb(self.broker.proc.pid)) is not None:
+            by_kind["broker"] = [rss]
+        out: dict[str, Any] = {
+            kind: {"count": len(xs), "mean_mb": round(sum(xs) / len(xs), 1), "max_mb": round(max(xs), 1), "total_mb": round(sum(xs), 1)}
+            for kind, xs in by_kind.items()
+        }
+        out["total_mb"] = round(sum(sum(xs) for xs in by_kind.values()), 1)
+        return out
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far per process kind (plus the broker)."""
+        out: dict[str, float] = {}
+        for svc in self.services:
+            if (c := svc.cpu_s()) is not None:
+                out[svc.kind] = out.get(svc.kind, 0.0) + c
+        if self.broker.proc and (c := proc_cpu_s(self.broker.proc.pid)) is not None:
+            out["broker"] = c
+        return out
+
+    async def close(self) -> None:
+        for svc in reversed(self.services):
+            svc.signal(signal.SIGINT)
+        for svc in reversed(self.services):
+            await asyncio.to_thread(svc.wait_exit, 20)
+        self.broker.stop()
+        self._broker_log.close()
+
+
+# ------------------------------------------------------------------------------------------ market + records
+
+BASE = {"BTC-USD": 97_000.0, "SOL-USD": 145.0, "FARTCOIN-USD": 0.81}
+
+
+def snapshot(seq: int, jump: float = 1.0) -> MarketSnapshot:
+    """Quotes at base * jump over flat 1-minute candles at base: the momentum policy buys every product on
+    a jump up (jump > 1.0005) and sells what it holds on a drop; `jump=1.0` leaves it holding still."""
+    now = utcnow()
+    minute = int(now.timestamp()) // 60 * 60
+    quotes, candles = {}, {}
+    for pid, base in BASE.items():
+        px = base * jump
+        quotes[pid] = Quote(product_id=pid, price=px, best_bid=px * 0.9999, best_ask=px * 1.0001, received_at=now)
+        flat = [Candle(start=minute - 60 * (20 - i), open=base, high=base, low=base, close=base, volume=5.0) for i in range(20)]
+        candles[pid] = {"ONE_MINUTE": flat}
+    return MarketSnapshot(seq=seq, quotes=quotes, candles=candles, source="bench")
+
+
+class Recorder:
+    """Publishes snapshots and records everything on the decisions and trades topics (and any extra topics)
+    from now on, with this process's receipt time."""
+
+    def __init__(self, kafka: KafkaSettings, *extra_topics: str):
+        self.consumer = k.consumer(kafka, DECISIONS_TOPIC, TRADES_TOPIC, *extra_topics, group_id=None)
+        self.producer = k.producer(kafka)
+        self.decisions: list[Decision] = []
+        self.trades: list[Trade] = []
+        self.extra: list[tuple[str, bytes, int]] = []  # (topic, value, record timestamp ms)
+        self.published: dict[int, MarketSnapshot] = {}
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> Recorder:
+        await asyncio.gather(self.consumer.start(), self.producer.start())
+        # Topics are auto-created on first produce: create ours now, so the consumer has partitions to pin.
+        for topic in self.consumer.subscription():
+            await self.producer.send_and_wait(topic, b"")
+        deadline = time.monotonic() + 10
+        while {tp.topic for tp in self.consumer.assignment()} != set(self.consumer.subscription()) and time.monotonic() < deadline:
+            await self.consumer.getmany(timeout_ms=50)
+        await self.consumer.seek_to_end()
+        for tp in self.consumer.assignment():
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._pump())
+        return self
+
+    async def _pump(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if not r.value:
+                        continue
+                    if r.topic == DECISIONS_TOPIC:
+                        if (d := k.decode(Decision, r.value, r.topic)) is not None:
+                            self.decisions.append(d)
+                    elif r.topic == TRADES_TOPIC:
+                        if (t := k.decode(Trade, r.value, r.topic)) is not None:
+                            self.trades.append(t)
+                    else:
+                        self.extra.append((r.topic, r.value, r.timestamp))
+
+    async def publish(self, seq: int, jump: float = 1.0) -> MarketSnapshot:
+        snap = snapshot(seq, jump)
+        self.published[seq] = snap
+        await self.producer.send_and_wait(MARKET_TOPIC, k.encode(snap))
+        return snap
+
+    def of(self, status: str, agent: str | None = None) -> list[Decision]:
+        return [d for d in self.decisions if d.status == status and (agent is None or d.agent == agent)]
+
+    async def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.05)
+        return predicate()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(self.consumer.stop(), self.producer.stop(), return_exceptions=True)
+
+
+def agent_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated agent counts, got {text!r}") from None
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError("agent counts must be positive")
+    return counts
+
+
+# ------------------------------------------------------------------------------------------ a trading arena
+
+
+async def start_stack(arena: Arena, model: str, *, chat_nodes: int = 1, chat_args: tuple[str, ...] = (),
+                      tools_args: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    """The shared parts, started together: policy server (the instant model), chat nodes, the tools
+    process (headless). Returns the chat node names."""
+    await arena.policy_server()
+    names = [f"bench{i}_{arena.run}" for i in range(chat_nodes)]
+    parts = [arena.chat_node(n, model, *chat_args) for n in names] + [arena.tools(extra=tools_args)]
+    await asyncio.gather(*(p.wait_ready(120) for p in parts))
+    return names
+
+
+def turn_over(rec: Recorder, agents: list[str], seq: int) -> bool:
+    """Every agent has finished (done, error or timeout) its turn on tick `seq`."""
+    finished = {d.agent for d in rec.decisions if d.tick_seq == seq and d.status in ("done", "error", "timeout")}
+    return finished.issuperset(agents)
+
+
+async def closed_loop_ticks(rec: Recorder, agents: list[str], seqs: range, *, jump_of, gap_s: float, timeout_s: float,
+                            report: Report | None = None) -> list[int]:  # fmt: skip
+    """Publish one tick, wait until every agent has finished its turn on it, pause `gap_s`, repeat: each
+    tick reaches idle routers, so its delivery is not delayed by an earlier turn. Returns the seqs whose
+    turns all finished in time."""
+    complete = []
+    for seq in seqs:
+        await rec.publish(seq, jump_of(seq))
+        if await rec.wait_for(lambda s=seq: turn_over(rec, agents, s), timeout_s):
+            complete.append(seq)
+        elif report:
+            missing = set(agents) - {d.agent for d in rec.decisions if d.tick_seq == seq and d.status != "started"}
+            report.log(f"tick {seq}: {len(missing)} agents did not finish within {timeout_s:.0f}s")
+        await asyncio.sleep(gap_s)
+    return complete
