@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-dashboard", action="store_true",
                    help="headless: log lines and periodic standings instead of the live dashboard")
     p.add_argument("--export", default=None, metavar="PATH",
-                   help="write the leaderboard JSON here on exit (Ctrl-C or SIGTERM)")
+                   help="write the leaderboard JSON here on exit (Ctrl-C or SIGTERM), and every 5 s while the dashboard "
+                   "is on screen: standings, metrics (docs/METRICS.md), the buy-and-hold baseline row, process health "
+                   "(default: none)")
     p.add_argument("--max-workers", type=int, default=8,
                    help="tool calls each tool runs concurrently (calfkit Worker max_workers; default %(default)s)")
     p.add_argument("--log-file", default="runs/tools.log",
@@ -70,13 +72,20 @@ async def run(args: argparse.Namespace) -> int:
     from arena.dashboard import ArenaState, LiveDashboard, final_standings_table, leaderboard, write_export
     from arena.desk import Desk, QuoteBook
     from arena.ledger import Ledger
+    from arena.metrics import MetricsTracker
     from arena.tools_service import ToolsService, headless, standings_line
 
     kafka = kafka_settings(args)
     status(f"Opening ledger {args.ledger} ...")
     ledger = Ledger(args.ledger, synchronous=args.sync)
     status(f"  {len(ledger.accounts())} accounts, {len(ledger)} trades restored")
-    state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps,
+    # Leaderboard metrics (docs/METRICS.md): the whole log now, then every trade and snapshot via the state.
+    metrics = MetricsTracker(fee_bps=args.fee_bps)
+    for trade in ledger.trades():
+        metrics.on_trade(trade)
+    for name in ledger.accounts():
+        metrics.on_agent(name)
+    state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
                        log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
     desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age)
     service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state)

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -35,7 +36,10 @@ from rich.text import Text
 
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote, utcnow
+from arena.metrics import BASELINE_NAME, AgentMetrics, MetricsTracker
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+from arena.report import leaderboard_table
+from arena.supervisor import ProcessStatus
 from arena.ui import (
     FLAT,
     Column,
@@ -61,12 +65,39 @@ RECENT_FILLS = 200  # bounded lists: the screen's cost never grows with the leng
 RECENT_PROBLEMS = 200
 HISTORY_POINTS = 480  # chart samples kept; when full, every other one goes and the cadence doubles
 
-# Per-agent performance metrics (max drawdown, Sharpe, win rate, ...) plug in here: a function
-# (agent name, account, value history [(time, value)]) -> {metric name: number}. Every key it returns
-# appears under "metrics" in leaderboard() and as a leaderboard column (see METRIC_COLUMNS).
+# Per-agent performance metrics: ArenaState(metrics=...) takes an arena.metrics.MetricsTracker (the
+# tools process: it is fed every trade, snapshot and account opening under the state's lock, and adds
+# the buy-and-hold baseline row), or a plain function (agent name, account, value history
+# [(time, value)]) -> {metric name: number}. Either way the metrics appear under "metrics" in
+# leaderboard() and, for the keys below, as leaderboard columns.
 MetricsFn = Callable[[str, Account, list[tuple[datetime, float]]], dict[str, float]]
-# (metric key, column header, formatter, priority) for the leaderboard table; empty until metrics exist.
-METRIC_COLUMNS: list[tuple[str, str, Callable[[float], str], int]] = []
+
+
+def _win_rate(m: dict) -> Text:
+    if m.get("win_rate") is None:
+        return Text("—", style=FLAT)
+    return Text(f"{m['win_rate']:.0f}% of {m.get('round_trips', 0)}")
+
+
+def _drawdown(m: dict) -> Text:
+    dd = m.get("max_drawdown_pct")
+    if dd is None:
+        return Text("—", style=FLAT)
+    return Text(pct(-dd), style="red" if round(dd, 2) > 0 else FLAT)
+
+
+def _number(key: str, fmt: str) -> Callable[[dict], Text]:
+    return lambda m: Text("—", style=FLAT) if m.get(key) is None else Text(fmt.format(m[key]))
+
+
+# (metric key, column header, cell from the agent's metrics dict, priority): lower priority numbers stay
+# longer on a narrow screen (the money columns are 0-6, see _leaderboard_body).
+METRIC_COLUMNS: list[tuple[str, str, Callable[[dict], Text | str], int]] = [
+    ("max_drawdown_pct", "Max DD", _drawdown, 2),
+    ("win_rate", "Win rate", _win_rate, 3),
+    ("sharpe", "Sharpe", _number("sharpe", "{:.2f}"), 4),
+    ("exposure_pct", "Exposure", _number("exposure_pct", "{:.0f}%"), 5),
+]
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -156,7 +187,7 @@ class ArenaState:
         export_path: str | None = None,
         reply_timeout_s: float = 120.0,
         sample_interval_s: float = 5.0,
-        metrics: MetricsFn | None = None,
+        metrics: MetricsTracker | MetricsFn | None = None,
     ):
         self.max_quote_age_s = max_quote_age_s
         self.fee_bps = fee_bps
@@ -176,19 +207,32 @@ class ArenaState:
         self.last_reply_at: datetime | None = None
         self.last_tool_call_at: datetime | None = None
         self.history = ValueHistory(sample_interval_s)
+        self.processes: dict[str, ProcessStatus] = {}  # the last report of each supervised process
         self._lock = threading.Lock()
+
+    @property
+    def tracker(self) -> MetricsTracker | None:
+        return self.metrics if isinstance(self.metrics, MetricsTracker) else None
 
     # -- feeding
 
-    def on_snapshot(self, snapshot: MarketSnapshot, *, now: datetime | None = None) -> None:
+    def on_snapshot(self, snapshot: MarketSnapshot, *, now: datetime | None = None, catch_up: bool = False) -> None:
+        """A market snapshot. catch_up: the last one already on the topic when this process started (it
+        may be from an earlier run): its quotes show, aged by its publication time, and value positions,
+        but it is not a metrics sample and does not start the baseline."""
+        now = now or utcnow()
         with self._lock:
             self.quotes.update(snapshot.quotes)
             self.snapshot_seq = snapshot.seq
             self.snapshots += 1
-            self.last_snapshot_at = now or utcnow()
+            self.last_snapshot_at = min(now, snapshot.published_at) if catch_up else now
+            if self.tracker is not None:
+                self.tracker.on_snapshot(snapshot, sample=not catch_up)
 
     def on_trade(self, trade: Trade) -> None:
         with self._lock:
+            if self.tracker is not None:
+                self.tracker.on_trade(trade)
             self._agent(trade.agent, trade.executed_at)
             if trade.status == "filled":
                 self.fills.append(trade)
@@ -221,10 +265,19 @@ class ArenaState:
     def on_tool_call(self, agent: str, tool: str, *, now: datetime | None = None) -> None:
         now = now or utcnow()
         with self._lock:
+            if self.tracker is not None:  # the account opens on its first tool call: its series starts here
+                self.tracker.on_agent(agent)
             a = self._agent(agent, now)
             a.last_tool_call_at = now
             a.tool_calls[tool] = a.tool_calls.get(tool, 0) + 1
             self.last_tool_call_at = now
+
+    def on_process(self, status: ProcessStatus) -> None:
+        """A supervisor's report about one of the arena's processes (HEALTH_TOPIC); the last one counts."""
+        with self._lock:
+            known = self.processes.get(status.name)
+            if known is None or status.at >= known.at:
+                self.processes[status.name] = status
 
     def sample(self, accounts: dict[str, Account], *, now: datetime | None = None) -> bool:
         """Offer the current values to the chart history (kept only on a new wall-clock slot)."""
@@ -286,9 +339,23 @@ class ArenaState:
                 tool_since = self.last_tool_call_at or self.first_decision_at
                 if (self.last_reply_at - tool_since).total_seconds() > self.reply_timeout_s:
                     problems.append(f"no tool calls for {ago((now - tool_since).total_seconds())}")
+        problems += [f"{p.name} exited ({exit_code(p)})" for p in self.processes_down()]
         if problems and level == "ok":
             level = "degraded"
         return Health(level, problems, feed_age)
+
+    def processes_down(self) -> list[ProcessStatus]:
+        """Processes whose last report is an unexpected exit, in name order."""
+        return [p for _, p in sorted(self.processes.items()) if p.status == "exited"]
+
+    def processes_up(self) -> list[ProcessStatus]:
+        return [p for _, p in sorted(self.processes.items()) if p.status in ("starting", "ready")]
+
+
+def exit_code(status: ProcessStatus) -> str:
+    """`code 1` from the supervisor's detail ("code 1, log runs/x/router-bob.log"), else the detail."""
+    m = re.match(r"\s*(code -?\d+)", status.detail)
+    return m[1] if m else (status.detail.split(",")[0].strip() or "no exit code")
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -302,17 +369,43 @@ class _Standing:
     ret: float
     unrealized: float
     activity: AgentActivity | None
+    metrics: dict = field(default_factory=dict)
+    baseline: bool = False  # the buy-and-hold benchmark: shown, never ranked
+    rank: int | None = None
 
 
 def _standings(state: ArenaState, accounts: dict[str, Account]) -> list[_Standing]:
-    """Agents ranked by total value (best first)."""
+    """Agents (and the baseline, if the metrics tracker has one) by total value, best first; agents are
+    ranked 1..n, the baseline is not. Every value is marked at the best bid of the state's quotes."""
+    everyone = state._accounts(accounts)
+    base = state.tracker.accounts().get(BASELINE_NAME) if state.tracker is not None else None
+    if base is not None:  # (no agent can have its name: agent names have no spaces)
+        everyone[BASELINE_NAME] = base
+    q = state.quotes
     rows = []
-    for name, acc in state._accounts(accounts).items():
-        rows.append(
-            _Standing(name, acc, acc.total_value(state.quotes), acc.return_pct(state.quotes), acc.unrealized_pnl(state.quotes), state.activity.get(name))
-        )
+    for name, acc in everyone.items():
+        rows.append(_Standing(name, acc, acc.total_value(q), acc.return_pct(q), acc.unrealized_pnl(q), state.activity.get(name),
+                              _metrics_of(state, name, acc), baseline=acc is base))  # fmt: skip
     rows.sort(key=lambda s: (-s.value, s.name))
+    rank = 0
+    for r in rows:
+        if not r.baseline:
+            rank += 1
+            r.rank = rank
     return rows
+
+
+def _metrics_of(state: ArenaState, name: str, account: Account) -> dict:
+    """One agent's metrics as a dict (empty without metrics)."""
+    if state.tracker is not None:
+        m: AgentMetrics | None = state.tracker.metrics_for(name)
+        return m.model_dump() if m is not None else {}
+    if state.metrics is not None:
+        return dict(state.metrics(name, account, state.history.series(name)))
+    return {}
+
+
+_ROW_KEYS = {"name", "baseline", "total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees", "trades", "rejected"}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -326,13 +419,13 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
         standings = _standings(state, accounts)
         health = state.health(now)
         agents = []
-        for rank, s in enumerate(standings, 1):
+        for s in standings:
             a = s.activity
-            history = state.history.series(s.name)
             agents.append(
                 {
-                    "rank": rank,
+                    "rank": s.rank,  # None for the baseline
                     "name": s.name,
+                    "baseline": s.baseline,
                     "total_value": s.value,
                     "return_pct": s.ret,
                     "cash": s.account.cash,
@@ -359,8 +452,8 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
                         }
                         for pid, p in sorted(s.account.positions.items())
                     ],
-                    # arena.metrics plugs in here (drawdown, Sharpe, win rate, ...)
-                    "metrics": state.metrics(s.name, s.account, history) if state.metrics else {},
+                    # drawdown, Sharpe, win rate, exposure, ... (docs/METRICS.md): what the row above does not say
+                    "metrics": {k: v for k, v in s.metrics.items() if k not in _ROW_KEYS},
                 }
             )
         products = {
@@ -381,6 +474,7 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
             "positions_marked_at": "best bid",
             "fee_bps": state.fee_bps,
             "feed": {"status": health.level, "problems": health.problems, "age_s": health.feed_age_s, "snapshot_seq": state.snapshot_seq},
+            "processes": [p.model_dump(mode="json") for _, p in sorted(state.processes.items())],
             "agents": agents,
             "products": products,
             "value_history": {
@@ -556,9 +650,14 @@ class _Frame:
 
     state: ArenaState
     now: datetime
-    standings: list[_Standing]
+    standings: list[_Standing]  # agents and the baseline, best first
     health: Health
     compact: bool
+
+    @property
+    def agents(self) -> list[_Standing]:
+        """The standings without the baseline: the contenders."""
+        return [s for s in self.standings if not s.baseline]
 
 
 def _title(text: str, note: str = "") -> Text:
@@ -631,12 +730,13 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
         more = len(f.standings) - len(shown)
     acts = [s.activity for s in shown]
     errors = []
-    for a in acts:
+    for s, a in zip(shown, acts):
         n = a.model_errors if a else 0
-        errors.append(Text(str(n), style="bold magenta" if n else FLAT))
+        errors.append(Text("" if s.baseline else str(n), style="bold magenta" if n else FLAT))
+    names = [Text("buy-and-hold", style="italic") if s.baseline else agent_text(s.name) for s in shown]  # "#" says base
     cols = [
-        Column("#", [str(i) for i in range(1, len(shown) + 1)], priority=0),
-        Column("Agent", [agent_text(s.name) for s in shown], justify="left", flex=True, min_width=14),
+        Column("#", ["base" if s.baseline else str(s.rank) for s in shown], priority=0),
+        Column("Agent", names, justify="left", flex=True, min_width=14),
         Column("Value", [money(s.value) for s in shown], priority=0, short=[money(s.value, cents=False) for s in shown]),
         Column("Return", [signed_pct(s.ret) for s in shown], priority=0),
         Column("Cash", [money(s.account.cash) for s in shown], priority=4, short=[money(s.account.cash, cents=False) for s in shown]),
@@ -655,20 +755,22 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
         Column("Model err", errors, priority=1),
         Column("Last reply", [ago((f.now - a.last_reply_at).total_seconds()) if a and a.last_reply_at else "—" for a in acts], priority=6),
     ]
-    for key, header, fmt, prio in METRIC_COLUMNS:  # arena.metrics columns, when provided
-        vals = []
-        for s in shown:
-            m = f.state.metrics(s.name, s.account, f.state.history.series(s.name)) if f.state.metrics else {}
-            vals.append(fmt(m[key]) if key in m else "—")
-        cols.append(Column(header, vals, priority=prio))
+    if f.state.metrics is not None:
+        cols += [Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS]
     table = fit_table(cols, width)
+    if any(s.baseline for s in shown):  # the benchmark row reads dim: a reference, not a contender
+        lines = table.split("\n", allow_blank=True)
+        for i, s in enumerate(shown, 1):
+            if s.baseline:
+                lines[i].stylize("dim")
+        table = Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
     if more:
         return Group(table, _empty(f"… {more} more agent{'s' * (more > 1)} (see the export)"))
     return table
 
 
 def _positions_body(f: _Frame, width: int, rows: int) -> RenderableType:
-    items = [(s.name, pid, p) for s in f.standings for pid, p in sorted(s.account.positions.items())]
+    items = [(s.name, pid, p) for s in f.agents for pid, p in sorted(s.account.positions.items())]
     if not items:
         return _empty("no open positions (all cash)")
     shown = items[: max(1, rows - 1)]
@@ -769,13 +871,13 @@ def _activity_body(f: _Frame, width: int, rows: int) -> RenderableType:
 
 
 def _chart_body(f: _Frame, width: int, rows: int) -> RenderableType:
-    if not f.standings:
+    if not f.agents:
         return _empty("the chart starts with the first agent")
     now = f.now.timestamp()
-    series = {s.name: f.state.history.epoch_series(s.name) + [(now, s.value)] for s in f.standings}  # right edge: now
+    series = {s.name: f.state.history.epoch_series(s.name) + [(now, s.value)] for s in f.agents}  # right edge: now
     start = min(pts[0][0] for pts in series.values())
     end = max(now, start + 60)
-    draw_order = dict(reversed([(s.name, series[s.name]) for s in f.standings]))  # leader drawn last, on top
+    draw_order = dict(reversed([(s.name, series[s.name]) for s in f.agents]))  # leader drawn last, on top
     legend_rows = 1 if rows >= 8 else 0
     chart = value_chart(
         draw_order,
@@ -789,7 +891,7 @@ def _chart_body(f: _Frame, width: int, rows: int) -> RenderableType:
     legend = Text(no_wrap=True, overflow="ellipsis")
     for with_return in (True, False):  # names only if the returns do not fit
         legend = Text(no_wrap=True, overflow="ellipsis")
-        for s in f.standings:
+        for s in f.agents:
             legend.append("━ ", style=agent_color(s.name))
             legend.append(f"{s.name} {pct(s.ret)}  " if with_return else f"{s.name}  ", style=agent_color(s.name))
         if legend.cell_len <= width:
@@ -821,18 +923,23 @@ def _header(f: _Frame, width: int, lines: int) -> list[Text]:
     out = [Text("The Agents Trading Arena  ", style="bold") + first] if width >= 120 else [first]
     out[0].truncate(width, overflow="ellipsis")
     if lines >= 2:
-        fills = sum(s.account.trades for s in f.standings)
-        rejected = sum(s.account.rejected for s in f.standings)
-        errors = sum(s.activity.model_errors for s in f.standings if s.activity)
+        fills = sum(s.account.trades for s in f.agents)
+        rejected = sum(s.account.rejected for s in f.agents)
+        errors = sum(s.activity.model_errors for s in f.agents if s.activity)
         second = Text(no_wrap=True, overflow="ellipsis")
-        second.append(f" Start {money(INITIAL_CASH, cents=False)} per agent", style="bold")
-        second.append(" · positions marked at best bid · ", style="grey70")
-        second.append(f"fee {state.fee_bps:g} bps", style="grey70")
-        second.append(f" · quotes stale after {ago(state.max_quote_age_s)}", style="grey70")
-        second.append(f" · {len(f.standings)} agents · {fills} fills · ", style="grey70")
+        # what changes first (it must survive a narrow terminal), then the rules of the game
+        second.append(f" {len(f.agents)} agents · {fills} fills · ", style="grey70")
         second.append(f"{rejected} rejected", style="bold red" if rejected else "grey70")
         second.append(" · ", style="grey70")
         second.append(f"{errors} model errors", style="bold magenta" if errors else "grey70")
+        if state.processes:  # reported by a supervisor (arena demo)
+            down = len(state.processes_down())
+            second.append(f" · processes: {len(state.processes_up())} up", style="grey70")
+            second.append(f", {down} down" if down else "", style="bold red")
+        second.append(f" · Start {money(INITIAL_CASH, cents=False)} per agent", style="bold")
+        second.append(" · positions marked at best bid · ", style="grey70")
+        second.append(f"fee {state.fee_bps:g} bps", style="grey70")
+        second.append(f" · quotes stale after {ago(state.max_quote_age_s)}", style="grey70")
         second.truncate(width, overflow="ellipsis")
         out.append(second)
     return out
@@ -900,7 +1007,7 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
         frame_h = 1 if f.compact else 2  # rows a section spends on its frame
         n_quotes = max(1, len(state.quotes))
         n_agents = max(1, len(f.standings))
-        n_positions = max(1, sum(len(s.account.positions) for s in f.standings))
+        n_positions = max(1, sum(len(s.account.positions) for s in f.agents))
 
         def sec(title: Text, body: Callable[[int, int], RenderableType], w: int) -> Callable[[int], RenderableType]:
             return lambda h: _section(f, title, body, w, h)
@@ -989,18 +1096,23 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
 
 
 def final_standings_table(state: ArenaState, accounts: dict[str, Account], *, now: datetime | None = None) -> RenderableType:
-    """The standings printed into the scrollback after the live screen closes: every agent, as many
-    columns as the terminal width allows."""
+    """The standings printed into the scrollback after the live screen closes: every agent and the
+    baseline with their metrics, drawn like `arena report` draws the export (one leaderboard table), as
+    many columns as the terminal width allows; then any process that died during the run."""
     now = now or utcnow()
-    with state._lock:
-        f = _Frame(state, now, _standings(state, accounts), state.health(now), compact=False)
-    if not f.standings:
+    board = leaderboard(state, accounts, now=now)
+    if not board["agents"]:
         return Text("No agent traded in this run.")
     title = Text.assemble(
         ("Final standings", "bold"),
         (f"  {now.strftime('%Y-%m-%d %H:%M:%S')} UTC · start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid", "grey62"),
     )
-    return Group(title, FitWidth(lambda width: _leaderboard_body(f, width, len(f.standings) + 1)))
+    parts: list[RenderableType] = [title, leaderboard_table([{**a["metrics"], **a} for a in board["agents"]])]
+    with state._lock:
+        down = state.processes_down()
+    if down:
+        parts.append(Text("Exited during the run: " + ", ".join(f"{p.name} ({exit_code(p)})" for p in down), style="bold red"))
+    return Group(*parts)
 
 
 # ----------------------------------------------------------------------------------------------- live

@@ -65,11 +65,12 @@ def mark_of(m: Mark | None) -> float | None:
 
 
 def ask_of(m: Mark | None) -> float | None:
-    """What a buy would pay: the best ask of a Quote; a bare number is taken as the price."""
+    """What a buy would pay: the best ask of a Quote (None for a stale one: the desk would refuse the
+    trade); a bare number is taken as the price."""
     if m is None:
         return None
     if isinstance(m, Quote):
-        return m.best_ask
+        return None if m.stale else m.best_ask
     return float(m)
 
 
@@ -153,7 +154,7 @@ class MetricsTracker:
     trade (worth the initial cash), i.e. at the snapshot it reacted to; trades between two samples
     show in the value series from the next sample on.
 
-    The baseline (`baseline=True`) buys equal weights of every product with an ask in the first
+    The baseline (`baseline=True`) buys equal weights of every product with a fresh ask in the first
     sample that has any, at the ask, paying `fee_bps` like the agents, then holds.
     """
 
@@ -201,14 +202,19 @@ class MetricsTracker:
         self.on_agent(trade.agent)
         self._agents[trade.agent].apply(trade)
 
-    def on_snapshot(self, snapshot: MarketSnapshot) -> None:
-        self.on_prices(snapshot.published_at, snapshot.quotes)
+    def on_snapshot(self, snapshot: MarketSnapshot, *, sample: bool = True) -> None:
+        self.on_prices(snapshot.published_at, snapshot.quotes, sample=sample)
 
-    def on_prices(self, t: datetime, prices: Mapping[str, Mark]) -> None:
+    def on_prices(self, t: datetime, prices: Mapping[str, Mark], *, sample: bool = True) -> None:
+        """A price sample. sample=False only updates the marks: for prices from before this tracker's
+        time (e.g. the last snapshot left on the topic by an earlier run), which value positions but
+        are neither a value sample nor the baseline's entry."""
         for pid, m in prices.items():
             mark = mark_of(m)
             if mark is not None and math.isfinite(mark) and mark > 0:
                 self.marks[pid] = mark
+        if not sample:
+            return
         self.last_t = t
         for agent in self._agents.values():
             held = agent.positions_value(self.marks)

@@ -1,5 +1,5 @@
-"""The tools process at run time: the three trading tools served over calfkit, the market and decision
-feeds that keep the desk and the dashboard current, and every trade published to TRADES_TOPIC.
+"""The tools process at run time: the three trading tools served over calfkit, the market, decision and
+process-health feeds that keep the desk and the dashboard current, and every trade published to TRADES_TOPIC.
 
 Start-up is one calfkit Worker (and Client) per tool node, all started together: each node joins its
 own consumer group and Tansu holds a join ~1 s, so in parallel the three take ~1 s instead of ~3-15 s.
@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 
 from arena import kafka as k
-from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.desk import Desk
 from arena.market import MarketSnapshot
 from arena.portfolio import Trade
+from arena.supervisor import ProcessStatus
 
 log = logging.getLogger("arena.tools")
 
@@ -41,6 +42,8 @@ class ToolsService:
         self._tasks: list[asyncio.Task] = []
         self._market = None
         self._decisions = None
+        self._health = None
+        self._live_from: dict[tuple[str, int], int] = {}  # market partition -> first offset published after our start
         self._producer = None
         self._loop: asyncio.AbstractEventLoop | None = None
         desk.on_trade = self._on_trade
@@ -90,16 +93,21 @@ class ToolsService:
         self._producer = k.producer(self.kafka)
         self._market = k.consumer(self.kafka, MARKET_TOPIC, group_id=None)
         self._decisions = k.consumer(self.kafka, DECISIONS_TOPIC, group_id=None)
+        # From the beginning: a supervisor reports its children's start before this process exists, and
+        # the last report per process is its state. (A few records per process: cheap to read.)
+        self._health = k.consumer(self.kafka, HEALTH_TOPIC, group_id=None, latest=False)
         await asyncio.gather(
             *(w.start() for w in self._workers),
             self._producer.start(),
             self._start_market(),
             self._decisions.start(),
+            self._health.start(),
         )
         await self._seek_end(self._decisions)
         self._tasks = [
             asyncio.create_task(self._follow_market(), name="market"),
             asyncio.create_task(self._follow_decisions(), name="decisions"),
+            asyncio.create_task(self._follow_health(), name="health"),
             asyncio.create_task(self._publish_trades(), name="trades"),
         ]
         return time.monotonic() - t0
@@ -117,6 +125,7 @@ class ToolsService:
         ends = await self._market.end_offsets(parts)
         for tp in parts:
             self._market.seek(tp, max(0, ends[tp] - 1))
+            self._live_from[(tp.topic, tp.partition)] = ends[tp]
 
     @staticmethod
     async def _seek_end(consumer) -> None:
@@ -142,7 +151,7 @@ class ToolsService:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for c in (self._market, self._decisions, self._producer):
+        for c in (self._market, self._decisions, self._health, self._producer):
             if c is not None:
                 try:
                     await c.stop()
@@ -152,25 +161,35 @@ class ToolsService:
     # -- feeds -----------------------------------------------------------------------------------
 
     async def _follow_market(self) -> None:
-        async for snapshot in self._records(self._market, MarketSnapshot):
+        async for r, snapshot in self._records(self._market, MarketSnapshot):
             self.desk.quotes.update(snapshot)
             if self.state is not None:
-                self.state.on_snapshot(snapshot)
+                # the snapshot(s) already on the topic at start-up are from before us, maybe from an earlier run
+                catch_up = r.offset < self._live_from.get((r.topic, r.partition), 0)
+                self.state.on_snapshot(snapshot, catch_up=catch_up)
 
     async def _follow_decisions(self) -> None:
-        async for decision in self._records(self._decisions, Decision):
+        async for _, decision in self._records(self._decisions, Decision):
             if self.state is not None:
                 self.state.on_decision(decision)
 
+    async def _follow_health(self) -> None:
+        async for _, st in self._records(self._health, ProcessStatus):
+            if st.status == "exited":
+                log.warning("%s exited unexpectedly (%s)", st.name, st.detail)
+            if self.state is not None:
+                self.state.on_process(st)
+
     @staticmethod
     async def _records(consumer, model):
+        """(record, parsed item) for every well-formed record, forever."""
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
             for tp, records in batches.items():
                 for r in records:
                     item = k.decode(model, r.value, tp.topic)
                     if item is not None:
-                        yield item
+                        yield r, item
 
     async def _publish_trades(self) -> None:
         while True:

@@ -28,15 +28,17 @@ from rich.console import Console
 from arena.dashboard import ArenaState, leaderboard, render, save_screenshot
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
+from arena.metrics import MetricsTracker
 from arena.portfolio import Account, Trade
 
 NAMES = ["momentum-gpt", "scalper-llama", "brainrot-qwen", "default-gpt", "contrarian", "breakout", "vwap", "pairs", "news", "random-walk"]
 
 
-def synthetic_arena(n_agents: int, minutes: int, seed: int = 7) -> tuple[ArenaState, dict[str, Account], datetime]:
+def synthetic_arena(n_agents: int, minutes: int, seed: int = 7, metrics: bool = True) -> tuple[ArenaState, dict[str, Account], datetime]:
     rnd = random.Random(seed)
     start = datetime(2026, 11, 25, 14, 0, 0, tzinfo=timezone.utc)
-    st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="runs/tools.log", export_path="runs/standings.json")
+    st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="runs/tools.log", export_path="runs/standings.json",
+                    metrics=MetricsTracker(fee_bps=10) if metrics else None)  # fmt: skip
     st.started_at = start
     names = (NAMES + [f"agent-{i}" for i in range(len(NAMES), n_agents)])[:n_agents]
     prices = {"BTC-USD": 97_000.0, "SOL-USD": 236.0, "FARTCOIN-USD": 1.42}
@@ -91,9 +93,10 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=40, help="frames drawn per size (default %(default)s)")
     p.add_argument("--svg", default=None, help="also save a 160x50 screenshot (4 agents) as SVG here")
     p.add_argument("--seed", type=int, default=6, help="random seed of the synthetic market (default %(default)s)")
+    p.add_argument("--no-metrics", action="store_true", help="without the metrics tracker (leaderboard metrics and baseline)")
     args = p.parse_args()
 
-    st, accounts, now = synthetic_arena(args.agents, args.minutes, args.seed)
+    st, accounts, now = synthetic_arena(args.agents, args.minutes, args.seed, metrics=not args.no_metrics)
     print(f"{len(accounts)} agents, {len(st.fills)} recent fills, {len(st.history.points)} chart samples")
     for width, height in [(80, 24), (160, 50), (240, 70)]:
         console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="truecolor")
