@@ -12,10 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from arena.dashboard import ArenaState, LiveDashboard, ValueHistory, leaderboard, render, value_chart
+from arena.dashboard import ArenaState, LiveDashboard, ValueHistory, final_standings_table, leaderboard, render, value_chart
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.portfolio import INITIAL_CASH, Account, Trade, replay
+from arena.supervisor import ProcessStatus
 from arena.ui import AGENT_PALETTE, AgentColors, Column, agent_color, ago, fit_table, hms, money, pct, qty
 
 NOW = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
@@ -349,3 +350,125 @@ def test_tables_drop_least_important_columns_to_fit():
     assert fit_table(cols, 80).plain.split("\n")[0].split() == ["Agent", "Value", "Fees", "Fills"]
     narrow = fit_table(cols, 22).plain
     assert "Fees" not in narrow and "Fills" in narrow and "$100,000" in narrow
+
+
+# ------------------------------------------------------------------------- metrics, baseline, health
+
+
+def tracked_arena():
+    """Like arena(), with an arena.metrics.MetricsTracker fed through the state (as the tools process
+    does): a snapshot every minute with the bid wobbling, trades between them, every agent's first
+    tool call; then supervisor reports, router bob dead."""
+    from arena.metrics import MetricsTracker
+
+    st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="/var/log/arena/tools.log", export_path="standings.json",
+                    metrics=MetricsTracker(fee_bps=10))  # fmt: skip
+    st.started_at = START
+    trades = [
+        fill(1, "alice", "BTC-USD", "buy", 0.0123, 96_500.0, START + timedelta(minutes=1, seconds=30)),
+        fill(2, "bob", "SOL-USD", "buy", 40.0, 230.0, START + timedelta(minutes=2, seconds=30)),
+        fill(3, "bob", "SOL-USD", "sell", 15.0, 236.0, START + timedelta(minutes=15, seconds=30)),
+        fill(4, "carol", "SOL-USD", "buy", 10.0, 240.0, START + timedelta(minutes=16, seconds=30)),
+    ]
+    for minute in range(20):
+        t = START + timedelta(minutes=minute)
+        wobble = 1 + 0.001 * (minute % 5 - 2)
+        qs = {p: q.model_copy(update={"best_bid": q.best_bid * wobble, "received_at": t}) for p, q in quotes(START).items()}
+        st.on_snapshot(MarketSnapshot(seq=minute + 1, published_at=t, quotes=qs), now=t)
+        for trade in trades:
+            if t < trade.executed_at <= t + timedelta(minutes=1):
+                st.on_tool_call(trade.agent, "execute_trade", now=trade.executed_at)
+                st.on_trade(trade)
+    st.on_tool_call("dave", "get_portfolio", now=NOW - timedelta(seconds=11))
+    st.on_snapshot(MarketSnapshot(seq=21, published_at=NOW, quotes=quotes(NOW)), now=NOW)
+    for name in ("connector", "tools", "router alice", "router bob"):
+        st.on_process(ProcessStatus(name=name, status="ready", at=START))
+    st.on_process(ProcessStatus(name="router bob", status="exited", detail="code 1, log runs/x/router-bob.log", at=NOW))
+    return st, replay(trades)
+
+
+def test_metrics_and_the_baseline_on_screen_in_the_export_and_the_final_standings():
+    from arena.metrics import BASELINE_NAME
+
+    st, accounts = tracked_arena()
+    tracker = st.metrics
+    board = leaderboard(st, accounts, now=NOW)
+    rows = {a["name"]: a for a in board["agents"]}
+    # the baseline is a row, flagged and unranked; agents are ranked 1..n around it by value
+    assert rows[BASELINE_NAME]["baseline"] is True and rows[BASELINE_NAME]["rank"] is None
+    agents = [a for a in board["agents"] if not a["baseline"]]
+    assert [a["rank"] for a in agents] == [1, 2, 3, 4]
+    values = [a["total_value"] for a in board["agents"]]
+    assert values == sorted(values, reverse=True)
+    # every row carries the tracker's metrics, and the tracker agrees with the ledger's accounts
+    live = tracker.metrics()
+    for name, row in rows.items():
+        m = live[name]
+        assert row["total_value"] == pytest.approx(m.total_value)
+        for key in ("max_drawdown_pct", "sharpe", "win_rate", "round_trips", "exposure_pct", "time_in_market_pct", "samples"):
+            assert row["metrics"][key] == (pytest.approx(getattr(m, key)) if getattr(m, key) is not None else None), (name, key)
+    assert rows["bob"]["metrics"]["round_trips"] == 1 and rows["bob"]["metrics"]["win_rate"] == 100.0  # sold above cost
+    assert rows["alice"]["metrics"]["win_rate"] is None  # no round trip yet: undefined, not 0
+    assert rows["dave"]["metrics"]["samples"] == 2  # from the snapshot before his first tool call
+    assert rows[BASELINE_NAME]["trades"] == 3 and rows[BASELINE_NAME]["metrics"]["exposure_pct"] == pytest.approx(100)
+
+    wide = screen(st, accounts, 160, 50)
+    for header in ("Max DD", "Win rate", "Sharpe", "Exposure", "Fees"):
+        assert header in wide, header
+    base_line = next(line for line in wide.split("\n") if "buy-and-hold" in line)
+    assert re.search(r"│\s+base\s+buy-and-hold\s+\$", base_line)
+    assert money(rows[BASELINE_NAME]["total_value"]) in base_line
+    bob_line = next(line for line in wide.split("\n") if re.search(r"│\s+\d\s+bob\s", line))
+    assert "100% of 1" in bob_line and pct(-rows["bob"]["metrics"]["max_drawdown_pct"]) in bob_line
+    # dimmed on screen: a reference, not a contender
+    console = Console(width=160, height=50, record=True, file=io.StringIO(), color_system="truecolor")
+    console.print(render(st, accounts, 160, 50, now=NOW))
+    assert re.search(r"\x1b\[(?:[0-9;]*;)?2(?:;[0-9;]*)?m[^\x1b]*base", console.export_text(styles=True))
+
+    for width, height in ((80, 24), (100, 30)):  # small screens still fit, baseline row included
+        text = screen(st, accounts, width, height)
+        lines = text.rstrip("\n").split("\n")
+        assert len(lines) == height and all(len(line) <= width for line in lines)
+        assert re.search(r"base\s+buy-and-hold", text)
+
+    console = Console(width=140, record=True, file=io.StringIO())
+    console.print(final_standings_table(st, accounts, now=NOW))
+    final = console.export_text()
+    assert "Final standings" in final and "max DD" in final and "Sharpe" in final
+    assert re.search(r"^\s*base\s+buy-and-hold \(baseline\)", final, re.M)
+    assert "Exited during the run: router bob (code 1)" in final
+
+
+def test_the_last_snapshot_from_before_the_process_only_marks():
+    """The snapshot left on the topic at start-up (maybe from an earlier run) is shown aged by its
+    publication time and values positions, but is not a metrics sample nor the baseline's entry."""
+    from arena.metrics import BASELINE_NAME, MetricsTracker
+
+    st = ArenaState(max_quote_age_s=30, fee_bps=0, metrics=MetricsTracker())
+    old = START - timedelta(hours=9)
+    st.on_snapshot(MarketSnapshot(seq=99, published_at=old, quotes=quotes(old)), now=NOW, catch_up=True)
+    assert st.metrics.metrics() == {} and st.metrics.marks["BTC-USD"] == 96_999.0
+    assert "feed silent 9h20m" in st.health(NOW).problems  # not "fresh": it was published hours ago
+    st.on_snapshot(MarketSnapshot(seq=1, published_at=NOW, quotes=quotes(NOW)), now=NOW)
+    base = st.metrics.metrics()[BASELINE_NAME]
+    assert base.samples == 1 and base.total_value < INITIAL_CASH  # bought at the ask of the live one
+    stale_only = ArenaState(max_quote_age_s=30, fee_bps=0, metrics=MetricsTracker())
+    stale = {p: q.model_copy(update={"stale": True}) for p, q in quotes(NOW).items()}
+    stale_only.on_snapshot(MarketSnapshot(seq=1, published_at=NOW, quotes=stale), now=NOW)
+    assert BASELINE_NAME not in stale_only.metrics.metrics()  # nobody could buy at a stale quote
+
+
+def test_process_health_in_the_header_and_the_export():
+    st, accounts = tracked_arena()
+    small = screen(st, accounts, 80, 24)
+    assert "router bob exited (code 1)" in small and "DEGRADED" in small
+    wide = screen(st, accounts, 160, 50)
+    assert "processes: 3 up, 1 down" in wide
+    board = leaderboard(st, accounts, now=NOW)
+    assert "router bob exited (code 1)" in board["feed"]["problems"]
+    procs = {p["name"]: p for p in board["processes"]}
+    assert procs["router bob"]["status"] == "exited" and procs["router alice"]["status"] == "ready"
+    # a later report wins: bob restarted
+    st.on_process(ProcessStatus(name="router bob", status="ready", at=NOW + timedelta(seconds=5)))
+    assert "exited" not in " ".join(st.health(NOW).problems)
+    assert "processes: 4 up" in screen(st, accounts, 160, 50) and "down" not in screen(st, accounts, 160, 50).split("processes")[1][:20]

@@ -15,9 +15,11 @@ import pytest
 import pytest_asyncio
 
 from arena import kafka as k
-from arena.config import CONSUMER_TUNING, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.config import CONSUMER_TUNING, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.market import MarketSnapshot, Quote, utcnow
+from arena.metrics import BASELINE_NAME
 from arena.portfolio import Trade
+from arena.supervisor import ProcessStatus
 from tests.procs import Proc
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -349,6 +351,21 @@ async def test_restart_after_kill_restores_identical_accounts(arena, tools):
     assert r["status"] == "filled" and r["position_after"]["quantity"] == 0
 
 
+async def test_process_health_reaches_the_tools_process(arena, tools):
+    """A supervisor's reports on arena.health (as `arena demo` publishes them): the tools process reads
+    them from the beginning, keeps each process's last state and reports an unexpected exit."""
+    reports = [
+        ProcessStatus(name=f"router {ALICE}", status="starting", detail="runs/x/router-alice.log"),
+        ProcessStatus(name=f"router {ALICE}", status="ready"),
+        ProcessStatus(name=f"router {BOB}", status="ready"),
+        ProcessStatus(name=f"router {BOB}", status="exited", detail="code 1, log runs/x/router-bob.log"),
+    ]
+    for r in reports:
+        await arena.market.send_and_wait(HEALTH_TOPIC, k.encode(r))
+    await arena.market.send_and_wait(HEALTH_TOPIC, b"{not a status")  # skipped, not fatal
+    await asyncio.to_thread(tools.proc.wait_for, f"router {BOB} exited unexpectedly (code 1", 15)
+
+
 async def test_sigterm_writes_the_export(arena, tools):  # last: it leaves the tools process stopped
     assert tools.stop(signal.SIGTERM) == 0
     assert "Traceback" not in tools.proc.output
@@ -356,3 +373,13 @@ async def test_sigterm_writes_the_export(arena, tools):  # last: it leaves the t
     rows = {a["name"]: a for a in data["agents"]}
     assert {ALICE, BOB, MALLORY} <= set(rows)
     assert rows[MALLORY]["cash"] == 100_000 and rows[ALICE]["trades"] == 3
+    # metrics from the whole ledger (alice's first sell was before the restart): both sells below cost
+    assert rows[ALICE]["metrics"]["round_trips"] == 2 and rows[ALICE]["metrics"]["win_rate"] == 0.0
+    assert rows[MALLORY]["metrics"]["exposure_pct"] == 0.0
+    [base] = [a for a in data["agents"] if a["baseline"]]  # the buy-and-hold benchmark, unranked
+    assert base["rank"] is None and base["name"] == BASELINE_NAME and base["trades"] == 2  # BTC and FARTCOIN
+    assert sorted(a["rank"] for a in data["agents"] if not a["baseline"]) == list(range(1, len(rows)))
+    # process health: the last report of each process, the dead one among the problems
+    procs = {p["name"]: p["status"] for p in data["processes"]}
+    assert procs[f"router {ALICE}"] == "ready" and procs[f"router {BOB}"] == "exited"
+    assert f"router {BOB} exited (code 1)" in data["feed"]["problems"]
