@@ -85,7 +85,7 @@ async def run(args) -> int:
     kafka = ["--bootstrap-servers", bootstrap]
 
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
         loop.add_signal_handler(sig, stop.set)
 
     code = 0
