@@ -167,12 +167,22 @@ def plan(model: str, turn: Turn, tools: dict[str, dict], seed: int) -> Reply:
     if portfolio_tool and not portfolio_calls:
         return Reply(calls=[(portfolio_tool, {})])
     holdings = parse_portfolio(turn.results.get(portfolio_calls[-1][0])) if portfolio_calls else parse_portfolio(None)
-    rng_seed = f"{seed}|{turn.system}|{turn.prompt}".encode()
-    orders, notes = decide(policy, turn.market, holdings, rng_seed)
+    orders, notes = decide(policy, turn.market, holdings, random_seed(seed, turn))
     if not orders or not trade_tool:
         return Reply(f"{policy}: no trade. " + "; ".join(notes) + _cash_note(holdings))
     text = f"{policy}: " + "; ".join(f"{o.side} {o.quantity:.10g} {o.product_id} ({o.why})" for o in orders)
     return Reply(text, [(trade_tool, trade_arguments(o, tools[trade_tool])) for o in orders])
+
+
+_SNAPSHOT_NO = re.compile(r"\(snapshot #(-?\d+)\)")
+
+
+def random_seed(seed: int, turn: Turn) -> bytes:
+    """What random-walk's coin flips hash: the agent (its system prompt), the snapshot number and the
+    market as parsed. Not the raw prompt: its clock time, quote ages and the previous turn's text
+    (trade ids, latencies) differ between two replays of the same recording, which would change the flips."""
+    number = _SNAPSHOT_NO.search(turn.prompt)
+    return f"{seed}|{turn.system}|{number[1] if number else ''}|{turn.market!r}".encode()
 
 
 def _cash_note(h: Holdings) -> str:
