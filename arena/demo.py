@@ -1,8 +1,8 @@
 """`arena demo`: a whole arena on this machine with one command — no API key, no internet.
 
 Starts, as real subprocesses: the embedded broker, the Coinbase-compatible market simulator (or the
-real Coinbase feed with --live), the connector, the offline policy server, two chat nodes, N routers
-and the tools process with the dashboard in the foreground."""
+real Coinbase feed with --live, or a recording with --replay), the connector, the offline policy server,
+two chat nodes, N routers and the tools process with the dashboard in the foreground."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from arena.broker import EmbeddedBroker, free_port
 from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL
 from arena.config import HEALTH_TOPIC, KafkaSettings
 from arena.supervisor import ROOT, ProcessStatus, Supervisor
+from arena.tools_service import SERVED
 
 log = logging.getLogger("arena.demo")
 
@@ -43,14 +44,27 @@ def parse_args(argv):
         prog="arena demo",
         description="Run a whole arena offline: broker, market simulator, connector, policy server, "
         "chat nodes, routers and the tools process with the live dashboard. Ctrl-C stops everything.",
+        epilog="replay a recorded market instead of the simulator (record one with coinbase_connector.py --record):\n"
+        "  arena demo --replay assets/sample_recording.jsonl --speed 1\n"
+        "With the offline policies, a replay slow enough for every agent to decide every snapshot trades the\n"
+        "same way each time (tests/test_replay_determinism.py).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--agents", type=int, default=3, help="number of agents (routers), at least 1 (default %(default)s)")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between market snapshots (default %(default)s)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between market snapshots (default %(default)s; with --replay the recording keeps its own pace)")
     p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard")
     p.add_argument("--export", default=None, help="write the final leaderboard as JSON to this path")
     p.add_argument("--seed", type=int, default=7, help="seed for the market simulator and random policies (default %(default)s)")
     p.add_argument("--ledger", default=None, help="ledger database path (default: ledger.db in the run folder)")
-    p.add_argument("--live", action="store_true", help="use the real Coinbase feed instead of the simulator (needs internet)")
+    feed = p.add_mutually_exclusive_group()
+    feed.add_argument("--live", action="store_true", help="use the real Coinbase feed instead of the simulator (needs internet)")
+    feed.add_argument("--replay", type=Path, default=None, metavar="PATH",
+                      help="publish this market recording (coinbase_connector.py --record; e.g. assets/sample_recording.jsonl) "
+                      "instead of the simulator, once every agent and the tools are up; the arena keeps running after it "
+                      "ends (Ctrl-C or --duration stops it)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="with --replay: 2 = twice the recorded pace, 0 = as fast as possible (agents skip the snapshots "
+                   "that arrive while they think) (default %(default)s)")
     p.add_argument("--run-dir", default=None, help="folder for logs and the ledger (default runs/<timestamp>)")
     p.add_argument("--no-dashboard", action="store_true", help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)")
     args = p.parse_args(argv)
@@ -58,6 +72,10 @@ def parse_args(argv):
         p.error("--agents must be at least 1")
     if args.interval <= 0:
         p.error("--interval must be positive")
+    if args.speed < 0:
+        p.error("--speed must be >= 0")
+    if args.replay is not None and not args.replay.is_file():
+        p.error(f"--replay: no such file {args.replay}")
     return args
 
 
@@ -92,7 +110,7 @@ async def run(args) -> int:
     try:
         if args.live:
             ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
-        else:
+        elif not args.replay:
             port = free_port()
             sim = sup.start("market-sim", ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(args.seed)])
             await sup.wait_ready(sim)
@@ -100,7 +118,12 @@ async def run(args) -> int:
             status(f"market simulator ready ({ws})")
         policy_port = free_port()
         policy = sup.start("policy-server", ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(args.seed)])
-        conn = sup.start("connector", ["coinbase_connector.py", *kafka, "--ws-url", ws, "--rest-url", rest, "--interval", str(args.interval)])
+        if args.replay:  # started last, so every agent sees the recording from its first snapshot
+            conn_args = ["coinbase_connector.py", *kafka, "--replay", str(args.replay.resolve()), "--speed", str(args.speed)]
+            conn = None
+        else:
+            conn_args = ["coinbase_connector.py", *kafka, "--ws-url", ws, "--rest-url", rest, "--interval", str(args.interval)]
+            conn = sup.start("connector", conn_args)
         tools_args = ["tools_and_dashboard.py", *kafka, "--ledger", ledger, "--export", export, "--log-file", str(run_dir / "tools.log")]
         if headless:
             tools_args.append("--no-dashboard")
@@ -115,8 +138,9 @@ async def run(args) -> int:
             sup.start(f"router {name}", ["deploy_router_node.py", *kafka, "--name", name, "--strategy", strategy, "--chat-node-name", chat])
             for name, strategy, chat in agent_plan(args.agents)
         ]
-        await sup.wait_ready(conn, timeout=90)
-        status("feed connected; first snapshot published")
+        if conn is not None:
+            await sup.wait_ready(conn, timeout=90)
+            status("feed connected; first snapshot published")
         for c in chats:
             await sup.wait_ready(c)
         status(f"chat nodes ready: {', '.join(CHAT_NODES)}")
@@ -125,11 +149,21 @@ async def run(args) -> int:
         status(f"agents online: {', '.join(n for n, _, _ in agent_plan(args.agents))}")
         status("starting tools + dashboard" + (" (headless)" if headless else "; Ctrl-C to stop"))
         tools = sup.start("tools", tools_args, foreground=not headless)
-        if headless:
-            await sup.wait_ready(tools)
-            status("tools ready; trading")
+        if headless or args.replay:
+            await sup.wait_ready(tools, marker=SERVED)  # its log: with the dashboard, stdout is the terminal
+            if headless:
+                status("tools ready; trading")
+        if args.replay:
+            conn = sup.start("connector", conn_args)
+            if headless:
+                status(f"replaying {args.replay} at {f'{args.speed:g}x' if args.speed else 'full speed'}")
         deadline = loop.time() + args.duration if args.duration else None
         while not stop.is_set():
+            if args.replay and not conn.stopping and conn.proc.poll() == 0:  # the recording is over: expected
+                conn.stopping = True
+                sup.on_status(ProcessStatus(name=conn.name, status="stopped", detail="replay finished"))
+                if headless:
+                    status("replay finished: every snapshot of the recording published")
             for c in sup.dead():  # the dashboard shows these from the health topic
                 if headless:
                     status(f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}")

@@ -21,6 +21,7 @@ from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
 
 log = logging.getLogger("arena.tools")
+SERVED = "tools served"  # logged once the tools answer
 
 
 def _describe(t: Trade) -> str:
@@ -110,6 +111,8 @@ class ToolsService:
             asyncio.create_task(self._follow_health(), name="health"),
             asyncio.create_task(self._publish_trades(), name="trades"),
         ]
+        # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
+        log.info("%s: execute_trade, get_portfolio, calculator", SERVED)
         return time.monotonic() - t0
 
     async def _start_market(self) -> None:
