@@ -34,6 +34,7 @@ from bench.harness import (
     Arena,
     Recorder,
     Report,
+    add_tuning_args,
     agent_counts,
     closed_loop_ticks,
     dist_ms,
@@ -41,6 +42,7 @@ from bench.harness import (
     snapshot,
     start_stack,
     target,
+    tuning_of,
 )
 
 HOPS_BEFORE_FILL = 8
@@ -53,6 +55,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-nodes", type=int, default=1, help="chat nodes the routers share round-robin (default %(default)s)")
     p.add_argument("--chat-max-workers", type=int, default=8, help="deploy_chat_node.py --max-workers (default %(default)s)")
     p.add_argument("--start-concurrency", type=int, default=4, help="routers starting at once (default %(default)s)")
+    add_tuning_args(p)
 
 
 class ChatLog:
@@ -153,7 +156,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
     import asyncio
 
     results: dict = {"by_agents": {}}
-    async with Arena(report) as arena:
+    async with Arena(report, tuning_of(args)) as arena:
         floor = dist_ms(await latency(arena.kafka, 200, k.encode(snapshot(1))))
         results["floor_ms"] = floor
         report.line(f"floor (raw publish -> consume, same broker): {fmt_dist(floor)}")

@@ -21,6 +21,7 @@ from bench.harness import (
     Arena,
     Recorder,
     Report,
+    add_tuning_args,
     agent_counts,
     closed_loop_ticks,
     dist_ms,
@@ -28,6 +29,7 @@ from bench.harness import (
     snapshot,
     start_stack,
     target,
+    tuning_of,
 )
 
 
@@ -36,11 +38,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ticks", type=int, default=20, help="ticks measured per agent count (default %(default)s)")
     p.add_argument("--gap", type=float, default=0.3, help="seconds between one tick's last turn and the next tick (default %(default)s)")
     p.add_argument("--start-concurrency", type=int, default=4, help="routers starting at once (default %(default)s)")
+    add_tuning_args(p)
 
 
 async def run(args: argparse.Namespace, report: Report) -> int:
     results: dict = {"method": "Decision 'started'.started_at - snapshot.published_at, routers idle at each tick", "by_agents": {}}
-    async with Arena(report) as arena:
+    async with Arena(report, tuning_of(args)) as arena:
         floor = dist_ms(await latency(arena.kafka, 200, k.encode(snapshot(1))))
         results["floor_ms"] = floor
         report.line(f"floor (raw publish -> consume, same broker): {fmt_dist(floor)}")

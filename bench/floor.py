@@ -1,10 +1,12 @@
 """floor: raw aiokafka publish -> consume latency and throughput on a fresh embedded broker, with the
 arena's own consumer tuning (arena.kafka). Every other figure is reported against this one.
 
-Latency: one record at a time (send, wait until the consumer has it, repeat), a market-snapshot-sized
-payload, the consumer in its own group like a router. Throughput: a burst of records produced without
-waiting, then consumed. The long-poll check repeats the latency with Kafka's default fetch wait
-(500 ms), which shows whether the broker answers a waiting fetch as soon as a record arrives.
+Latency: one record at a time (send, wait until the consumer has it, pause --pause, repeat), a
+market-snapshot-sized payload, the consumer in its own group and reading in a loop of its own, as
+every arena process does (so its fetch is already waiting at the broker when the record arrives).
+Throughput: a burst of records produced without waiting, then consumed. The long-poll check repeats
+the latency with Kafka's default fetch wait (500 ms): a broker that answers a waiting fetch as soon
+as a record arrives shows the same latency; one that only re-checks on a timer shows its timer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--messages", type=int, default=1000, help="records timed one at a time (default %(default)s)")
     p.add_argument("--throughput", type=int, default=20000, help="records in the throughput burst (default %(default)s)")
     p.add_argument("--long-poll", type=int, default=40, help="records timed with fetch_max_wait_ms=500; 0 skips (default %(default)s)")
+    p.add_argument("--pause", type=float, default=0.02, help="seconds between timed records (default %(default)s)")
 
 
 async def _consumer_on(kafka: KafkaSettings, topic: str, group: bool, **kw):
@@ -37,21 +40,34 @@ async def _consumer_on(kafka: KafkaSettings, topic: str, group: bool, **kw):
     return c
 
 
-async def latency(kafka: KafkaSettings, n: int, payload: bytes, **consumer_kw) -> list[float]:
+async def latency(kafka: KafkaSettings, n: int, payload: bytes, pause: float = 0.02, **consumer_kw) -> list[float]:
+    """Publish -> consume times (seconds) of `n` records sent one at a time to a topic read in a loop."""
     topic = f"floor.latency.{uuid.uuid4().hex[:6]}"
     prod = k.producer(kafka)
     await prod.start()
-    await prod.send_and_wait(topic, b"warm-up", partition=0)  # create the topic
+    await prod.send_and_wait(topic, b"warm-up")  # create the topic
     cons = await _consumer_on(kafka, topic, True, **consumer_kw)
+    arrivals: asyncio.Queue[float] = asyncio.Queue()
+
+    async def read() -> None:  # like every arena consumer: always a fetch waiting at the broker
+        while True:
+            for records in (await cons.getmany(timeout_ms=1000)).values():
+                for _ in records:
+                    arrivals.put_nowait(time.perf_counter())
+
+    reader = asyncio.create_task(read())
     times: list[float] = []
     try:
         for i in range(n + 5):
             t0 = time.perf_counter()
-            await prod.send_and_wait(topic, payload, partition=0)
-            await cons.getone()
+            await prod.send_and_wait(topic, payload, key=str(i).encode())
+            got = await asyncio.wait_for(arrivals.get(), 30)
             if i >= 5:  # the first few include connection set-up
-                times.append(time.perf_counter() - t0)
+                times.append(got - t0)
+            await asyncio.sleep(pause)
     finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
         await asyncio.gather(cons.stop(), prod.stop())
     return times
 
@@ -85,9 +101,9 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         await broker.wait_ready()
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         report.log(f"broker on {broker.bootstrap}; payload {len(payload)} bytes (one market snapshot)")
-        lat = dist_ms(await latency(kafka, args.messages, payload))
+        lat = dist_ms(await latency(kafka, args.messages, payload, args.pause))
         report.line(f"publish -> consume, fetch_max_wait_ms={CONSUMER_TUNING['fetch_max_wait_ms']}: {fmt_dist(lat)}")
-        small = dist_ms(await latency(kafka, max(1, args.messages // 4), b"x" * 100))
+        small = dist_ms(await latency(kafka, max(1, args.messages // 4), b"x" * 100, args.pause))
         report.line(f"publish -> consume, 100-byte records:     {fmt_dist(small)}")
         produced, consumed = await throughput(kafka, args.throughput, payload)
         report.line(f"throughput ({args.throughput} x {len(payload)} B): produced {produced:,.0f}/s, produced+consumed {consumed:,.0f}/s")
@@ -99,7 +115,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             "consumed_per_s": round(consumed),
         }
         if args.long_poll:
-            lp = dist_ms(await latency(kafka, args.long_poll, payload, fetch_max_wait_ms=500))
+            lp = dist_ms(await latency(kafka, args.long_poll, payload, args.pause, fetch_max_wait_ms=500))
             report.line(f"publish -> consume, fetch_max_wait_ms=500 (Kafka default): {fmt_dist(lp)}")
             results["latency_fetch_wait_500_ms"] = lp
     finally:

@@ -79,6 +79,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "ram_gb": round(mem_gb, 1),
         "python": platform.python_version(),
+        "loadavg_1m": round(os.getloadavg()[0], 1),  # other work on the machine while it ran
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -239,8 +240,10 @@ class Arena:
     KAFKA_BOOTSTRAP_SERVERS of this broker; ledgers and logs go to a temporary directory.
     """
 
-    def __init__(self, report: Report):
+    def __init__(self, report: Report, tuning: dict[str, int] | None = None):
         self.report = report
+        # What-if consumer tuning for the arena's scripts (see bench/tuned.py): env name -> value.
+        self.tuning = {k: str(v) for k, v in (tuning or {}).items() if v is not None}
         self.run = uuid.uuid4().hex[:5]
         self.tmp = Path(tempfile.mkdtemp(prefix="arena-bench-"))
         self._broker_log = (self.tmp / "broker.log").open("wb")  # closed in close()
@@ -256,7 +259,7 @@ class Arena:
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "OPENAI_API_KEY": "bench-not-a-key"}
 
-    async def __aenter__(self) -> Arena:
+    async def __aenter__(self) -> Arena:  # noqa: PYI034
         self.broker.start()
         await self.broker.wait_ready()
         self.report.log(f"broker on {self.broker.bootstrap} (pid {self.broker.proc.pid}); run id {self.run}")
@@ -266,7 +269,11 @@ class Arena:
         await self.close()
 
     def launch(self, kind: str, *args: str, tty: bool = False) -> Service:
-        svc = Service(kind, list(args), self.env, tty=tty)
+        env = self.env
+        if self.tuning and args and args[0].endswith(".py"):
+            args = ("-m", "bench.tuned", *args)
+            env = {**env, **self.tuning}
+        svc = Service(kind, list(args), env, tty=tty)
         self.services.append(svc)
         return svc
 
@@ -295,6 +302,7 @@ class Arena:
         started: list[Service] = []
         pending = list(enumerate(names))
         running: list[Service] = []
+        reported = 0
         deadline = time.monotonic() + timeout
         while pending or running:
             while pending and len(running) < concurrency:
@@ -310,8 +318,10 @@ class Arena:
                     raise RuntimeError(f"router exited with {svc.proc.returncode}:\n" + "\n".join(svc.lines[-30:]))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(running) + len(pending)} routers not ready within {timeout:.0f}s")
-            if len(started) % 10 == 0 and not running and pending:
-                self.report.log(f"{len(started)}/{len(names)} routers ready")
+            ready = len(started) - len(running)
+            if ready // 10 > reported // 10:
+                self.report.log(f"{ready}/{len(names)} routers ready")
+            reported = ready
         self.report.log(f"{len(names)} routers ready")
         return started
 
@@ -479,3 +489,15 @@ async def closed_loop_ticks(rec: Recorder, agents: list[str], seqs: range, *, ju
             report.log(f"tick {seq}: {len(missing)} agents did not finish within {timeout_s:.0f}s")
         await asyncio.sleep(gap_s)
     return complete
+
+
+def add_tuning_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what-if tuning (default: the arena's own settings)")
+    g.add_argument("--fetch-wait-ms", type=int, default=None,
+                   help="fetch_max_wait_ms for every arena consumer and calfkit node subscriber (arena.config.CONSUMER_TUNING)")
+    g.add_argument("--reader-ms", type=int, default=None,
+                   help="poll and fetch cadence of calfkit's fan-out table readers in the routers (KTableReaderTuning)")
+
+
+def tuning_of(args: argparse.Namespace) -> dict[str, int]:
+    return {"BENCH_FETCH_WAIT_MS": args.fetch_wait_ms, "BENCH_READER_POLL_MS": args.reader_ms, "BENCH_READER_FETCH_MS": args.reader_ms}

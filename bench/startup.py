@@ -4,9 +4,10 @@ of the tools process with the live dashboard on (in a pseudo-terminal) and off, 
 
 Launch -> READY: the median of --repeat launches, each as a user starts it (`python <script> ...`
 against a broker that is already up), with fresh names (a first-time consumer group join).
-Imports: the same launch once more under `python -X importtime`; the sum of its top-level imports
-(lazy ones included) is the import time. "After imports" = launch->READY - imports - a bare
-interpreter start: the script's own start-up work (connecting, joining groups, warming up).
+Imports: the same launch once more under `python -X importtime` lists every module it imported
+(lazy ones included); importing that list in a fresh interpreter, untraced, is the import time.
+"After imports" = launch->READY - imports - a bare interpreter start: the script's own start-up
+work (connecting, joining groups, warming up).
 Memory: a bare `import calfkit` (calfkit, calfkit.nodes, calfkit.worker) is the reference for routers.
 """
 
@@ -39,19 +40,33 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scripts", default="", help="only these scripts, comma separated (default: all)")
 
 
-def import_seconds(lines: list[str]) -> float:
-    """Sum of top-level cumulative import times from `python -X importtime` output."""
-    total_us = 0
+def imported_modules(lines: list[str]) -> list[str]:
+    """Top-level modules a run imported (lazy ones too), in order, from `python -X importtime` output."""
+    names = []
     for line in lines:
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
         parts = line.split("|")
-        if len(parts) < 3:
+        if not line.startswith("import time:") or "cumulative" in line or len(parts) < 3:
             continue
         name = parts[2]
         if len(name) - len(name.lstrip(" ")) == 1:  # top level: one space; nested imports are indented further
-            total_us += int(parts[1].strip())
-    return total_us / 1e6
+            names.append(name.strip())
+    return names
+
+
+def import_seconds(modules: list[str], repeat: int = 3) -> float:
+    """Wall time to import `modules` in a fresh interpreter (without tracing), minus a bare start."""
+    code = ("import importlib, warnings\nwarnings.simplefilter('ignore')\n"
+            f"for m in {modules!r}:\n    try:\n        importlib.import_module(m)\n    except Exception:\n        pass\n")  # fmt: skip
+    times = []
+    for _ in range(repeat):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+        times.append(time.monotonic() - t0)
+    return max(0.0, statistics.median(times) - bare_python_s())
+
+
+def bare_importtime() -> list[str]:
+    return subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, check=True).stderr.splitlines()
 
 
 def bare_python_s() -> float:
@@ -102,7 +117,8 @@ async def startup_times(args: argparse.Namespace, report: Report, arena: Arena) 
     sim_port = int(sim.ready_line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
     await arena.policy_server()
     wanted = {s.strip() for s in args.scripts.split(",") if s.strip()}
-    bare = bare_python_s()
+    bare = await asyncio.to_thread(bare_python_s)
+    baseline = set(imported_modules(await asyncio.to_thread(bare_importtime)))
     out: dict = {"bare_python_s": round(bare, 3), "scripts": {}}
     for name, argv in scripts(arena, sim_port).items():
         if wanted and name not in wanted:
@@ -112,7 +128,7 @@ async def startup_times(args: argparse.Namespace, report: Report, arena: Arena) 
             svc = await launch_once(arena, name, argv(uuid.uuid4().hex[:6], []))
             times.append(svc.startup_s)
         traced = await launch_once(arena, name, argv(uuid.uuid4().hex[:6], ["-X", "importtime"]))
-        imports = import_seconds(traced.lines)
+        imports = await asyncio.to_thread(import_seconds, [m for m in imported_modules(traced.lines) if m not in baseline])
         ready = statistics.median(times)
         row = {"ready_s": round(ready, 2), "ready_all_s": [round(t, 2) for t in times], "imports_s": round(imports, 2),
                "after_imports_s": round(max(0.0, ready - imports - bare), 2)}  # fmt: skip
@@ -131,7 +147,7 @@ async def memory_and_cpu(args: argparse.Namespace, report: Report, arena: Arena)
     await asyncio.sleep(10)
     c1, t1 = arena.cpu(), time.monotonic()
     idle = {kind: round((c1[kind] - c0.get(kind, 0.0)) / (t1 - t0), 3) for kind in c1}
-    ref = bare_calfkit_rss_mb()
+    ref = await asyncio.to_thread(bare_calfkit_rss_mb)
     report.line(f"memory with {args.agents} agents (MB): " + ", ".join(
         f"{kind} {v['mean_mb']:.0f}" + (f" x{v['count']}" if v["count"] > 1 else "") for kind, v in mem.items() if isinstance(v, dict)
     ) + f"; total {mem['total_mb']:.0f}")  # fmt: skip
