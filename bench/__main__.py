@@ -22,6 +22,9 @@ BENCHMARKS = {
     "tools": ("bench.tools", "execute_trade round trip through the tools process; ledger trades/s"),
     "startup": ("bench.startup", "launch -> READY per script, memory per process kind, dashboard CPU"),
     "backlog": ("bench.backlog", "slow model and restarted router: every decision uses the newest tick"),
+    "chat": ("bench.chat", "chat node start-up and a model request's round trip through it"),
+    "feed": ("bench.feed", "market simulator and connector start-up, snapshot cadence"),
+    "dashboard": ("bench.dashboard", "the live dashboard's rendering cost per frame"),
 }
 
 

@@ -1,7 +1,7 @@
-"""Dashboard rendering cost: milliseconds per frame (layout + drawing) for a long run's state.
-(Wall times suffer when the machine is busy; the CPU time per frame is the steadier figure.)
+"""dashboard: the live dashboard's rendering cost, milliseconds per frame (layout + drawing) for a long
+run's state. (Wall times suffer when the machine is busy; the CPU time per frame is the steadier figure.)
 
-    uv run python bench/dashboard_bench.py [--agents 10] [--minutes 40] [--frames 40] [--svg assets/dashboard.svg]
+    uv run python -m bench dashboard [--agents 10] [--minutes 40] [--frames 40] [--svg assets/dashboard.svg]
 
 Builds a synthetic but realistic state (random-walk prices, agents trading, a few rejections and model
 timeouts, one product gone stale, a full chart history) and draws it at 80x24, 160x50 and 240x70 the
@@ -15,13 +15,8 @@ import argparse
 import io
 import random
 import statistics
-import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from rich.console import Console
 
@@ -30,6 +25,7 @@ from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import MetricsTracker
 from arena.portfolio import Account, Trade
+from bench.harness import Report, dist_ms
 
 NAMES = ["momentum-gpt", "scalper-llama", "brainrot-qwen", "default-gpt", "contrarian", "breakout", "vwap", "pairs", "news", "random-walk"]
 
@@ -86,18 +82,19 @@ def synthetic_arena(n_agents: int, minutes: int, seed: int = 7, metrics: bool = 
     return st, accounts, now
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=int, default=10, help="agents in the arena (default %(default)s)")
     p.add_argument("--minutes", type=int, default=40, help="minutes of history, one snapshot per 5 s (default %(default)s)")
     p.add_argument("--frames", type=int, default=40, help="frames drawn per size (default %(default)s)")
     p.add_argument("--svg", default=None, help="also save a 160x50 screenshot (4 agents) as SVG here")
     p.add_argument("--seed", type=int, default=6, help="random seed of the synthetic market (default %(default)s)")
     p.add_argument("--no-metrics", action="store_true", help="without the metrics tracker (leaderboard metrics and baseline)")
-    args = p.parse_args()
 
+
+async def run(args: argparse.Namespace, report: Report) -> int:
     st, accounts, now = synthetic_arena(args.agents, args.minutes, args.seed, metrics=not args.no_metrics)
-    print(f"{len(accounts)} agents, {len(st.fills)} recent fills, {len(st.history.points)} chart samples")
+    report.line(f"{len(accounts)} agents, {len(st.fills)} recent fills, {len(st.history.points)} chart samples")
+    results: dict = {"sizes": {}}
     for width, height in [(80, 24), (160, 50), (240, 70)]:
         console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="truecolor")
         build, draw = [], []
@@ -112,18 +109,20 @@ def main() -> None:
             console.file = io.StringIO()
         cpu = (time.process_time() - cpu0) / args.frames
         total = [b + d for b, d in zip(build, draw)]
-        print(f"{width:>3}x{height:<3} render {statistics.median(total) * 1e3:5.1f} ms/frame median "
-              f"(layout {statistics.median(build) * 1e3:.1f} + draw {statistics.median(draw) * 1e3:.1f}), "
-              f"p95 {sorted(total)[int(0.95 * len(total)) - 1] * 1e3:.1f} ms; CPU {cpu * 1e3:.1f} ms/frame")  # fmt: skip
+        results["sizes"][f"{width}x{height}"] = {"frame_ms": dist_ms(total), "cpu_ms_per_frame": round(cpu * 1e3, 2),
+                                                 "layout_ms_p50": round(statistics.median(build) * 1e3, 2),
+                                                 "draw_ms_p50": round(statistics.median(draw) * 1e3, 2)}  # fmt: skip
+        report.line(f"{width:>3}x{height:<3} render {statistics.median(total) * 1e3:5.1f} ms/frame median "
+                    f"(layout {statistics.median(build) * 1e3:.1f} + draw {statistics.median(draw) * 1e3:.1f}), "
+                    f"p95 {sorted(total)[int(0.95 * len(total)) - 1] * 1e3:.1f} ms; CPU {cpu * 1e3:.1f} ms/frame")  # fmt: skip
     t0 = time.perf_counter()
     for _ in range(args.frames):
         leaderboard(st, accounts, now=now)
-    print(f"leaderboard() export {(time.perf_counter() - t0) / args.frames * 1e3:.1f} ms")
+    results["leaderboard_export_ms"] = round((time.perf_counter() - t0) / args.frames * 1e3, 2)
+    report.line(f"leaderboard() export {results['leaderboard_export_ms']:.1f} ms")
     if args.svg:
         st4, acc4, now4 = synthetic_arena(4, args.minutes, args.seed)
         save_screenshot(st4, acc4, args.svg, width=160, height=50, now=now4, title="python tools_and_dashboard.py")
-        print(f"screenshot saved to {args.svg}")
-
-
-if __name__ == "__main__":
-    main()
+        report.line(f"screenshot saved to {args.svg}")
+    report.emit(results)
+    return 0
