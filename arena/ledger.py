@@ -11,7 +11,7 @@ synchronous=NORMAL by default: a commit is in the WAL file before the call retur
 the tools process being killed (kill -9, OOM, Ctrl-C) — the failure this arena meets; only an OS crash
 or power cut can lose the last few commits, and even then the file stays consistent. FULL adds an fsync
 per commit, which also covers power loss, at a price: measured through Desk.execute_trade on the
-2-core dev box (bench/tools_bench.py, other jobs running) ~7,000 fills/s with NORMAL against ~2,500
+2-core dev box (`python -m bench tools`, other jobs running) ~7,000 fills/s with NORMAL against ~2,500
 with FULL, and raw FULL commits swing 1,500-4,900/s with disk contention: too close to the arena's
 >= 2,000 trades/s target to be the default. `Ledger(path, synchronous="FULL")` (tools_and_dashboard.py
 --sync full) chooses the other trade-off.
