@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -147,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the loop's handlers take over: exit quietly
     try:
-        return asyncio.run(run(args))
+        code = asyncio.run(run(args))
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 0
+    # All is flushed and closed: spare the interpreter's final garbage collection of this large heap
+    # (calfkit, pydantic), which kept the process alive 3-17 s after Ctrl-C on a busy 2-core machine.
+    gc.freeze()
+    return code
 
 
 if __name__ == "__main__":
