@@ -172,11 +172,12 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             "missed_ticks": [missed[0], missed[1]],
             "ticks_published_while_starting": [launch_seq + 1, ready_seq],
             "restart_ready_s": round(restart_ready_s, 2),
+            "restart_router_line": new.ready_line,  # its own "serving in N s" (after its imports)
             "first_tick_decided_after_restart": first.tick_seq if first else None,
             "missed_ticks_decided": decided_missed,
         }
         report.line(f"restart: ticks #{missed[0]}-#{missed[1]} published while down, #{launch_seq + 1}-#{ready_seq} while it started "
-                    f"(READY in {restart_ready_s:.1f}s); first decision after the restart on #{first.tick_seq if first else None}; "
+                    f"(READY in {restart_ready_s:.1f}s; {new.ready_line.split(':')[0].split(' in ')[-1]} after its imports); first decision after the restart on #{first.tick_seq if first else None}; "
                     f"missed ticks decided: {decided_missed or 'none'}")
     targets = {
         "turns_on_older_than_newest_received": target(results["slow"]["turns_with_newer_tick_received"] + results["fast"]["turns_with_newer_tick_received"], 0),

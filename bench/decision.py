@@ -16,7 +16,9 @@ Where the time goes, per fill, from the records themselves:
   framework = the rest: broker hops inside the turn (router -> agent, agent <-> chat node twice,
               agent <-> get_portfolio, agent -> execute_trade: 8 hops) plus calfkit's and our code's
               CPU time. `hops x floor p50` estimates its broker-wait share.
-Also the router -> chat node hop under load (ChatRequest.sent_at -> the node's "accepted" record).
+Also the router -> chat node hop under load (ChatRequest.sent_at -> the node's "accepted" record), and
+the turn's timeline up to the fill in five stages, from the records' own timestamps (the requests'
+sent_at, the chat node's response records, the fill).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class ChatLog:
         self.requests: dict[str, ChatRequest] = {}
         self.accepted_ms: dict[str, int] = {}  # request id -> record timestamp of "accepted"
         self.responses: dict[str, ChatReply] = {}
+        self.response_ms: dict[str, int] = {}  # request id -> record timestamp of the response
         self.seen: set[tuple[str, int, int]] = set()
 
     def take(self, topic: str, partition: int, offset: int, value: bytes, ts_ms: int) -> None:
@@ -83,6 +86,7 @@ class ChatLog:
                 self.accepted_ms[reply.request_id] = ts_ms
             else:
                 self.responses[reply.request_id] = reply
+                self.response_ms[reply.request_id] = ts_ms
 
 
 async def _follow_chat(kafka, chat_nodes: list[str], log: ChatLog, stop) -> None:
@@ -113,6 +117,7 @@ def analyse(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], send
     for req in chat.requests.values():
         by_sender[req.sender].append(req)
     total, delivery, model, tool, framework, done_lat = [], [], [], [], [], []
+    stages: dict[str, list[float]] = defaultdict(list)
     fills = [t for t in rec.trades if t.status == "filled" and t.agent in agents and t.tick_seq in seqs]
     rejected = [t for t in rec.trades if t.status != "filled" and t.agent in agents and t.tick_seq in seqs]
     for t in fills:
@@ -126,6 +131,16 @@ def analyse(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], send
         calls = [r for r in by_sender.get(sender_of.get(t.agent, "?"), []) if _ts(turn.started_at) <= _ts(r.sent_at) <= _ts(t.executed_at)]
         m = sum((chat.responses[r.request_id].elapsed_ms or 0) / 1000 for r in calls if r.request_id in chat.responses)
         tl = (t.latency_ms or 0) / 1000
+        calls.sort(key=lambda r: r.sent_at)
+        if len(calls) >= 2 and all(r.request_id in chat.response_ms for r in calls[:2]):
+            # the turn's timeline up to the fill, from the records' own timestamps
+            r1, r2 = calls[0], calls[1]
+            done1, done2 = chat.response_ms[r1.request_id] / 1000, chat.response_ms[r2.request_id] / 1000
+            stages["1 turn start -> model call 1 sent (prompt hop + agent step)"].append(_ts(r1.sent_at) - _ts(turn.started_at))
+            stages["2 model call 1 -> its answer sent (hop + provider)"].append(done1 - _ts(r1.sent_at))
+            stages["3 answer 1 -> model call 2 sent (hop + get_portfolio round trip)"].append(_ts(r2.sent_at) - done1)
+            stages["4 model call 2 -> its answer sent (hop + provider)"].append(done2 - _ts(r2.sent_at))
+            stages["5 answer 2 -> fill (hop + trade dispatch hop + desk)"].append(_ts(t.executed_at) - done2)
         delivery.append(dl)
         model.append(m)
         tool.append(tl)
@@ -149,6 +164,7 @@ def analyse(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], send
             "broker_floor_estimate_p50": round(HOPS_BEFORE_FILL * floor_p50_ms, 1),
         },
         "router_to_chat_node_hop_ms": dist_ms(hop),
+        "timeline_ms": {name: dist_ms(xs) for name, xs in sorted(stages.items())},
     }
 
 
@@ -200,6 +216,8 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 report.line(f"      p50 split: delivery {b['delivery'].get('p50')} + model {b['model'].get('p50')} + tool {b['tool'].get('p50')} "
                             f"+ framework/broker {b['framework_and_broker'].get('p50')} ms (8 hops x floor = {b['broker_floor_estimate_p50']} ms)")
                 report.line(f"      router -> chat node hop: {fmt_dist(row['router_to_chat_node_hop_ms'])}")
+                for stage, d in row["timeline_ms"].items():
+                    report.line(f"      {stage:<66} p50 {d.get('p50')} ms")
         finally:
             stop.set()
             await asyncio.gather(follower, return_exceptions=True)
