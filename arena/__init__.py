@@ -1,0 +1,7 @@
+"""The Agents Trading Arena: what more than one entry script shares."""
+
+import warnings
+
+# calfkit 0.13's vendored pydantic-ai imports deprecated pydantic_graph names; the warnings say nothing
+# actionable to an arena user and would clutter every process's start-up.
+warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")
