@@ -43,7 +43,6 @@ from arena.supervisor import ProcessStatus
 from arena.ui import (
     FLAT,
     Column,
-    FitWidth,
     Fixed,
     agent_color,
     agent_text,
