@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         mod.add_args(p)
         p.set_defaults(func=mod.run)
     args = parser.parse_args(argv)
+    # Ctrl-C and SIGTERM stop a benchmark cleanly (its processes are stopped too), even when it was
+    # started in the background, where SIGINT arrives ignored (and would be ignored by its children).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     # aiokafka logs "Unable connect" while the fresh broker comes up; real failures surface as exceptions.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -294,7 +294,9 @@ class Arena:
         return self.launch("tools+dashboard" if dashboard else "tools", *args, tty=dashboard)
 
     def router(self, name: str, chat_node: str, strategy: str = "momentum", *extra: str) -> Service:
-        return self.launch("router", "deploy_router_node.py", "--name", name, "--chat-node-name", chat_node, "--strategy", strategy, *extra)
+        # The default 30 s connect timeout is not enough for the 40th router on a busy 2-core machine.
+        return self.launch("router", "deploy_router_node.py", "--name", name, "--chat-node-name", chat_node, "--strategy", strategy,
+                           "--connect-timeout", "300", *extra)  # fmt: skip
 
     async def routers(self, names: list[str], chat_nodes: list[str], *, concurrency: int = 4, timeout: float = 900,
                       strategy: str = "momentum") -> list[Service]:  # fmt: skip
@@ -322,7 +324,7 @@ class Arena:
             if ready // 10 > reported // 10:
                 self.report.log(f"{ready}/{len(names)} routers ready")
             reported = ready
-        self.report.log(f"{len(names)} routers ready")
+        self.report.log(f"{len(names)} new routers ready")
         return started
 
     def memory(self) -> dict[str, Any]:

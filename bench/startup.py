@@ -5,7 +5,8 @@ of the tools process with the live dashboard on (in a pseudo-terminal) and off, 
 Launch -> READY: the median of --repeat launches, each as a user starts it (`python <script> ...`
 against a broker that is already up), with fresh names (a first-time consumer group join).
 Imports: the same launch once more under `python -X importtime` lists every module it imported
-(lazy ones included); importing that list in a fresh interpreter, untraced, is the import time.
+before READY (lazy ones included); importing that list in a fresh interpreter, untraced, is the
+import time.
 "After imports" = launch->READY - imports - a bare interpreter start: the script's own start-up
 work (connecting, joining groups, warming up).
 Memory: a bare `import calfkit` (calfkit, calfkit.nodes, calfkit.worker) is the reference for routers.
@@ -128,7 +129,8 @@ async def startup_times(args: argparse.Namespace, report: Report, arena: Arena) 
             svc = await launch_once(arena, name, argv(uuid.uuid4().hex[:6], []))
             times.append(svc.startup_s)
         traced = await launch_once(arena, name, argv(uuid.uuid4().hex[:6], ["-X", "importtime"]))
-        imports = await asyncio.to_thread(import_seconds, [m for m in imported_modules(traced.lines) if m not in baseline])
+        before_ready = traced.lines[: next((i for i, ln in enumerate(traced.lines) if "READY" in ln), len(traced.lines))]
+        imports = await asyncio.to_thread(import_seconds, [m for m in imported_modules(before_ready) if m not in baseline])
         ready = statistics.median(times)
         row = {"ready_s": round(ready, 2), "ready_all_s": [round(t, 2) for t in times], "imports_s": round(imports, 2),
                "after_imports_s": round(max(0.0, ready - imports - bare), 2)}  # fmt: skip
