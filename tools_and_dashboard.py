@@ -97,6 +97,8 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    import trading_tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
+
     code = 0
     try:
         status(f"Connecting to Kafka at {kafka.bootstrap_servers} and serving the tools ...")
