@@ -19,6 +19,7 @@ import warnings
 from urllib.parse import urlsplit, urlunsplit
 
 from arena.config import add_kafka_args, kafka_settings
+from arena.reconnect import BrokerWatch, restart_in_place
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -100,12 +101,23 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
         print(f"error: chat node '{args.name}' could not start: {node.redact(str(exc) or type(exc).__name__)}", file=sys.stderr, flush=True)
         await node.stop()
         return 1
+    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
+    watch = BrokerWatch(node.kafka, lambda why: (status(f"{why}: restarting chat node '{args.name}' in place"), stop.set()))
+    try:
+        await watch.start()
+    except Exception as exc:  # the broker vanished right after we connected
+        print(f"error: chat node '{args.name}' lost the broker during start-up: {exc}", file=sys.stderr, flush=True)
+        await node.stop()
+        return 1
     status(f"READY chat node '{args.name}' on topic {node.topic} (group {node.group_id}; Ctrl-C to stop)")
     serving = asyncio.create_task(node.serve())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    status(f"stopping chat node '{args.name}' ...")
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
+    await watch.stop()
+    if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
+        restart_in_place()
+    status(f"stopping chat node '{args.name}' ...")
     await node.stop()
     status(f"chat node '{args.name}' stopped ({node.served} served, {node.failed} failed)")
     return 0

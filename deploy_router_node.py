@@ -18,6 +18,7 @@ import sys
 import time
 
 from arena.config import add_kafka_args, kafka_settings
+from arena.reconnect import BrokerWatch, restart_in_place
 from arena.router import AGENT_NAME_RE, market_group
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,6 +201,14 @@ async def serve(args: argparse.Namespace) -> int:
     if start.exception() is not None:
         print(f"error: could not start agent '{args.name}': {start.exception()}", file=sys.stderr)
         return 1
+    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
+    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting agent '{args.name}' in place"), stop.set()))
+    try:
+        await watch.start()
+    except Exception as exc:  # the broker vanished right after we connected
+        await router.stop()
+        print(f"error: lost the broker at {kafka.bootstrap_servers} during start-up: {exc}", file=sys.stderr)
+        return 1
     status(f"READY agent '{args.name}' serving in {time.monotonic() - began:.1f}s: market group {market_group(args.name)}, "
            f"tools execute_trade/get_portfolio/calculator, chat node '{args.chat_node_name}'")
     code = 0
@@ -209,6 +218,9 @@ async def serve(args: argparse.Namespace) -> int:
         logging.getLogger("arena.router").exception("agent loop failed")
         print(f"error: agent '{args.name}' stopped: {exc}", file=sys.stderr)
         code = 1
+    await watch.stop()
+    if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
+        restart_in_place()
     status(f"Stopping agent '{args.name}' ...")
     await router.stop()
     status("Stopped.")

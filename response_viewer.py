@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, add_kafka_args, kafka_settings
+from arena.reconnect import BrokerWatch, restart_in_place
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,6 +74,14 @@ async def view(args: argparse.Namespace) -> int:
         reason = f"no answer within {args.connect_timeout:g}s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
         print(f"error: cannot read {ACTIVITY_TOPIC} from {kafka.bootstrap_servers}: {reason}", file=sys.stderr)
         return 1
+    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
+    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the viewer in place"), stop.set()))
+    try:
+        await watch.start()
+    except Exception as exc:  # the broker vanished right after we connected
+        await consumer.stop()
+        print(f"error: lost the broker at {kafka.bootstrap_servers} during start-up: {exc}", file=sys.stderr)
+        return 1
     who = ", ".join(sorted(agents)) if agents else "all agents"
     status(f"READY watching {who} on {ACTIVITY_TOPIC} + {DECISIONS_TOPIC} (Ctrl-C to stop)")
 
@@ -103,6 +112,9 @@ async def view(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"error: lost the connection to {kafka.bootstrap_servers}: {exc}", file=sys.stderr)
         code = 1
+    await watch.stop()
+    if watch.replaced:  # its consumer reads a broker that is gone: nothing to stop gracefully
+        restart_in_place()
     await consumer.stop()
     return code
 

