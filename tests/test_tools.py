@@ -222,7 +222,8 @@ HOSTILE = [
     ({"product_id": "Z" * 100_000, "side": "buy", "quantity": 1}, "unknown product"),
     ({"product_id": "BTC-USD", "side": "buy", "quantity": 2}, "insufficient cash"),
     ({"product_id": "BTC-USD", "side": "sell", "quantity": 0.3}, "no short selling"),
-    ({"product_id": "SOL-USD", "side": "buy", "quantity": 1}, "no quote for SOL-USD"),
+    # XRP-USD: tradable, but no test or simulator ever quotes it (the market topic is shared by the session).
+    ({"product_id": "XRP-USD", "side": "buy", "quantity": 1}, "no quote for XRP-USD"),
 ]
 
 
