@@ -17,6 +17,7 @@ out; products whose quote is older than --max-quote-age are sent with stale=True
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -252,7 +253,10 @@ class WsFeed:
                         raise FeedSilent from None
                     self._handle(raw, seq, beats)
             except asyncio.CancelledError:
-                await ws.close()  # we are shutting down: a normal close (1000), not 1011
+                # We are shutting down: a normal close (1000), not 1011. If the server is closing at the same
+                # moment, close() raises ConnectionClosed, which must not replace (and so swallow) the cancel.
+                with contextlib.suppress(Exception):
+                    await ws.close()
                 raise
             finally:
                 subscribe.cancel()
