@@ -132,9 +132,13 @@ class _BriefFormatter(logging.Formatter):
 
 
 def setup_logging(level: str) -> None:
+    from arena.kafka import BriefRecordErrors
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_BriefFormatter(level == "DEBUG"))
     logging.basicConfig(level=level, handlers=[handler])
+    # Garbage on the agent's inbox: one short line, not the whole record.
+    logging.getLogger("arena.router.faststream").addFilter(BriefRecordErrors(tracebacks=level == "DEBUG"))
 
 
 def status(msg: str) -> None:

@@ -64,6 +64,9 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("calfkit", "faststream", "aiokafka", "ktables", "arena.tools.faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from arena.kafka import BriefRecordErrors
+
+    logging.getLogger("arena.tools.faststream").addFilter(BriefRecordErrors())  # garbage on a tool's inbox: one line
 
 
 def status(msg: str) -> None:

@@ -42,6 +42,28 @@ def consumer(settings: KafkaSettings, *topics: str, group_id: str | None, latest
     )
 
 
+class BriefRecordErrors(logging.Filter):
+    """Keeps a library's complaint about one bad record to one short line.
+
+    faststream logs a record no handler can take (garbage on a calfkit inbox) at ERROR with a traceback
+    and the whole record, payload included (up to 5 MiB): hostile input would flood the log. Attach to
+    the logger handed to calfkit's Client."""
+
+    MAX_CHARS = 400
+
+    def __init__(self, tracebacks: bool = False):
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.tracebacks:
+            record.exc_info, record.exc_text = None, None
+        message = record.getMessage()
+        if len(message) > self.MAX_CHARS:
+            record.msg, record.args = f"{message[: self.MAX_CHARS]}... ({len(message)} chars)", ()
+        return True
+
+
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
