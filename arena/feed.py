@@ -622,14 +622,22 @@ def load_recording(path: Path) -> list[MarketSnapshot]:
     return out
 
 
-def retime(snap: MarketSnapshot, now: datetime, candle_shift: int) -> MarketSnapshot:
-    """The snapshot as if published `now`: quote ages kept, candle starts moved by `candle_shift` s."""
-    delta = now - snap.published_at
+def retime(snap: MarketSnapshot, now: datetime, candle_shift: int, speed: float = 1.0) -> MarketSnapshot:
+    """The snapshot as if published `now`, candle starts moved by `candle_shift` s.
+
+    Quote ages shrink with the replay's `speed` like the gaps between snapshots do: kept whole, a quote
+    that was old when a snapshot was recorded could look older than the previous snapshot's quote of the
+    same product, and the tools' quote book (newest received_at wins) would keep filling at that one."""
+    scale = 1 / speed if speed > 0 else 1.0
+
+    def shifted(t: datetime) -> datetime:
+        return now - (snap.published_at - t) * scale
+
     quotes = {
         pid: q.model_copy(
             update={
-                "received_at": q.received_at + delta,
-                "exchange_time": q.exchange_time + delta if q.exchange_time else None,
+                "received_at": shifted(q.received_at),
+                "exchange_time": shifted(q.exchange_time) if q.exchange_time else None,
             }
         )
         for pid, q in snap.quotes.items()
@@ -644,7 +652,7 @@ def retime(snap: MarketSnapshot, now: datetime, candle_shift: int) -> MarketSnap
 async def replay(path: Path, sink: SnapshotSink, speed: float = 1.0) -> int:
     """Publish a recording in its order, at its own pace divided by `speed` (0 = no waiting).
 
-    Times are rewritten to now; candle starts move by a whole number of the largest candle period so
+    Times are rewritten to now (quote ages scaled by the speed, see retime); candle starts move by a whole number of the largest candle period so
     every granularity stays aligned. Returns how many snapshots were published."""
     snaps = load_recording(path)
     if not snaps:
@@ -659,7 +667,7 @@ async def replay(path: Path, sink: SnapshotSink, speed: float = 1.0) -> int:
         if speed > 0:
             due = t0 + (snap.published_at - first).total_seconds() / speed
             await asyncio.sleep(max(0.0, due - loop.time()))
-        out = retime(snap, utcnow(), shift)
+        out = retime(snap, utcnow(), shift, speed)
         if await sink.publish(out):
             log.info("%s", describe(out))
             if sink.published == 1:

@@ -111,6 +111,20 @@ def test_retime_keeps_quote_ages_and_candle_alignment():
     assert "STALE" in describe(out)
 
 
+def test_a_sped_up_replay_keeps_every_products_quotes_in_order():
+    """At 2x the gaps between snapshots halve; quote ages must too, or a quote that was 1.8 s old in
+    snapshot 6 looks older than snapshot 5's and the tools' quote book keeps filling at snapshot 5."""
+    snaps = load_recording(SAMPLE)
+    for speed in (0.5, 1.0, 2.0, 4.0):
+        first = snaps[0].published_at
+        out = [retime(s, T0 + (s.published_at - first) / speed, 0, speed) for s in snaps]
+        for pid in out[0].quotes:
+            received = [s.quotes[pid].received_at for s in out if pid in s.quotes]
+            assert received == sorted(received), (speed, pid)
+        age = lambda s: s.published_at - s.quotes["SOL-USD"].received_at  # noqa: E731
+        assert age(out[5]) == age(snaps[5]) / speed
+
+
 def test_load_recording_skips_malformed_lines(tmp_path: Path):
     good = MarketSnapshot(seq=1, quotes={"BTC-USD": q()})
     path = tmp_path / "rec.jsonl"
