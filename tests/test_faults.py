@@ -1,0 +1,637 @@
+"""Faults across processes, on real processes and a real broker: parts killed with SIGKILL and started
+again, the broker restarted empty, models that fail or hang, hostile bytes on every topic, and secrets
+kept out of every log. Nothing a router saw acknowledged may be lost or doubled.
+
+One arena for the whole module (starting processes is most of the cost): its own embedded broker on a
+fixed port (the broker restart must not disturb the session's broker), the market simulator, the
+connector, the policy server, a chat node per model (random-walk for the traders, one per fault model),
+the tools process, the viewer, two trading routers and one router per fault. Tests run in file order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from arena import kafka as k
+from arena.broker import EmbeddedBroker, free_port
+from arena.config import (
+    ACTIVITY_TOPIC,
+    DECISIONS_TOPIC,
+    HEALTH_TOPIC,
+    MARKET_TOPIC,
+    TRADES_TOPIC,
+    KafkaSettings,
+    chat_request_topic,
+)
+from arena.decisions import Decision
+from arena.market import MarketSnapshot
+from arena.portfolio import Trade, replay
+from tests.procs import ROOT, Proc
+
+# Generous bounds: on an idle 2-core machine the module takes ~2-3 minutes, most of it process start-up.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
+
+RUN = uuid.uuid4().hex[:8]
+API_KEY = f"sk-test-SECRET-{RUN}"  # every process gets it in its environment; none may print it
+SASL_PASSWORD = f"pw-SECRET-{RUN}"
+SECRETS = (API_KEY, SASL_PASSWORD)
+INTERVAL = 2.0  # seconds between market snapshots
+
+TRADERS = ["ra", "rb"]  # random-walk: an order on most turns
+FAULTY = "fx"  # a router whose chat node's provider fails every other turn, a different way each time
+TURN_TIMEOUT = 8.0  # the faulty router's --turn-timeout (its chat node must acknowledge within half of it)
+ROTATION = ["random-walk", "error-429", "random-walk", "slow", "random-walk", "bad-args", "random-walk", "unknown-tool"]
+SCRIPTS = ["coinbase_connector.py", "tools_and_dashboard.py", "deploy_chat_node.py", "deploy_router_node.py", "response_viewer.py"]
+
+
+# ------------------------------------------------------------------------------------ observing
+
+
+@dataclass
+class Seen:
+    topic: str
+    value: bytes
+    headers: tuple
+    at: float  # time.time() when the test received it
+
+
+class Tap:
+    """Everything on the market, decisions, trades and activity topics from now on (no group)."""
+
+    TOPICS = (MARKET_TOPIC, DECISIONS_TOPIC, TRADES_TOPIC, ACTIVITY_TOPIC)
+
+    def __init__(self) -> None:
+        self.records: list[Seen] = []
+        self.consumer = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self, kafka: KafkaSettings) -> None:
+        self.consumer = k.consumer(kafka, *self.TOPICS, group_id=None)
+        await self.consumer.start()
+        while not self.consumer.assignment():
+            await asyncio.sleep(0.05)
+        for tp in self.consumer.assignment():
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                now = time.time()
+                self.records += [Seen(r.topic, r.value or b"", tuple(r.headers or ()), now) for r in records]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    def _models(self, topic, model, since):
+        out = []
+        for r in self.records:
+            if r.topic == topic and r.at >= since:
+                try:
+                    out.append(model.model_validate_json(r.value))
+                except ValueError:
+                    pass  # the garbage this module publishes itself
+        return out
+
+    def decisions(self, agent: str | None = None, *statuses: str, since: float = 0) -> list[Decision]:
+        return [d for d in self._models(DECISIONS_TOPIC, Decision, since)
+                if (agent is None or d.agent == agent) and (not statuses or d.status in statuses)]
+
+    def trades(self, since: float = 0) -> list[Trade]:
+        return self._models(TRADES_TOPIC, Trade, since)
+
+    def fills(self, agent: str, since: float = 0) -> list[Trade]:
+        return [t for t in self.trades(since) if t.agent == agent and t.status == "filled"]
+
+    def published(self) -> dict[int, float]:
+        """snapshot seq -> when the connector published it (epoch seconds)."""
+        return {s.seq: s.published_at.timestamp() for s in self._models(MARKET_TOPIC, MarketSnapshot, 0)}
+
+    def acknowledged_fills(self) -> dict[str, dict]:
+        """trade_id -> the filled execute_trade result an agent received (from the mirrored agent steps)."""
+        from calfkit.models.envelope import Envelope
+
+        out: dict[str, dict] = {}
+        for r in self.records:
+            if r.topic != ACTIVITY_TOPIC:
+                continue
+            try:
+                state = Envelope.model_validate_json(r.value).context.state
+            except ValueError:
+                continue
+            for message in state.message_history:
+                for part in message.parts:
+                    c = getattr(part, "content", None)
+                    if getattr(part, "part_kind", "") == "tool-return" and part.tool_name == "execute_trade" \
+                            and isinstance(c, dict) and c.get("status") == "filled":
+                        out[c["trade_id"]] = c
+        return out
+
+    async def until(self, predicate, timeout: float, what: str) -> float:
+        """Wait for `predicate()`; returns the seconds it took."""
+        t0 = time.monotonic()
+        while not predicate():
+            if time.monotonic() - t0 > timeout:
+                tail = "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions()[-12:])
+                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last decisions: {tail}")
+            await asyncio.sleep(0.2)
+        return time.monotonic() - t0
+
+
+# --------------------------------------------------------------------- a provider that misbehaves
+
+
+class FaultyProvider:
+    """An OpenAI-compatible chat completions endpoint that takes turns: an ordinary random-walk turn, then
+    HTTP 429, then a model slower than the router's turn timeout, then invalid execute_trade arguments,
+    then a call to a tool that does not exist (ROTATION). A turn is one market snapshot: every request of
+    a turn gets the same behaviour. The answers themselves come from the policy server's code.
+    """
+
+    def __init__(self) -> None:
+        self.by_seq: dict[int, str] = {}  # snapshot seq -> what that turn got
+        self.authorizations: set[str] = set()
+        self.port = free_port()
+        self.server = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def model_for(self, body: dict) -> str:
+        import re
+
+        from arena.sim.policy import Turn
+
+        m = re.search(r"\(snapshot #(\d+)\)", Turn(body.get("messages") or []).prompt)
+        seq = int(m[1]) if m else -1
+        if seq not in self.by_seq:
+            self.by_seq[seq] = ROTATION[len(self.by_seq) % len(ROTATION)]
+        return self.by_seq[seq]
+
+    async def start(self) -> None:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        from arena.sim.policy import ApiError, completion
+
+        async def chat(request):
+            self.authorizations.add(request.headers.get("authorization", ""))
+            body = json.loads(await request.body())
+            model = self.model_for(body)
+            if model == "slow":
+                await asyncio.sleep(TURN_TIMEOUT + 3)
+                model = "hold"
+            try:
+                return JSONResponse(completion({**body, "model": model}))
+            except ApiError as exc:
+                return JSONResponse(exc.body, status_code=exc.status)
+
+        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            await asyncio.wait({self._task}, timeout=5)
+
+
+# ------------------------------------------------------------------------------------ the arena
+
+
+@dataclass
+class Arena:
+    broker: EmbeddedBroker
+    ledger: str
+    export: str
+    tap: Tap
+    provider: FaultyProvider
+    procs: dict[str, Proc] = field(default_factory=dict)
+    retired: list[Proc] = field(default_factory=list)  # killed ones: their output still counts
+    argv: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.broker.bootstrap)
+
+    def env(self) -> dict:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "OPENAI_API_KEY": API_KEY, "KAFKA_SASL_PASSWORD": SASL_PASSWORD}
+
+    def start(self, name: str, *argv: str) -> Proc:
+        self.argv[name] = list(argv)
+        self.procs[name] = Proc(*argv, env=self.env())
+        return self.procs[name]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown code runs."""
+        old = self.procs[name]
+        old.proc.kill()
+        old.proc.wait()
+        self.retired.append(old)
+
+    def restart(self, name: str) -> Proc:
+        """The same command line again."""
+        return self.start(name, *self.argv[name])
+
+    def all(self) -> list[Proc]:
+        return [*self.retired, *self.procs.values()]
+
+    def dead(self) -> list[str]:
+        return [f"{n} (exit {p.proc.returncode})" for n, p in self.procs.items() if p.proc.poll() is not None]
+
+    def ledger_trades(self) -> list[tuple[str, Trade]]:
+        """(call key, trade) for every row, in log order."""
+        db = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
+        try:
+            return [(key, Trade.model_validate_json(t)) for key, t in db.execute("SELECT call_key, trade FROM trades ORDER BY seq")]
+        finally:
+            db.close()
+
+
+def router_argv(name: str, chat: str, *extra: str) -> list[str]:
+    return ["deploy_router_node.py", "--name", name, "--chat-node-name", chat, "--strategy", "scalper",
+            "--connect-timeout", "120", *extra]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def arena(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faults")
+    broker = EmbeddedBroker("127.0.0.1", free_port(), log=(tmp / "broker.log").open("ab")).start()
+    await broker.wait_ready()
+    a = Arena(broker, str(tmp / "ledger.db"), str(tmp / "leaderboard.json"), Tap(), FaultyProvider())
+    t0 = time.monotonic()
+    try:
+        sim_port, policy_port = free_port(), free_port()
+        base_url = f"http://127.0.0.1:{policy_port}/v1"
+        a.start("sim", "-m", "arena.cli", "market-sim", "--port", str(sim_port), "--tick-rate", "3")
+        a.start("policy", "-m", "arena.cli", "policy-server", "--port", str(policy_port))
+        a.start("connector", "coinbase_connector.py", "--ws-url", f"ws://127.0.0.1:{sim_port}",
+                "--rest-url", f"http://127.0.0.1:{sim_port}", "--interval", str(INTERVAL))
+        a.start("tools", "tools_and_dashboard.py", "--no-dashboard", "--ledger", a.ledger, "--export", a.export,
+                "--status-every", "3600", "--connect-timeout", "180")
+        a.start("viewer", "response_viewer.py", "--connect-timeout", "120")
+        a.start("chat rw", "deploy_chat_node.py", "--name", "rw", "--model-id", "random-walk", "--base-url", base_url)
+        await a.provider.start()
+        # Its key comes on the command line: that still works (the provider sees it), with a warning.
+        a.start(f"chat {FAULTY}", "deploy_chat_node.py", "--name", FAULTY, "--model-id", "faulty", "--base-url",
+                a.provider.base_url, "--max-retries", "0", "--api-key", API_KEY)
+        for name in TRADERS:
+            a.start(name, *router_argv(name, "rw", "--turn-timeout", "10"))
+        a.start(FAULTY, *router_argv(FAULTY, FAULTY, "--turn-timeout", str(TURN_TIMEOUT)))
+        ready = {}
+        for name, p in a.procs.items():
+            p.wait_ready(400)
+            ready[name] = time.monotonic() - t0
+        await a.tap.start(a.kafka)
+        print(f"\narena of {len(a.procs)} processes READY in {time.monotonic() - t0:.1f}s: "
+              + ", ".join(f"{n} {s:.0f}s" for n, s in ready.items()))
+        yield a
+    finally:
+        await a.tap.stop()
+        for p in a.procs.values():
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGINT)
+        for p in a.procs.values():
+            p.stop()
+        await a.provider.stop()
+        broker.stop()
+
+
+# ------------------------------------------------------------------------------------ the tests
+
+
+async def test_every_script_offers_the_kafka_security_flags():
+    flags = ("--bootstrap-servers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--ssl-cafile")
+    for script in SCRIPTS:
+        out = await asyncio.to_thread(
+            subprocess.run, [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        for flag in flags:
+            assert flag in out.stdout, f"{script} --help lacks {flag}"
+        assert "KAFKA_SASL_PASSWORD" in out.stdout, f"{script} --help does not say where the password comes from"
+
+
+async def test_broker_watch_tells_a_restarted_broker_from_a_stall(tmp_path):
+    """A broker that stalls and comes back is the same broker: nothing happens. One restarted on the same
+    address is a new, empty cluster (the embedded broker takes a new cluster id per start): reported."""
+    from arena.reconnect import BrokerWatch
+
+    broker = EmbeddedBroker("127.0.0.1", free_port()).start()
+    await broker.wait_ready()
+    reasons: list[str] = []
+    watch = BrokerWatch(KafkaSettings(bootstrap_servers=broker.bootstrap), reasons.append, interval_s=0.2)
+    try:
+        await watch.start()
+        assert watch.cluster_id == broker.cluster_id
+        broker.proc.send_signal(signal.SIGSTOP)  # a stall, as a network outage looks to a client
+        await asyncio.sleep(2)
+        broker.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(2)
+        assert reasons == [] and watch.replaced is None
+        first = broker.cluster_id
+        broker.proc.kill()
+        broker.proc.wait()
+        broker = EmbeddedBroker("127.0.0.1", broker.port).start()
+        await broker.wait_ready()
+        t0 = time.monotonic()
+        while not reasons and time.monotonic() - t0 < 15:
+            await asyncio.sleep(0.05)
+        assert len(reasons) == 1 and first in reasons[0] and broker.cluster_id in reasons[0], reasons
+        print(f"\nnew broker noticed {time.monotonic() - t0:.2f}s after it answered")
+    finally:
+        await watch.stop()
+        broker.proc.send_signal(signal.SIGCONT)
+        broker.stop()
+
+
+async def test_model_faults_cost_only_that_agents_turn(arena):
+    tap, provider = arena.tap, arena.provider
+    since = time.time()
+
+    def outcomes() -> dict[int, Decision]:
+        return {d.tick_seq: d for d in tap.decisions(FAULTY, "done", "error", "timeout", since=since)}
+
+    def faults_done() -> set[str]:
+        return {provider.by_seq.get(seq) for seq in outcomes()}
+
+    # The faulty agent meets every fault, each followed by an ordinary turn; the traders trade on meanwhile.
+    await tap.until(lambda: set(ROTATION) <= faults_done() and len(outcomes()) > len(ROTATION), 180,
+                    "a full rotation of faults")
+    await tap.until(lambda: all(tap.fills(n, since) for n in TRADERS), 60, "fills of both traders")
+    turns = sorted(outcomes().items())
+    print(f"\n{FAULTY}: " + ", ".join(f"#{seq} {provider.by_seq.get(seq)}->{d.status}" for seq, d in turns))
+    for i, (seq, d) in enumerate(turns):
+        kind = provider.by_seq.get(seq)
+        if kind == "error-429":  # rate limited: an error naming the cause
+            assert d.status == "error" and "429" in d.reason and "rate limit" in d.reason.lower(), d
+        elif kind == "slow":  # the model never answers within the turn: abandoned at --turn-timeout
+            assert d.status in ("timeout", "error") and f"within {TURN_TIMEOUT:g}s" in d.reason, d
+            assert d.latency_s < TURN_TIMEOUT + 3, d
+        elif kind in ("bad-args", "unknown-tool"):
+            # Refused before reaching any tool; the model is told so and the turn ends without a trade.
+            assert d.status == "done" and "failed as intended" in d.output, d
+        else:  # an ordinary turn (one may run past the timeout on a starved machine, never fail otherwise)
+            assert d.status in ("done", "timeout"), d
+        if kind != "random-walk":  # the agent goes on: a later turn is a normal one again
+            assert any(later.status == "done" for _, later in turns[i + 1:]) or i == len(turns) - 1, turns[i:]
+    ordinary = [d for seq, d in turns if provider.by_seq.get(seq) == "random-walk"]
+    assert sum(d.status == "done" for d in ordinary) > len(ordinary) / 2, ordinary
+    assert tap.fills(FAULTY, since), "the faulty agent never traded on its ordinary turns"
+    refused = [line for line in arena.procs["viewer"].lines if "refused" in line]
+    assert any(FAULTY in line and "execute_trade refused" in line for line in refused), "\n".join(refused[-20:])
+    assert any(FAULTY in line and "launch_rocket" in line for line in refused), "\n".join(refused[-20:])
+    # Each failed turn is a logged line of its router, and nothing crashed.
+    out = arena.procs[FAULTY].lines
+    assert any(f"{FAULTY} #" in line and "error after" in line and "429" in line for line in out)
+    assert any(f"{FAULTY} #" in line and ("timeout after" in line or "error after" in line) and "within" in line for line in out)
+    assert not arena.dead()
+
+
+async def test_malformed_records_on_every_topic_are_skipped(arena):
+    tap, kafka = arena.tap, arena.kafka
+    # Real chat requests tell where the routers' replies go (the sender id carries the router's pid).
+    spy = k.consumer(kafka, chat_request_topic("rw"), group_id=None, latest=False)
+    await spy.start()
+    reply_topics: dict[str, str] = {}  # router -> its reply topic
+    pids = {str(arena.procs[n].proc.pid): n for n in TRADERS}
+    deadline = time.monotonic() + 30
+    while len(reply_topics) < len(TRADERS) and time.monotonic() < deadline:
+        for records in (await spy.getmany(timeout_ms=500)).values():
+            for r in records:
+                if r.value:
+                    req = json.loads(r.value)
+                    owner = next((n for pid, n in pids.items() if f"-{pid}-" in req["sender"]), None)
+                    if owner:
+                        reply_topics[owner] = req["reply_to"]
+    await spy.stop()
+    assert set(reply_topics) == set(TRADERS), reply_topics
+
+    hostile = [b"\x00\xff garbage \xfe", b"", b"{", b"[1, 2, 3]", b'{"seq": "not a number", "quotes": 7}', b"null",
+               json.dumps({"agent": 1, "status": "exploded"}).encode(), b"9" * 100_000]
+    topics = [MARKET_TOPIC, TRADES_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, ACTIVITY_TOPIC, chat_request_topic("rw"),
+              *reply_topics.values(), "tool.execute_trade.input", "agent.ra.private.input"]
+    producer = k.producer(kafka)
+    await producer.start()
+    sent = 0
+    try:
+        for topic in topics:
+            for value in hostile:
+                await producer.send_and_wait(topic, value)
+                sent += 1
+            # The same, shaped like a calfkit agent step (the viewer parses those).
+            await producer.send_and_wait(topic, b"{not json", headers=[("x-calf-emitter", b"ra"), ("correlation_id", b"x")])
+            sent += 1
+    finally:
+        await producer.stop()
+    print(f"\n{sent} hostile records on {len(topics)} topics")
+    since = time.time()
+    await asyncio.sleep(2 * INTERVAL)
+    assert not arena.dead(), arena.dead()
+    # Every reader logged what it skipped ...
+    expect = {
+        "ra": ["skipping malformed MarketSnapshot", "skipping malformed ChatReply"],
+        "rb": ["skipping malformed MarketSnapshot", "skipping malformed ChatReply"],
+        "tools": ["skipping malformed MarketSnapshot", "skipping malformed Decision", "skipping malformed ProcessStatus"],
+        "chat rw": ["skipping malformed ChatRequest"],
+        "viewer": ["skipping malformed Decision", "skipping malformed activity record"],
+    }
+    for name, needles in expect.items():
+        out = arena.procs[name].output
+        for needle in needles:
+            assert needle in out, f"{name} did not log {needle!r}"
+    # ... and still works: new turns, new fills, the viewer still shows them.
+    await tap.until(lambda: all(tap.fills(n, since) for n in TRADERS), 60, "fills after the hostile records")
+    await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=since), 60, "turns of the faulty agent")
+    assert not arena.dead(), arena.dead()
+    noisy = [n for n, p in arena.procs.items() if "Traceback" in p.output]
+    assert not noisy, f"tracebacks in the output of {noisy}"
+
+
+async def test_killed_router_resumes_at_the_newest_tick(arena):
+    tap = arena.tap
+    arena.kill("rb")
+    killed_at = time.time()
+    await asyncio.sleep(3 * INTERVAL)  # ticks it misses while it is gone: the backlog it must never replay
+    t0 = time.monotonic()
+    restarted_at = time.time()
+    proc = arena.restart("rb")
+    await asyncio.to_thread(proc.wait_ready, 180)
+    await tap.until(lambda: tap.decisions("rb", "started", since=restarted_at), 60, "the restarted router's first turn")
+    first = tap.decisions("rb", "started", since=restarted_at)[0]
+    published = tap.published()
+    backlog = {seq for seq, at in published.items() if at < restarted_at}  # before the new process even existed
+    missed = {seq for seq in backlog if published[seq] > killed_at}
+    print(f"\nrouter killed -9, restarted {restarted_at - killed_at:.1f}s later, READY in {time.monotonic() - t0:.1f}s; "
+          f"{len(missed)} ticks published while it was gone; first turn on #{first.tick_seq} (newest before restart #{max(backlog)})")
+    assert len(missed) >= 2, "too few ticks published while the router was gone: nothing tested"
+    assert first.tick_seq > max(backlog)
+    replayed = {d.tick_seq for d in tap.decisions("rb", since=restarted_at)} & backlog
+    assert not replayed, f"replayed old ticks: {sorted(replayed)}"
+    await tap.until(lambda: tap.fills("rb", restarted_at), 90, "a fill of the restarted router")
+
+
+async def test_killed_tools_lose_and_double_nothing(arena):
+    tap = arena.tap
+    # Kill while orders are in flight: right after a new execute_trade call shows up.
+    mark = len(tap.records)
+    await tap.until(lambda: any(r.topic == ACTIVITY_TOPIC and b'"execute_trade"' in r.value and b"tool-call" in r.value
+                                for r in tap.records[mark:]), 120, "an execute_trade call in flight")
+    old_ledger_rows = len(arena.ledger_trades())
+    t0 = time.monotonic()
+    arena.kill("tools")
+    killed_at = time.time()
+    proc = arena.restart("tools")
+    await asyncio.to_thread(proc.wait_ready, 180)
+    print(f"\ntools killed -9 (ledger had {old_ledger_rows} rows) and READY again in {time.monotonic() - t0:.1f}s")
+    assert "trades restored" in proc.output
+    # Trading resumes ...
+    waited = await tap.until(lambda: all(tap.fills(n, killed_at) for n in TRADERS), 90, "fills after the restart")
+    print(f"both traders filled again {waited:.1f}s after READY")
+    await asyncio.sleep(2)  # let the last results reach the activity topic
+
+    # ... and nothing a router saw acknowledged is lost or doubled.
+    rows = arena.ledger_trades()
+    keys = [key for key, _ in rows]
+    assert len(keys) == len(set(keys))
+    filled = [(key, t) for key, t in rows if t.status == "filled"]
+    assert len({t.trade_id for _, t in filled}) == len(filled), "a fill recorded twice"
+    position = {t.trade_id: i for i, (_, t) in enumerate(rows)}
+    acked = tap.acknowledged_fills()
+    assert acked, "no acknowledged fill seen"
+    missing = [tid for tid in acked if tid not in position]
+    assert not missing, f"acknowledged fills missing from the ledger: {missing}"
+    trades = [t for _, t in rows]
+    for tid, result in acked.items():  # the cash each agent was told equals a recomputation from the log
+        agent = trades[position[tid]].agent
+        cash = replay(trades[: position[tid] + 1])[agent].cash
+        assert result["cash_after"] == pytest.approx(cash, abs=0.011), (tid, result["cash_after"], cash)
+    published = [t.trade_id for t in tap.trades() if t.status == "filled"]
+    assert len(published) == len(set(published)), "a fill published twice on the trades topic"
+    assert set(published) <= set(position), "a published fill is not in the ledger"
+    print(f"{len(acked)} acknowledged fills checked against {len(rows)} ledger rows; lost 0, doubled 0")
+
+
+async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
+    tap = arena.tap
+    marks = {n: len(p.lines) for n, p in arena.procs.items()}
+    await tap.stop()
+    port = arena.broker.port
+    arena.broker.proc.kill()  # a crash: no goodbye to anyone
+    arena.broker.proc.wait()
+    await asyncio.sleep(1)
+    arena.broker = EmbeddedBroker("127.0.0.1", port, log=arena.broker._log).start()
+    await arena.broker.wait_ready()
+    back = time.monotonic()
+    back_at = time.time()
+    tap.records.clear()
+    await tap.start(arena.kafka)
+
+    def again(name: str, text: str) -> bool:
+        return any(text in line for line in arena.procs[name].lines[marks[name]:])
+
+    def publishing_again() -> bool:  # the connector's first snapshot through its new producer
+        lines = arena.procs["connector"].lines[marks["connector"]:]
+        renewed = next((i for i, line in enumerate(lines) if "reconnecting the publisher" in line), None)
+        return renewed is not None and any("published snapshot" in line for line in lines[renewed:])
+
+    waits = {n: (lambda n=n: again(n, "READY")) for n in arena.procs if n not in ("sim", "policy", "connector")}
+    waits["connector"] = publishing_again
+    took: dict[str, float] = {}
+    deadline = back + 300
+    while len(took) < len(waits) and time.monotonic() < deadline:
+        for name, done in waits.items():
+            if name not in took and done():
+                took[name] = time.monotonic() - back
+        await asyncio.sleep(0.1)
+    print("\nreconnected after the broker restart (s): " + ", ".join(f"{n} {s:.1f}" for n, s in sorted(took.items(), key=lambda x: x[1])))
+    missing = sorted(set(waits) - set(took))
+    assert not missing, f"not back: {missing}\n" + "\n".join(f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n]:][-40:]) for n in missing)
+    for name in waits:
+        if name != "connector":
+            assert again(name, "restarted without its data"), f"{name} did not notice the new broker"
+    assert again("connector", "reconnecting the publisher")
+    # Trading resumes on the new broker: fills for both traders, turns for every agent, shown by the viewer.
+    waited = await tap.until(lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart")
+    await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=back_at), 60,
+                    "the faulty agent's turns after the broker restart")
+    print(f"first fills of both traders {waited:.1f}s after every part was back")
+    await tap.until(lambda: again("viewer", "← execute_trade: filled"), 30, "the viewer showing fills again")
+    assert not arena.dead(), arena.dead()
+
+
+async def test_secrets_are_never_printed(arena):
+    """SASL settings with the password in the environment, the API key in every environment: neither
+    appears in any output, at any log level."""
+    sasl = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", "arena"]
+    env = {**arena.env(), "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
+    runs = [
+        Proc("coinbase_connector.py", *sasl, "--log-level", "DEBUG", "--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9", env=env),
+        Proc("tools_and_dashboard.py", *sasl, "--no-dashboard", "--ledger", arena.ledger + ".sasl", "--connect-timeout", "20", env=env),
+        Proc("deploy_chat_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--base-url", "http://127.0.0.1:9/v1", env=env),
+        Proc("deploy_router_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--connect-timeout", "20", env=env),
+        Proc("response_viewer.py", *sasl, "--log-level", "DEBUG", "--connect-timeout", "20", env=env),
+    ]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(p.proc.poll() is None for p in runs[1:]):
+        await asyncio.sleep(0.5)
+    for p in runs:
+        p.stop()
+    for p in runs:
+        assert p.output.strip(), p.args
+        for secret in SECRETS:
+            assert secret not in p.output, f"{p.args[1]} printed a secret:\n{p.output[-2000:]}"
+    # The whole arena, every process that ever ran in it (killed ones too):
+    for p in arena.all():
+        for secret in SECRETS:
+            assert secret not in p.output, f"{p.args[1:3]} printed a secret"
+    chat = arena.procs[f"chat {FAULTY}"]  # its key came on the command line: it works, with a warning
+    assert "warning: --api-key on the command line is visible" in chat.output
+    assert f"Bearer {API_KEY}" in arena.provider.authorizations
+
+
+async def test_everything_stops_cleanly_after_all_that(arena):
+    procs = dict(arena.procs)
+    for p in procs.values():
+        p.proc.send_signal(signal.SIGINT)
+    for name, p in procs.items():
+        try:
+            code = p.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            code = "hung"
+        assert code == 0, f"{name} exited {code}:\n{p.output[-1500:]}"
+        assert "Traceback" not in p.output, f"{name}:\n{p.output[-3000:]}"
+    # The books balance: the accounts the tools process ends with (its export, written on Ctrl-C after a
+    # kill -9 and a broker restart) are exactly a replay of the whole log.
+    accounts = replay([t for _, t in arena.ledger_trades()])
+    exported = {row["name"]: row for row in json.loads(Path(arena.export).read_text())["agents"] if not row.get("baseline")}
+    assert set(TRADERS) <= set(exported)
+    for name, row in exported.items():
+        acct = accounts[name]
+        assert row["cash"] == pytest.approx(acct.cash, abs=1e-6) and row["trades"] == acct.trades, name
+        assert {p["product_id"]: p["quantity"] for p in row["positions"]} == pytest.approx(
+            {pid: pos.quantity for pid, pos in acct.positions.items() if pos.quantity}), name
