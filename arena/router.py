@@ -169,6 +169,7 @@ class Router:
         self._client = None
         self._worker = None
         self._market = None
+        self._turn_consumers = k.Dozing([])
         self._producer = None
         self._pending: set[asyncio.Task] = set()
 
@@ -213,15 +214,21 @@ class Router:
         # No offsets are committed: a restarted router starts at the newest tick, never a backlog.
         self._market = k.consumer(self.kafka, MARKET_TOPIC, group_id=market_group(self.name), latest=True, enable_auto_commit=False)
         try:
-            await asyncio.gather(
-                self._worker.start(),
-                self._producer.start(),
-                self._join_market(),
-                *([model_start()] if callable(model_start) else []),
-            )
+            with k.consumers_started() as started:
+                await asyncio.gather(
+                    self._worker.start(),
+                    self._producer.start(),
+                    self._join_market(),
+                    *([model_start()] if callable(model_start) else []),
+                )
         except BaseException:
             await self.stop()
             raise
+        # Between turns only the market needs reading: the rest (the agent's inbox, calfkit's reply
+        # inbox and fan-out tables, the chat replies) doze, so N idle routers cost the broker N
+        # fetchers, not 6N. A turn wakes them before it sends anything.
+        self._turn_consumers = k.Dozing([c for c in started if c is not self._market])
+        self._turn_consumers.doze()
 
     async def _join_market(self) -> None:
         """Subscribe and wait for the partition assignment, so a tick published after READY is seen."""
@@ -310,6 +317,7 @@ class Router:
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
         deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq}
+        self._turn_consumers.wake()
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
             result = await handle.result(timeout=self.turn_timeout_s)
@@ -320,6 +328,9 @@ class Router:
             raise
         except Exception as exc:
             outcome = dict(status="error", reason=fault_reason(exc))
+        finally:
+            # A timed-out run's late steps wait for the next turn's wake, where the deadline guard drops them.
+            self._turn_consumers.doze()
         decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome))
         if decision.status == "done":
             self.previous = decision

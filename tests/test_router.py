@@ -296,3 +296,43 @@ def test_cli_help_and_bad_arguments():
     assert run("--name", "ok", "--turn-timeout", "0").returncode == 2
     viewer = subprocess.run([sys.executable, "response_viewer.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert viewer.returncode == 0 and "--agent" in viewer.stdout
+
+
+async def test_between_turns_only_the_market_consumer_fetches(kafka):
+    """An idle router polls the broker on one consumer, not six (Tansu answers a fetch only when its
+    wait runs out, so each running consumer is a fetch per 10 ms on both sides): calfkit's inbox,
+    node subscriber and fan-out tables and the chat replies are paused between turns, awake during one."""
+    from calfkit._vendor.pydantic_ai.messages import ModelResponse, TextPart
+    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+    from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+
+    router_box: list[Router] = []
+    awake_in_turn: list[bool] = []
+
+    def asleep(c) -> bool:
+        return bool(c.assignment()) and c.paused() == c.assignment()
+
+    def think(messages, info) -> ModelResponse:
+        awake_in_turn.append(not any(c.paused() for c in router_box[0]._turn_consumers.consumers))
+        return ModelResponse(parts=[TextPart("holding")])
+
+    class Instant(FunctionModel, PydanticModelClient):
+        pass
+
+    r = Router(name=f"doze_{uuid.uuid4().hex[:6]}", system_prompt="hold", model_client=Instant(think, model_name="instant"), kafka=kafka)
+    router_box.append(r)
+    await r.start()
+    try:
+        turn_consumers = r._turn_consumers.consumers
+        topics = {t for c in turn_consumers for t in c.subscription()}
+        assert len(turn_consumers) >= 4 and f"agent.{r.name}.private.input" in topics, topics
+        assert MARKET_TOPIC not in topics and not r._market.paused()
+        assert all(asleep(c) for c in turn_consumers)
+        for seq in (1, 2):  # woken for each turn, dozing again after it
+            d = await asyncio.wait_for(r.run_turn(snapshot(seq)), 60)
+            assert d.status == "done" and d.output == "holding", d
+            assert awake_in_turn[-1] is True
+            assert all(asleep(c) for c in turn_consumers)
+        assert not r._market.paused()
+    finally:
+        await r.stop()
