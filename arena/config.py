@@ -25,9 +25,12 @@ def chat_reply_topic(instance_id: str) -> str:
 DEFAULT_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
 
 # Latency tuning (see shared calfkit notes): a small fetch wait bounds delivery latency,
-# a short session makes group joins take ~1 s instead of ~5 s.
+# a short session makes group joins take ~1 s instead of ~5 s. The embedded broker answers a fetch
+# only when its wait runs out, so the wait is both each hop's latency and a fetch per consumer per
+# wait on both sides: raise it (--fetch-wait-ms) when many agents share a small machine.
+DEFAULT_FETCH_WAIT_MS = 10
 CONSUMER_TUNING = {
-    "fetch_max_wait_ms": 10,
+    "fetch_max_wait_ms": DEFAULT_FETCH_WAIT_MS,
     "session_timeout_ms": 2000,
     "heartbeat_interval_ms": 500,
 }
@@ -105,9 +108,29 @@ def add_kafka_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("KAFKA_SSL_CAFILE"),
         help="CA bundle for SSL connections to the broker (env KAFKA_SSL_CAFILE)",
     )
+    g.add_argument(
+        "--fetch-wait-ms",
+        type=fetch_wait_ms,
+        default=os.environ.get("ARENA_FETCH_WAIT_MS", str(DEFAULT_FETCH_WAIT_MS)),  # a string: argparse checks it
+        help="how long a consumer's fetch waits at the broker, 1-1000 ms: each message hop's latency, and "
+        "the polling cost (the embedded broker answers only when the wait runs out); raise it with many "
+        "agents on a small machine (env ARENA_FETCH_WAIT_MS; default %(default)s)",
+    )
+
+
+def fetch_wait_ms(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1-1000 ms, got {value}")
+    return value
 
 
 def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """The connection from the shared flags; applies --fetch-wait-ms to every consumer made after this."""
+    CONSUMER_TUNING["fetch_max_wait_ms"] = args.fetch_wait_ms
     return KafkaSettings(
         bootstrap_servers=args.bootstrap_servers,
         security_protocol=args.security_protocol,

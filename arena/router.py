@@ -200,14 +200,15 @@ class Router:
             logger=logging.getLogger("arena.router.faststream"),
             **({"security": security} if security else {}),
         )
-        _tune_client_inbox(self._client, CONSUMER_TUNING["fetch_max_wait_ms"])
+        wait = CONSUMER_TUNING["fetch_max_wait_ms"]
+        _tune_client_inbox(self._client, wait)
         self._worker = Worker(
             self._client,
             nodes=[self._build_agent()],
             # A timed-out turn may still be finishing its current step; let the next one start beside it.
             max_workers=4,
             extra_subscribe_kwargs=dict(CONSUMER_TUNING),
-            fanout=FanoutConfig(reader_tuning=KTableReaderTuning(poll_timeout_ms=10, fetch_max_wait_ms=10)),
+            fanout=FanoutConfig(reader_tuning=KTableReaderTuning(poll_timeout_ms=wait, fetch_max_wait_ms=wait)),
         )
         model_start = getattr(self.model_client, "start", None)
         self._producer = k.producer(self.kafka)
