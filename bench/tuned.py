@@ -22,6 +22,7 @@ def apply_tuning() -> None:
     import arena.config
 
     if fetch := os.environ.get("BENCH_FETCH_WAIT_MS"):
+        os.environ["ARENA_FETCH_WAIT_MS"] = fetch  # every script's --fetch-wait-ms default
         arena.config.CONSUMER_TUNING["fetch_max_wait_ms"] = int(fetch)  # the dict every module shares
     poll, reader_fetch = os.environ.get("BENCH_READER_POLL_MS"), os.environ.get("BENCH_READER_FETCH_MS")
     if poll or reader_fetch:
