@@ -27,6 +27,7 @@ from collections.abc import Callable
 from arena.config import KafkaSettings
 
 log = logging.getLogger(__name__)
+WATCH_TOPIC = "arena.broker-watch"  # asked about, never created: see BrokerWatch._read_id
 
 
 class BrokerWatch:
@@ -68,7 +69,9 @@ class BrokerWatch:
         node = self._client.get_random_node()
         if node is None:
             raise ConnectionError("no broker known")
-        response = await self._client.send(node, MetadataRequest([]))  # no topics: just the cluster
+        # One topic that never exists, not created: Tansu answers an empty topic list with every topic
+        # (hundreds with many agents, decoded every second by every process); the cluster id comes either way.
+        response = await self._client.send(node, MetadataRequest([WATCH_TOPIC], allow_auto_topic_creation=False))
         return response.cluster_id
 
     async def _watch(self) -> None:

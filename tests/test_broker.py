@@ -85,3 +85,37 @@ def test_arena_broker_command_starts_and_stops_cleanly():
     out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0, out
     assert "Stopping broker" in out
+
+
+async def test_broker_watch_reads_the_cluster_id_without_listing_every_topic(kafka):
+    """Every process polls the cluster id each second; with many agents the broker holds hundreds of
+    topics, and an all-topics metadata answer cost every process a decode of all of them each time."""
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    from arena.reconnect import WATCH_TOPIC, BrokerWatch
+
+    producer = k.producer(kafka)
+    await producer.start()
+    try:
+        for i in range(5):  # a few topics of its own, whatever else the session made
+            await producer.send_and_wait(f"watch-test-{uuid.uuid4().hex[:6]}-{i}", b"x")
+    finally:
+        await producer.stop()
+    watch = BrokerWatch(kafka, lambda why: None)
+    await watch.start()
+    try:
+        answers = []
+        send = watch._client.send
+
+        async def spy(node, request):
+            answers.append(await send(node, request))
+            return answers[-1]
+
+        watch._client.send = spy
+        assert await watch._read_id() == watch.cluster_id
+        assert [t[1] for t in answers[0].topics] == [WATCH_TOPIC]
+        everything = await send(watch._client.get_random_node(), MetadataRequest([]))
+        names = {t[1] for t in everything.topics}
+        assert len(names) >= 5 and WATCH_TOPIC not in names  # asked about, never created
+    finally:
+        await watch.stop()
