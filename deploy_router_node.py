@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chat-node-name", default="default", help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)")
     p.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
     p.add_argument("--turn-timeout", type=float, default=60.0, help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the broker at start-up (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up (default %(default)s)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the libraries' messages on stderr (default %(default)s)")
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -169,42 +169,52 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    model = RemoteChatModel(
-        args.chat_node_name,
-        kafka,
-        timeout_s=args.turn_timeout,  # no model call outlives its turn
-        ack_timeout_s=min(10.0, args.turn_timeout / 2),  # a missing chat node is reported well within a turn
-    )
-    router = Router(
-        name=args.name,
-        system_prompt=STRATEGIES[args.strategy] + HOUSE_RULES,
-        model_client=model,
-        kafka=kafka,
-        chat_node=args.chat_node_name,
-        strategy=args.strategy,
-        turn_timeout_s=args.turn_timeout,
-        on_decision=report,
-    )
+    def make_router() -> Router:
+        model = RemoteChatModel(
+            args.chat_node_name,
+            kafka,
+            timeout_s=args.turn_timeout,  # no model call outlives its turn
+            ack_timeout_s=min(10.0, args.turn_timeout / 2),  # a missing chat node is reported well within a turn
+        )
+        return Router(
+            name=args.name,
+            system_prompt=STRATEGIES[args.strategy] + HOUSE_RULES,
+            model_client=model,
+            kafka=kafka,
+            chat_node=args.chat_node_name,
+            strategy=args.strategy,
+            turn_timeout_s=args.turn_timeout,
+            on_decision=report,
+        )
+
     began = time.monotonic()
+    deadline = began + args.connect_timeout
     status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
-    start = asyncio.ensure_future(router.start())
-    waiter = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({start, waiter}, timeout=args.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
-    if start not in done:
-        start.cancel()
+    while True:
+        router = make_router()
+        start = asyncio.ensure_future(router.start())
+        waiter = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({start, waiter}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        await asyncio.gather(start, return_exceptions=True)
-        await router.stop()
-        if stop.is_set():
-            status("Interrupted during start-up.")
-            return 0
-        print(f"error: could not start within {args.connect_timeout:g}s: is the broker at {kafka.bootstrap_servers} running?",
-              file=sys.stderr)
-        return 1
-    waiter.cancel()
-    if start.exception() is not None:
-        print(f"error: could not start agent '{args.name}': {start.exception()}", file=sys.stderr)
-        return 1
+        if start not in done:
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            await router.stop()
+            if stop.is_set():
+                status("Interrupted during start-up.")
+                return 0
+            print(f"error: could not start within {args.connect_timeout:g}s: is the broker at {kafka.bootstrap_servers} running?",
+                  file=sys.stderr)
+            return 1
+        if start.exception() is None:
+            break
+        # A broker that was just restarted can refuse the first requests (Tansu: UnknownError while
+        # clients of the old one still write into it): try again until --connect-timeout.
+        if time.monotonic() + 1 >= deadline:
+            print(f"error: could not start agent '{args.name}': {start.exception()}", file=sys.stderr)
+            return 1
+        status(f"could not start agent '{args.name}' ({start.exception()}); trying again in 1s")
+        await asyncio.sleep(1)
     # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
     watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting agent '{args.name}' in place"), stop.set()))
     try:
