@@ -119,6 +119,11 @@ def _tune_client_inbox(client: Any, fetch_max_wait_ms: int) -> None:
     log.warning("calfkit client inbox subscriber not found; replies keep the default fetch wait")
 
 
+def _control_plane(topic: str) -> bool:
+    """calfkit's shared directory topics (calf.capabilities, calf.agents), not an agent's own fan-out tables."""
+    return topic.startswith("calf.") and not topic.startswith("calf.fanout.")
+
+
 def _deadline_guard(ctx: Any) -> str | None:
     """Agent before_node seam: refuse to continue a turn whose router has given up on it.
 
@@ -227,8 +232,13 @@ class Router:
             raise
         # Between turns only the market needs reading: the rest (the agent's inbox, calfkit's reply
         # inbox and fan-out tables, the chat replies) doze, so N idle routers cost the broker N
-        # fetchers, not 6N. A turn wakes them before it sends anything.
-        self._turn_consumers = k.Dozing([c for c in started if c is not self._market])
+        # fetchers, not 6N. A turn wakes them before it sends anything. calfkit's control plane
+        # (calf.capabilities: the agent resolves its tools against it every turn, and a restarted tools
+        # process re-advertises there at any time) stays live; it polls twice a second.
+        def turn_only(c) -> bool:
+            return c is not self._market and not any(_control_plane(t) for t in c.subscription())
+
+        self._turn_consumers = k.Dozing([c for c in started if turn_only(c)])
         self._turn_consumers.doze()
 
     async def _join_market(self) -> None:

@@ -575,7 +575,11 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
             assert again(name, "restarted without its data"), f"{name} did not notice the new broker"
     assert again("connector", "reconnecting the publisher")
     # Trading resumes on the new broker: fills for both traders, turns for every agent, shown by the viewer.
-    waited = await tap.until(lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart")
+    try:
+        waited = await tap.until(lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart")
+    except AssertionError as exc:
+        tails = "\n".join(f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n]:][-25:]) for n in (*TRADERS, "tools", "chat rw"))
+        raise AssertionError(f"{exc}\n{tails}") from None
     await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=back_at), 60,
                     "the faulty agent's turns after the broker restart")
     print(f"first fills of both traders {waited:.1f}s after every part was back")

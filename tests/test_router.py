@@ -327,6 +327,8 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
         topics = {t for c in turn_consumers for t in c.subscription()}
         assert len(turn_consumers) >= 4 and f"agent.{r.name}.private.input" in topics, topics
         assert MARKET_TOPIC not in topics and not r._market.paused()
+        # calfkit's capability directory stays live: a tools process may (re)advertise between turns
+        assert "calf.capabilities" not in topics and not any(t.startswith("calf.") and "fanout" not in t for t in topics)
         assert all(asleep(c) for c in turn_consumers)
         for seq in (1, 2):  # woken for each turn, dozing again after it
             d = await asyncio.wait_for(r.run_turn(snapshot(seq)), 60)
