@@ -231,6 +231,11 @@ class WsFeed:
             except Exception as exc:  # whatever else: the feed must outlive it
                 log.exception("feed failed unexpectedly")
                 reason = f"failed ({type(exc).__name__})"
+            # We were told to stop while the server was closing too: a close() on the way out (ours, or
+            # the connection context's) raised ConnectionClosed in place of the cancel. Stop anyway.
+            task = asyncio.current_task()
+            if task is not None and getattr(task, "cancelling", lambda: 0)():  # Python 3.11+
+                raise asyncio.CancelledError
             self.connected.clear()
             if time.monotonic() - started >= HEALTHY_CONNECTION_S:
                 self.backoff.reset()

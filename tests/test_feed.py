@@ -384,3 +384,29 @@ async def test_replay_publishes_the_recording_identically_every_time(kafka):
     fast, paced = (r[-1].published_at - r[0].published_at for r in runs)
     assert fast < span / 20 + timedelta(seconds=1)
     assert paced >= span / 20 * 0.8, "--speed 20 keeps the recording's pace, 20x faster"
+
+
+async def test_stopping_while_the_server_closes_still_stops():
+    """Ctrl-C at the moment the server closes: a close() on the way out raises ConnectionClosed in place
+    of the cancel. The feed must stop, not treat it as a dropped connection and reconnect for ever."""
+    import websockets
+    from websockets.frames import Close
+
+    from arena.feed import WsFeed
+
+    feed = WsFeed("ws://127.0.0.1:9", ["BTC-USD"], QuoteBook())
+    entered = asyncio.Event()
+
+    async def connection() -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise websockets.ConnectionClosed(Close(1001, "going away"), None) from None
+
+    feed._connection = connection
+    task = asyncio.create_task(feed.run())
+    await entered.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled(), "the feed went on reconnecting after it was told to stop"
