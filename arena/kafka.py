@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,27 @@ def consumers_started() -> Iterator[list[AIOKafkaConsumer]]:
         yield started
     finally:
         AIOKafkaConsumer.start = original  # type: ignore[method-assign]
+
+
+async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0) -> None:
+    """Wait until every consumer has its partitions and a fetch position on each.
+
+    aiokafka joins a group and resolves the committed offset (or "latest") in the background after
+    start() returns; a record published before that resolves is skipped by "latest". calfkit's Worker
+    starts its subscribers that way, so a process that says READY before this would lose the first
+    request sent to it (seen: a router's first turn waiting out its whole timeout)."""
+
+    async def one(c: AIOKafkaConsumer) -> None:
+        while not c.assignment():
+            await asyncio.sleep(0.01)
+        for tp in c.assignment():
+            await c.position(tp)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one(c) for c in consumers)), timeout_s)
+    except asyncio.TimeoutError:
+        waiting = sorted(t for c in consumers if not c.assignment() for t in c.subscription())
+        raise TimeoutError(f"consumers not positioned within {timeout_s:g}s (unassigned: {', '.join(waiting) or 'none'})") from None
 
 
 class Dozing:

@@ -227,6 +227,7 @@ class Router:
                     self._join_market(),
                     *([model_start()] if callable(model_start) else []),
                 )
+            await k.positioned(started)
         except BaseException:
             await self.stop()
             raise

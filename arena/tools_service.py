@@ -97,8 +97,10 @@ class ToolsService:
         # From the beginning: a supervisor reports its children's start before this process exists, and
         # the last report per process is its state. (A few records per process: cheap to read.)
         self._health = k.consumer(self.kafka, HEALTH_TOPIC, group_id=None, latest=False)
+        with k.consumers_started() as tool_consumers:
+            await asyncio.gather(*(w.start() for w in self._workers))
+        await k.positioned(tool_consumers)  # a call sent right after READY is not skipped
         await asyncio.gather(
-            *(w.start() for w in self._workers),
             self._producer.start(),
             self._start_market(),
             self._decisions.start(),

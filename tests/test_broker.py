@@ -7,6 +7,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from arena import kafka as k
 from arena.broker import free_port
 from arena.market import MarketSnapshot, Quote
@@ -119,3 +121,30 @@ async def test_broker_watch_reads_the_cluster_id_without_listing_every_topic(kaf
         assert len(names) >= 5 and WATCH_TOPIC not in names  # asked about, never created
     finally:
         await watch.stop()
+
+
+async def test_positioned_consumers_miss_nothing_sent_right_after(kafka):
+    """A group consumer on "latest" resolves its position in the background after start(); k.positioned
+    waits for it, so a record sent the moment after is read, not skipped."""
+    topic = f"positioned-{uuid.uuid4().hex[:8]}"
+    prod = k.producer(kafka)
+    await prod.start()
+    await prod.send_and_wait(topic, b"before")  # the topic exists; this record is history
+    consumer = k.consumer(kafka, topic, group_id=f"{topic}-g", latest=True)
+    await consumer.start()
+    try:
+        await k.positioned([consumer], timeout_s=30)
+        a = consumer._subscription.subscription.assignment  # no public non-waiting check in aiokafka
+        assert consumer.assignment() and all(a.state_value(tp).has_valid_position for tp in consumer.assignment())
+        await prod.send_and_wait(topic, b"after", key=b"x")
+        assert [r.value for r in await _drain(consumer, 1)] == [b"after"]
+    finally:
+        await consumer.stop()
+        await prod.stop()
+    lonely = k.consumer(kafka, group_id=None)  # subscribed to nothing: never assigned
+    await lonely.start()
+    try:
+        with pytest.raises(TimeoutError, match="not positioned within 0.3s"):
+            await k.positioned([lonely], timeout_s=0.3)
+    finally:
+        await lonely.stop()

@@ -312,6 +312,10 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
     def asleep(c) -> bool:
         return bool(c.assignment()) and c.paused() == c.assignment()
 
+    def positioned(c) -> bool:  # aiokafka has no public non-waiting check
+        a = c._subscription.subscription.assignment
+        return all(a.state_value(tp).has_valid_position for tp in c.assignment())
+
     def think(messages, info) -> ModelResponse:
         awake_in_turn.append(not any(c.paused() for c in router_box[0]._turn_consumers.consumers))
         return ModelResponse(parts=[TextPart("holding")])
@@ -330,6 +334,8 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
         # calfkit's capability directory stays live: a tools process may (re)advertise between turns
         assert "calf.capabilities" not in topics and not any(t.startswith("calf.") and "fanout" not in t for t in topics)
         assert all(asleep(c) for c in turn_consumers)
+        # READY means positioned: a group's "latest" resolved after the first request would skip it
+        assert all(positioned(c) for c in turn_consumers), [c.subscription() for c in turn_consumers if not positioned(c)]
         for seq in (1, 2):  # woken for each turn, dozing again after it
             d = await asyncio.wait_for(r.run_turn(snapshot(seq)), 60)
             assert d.status == "done" and d.output == "holding", d
