@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from arena.config import add_kafka_args, kafka_settings
 from arena.reconnect import BrokerWatch, restart_in_place
+from arena.startup import StartupFailed, start_patiently
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-workers", type=int, default=8, help="provider requests in flight at once (default %(default)s)")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the provider per request (default %(default)s)")
     p.add_argument("--max-retries", type=int, default=2, help="provider retries on 429/5xx/connection errors, with backoff (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds to keep trying to join the broker (not there yet, or just restarted) before giving up (default %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level, to stderr (default %(default)s)")
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -52,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--max-workers must be at least 1")
     if args.timeout <= 0:
         p.error("--timeout must be positive")
+    if not args.connect_timeout > 0:
+        p.error("--connect-timeout must be positive")
     if args.max_retries < 0:
         p.error("--max-retries must be 0 or more")
     return args
@@ -87,28 +92,30 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    stopping = asyncio.create_task(stop.wait())
-    starting = asyncio.ensure_future(asyncio.gather(node.start(status), asyncio.to_thread(warm_up, model)))
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():  # Ctrl-C while connecting
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        await node.stop()
-        status(f"chat node '{args.name}' stopped before serving")
-        return 0
-    if starting.exception():
-        exc = starting.exception()
-        print(f"error: chat node '{args.name}' could not start: {node.redact(str(exc) or type(exc).__name__)}", file=sys.stderr, flush=True)
-        await node.stop()
-        return 1
     # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
     watch = BrokerWatch(node.kafka, lambda why: (status(f"{why}: restarting chat node '{args.name}' in place"), stop.set()))
-    try:
+
+    async def attempt() -> None:
+        await node.start(status)
         await watch.start()
-    except Exception as exc:  # the broker vanished right after we connected
-        print(f"error: chat node '{args.name}' lost the broker during start-up: {exc}", file=sys.stderr, flush=True)
+
+    async def undo() -> None:
+        await watch.stop()
         await node.stop()
+
+    stopping = asyncio.create_task(stop.wait())
+    started = start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what=f"chat node '{args.name}'",
+                              status=lambda msg: status(node.redact(msg)))
+    try:
+        up, _ = await asyncio.gather(started, asyncio.to_thread(warm_up, model))
+    except StartupFailed as exc:
+        stopping.cancel()
+        print(f"error: {node.redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
+    if not up:  # Ctrl-C while connecting
+        stopping.cancel()
+        status(f"chat node '{args.name}' stopped before serving")
+        return 0
     status(f"READY chat node '{args.name}' on topic {node.topic} (group {node.group_id}; Ctrl-C to stop)")
     serving = asyncio.create_task(node.serve())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)

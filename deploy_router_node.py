@@ -20,6 +20,7 @@ import time
 from arena.config import add_kafka_args, kafka_settings
 from arena.reconnect import BrokerWatch, restart_in_place
 from arena.router import AGENT_NAME_RE, market_group
+from arena.startup import StartupFailed, start_patiently
 
 # ---------------------------------------------------------------------------------------------------
 # Strategy prompts: plain text, edit freely. The agent's system prompt is STRATEGIES[name] followed by
@@ -107,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chat-node-name", default="default", help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)")
     p.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
     p.add_argument("--turn-timeout", type=float, default=60.0, help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up (default %(default)s)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the libraries' messages on stderr (default %(default)s)")
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -188,40 +189,28 @@ async def serve(args: argparse.Namespace) -> int:
         )
 
     began = time.monotonic()
-    deadline = began + args.connect_timeout
-    status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
-    while True:
-        router = make_router()
-        start = asyncio.ensure_future(router.start())
-        waiter = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({start, waiter}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if start not in done:
-            start.cancel()
-            await asyncio.gather(start, return_exceptions=True)
-            await router.stop()
-            if stop.is_set():
-                status("Interrupted during start-up.")
-                return 0
-            print(f"error: could not start within {args.connect_timeout:g}s: is the broker at {kafka.bootstrap_servers} running?",
-                  file=sys.stderr)
-            return 1
-        if start.exception() is None:
-            break
-        # A broker that was just restarted can refuse the first requests (Tansu: UnknownError while
-        # clients of the old one still write into it): try again until --connect-timeout.
-        if time.monotonic() + 1 >= deadline:
-            print(f"error: could not start agent '{args.name}': {start.exception()}", file=sys.stderr)
-            return 1
-        status(f"could not start agent '{args.name}' ({start.exception()}); trying again in 1s")
-        await asyncio.sleep(1)
+    router: Router | None = None
     # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
     watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting agent '{args.name}' in place"), stop.set()))
-    try:
+
+    async def attempt() -> None:
+        nonlocal router
+        router = make_router()
+        await router.start()
         await watch.start()
-    except Exception as exc:  # the broker vanished right after we connected
-        await router.stop()
-        print(f"error: lost the broker at {kafka.bootstrap_servers} during start-up: {exc}", file=sys.stderr)
+
+    async def undo() -> None:
+        await watch.stop()
+        if router is not None:
+            await router.stop()
+
+    status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
+    try:
+        if not await start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what=f"agent '{args.name}'", status=status):
+            status("Interrupted during start-up.")
+            return 0
+    except StartupFailed as exc:
+        print(f"error: {exc} (is the broker at {kafka.bootstrap_servers} running?)", file=sys.stderr)
         return 1
     status(f"READY agent '{args.name}' serving in {time.monotonic() - began:.1f}s: market group {market_group(args.name)}, "
            f"tools execute_trade/get_portfolio/calculator, chat node '{args.chat_node_name}'")

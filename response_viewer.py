@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, add_kafka_args, kafka_settings
 from arena.reconnect import BrokerWatch, restart_in_place
+from arena.startup import StartupFailed, start_patiently
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "on their own.",
     )
     p.add_argument("--agent", action="append", metavar="NAME", help="show only this agent (repeatable; default: all agents)")
-    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the broker at start-up (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to reach the broker (not there yet, or just restarted) before giving up (default %(default)s)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level on stderr (default %(default)s)")
     add_kafka_args(p)
     return p.parse_args(argv)
@@ -56,31 +57,29 @@ async def view(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
-    # No group: nothing to join or commit, every viewer sees everything, and "latest" means now.
-    # A person reads this: a 100 ms long-poll is instant enough and idles far cheaper than 10 ms.
-    consumer = k.consumer(kafka, ACTIVITY_TOPIC, DECISIONS_TOPIC, group_id=None, latest=True, fetch_max_wait_ms=100)
-
-    async def subscribe() -> None:
-        await consumer.start()
-        while not consumer.assignment():
-            await asyncio.sleep(0.05)
-        for tp in consumer.assignment():
-            await consumer.position(tp)  # pin "newest" now: events from here on are shown
-
-    try:
-        await asyncio.wait_for(subscribe(), args.connect_timeout)
-    except (asyncio.TimeoutError, Exception) as exc:
-        await consumer.stop()
-        reason = f"no answer within {args.connect_timeout:g}s" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-        print(f"error: cannot read {ACTIVITY_TOPIC} from {kafka.bootstrap_servers}: {reason}", file=sys.stderr)
-        return 1
     # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
     watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the viewer in place"), stop.set()))
-    try:
+    consumer = None
+
+    async def attempt() -> None:
+        nonlocal consumer
+        # No group: nothing to join or commit, every viewer sees everything, and "latest" means now.
+        # A person reads this: a 100 ms long-poll is instant enough and idles far cheaper than 10 ms.
+        consumer = k.consumer(kafka, ACTIVITY_TOPIC, DECISIONS_TOPIC, group_id=None, latest=True, fetch_max_wait_ms=100)
+        await consumer.start()
+        await k.positioned([consumer])  # pin "newest" now: events from here on are shown
         await watch.start()
-    except Exception as exc:  # the broker vanished right after we connected
-        await consumer.stop()
-        print(f"error: lost the broker at {kafka.bootstrap_servers} during start-up: {exc}", file=sys.stderr)
+
+    async def undo() -> None:
+        await watch.stop()
+        if consumer is not None:
+            await consumer.stop()
+
+    try:
+        if not await start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what="the viewer", status=status):
+            return 0
+    except StartupFailed as exc:
+        print(f"error: cannot read {ACTIVITY_TOPIC} from {kafka.bootstrap_servers}: {exc}", file=sys.stderr)
         return 1
     who = ", ".join(sorted(agents)) if agents else "all agents"
     status(f"READY watching {who} on {ACTIVITY_TOPIC} + {DECISIONS_TOPIC} (Ctrl-C to stop)")

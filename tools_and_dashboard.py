@@ -18,6 +18,7 @@ import sys
 
 from arena.config import add_kafka_args, kafka_settings
 from arena.reconnect import BrokerWatch, restart_in_place
+from arena.startup import StartupFailed, start_patiently
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--status-every", type=float, default=30.0, metavar="SECONDS",
                    help="headless: seconds between standings lines (default %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="give up if the tools are not served within this time (default %(default)s)")
+                   help="seconds to keep trying to serve the tools (broker not there yet, or just restarted) before giving up (default %(default)s)")
     args = p.parse_args(argv)
     if args.max_quote_age <= 0:
         p.error("--max-quote-age must be positive")
@@ -107,26 +108,25 @@ async def run(args: argparse.Namespace) -> int:
     # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
     watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the tools process in place (the ledger keeps "
                                                    "every account)"), stop.set()))
+
+    async def attempt() -> None:
+        await service.start()
+        await watch.start()
+
+    async def undo() -> None:
+        await watch.stop()
+        await service.stop()
+
+    began = loop.time()
     try:
         status(f"Connecting to Kafka at {kafka.bootstrap_servers} and serving the tools ...")
-        start = asyncio.ensure_future(service.start())
-        done, _ = await asyncio.wait({start, asyncio.ensure_future(stop.wait())}, timeout=args.connect_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if start not in done:
-            start.cancel()
-            if not stop.is_set():
-                status(f"error: tools not served within {args.connect_timeout:g}s; is Kafka reachable at "
-                       f"{kafka.bootstrap_servers}?")
-                code = 1
-            return code
         try:
-            seconds = start.result()
-        except Exception as exc:  # typically: the broker is unreachable
-            logging.getLogger("arena.tools").debug("start-up failed", exc_info=True)
-            status(f"error: could not serve the tools via Kafka at {kafka.bootstrap_servers}: {exc}")
+            if not await start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what="the tools", status=status):
+                return 0
+        except StartupFailed as exc:
+            status(f"error: {exc} (is Kafka reachable at {kafka.bootstrap_servers}?)")
             return 1
-        await watch.start()
-        status(f"READY: execute_trade, get_portfolio, calculator served in {seconds:.2f}s "
+        status(f"READY: execute_trade, get_portfolio, calculator served in {loop.time() - began:.2f}s "
                f"(ledger {args.ledger}, fee {args.fee_bps:g} bps, max quote age {args.max_quote_age:g}s)")
         if args.no_dashboard:
             await headless(stop, lambda: state.sample(ledger.accounts()),

@@ -617,3 +617,4 @@ class ChatNode:
                 await asyncio.wait(set(self._tasks), timeout=2.0)
         if self._producer is not None:
             await self._producer.stop()
+        self._consumer = self._producer = None  # stopping twice is harmless

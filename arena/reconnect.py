@@ -57,11 +57,13 @@ class BrokerWatch:
         self._task = asyncio.create_task(self._watch(), name="broker-watch")
 
     async def stop(self) -> None:
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._client is not None:
-            await self._client.close()
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
     async def _read_id(self) -> str:
         from aiokafka.protocol.metadata import MetadataRequest

@@ -255,12 +255,14 @@ class Router:
             await asyncio.wait(self._pending, timeout=5)
         # The model client first: it fails a model call still in flight at once, so the worker's
         # drain does not wait for it.
-        for closer in (
+        closers = (
             self._market.stop if self._market else None,
             getattr(self.model_client, "stop", None),
             self._worker.stop if self._worker else None,
             self._producer.stop if self._producer else None,
-        ):
+        )
+        self._market = self._worker = self._producer = None  # stopping twice is harmless
+        for closer in closers:
             if closer is None:
                 continue
             try:

@@ -73,6 +73,8 @@ class ToolsService:
 
         t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        # Fresh parts each time: a failed start is stopped and tried again
+        self._trades, self._workers, self._tasks, self._live_from = asyncio.Queue(), [], [], {}
         security = self.kafka.faststream_security()
         servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
         for tool in trading_tools.TOOLS:
@@ -156,7 +158,10 @@ class ToolsService:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for c in (self._market, self._decisions, self._health, self._producer):
+        feeds = (self._market, self._decisions, self._health, self._producer)
+        self._market = self._decisions = self._health = self._producer = None
+        self._workers, self._tasks = [], []
+        for c in feeds:
             if c is not None:
                 try:
                     await c.stop()

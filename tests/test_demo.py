@@ -29,7 +29,7 @@ def test_demo_runs_for_a_duration_and_every_agent_trades(tmp_path):
     out = tmp_path / "out.json"
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     demo = Proc(
-        "-m", "arena.cli", "demo", "--duration", "60", "--interval", "2", "--export", str(out), "--run-dir", str(tmp_path / "run"),
+        "-m", "arena.cli", "demo", "--duration", "30", "--interval", "2", "--export", str(out), "--run-dir", str(tmp_path / "run"),
         env={marker: "1"},
     )
     try:

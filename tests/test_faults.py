@@ -594,10 +594,10 @@ async def test_secrets_are_never_printed(arena):
     env = {**arena.env(), "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
     runs = [
         Proc("coinbase_connector.py", *sasl, "--log-level", "DEBUG", "--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9", env=env),
-        Proc("tools_and_dashboard.py", *sasl, "--no-dashboard", "--ledger", arena.ledger + ".sasl", "--connect-timeout", "20", env=env),
-        Proc("deploy_chat_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--base-url", "http://127.0.0.1:9/v1", env=env),
-        Proc("deploy_router_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--connect-timeout", "20", env=env),
-        Proc("response_viewer.py", *sasl, "--log-level", "DEBUG", "--connect-timeout", "20", env=env),
+        Proc("tools_and_dashboard.py", *sasl, "--no-dashboard", "--ledger", arena.ledger + ".sasl", "--connect-timeout", "8", env=env),
+        Proc("deploy_chat_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--base-url", "http://127.0.0.1:9/v1", "--connect-timeout", "8", env=env),
+        Proc("deploy_router_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--connect-timeout", "8", env=env),
+        Proc("response_viewer.py", *sasl, "--log-level", "DEBUG", "--connect-timeout", "8", env=env),
     ]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and any(p.proc.poll() is None for p in runs[1:]):

@@ -344,24 +344,3 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
         assert not r._market.paused()
     finally:
         await r.stop()
-
-
-def test_a_router_whose_start_fails_tries_again_until_connect_timeout():
-    """Start-up errors can be passing (a broker still starting, or just restarted and refusing the first
-    requests): the router tries again each second until --connect-timeout instead of giving up."""
-    from arena.broker import EmbeddedBroker
-
-    port = free_port()
-    r = router(f"retry_{uuid.uuid4().hex[:6]}", "nobody", "--bootstrap-servers", f"127.0.0.1:{port}", "--connect-timeout", "90")
-    broker = None
-    try:
-        r.wait_for("trying again", 60)  # no broker there yet: the first start fails
-        assert r.proc.poll() is None, r.output
-        broker = EmbeddedBroker("127.0.0.1", port).start()
-        r.wait_ready(60)
-        assert "could not start agent" in r.output and "error:" not in r.output, r.output
-        stop_cleanly(r)
-    finally:
-        r.stop()
-        if broker is not None:
-            broker.stop()
