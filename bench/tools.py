@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
 
 from arena.config import MARKET_TOPIC
-from bench.harness import Arena, Report, dist_ms, fmt_dist, snapshot, target
+from bench.tuned import apply_tuning
+from bench.harness import Arena, Report, add_tuning_args, dist_ms, fmt_dist, snapshot, target, tuning_of
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--turns", type=int, default=100, help="turns timed per mode, each one get_portfolio and one execute_trade (default %(default)s)")
     p.add_argument("--trades", type=int, default=5000, help="fills for the ledger throughput (default %(default)s)")
     p.add_argument("--modes", default="headless,dashboard", help="tools process modes to measure (default %(default)s)")
+    add_tuning_args(p)
 
 
 def timing_model(marks: dict[str, list[float]], step: list[int]):
@@ -125,8 +128,12 @@ def ledger_rate(path: Path, n: int, synchronous: str) -> float:
 
 async def run(args: argparse.Namespace, report: Report) -> int:
     results: dict = {"round_trip_ms": {}}
+    tuning = tuning_of(args)
+    # the timing router runs in this process: the same what-if tuning as the tools process gets
+    os.environ.update({name: str(v) for name, v in tuning.items() if v is not None})
+    apply_tuning()
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        async with Arena(report) as arena:
+        async with Arena(report, tuning) as arena:
             tools = arena.tools(dashboard=(mode == "dashboard"))
             await tools.wait_ready(120)
             report.log(f"tools process ({mode}) READY in {tools.startup_s:.2f}s")
