@@ -80,10 +80,7 @@ class Tap:
     async def start(self, kafka: KafkaSettings) -> None:
         self.consumer = k.consumer(kafka, *self.TOPICS, group_id=None)
         await self.consumer.start()
-        while not self.consumer.assignment():
-            await asyncio.sleep(0.05)
-        for tp in self.consumer.assignment():
-            await self.consumer.position(tp)
+        await k.positioned([self.consumer])  # from now on
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:

@@ -59,10 +59,7 @@ class Watcher:
 
     async def start(self) -> None:
         await asyncio.gather(self.consumer.start(), self.producer.start())
-        while not self.consumer.assignment():
-            await asyncio.sleep(0.05)
-        for tp in self.consumer.assignment():
-            await self.consumer.position(tp)
+        await k.positioned([self.consumer])  # from now on
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
