@@ -119,24 +119,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class _BriefFormatter(logging.Formatter):
-    """Library errors as one line each; tracebacks only at DEBUG (a failing turn is reported by the router)."""
-
-    def __init__(self, debug: bool):
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-        self.debug = debug
-
-    def format(self, record: logging.LogRecord) -> str:
-        if not self.debug and record.exc_info:
-            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
-        return super().format(record)
-
-
 def setup_logging(level: str) -> None:
-    from arena.kafka import BriefRecordErrors
+    from arena.kafka import BriefFormatter, BriefRecordErrors
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_BriefFormatter(level == "DEBUG"))
+    handler.setFormatter(BriefFormatter(level == "DEBUG"))
     logging.basicConfig(level=level, handlers=[handler])
     # Garbage on the agent's inbox: one short line, not the whole record.
     logging.getLogger("arena.router.faststream").addFilter(BriefRecordErrors(tracebacks=level == "DEBUG"))

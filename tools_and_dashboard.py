@@ -62,10 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def setup_logging() -> None:
     # To stderr; while the live dashboard is on screen it sends them to --log-file instead.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from arena.kafka import BriefFormatter, BriefRecordErrors
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(BriefFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for noisy in ("calfkit", "faststream", "aiokafka", "ktables", "arena.tools.faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from arena.kafka import BriefRecordErrors
 
     logging.getLogger("arena.tools.faststream").addFilter(BriefRecordErrors())  # garbage on a tool's inbox: one line
 

@@ -113,6 +113,21 @@ class Dozing:
                     pass
 
 
+class BriefFormatter(logging.Formatter):
+    """Library errors as one line each; tracebacks only when debugging. A tool call or turn that fails
+    is reported by our own code; calfkit and faststream log the same failure again with a traceback
+    (e.g. a result that cannot be published while the broker restarts)."""
+
+    def __init__(self, debug: bool = False):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.debug and record.exc_info:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
 class BriefRecordErrors(logging.Filter):
     """Keeps a library's complaint about one bad record to one short line.
 

@@ -148,3 +148,17 @@ async def test_positioned_consumers_miss_nothing_sent_right_after(kafka):
             await k.positioned([lonely], timeout_s=0.3)
     finally:
         await lonely.stop()
+
+
+def test_library_errors_print_one_line_unless_debugging():
+    """calfkit logs a tool result it could not publish (broker restarting) with a traceback, after our
+    own code has reported the failure: the scripts' log format keeps it to its one line."""
+    import logging
+
+    try:
+        raise RuntimeError("[Error 0] UnknownError")
+    except RuntimeError:
+        record = logging.LogRecord("calfkit.nodes.base", logging.ERROR, __file__, 1, "publish failed", (), sys.exc_info())
+    brief, full = k.BriefFormatter().format(record), k.BriefFormatter(debug=True).format(record)
+    assert "publish failed" in brief and "Traceback" not in brief and "\n" not in brief
+    assert "Traceback" in full and "UnknownError" in full

