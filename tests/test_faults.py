@@ -576,6 +576,10 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
         waited = await tap.until(lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart")
     except AssertionError as exc:
         tails = "\n".join(f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n]:][-25:]) for n in (*TRADERS, "tools", "chat rw"))
+        # every part's complaints since the restart (start-up retries, library warnings): where it stuck
+        tails += "\n".join(f"\n--- {n}, complaints:\n" + "\n".join(line for line in p.lines[marks[n]:][:400]
+                            if any(w in line for w in ("WARNING", "ERROR", "could not", "error", "restart")))
+                            for n, p in arena.procs.items())  # fmt: skip
         raise AssertionError(f"{exc}\n{tails}") from None
     await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=back_at), 60,
                     "the faulty agent's turns after the broker restart")
