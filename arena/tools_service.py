@@ -108,6 +108,7 @@ class ToolsService:
             self._decisions.start(),
             self._health.start(),
         )
+        await k.positioned([self._decisions])
         await self._seek_end(self._decisions)
         self._tasks = [
             asyncio.create_task(self._follow_market(), name="market"),
@@ -126,6 +127,7 @@ class ToolsService:
         No consumer group: the tools only ever need the newest quotes, and a group would add a
         join wait (and a stale member after a crash) to every start."""
         await self._market.start()
+        await k.positioned([self._market])  # assigned now: a snapshot sent right after READY is not missed
         parts = sorted(self._market.assignment())
         if not parts:
             return
