@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from arena import kafka as k
@@ -65,13 +64,12 @@ class ToolsService:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> float:
-        """Serve the tools and open the feeds; returns the seconds it took."""
+    async def start(self) -> None:
+        """Serve the tools and open the feeds."""
         from calfkit import Client, Worker  # ~3 s import: keep it off the --help path
 
         import trading_tools
 
-        t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
         # Fresh parts each time: a failed start is stopped and tried again
         self._trades, self._workers, self._tasks, self._live_from = asyncio.Queue(), [], [], {}
@@ -99,16 +97,15 @@ class ToolsService:
         # From the beginning: a supervisor reports its children's start before this process exists, and
         # the last report per process is its state. (A few records per process: cheap to read.)
         self._health = k.consumer(self.kafka, HEALTH_TOPIC, group_id=None, latest=False)
-        with k.consumers_started() as tool_consumers:
-            await asyncio.gather(*(w.start() for w in self._workers))
-        await k.positioned(tool_consumers)  # a call sent right after READY is not skipped
-        await asyncio.gather(
-            self._producer.start(),
-            self._start_market(),
-            self._decisions.start(),
-            self._health.start(),
-        )
-        await k.positioned([self._decisions])
+        with k.consumers_started() as started:
+            await asyncio.gather(
+                *(w.start() for w in self._workers),
+                self._producer.start(),
+                self._start_market(),
+                self._decisions.start(),
+                self._health.start(),
+            )
+        await k.positioned(started)  # a call or snapshot sent right after READY is not skipped
         await self._seek_end(self._decisions)
         self._tasks = [
             asyncio.create_task(self._follow_market(), name="market"),
@@ -118,7 +115,6 @@ class ToolsService:
         ]
         # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
         log.info("%s: execute_trade, get_portfolio, calculator", SERVED)
-        return time.monotonic() - t0
 
     async def _start_market(self) -> None:
         """Open the market feed positioned at the latest snapshot of each partition, so prices are
