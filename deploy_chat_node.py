@@ -103,20 +103,18 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
         await watch.stop()
         await node.stop()
 
-    stopping = asyncio.create_task(stop.wait())
     started = start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what=f"chat node '{args.name}'",
                               status=lambda msg: status(node.redact(msg)))
     try:
         up, _ = await asyncio.gather(started, asyncio.to_thread(warm_up, model))
     except StartupFailed as exc:
-        stopping.cancel()
         print(f"error: {node.redact(str(exc))}", file=sys.stderr, flush=True)
         return 1
     if not up:  # Ctrl-C while connecting
-        stopping.cancel()
         status(f"chat node '{args.name}' stopped before serving")
         return 0
     status(f"READY chat node '{args.name}' on topic {node.topic} (group {node.group_id}; Ctrl-C to stop)")
+    stopping = asyncio.create_task(stop.wait())
     serving = asyncio.create_task(node.serve())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     serving.cancel()
