@@ -315,6 +315,10 @@ async def arena(tmp_path_factory):
             p.stop()
         await a.provider.stop()
         broker.stop()
+        # every output kept beside the broker's log, to read after a failed run
+        for name, p in [*((f"killed-{i}", p) for i, p in enumerate(a.retired)), *a.procs.items()]:
+            (tmp / f"{name.replace(' ', '-')}.log").write_text(p.output)
+        print(f"outputs of every process: {tmp}")
 
 
 # ------------------------------------------------------------------------------------ the tests
