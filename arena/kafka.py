@@ -86,6 +86,21 @@ async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0)
         raise TimeoutError(f"consumers not positioned within {timeout_s:g}s (unassigned: {', '.join(waiting) or 'none'})") from None
 
 
+def advertise_when_positioned(worker, consumers: list[AIOKafkaConsumer]) -> None:
+    """Hold back a calfkit Worker's capability adverts until `consumers` are positioned.
+
+    calfkit publishes a tool's advert as soon as its consumers have started, before they resolve
+    "latest" (measured: 21-36 of a tools process's 36 partitions unpositioned at that moment), and an
+    agent calls a tool the moment it sees the advert: that call would be skipped and its turn would
+    wait out its whole timeout. Worker hooks run in the order registered, and the worker registers its
+    advert publisher only when it starts, so a hook registered before `start()` runs first."""
+
+    async def hold(_ctx) -> None:
+        await positioned(list(consumers))
+
+    worker.after_startup(hold)
+
+
 class Dozing:
     """Consumers that only matter at times: paused (no fetches at all) until woken.
 

@@ -98,6 +98,8 @@ class ToolsService:
         # the last report per process is its state. (A few records per process: cheap to read.)
         self._health = k.consumer(self.kafka, HEALTH_TOPIC, group_id=None, latest=False)
         with k.consumers_started() as started:
+            for w in self._workers:
+                k.advertise_when_positioned(w, started)
             await asyncio.gather(
                 *(w.start() for w in self._workers),
                 self._producer.start(),

@@ -367,6 +367,44 @@ async def test_process_health_reaches_the_tools_process(arena, tools):
     await asyncio.to_thread(tools.proc.wait_for, f"router {BOB} exited unexpectedly (code 1", 15)
 
 
+async def test_tools_are_advertised_only_once_a_call_cannot_be_missed(tmp_path, monkeypatch):
+    """An agent calls a tool the moment it sees the tool's capability advert, so by then every consumer
+    of the tools process must have its fetch position: a call sent before "latest" is resolved is
+    skipped, and the agent's turn waits out its whole timeout. (Before the fix 21-36 of the 36
+    partitions were unpositioned when the adverts went out.) Its own broker: the tools' consumer
+    groups must not meet the module's tools process."""
+    from calfkit.controlplane.publisher import ControlPlanePublisher
+
+    from arena.broker import EmbeddedBroker, free_port
+    from arena.desk import Desk
+    from arena.ledger import Ledger
+    from arena.tools_service import ToolsService
+
+    def unpositioned(consumers) -> list[str]:  # aiokafka's own record of whether a fetch position is known
+        return [f"{c._group_id}:{tp.topic}[{tp.partition}]" for c in consumers for tp in c.assignment()
+                if not c._subscription.subscription.assignment.state_value(tp).has_valid_position]
+
+    seen: list[list[str]] = []
+    original = ControlPlanePublisher.start
+
+    async def start(self, *args, **kw):
+        seen.append(unpositioned(consumers))
+        return await original(self, *args, **kw)
+
+    monkeypatch.setattr(ControlPlanePublisher, "start", start)
+    broker = EmbeddedBroker("127.0.0.1", free_port()).start()
+    service = ToolsService(KafkaSettings(bootstrap_servers=broker.bootstrap), Desk(Ledger(str(tmp_path / "ledger.db"))))
+    try:
+        await broker.wait_ready()
+        with k.consumers_started() as consumers:
+            await service.start()
+        assert len(seen) == 3, seen  # one advert publisher per tool node
+        assert seen == [[], [], []], f"tools advertised with {[len(s) for s in seen]} partitions unpositioned, e.g. {seen[0][:3]}"
+    finally:
+        await service.stop()
+        broker.stop()
+
+
 async def test_sigterm_writes_the_export(arena, tools):  # last: it leaves the tools process stopped
     assert tools.stop(signal.SIGTERM) == 0
     assert "Traceback" not in tools.proc.output
