@@ -24,7 +24,7 @@ from arena.portfolio import Trade
 from arena.router import LatestSlot, Router, build_prompt, summarize_snapshot
 from tests.procs import ROOT, Proc
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # async tests only: sync ones would warn
 
 RUN = uuid.uuid4().hex[:5]  # names unique to this run: the broker is shared by every test module
 GOOD, FAILING, SLOW, MISSING = (f"{n}_{RUN}" for n in ("good", "failing", "slow", "nowhere"))
@@ -153,6 +153,7 @@ async def arena(broker, tmp_path_factory):
         assert viewer.proc.returncode == 0, viewer.output
 
 
+@ON_MODULE_LOOP
 async def test_each_router_takes_every_tick_and_trades_its_own_account(arena):
     w, viewer = arena["watcher"], arena["viewer"]
     seqs = [1, 2, 3, 4]
@@ -186,6 +187,7 @@ async def test_each_router_takes_every_tick_and_trades_its_own_account(arena):
         assert "▶ turn on #" in text and "✓ #4 done in" in text, text
 
 
+@ON_MODULE_LOOP
 async def test_a_restarted_router_starts_at_the_newest_tick(arena):
     w, routers = arena["watcher"], arena["routers"]
     name = TRIO[0]
@@ -201,6 +203,7 @@ async def test_a_restarted_router_starts_at_the_newest_tick(arena):
     assert "#23 done in" in routers[name].output
 
 
+@ON_MODULE_LOOP
 async def test_missing_chat_node_and_failing_provider_are_clear_errors_while_others_trade(arena):
     w, routers = arena["watcher"], arena["routers"]
     for seq in (30, 31):
@@ -219,6 +222,7 @@ async def test_missing_chat_node_and_failing_provider_are_clear_errors_while_oth
     assert "✗ #31 model error after" in viewer and "is deploy_chat_node.py --name" in viewer, viewer
 
 
+@ON_MODULE_LOOP
 async def test_slow_model_never_builds_a_backlog(arena):
     w, name = arena["watcher"], SLOTH
     seqs = list(range(100, 112))
@@ -239,6 +243,7 @@ async def test_slow_model_never_builds_a_backlog(arena):
 # --- the pure parts --------------------------------------------------------------------------------
 
 
+@ON_MODULE_LOOP
 async def test_latest_slot_keeps_only_the_newest():
     slot: LatestSlot[int] = LatestSlot()
     assert slot.put(1) is None
@@ -251,6 +256,7 @@ async def test_latest_slot_keeps_only_the_newest():
     assert await asyncio.wait_for(waiter, 1) == 3
 
 
+@ON_MODULE_LOOP
 async def test_offer_reports_displaced_and_late_ticks_as_skipped():
     seen: list[Decision] = []
     r = Router(name="x", system_prompt="", model_client=None, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
@@ -295,6 +301,7 @@ def test_cli_help_and_bad_arguments():
     assert viewer.returncode == 0 and "--agent" in viewer.stdout
 
 
+@ON_MODULE_LOOP
 async def test_between_turns_only_the_market_consumer_fetches(kafka):
     """An idle router polls the broker on one consumer, not six (Tansu answers a fetch only when its
     wait runs out, so each running consumer is a fetch per 10 ms on both sides): calfkit's inbox,
