@@ -8,6 +8,7 @@ Bad input never raises out of a tool: the model gets a result saying what was wr
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from calfkit import ToolContext, Worker, agent_tool
@@ -39,13 +40,24 @@ def call_key(ctx: ToolContext) -> str:
     return f"{ctx.agent_name}|{ctx.correlation_id}|{len(ctx.messages)}|{ctx.tool_call_id}"
 
 
+def reacted_to(ctx: ToolContext) -> datetime | None:
+    """When the snapshot the calling agent is deciding on was published (its router says so in the
+    run's deps); None if not said, or not a time."""
+    value = (ctx.deps or {}).get("reacted_to") if isinstance(ctx.deps, dict) else None
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return at if at is not None and at.tzinfo is not None else None
+
+
 def _desk(ctx: ToolContext, tool: str) -> Desk:
     desk = ctx.resources.get(DESK)
     if desk is None:
         raise RuntimeError("trading tools are hosted without a desk: run them with tools_and_dashboard.py")
     if not ctx.agent_name:
         raise PermissionError("these tools serve agents only (no calling agent on this request)")
-    desk.note_call(ctx.agent_name, tool)
+    desk.note_call(ctx.agent_name, tool, reacted_to(ctx))
     return desk
 
 
@@ -90,7 +102,7 @@ async def calculator(ctx: ToolContext, expression: str) -> str:
         expression: The expression to evaluate.
     """
     if ctx.agent_name and DESK in ctx.resources:
-        ctx.resources[DESK].note_call(ctx.agent_name, "calculator")
+        ctx.resources[DESK].note_call(ctx.agent_name, "calculator", reacted_to(ctx))
     return calculate(expression)
 
 

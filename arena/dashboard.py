@@ -261,11 +261,12 @@ class ArenaState:
             elif decision.status == "skipped":
                 a.skipped += 1
 
-    def on_tool_call(self, agent: str, tool: str, *, now: datetime | None = None) -> None:
+    def on_tool_call(self, agent: str, tool: str, *, now: datetime | None = None, reacted_to: datetime | None = None) -> None:
+        """A tool call; reacted_to: when the snapshot the agent is deciding on was published."""
         now = now or utcnow()
         with self._lock:
-            if self.tracker is not None:  # the account opens on its first tool call: its series starts here
-                self.tracker.on_agent(agent)
+            if self.tracker is not None:  # the account opens on its first tool call: its series starts there
+                self.tracker.on_agent(agent, reacted_to)
             a = self._agent(agent, now)
             a.last_tool_call_at = now
             a.tool_calls[tool] = a.tool_calls.get(tool, 0) + 1

@@ -110,7 +110,7 @@ class Desk:
         max_quote_age_s: float = 30.0,
         increments: dict[str, float] | None = None,
         on_trade: Callable[[Trade], None] | None = None,
-        on_call: Callable[[str, str], None] | None = None,
+        on_call: Callable[[str, str, datetime | None], None] | None = None,
     ):
         if not (math.isfinite(fee_bps) and 0 <= fee_bps < 10_000):
             raise ValueError("fee_bps must be between 0 and 10000")
@@ -122,18 +122,19 @@ class Desk:
         self.max_quote_age_s = max_quote_age_s
         self.increments = {**BASE_INCREMENTS, **(increments or {})}
         self.on_trade = on_trade or (lambda trade: None)
-        self.on_call = on_call or (lambda agent, tool: None)
+        self.on_call = on_call or (lambda agent, tool, reacted_to: None)
         # Money mutations are serialized: validation reads the account, the fill changes it.
         self._lock = threading.Lock()
 
     # -- accounts --------------------------------------------------------------------------------
 
-    def note_call(self, agent: str, tool: str) -> Account:
-        """Every tool call starts here: the caller's account is created on its first call."""
+    def note_call(self, agent: str, tool: str, reacted_to: datetime | None = None) -> Account:
+        """Every tool call starts here: the caller's account is created on its first call. reacted_to:
+        when the snapshot the caller is deciding on was published, if known."""
         acct, created = self.ledger.open_account(agent)
         if created:
             log.info("opened account for %s with $%s", agent, f"{INITIAL_CASH:,.2f}")
-        self.on_call(agent, tool)
+        self.on_call(agent, tool, reacted_to)
         return acct
 
     def increment(self, product_id: str) -> float:

@@ -12,6 +12,7 @@ positions are marked at the best bid (arena.portfolio.mark_price), like Position
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Union
@@ -79,7 +80,7 @@ class _Agent:
 
     __slots__ = (
         "account", "round_trips", "wins", "samples", "first_t", "last_t", "last_value",
-        "peak", "max_dd", "n_ret", "mean_ret", "m2_ret", "in_market", "series",
+        "peak", "max_dd", "n_ret", "mean_ret", "m2_ret", "in_market", "series", "since",
     )
 
     def __init__(self, name: str, initial_cash: float, keep_series: bool):
@@ -97,6 +98,7 @@ class _Agent:
         self.m2_ret = 0.0
         self.in_market = 0
         self.series: list[tuple[datetime, float]] | None = [] if keep_series else None
+        self.since: datetime | None = None  # samples of snapshots older than this are not its own
 
     def apply(self, trade: Trade) -> None:
         before = self.account.realized_pnl
@@ -182,15 +184,30 @@ class MetricsTracker:
         self._agents: dict[str, _Agent] = {}
         self._seen: set[tuple[str, str]] = set()  # (agent, trade_id) folded so far
         self._baseline_pending = baseline
+        # The latest sample times: an agent whose first call reacted to a snapshot sampled before the
+        # call arrived starts from that sample (calls arrive within seconds; 256 is plenty).
+        self._sample_times: deque[datetime] = deque(maxlen=256)
 
     # -- events ---------------------------------------------------------------------------------
 
-    def on_agent(self, name: str) -> None:
-        """An account opened without a trade yet (e.g. its first call was get_portfolio)."""
-        if name not in self._agents:
-            agent = self._agents[name] = _Agent(name, self.initial_cash, self.keep_series)
-            if self.last_t is not None:  # it reacted to the latest sample: that is where it starts
+    def on_agent(self, name: str, reacted_to: datetime | None = None) -> None:
+        """An account opened without a trade yet (e.g. its first call was get_portfolio).
+
+        reacted_to: the publication time of the snapshot the agent was deciding on when it called.
+        Its series then starts exactly at that snapshot's sample, whether this tracker has taken it
+        yet or not (the call and the snapshot reach the tools process by different paths, in either
+        order). Without it, the agent is taken to have reacted to the latest sample."""
+        if name in self._agents:
+            return
+        agent = self._agents[name] = _Agent(name, self.initial_cash, self.keep_series)
+        if reacted_to is None:
+            if self.last_t is not None:
                 agent.sample(self.last_t, self.initial_cash, False)
+            return
+        agent.since = reacted_to
+        for t in self._sample_times:  # taken already: still all cash then, having traded nothing
+            if t >= reacted_to:
+                agent.sample(t, self.initial_cash, False)
 
     def on_trade(self, trade: Trade) -> None:
         """One logged trade (fill or rejection). An (agent, trade_id) seen before (trade_id is the ledger's
@@ -216,7 +233,10 @@ class MetricsTracker:
         if not sample:
             return
         self.last_t = t
+        self._sample_times.append(t)
         for agent in self._agents.values():
+            if agent.since is not None and t < agent.since:
+                continue  # a snapshot from before the one it first reacted to
             held = agent.positions_value(self.marks)
             agent.sample(t, agent.account.cash + held, held > 0)
         if self._baseline_pending:

@@ -330,7 +330,8 @@ class Router:
         started = self._decision(snapshot, "started", run_id=run_id)
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
-        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq}
+        # reacted_to: the tools process starts the agent's metrics series at this snapshot
+        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat()}
         self._turn_consumers.wake()
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from arena import kafka as k
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
@@ -58,9 +59,9 @@ class ToolsService:
         if self._loop is not None:  # thread-safe: a sync tool could run in an executor thread
             self._loop.call_soon_threadsafe(self._trades.put_nowait, trade)
 
-    def _on_call(self, agent: str, tool: str) -> None:
+    def _on_call(self, agent: str, tool: str, reacted_to: datetime | None) -> None:
         if self.state is not None:
-            self.state.on_tool_call(agent, tool)
+            self.state.on_tool_call(agent, tool, reacted_to=reacted_to)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -140,6 +140,25 @@ class Tap:
                         out[c["trade_id"]] = c
         return out
 
+    def steps(self, since: float) -> dict[str, list[str]]:
+        """agent -> what each of its mirrored steps since `since` ended with (e.g. a tool call or a tool
+        result): where its turns stopped."""
+        from calfkit.models.envelope import Envelope
+
+        out: dict[str, list[str]] = {}
+        for r in self.records:
+            if r.topic != ACTIVITY_TOPIC or r.at < since:
+                continue
+            try:
+                env = Envelope.model_validate_json(r.value)
+            except ValueError:
+                continue
+            history = env.context.state.message_history
+            last = [f"{getattr(p, 'part_kind', '?')}:{getattr(p, 'tool_name', '') or ''}" for p in history[-1].parts] if history else []
+            agent = next((v.decode() for key, v in r.headers if key == "x-calf-emitter"), "?")
+            out.setdefault(agent, []).append(f"{time.strftime('%H:%M:%S', time.localtime(r.at))} {','.join(last)}")
+        return out
+
     async def until(self, predicate, timeout: float, what: str) -> float:
         """Wait for `predicate()`; returns the seconds it took."""
         t0 = time.monotonic()
@@ -266,6 +285,18 @@ class Arena:
             return [(key, Trade.model_validate_json(t)) for key, t in db.execute("SELECT call_key, trade FROM trades ORDER BY seq")]
         finally:
             db.close()
+
+
+def complaints_since_ready(lines: list[str], limit: int = 30) -> list[str]:
+    """A part's warnings and errors after its last READY, each message once (timestamps aside): what
+    went wrong once it was back, without the connection errors of the outage itself."""
+    ready = max((i for i, line in enumerate(lines) if "READY" in line), default=0)
+    seen: dict[str, str] = {}
+    for line in lines[ready:]:
+        if any(w in line for w in ("WARNING", "ERROR", "could not", "error", "restart", "timeout")):
+            seen.setdefault(line.split(" ", 1)[-1][:160], line)
+    found = list(seen.values())
+    return found[:limit] + ([f"... and {len(found) - limit} more"] if len(found) > limit else [])
 
 
 def router_argv(name: str, chat: str, *extra: str) -> list[str]:
@@ -580,10 +611,10 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
         waited = await tap.until(lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart")
     except AssertionError as exc:
         tails = "\n".join(f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n]:][-25:]) for n in (*TRADERS, "tools", "chat rw"))
-        # every part's complaints since the restart (start-up retries, library warnings): where it stuck
-        tails += "\n".join(f"\n--- {n}, complaints:\n" + "\n".join(line for line in p.lines[marks[n]:][:400]
-                            if any(w in line for w in ("WARNING", "ERROR", "could not", "error", "restart")))
-                            for n, p in arena.procs.items())  # fmt: skip
+        steps = tap.steps(back_at)
+        tails += "".join(f"\n--- {n}, its last steps seen: " + " | ".join(steps.get(n, [])[-10:]) for n in (*TRADERS, FAULTY))
+        tails += "".join(f"\n--- {n}, complaints since it came back:\n" + "\n".join(complaints_since_ready(p.lines[marks[n]:]))
+                         for n, p in arena.procs.items())  # fmt: skip
         raise AssertionError(f"{exc}\n{tails}") from None
     await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=back_at), 60,
                     "the faulty agent's turns after the broker restart")

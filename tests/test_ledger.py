@@ -77,6 +77,21 @@ def test_accounts_are_separate_and_created_on_first_call(desk):
     assert desk.portfolio("alice")["positions"][0]["quantity"] == 1
 
 
+def test_a_call_says_which_snapshot_the_agent_reacted_to_and_garbage_says_nothing(desk):
+    from types import SimpleNamespace
+
+    from trading_tools import reacted_to
+
+    seen = []
+    desk.on_call = lambda agent, tool, at: seen.append((agent, tool, at))
+    when = "2026-01-01T12:00:00+00:00"
+    assert reacted_to(SimpleNamespace(deps={"reacted_to": when, "tick_seq": 3})).isoformat() == when
+    for deps in (None, {}, [], {"reacted_to": 5}, {"reacted_to": "soon"}, {"reacted_to": "2026-01-01T12:00:00"}, {"reacted_to": "x" * 10**6}):
+        assert reacted_to(SimpleNamespace(deps=deps)) is None, deps  # unknown, or a time without a zone
+    desk.note_call("bob", "get_portfolio", reacted_to(SimpleNamespace(deps={"reacted_to": when})))
+    assert seen == [("bob", "get_portfolio", reacted_to(SimpleNamespace(deps={"reacted_to": when})))]
+
+
 def test_portfolio_marks_at_bid_and_reports_time_held(desk):
     desk.execute_trade("alice", "FARTCOIN-USD", "buy", 1000)
     p = desk.portfolio("alice")

@@ -186,6 +186,38 @@ def test_agent_series_starts_at_the_sample_it_reacted_to():
     assert [v for _, v in value_series(early, MARKS, baseline=False)["carl"]] == pytest.approx([100_000, 110_000, 99_000, 108_900])
 
 
+def test_live_series_starts_at_the_snapshot_the_first_call_reacted_to_whichever_arrives_first():
+    """The first call and the snapshot it reacted to reach the tools process by different paths, in
+    either order; the agent's series must not depend on which came first (it made a replayed
+    leaderboard differ by one sample)."""
+    snaps = [MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
+             for i, (t, m) in enumerate(MARKS)]
+    buy = fill("bob", "buy", 100, 100.0, t=61)  # bob reacted to snapshot 1 (t=60)
+
+    def run(events) -> tuple:
+        tracker = MetricsTracker(baseline=False, keep_series=True)
+        for e in events:
+            e(tracker)
+        return tracker.series()["bob"], tracker.metrics()
+
+    call = lambda tr: tr.on_agent("bob", reacted_to=snaps[1].published_at)  # noqa: E731
+    snap = lambda i: lambda tr: tr.on_snapshot(snaps[i])  # noqa: E731
+    trade = lambda tr: tr.on_trade(buy)  # noqa: E731
+    in_order = run([snap(0), snap(1), call, trade, snap(2), snap(3)])
+    call_first = run([snap(0), call, snap(1), trade, snap(2), snap(3)])
+    snapshot_2_first = run([snap(0), snap(1), snap(2), call, trade, snap(3)])  # the call came late
+    assert in_order == call_first
+    assert in_order[0] == [(at(60), 100_000.0), (at(120), pytest.approx(100_000 - 10_000 + 9_900)),
+                           (at(180), pytest.approx(100_000 - 10_000 + 10_890))]
+    # a call that arrives after a later snapshot: that sample is backfilled at the initial cash (bob had
+    # traded nothing yet), and the trade shows from the next sample on
+    assert snapshot_2_first[0][:2] == [(at(60), 100_000.0), (at(120), 100_000.0)]
+    assert snapshot_2_first[1]["bob"].samples == 3
+    # a snapshot older than the one it reacted to, arriving late (partitions may reorder): not its sample
+    late = run([snap(0), call, snap(1), trade, snap(2), lambda tr: tr.on_snapshot(snaps[0]), snap(3)])
+    assert late[0] == in_order[0]
+
+
 def test_tracker_fed_live_matches_the_batch_computation():
     snapshots = [MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
                  for i, (t, m) in enumerate(MARKS)]
