@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the provider per request (default %(default)s)")
     p.add_argument("--max-retries", type=int, default=2, help="provider retries on 429/5xx/connection errors, with backoff (default %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds to keep trying to join the broker (not there yet, or just restarted) before giving up (default %(default)s)")
+                   help="seconds to keep trying to join the broker (not there yet, or just restarted) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level, to stderr (default %(default)s)")
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -121,7 +121,7 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     await asyncio.gather(serving, return_exceptions=True)
     await watch.stop()
     if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
-        restart_in_place()
+        restart_in_place(watch)
     status(f"stopping chat node '{args.name}' ...")
     await node.stop()
     status(f"chat node '{args.name}' stopped ({node.served} served, {node.failed} failed)")

@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chat-node-name", default="default", help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)")
     p.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
     p.add_argument("--turn-timeout", type=float, default=60.0, help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the libraries' messages on stderr (default %(default)s)")
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -210,7 +210,7 @@ async def serve(args: argparse.Namespace) -> int:
         code = 1
     await watch.stop()
     if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
-        restart_in_place()
+        restart_in_place(watch)
     status(f"Stopping agent '{args.name}' ...")
     await router.stop()
     status("Stopped.")

@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "on their own.",
     )
     p.add_argument("--agent", action="append", metavar="NAME", help="show only this agent (repeatable; default: all agents)")
-    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to reach the broker (not there yet, or just restarted) before giving up (default %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to reach the broker (not there yet, or just restarted) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level on stderr (default %(default)s)")
     add_kafka_args(p)
     return p.parse_args(argv)
@@ -113,7 +113,7 @@ async def view(args: argparse.Namespace) -> int:
         code = 1
     await watch.stop()
     if watch.replaced:  # its consumer reads a broker that is gone: nothing to stop gracefully
-        restart_in_place()
+        restart_in_place(watch)
     await consumer.stop()
     return code
 

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--status-every", type=float, default=30.0, metavar="SECONDS",
                    help="headless: seconds between standings lines (default %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds to keep trying to serve the tools (broker not there yet, or just restarted) before giving up (default %(default)s)")
+                   help="seconds to keep trying to serve the tools (broker not there yet, or just restarted) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
     args = p.parse_args(argv)
     if args.max_quote_age <= 0:
         p.error("--max-quote-age must be positive")
@@ -145,7 +145,7 @@ async def run(args: argparse.Namespace) -> int:
         await watch.stop()
         if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
             ledger.close()
-            restart_in_place()
+            restart_in_place(watch)
         status("Stopping: finishing in-flight tool calls ...")
         await service.stop()
         if args.export:

@@ -462,6 +462,9 @@ class SnapshotSink:
 
     async def publish(self, snap: MarketSnapshot) -> bool:
         data = k.encode(snap)
+        if self.producer is None:  # between brokers (see renew_producer)
+            log.error("could not publish snapshot #%d: no broker to publish to yet", snap.seq)
+            return False
         try:
             await asyncio.wait_for(self.producer.send_and_wait(self.topic, data, key=MARKET_KEY), self.timeout)
         except Exception as exc:  # broker gone: this snapshot is lost, the next one may make it
@@ -506,14 +509,17 @@ async def start_producer(settings: KafkaSettings):
 
 
 async def renew_producer(sink: SnapshotSink, settings: KafkaSettings, why: str) -> None:
-    """The broker came back empty: a new producer looks the topic up afresh (so it is created properly)
-    instead of writing on with partition metadata from the old broker."""
+    """The broker went away or came back empty: the old producer is closed first (it would write on into
+    the next broker with partition metadata from the old one, which Tansu mishandles; see
+    arena/reconnect.py), then a new one, started once a broker answers, looks the topic up afresh."""
     log.warning("%s: reconnecting the publisher", why)
-    old, sink.producer = sink.producer, await start_producer(settings)
-    try:
-        await asyncio.wait_for(old.stop(), 5)
-    except Exception as exc:  # it talked to a broker that is gone
-        log.debug("closing the old producer: %r", exc)
+    old, sink.producer = sink.producer, None
+    if old is not None:
+        try:
+            await asyncio.wait_for(old.stop(), 5)
+        except Exception as exc:  # it talked to a broker that is gone
+            log.debug("closing the old producer: %r", exc)
+    sink.producer = await start_producer(settings)
 
 
 def announce_ready(interval: float | None) -> None:
@@ -694,7 +700,8 @@ async def run(settings: KafkaSettings, cfg: FeedConfig, *, record: Path | None =
     async def serve() -> None:
         producer = await start_producer(settings)
         sink = SnapshotSink(producer, record)
-        watch = BrokerWatch(settings, lambda why: renew_producer(sink, settings, why))
+        renew = lambda why: renew_producer(sink, settings, why)  # noqa: E731
+        watch = BrokerWatch(settings, renew, on_lost=renew)
         try:
             await watch.start()
             if replay_path:
@@ -705,7 +712,8 @@ async def run(settings: KafkaSettings, cfg: FeedConfig, *, record: Path | None =
         finally:
             await watch.stop()
             sink.close()
-            await sink.producer.stop()
+            if sink.producer is not None:
+                await sink.producer.stop()
 
     main = asyncio.create_task(serve())
     stopper = asyncio.create_task(stop.wait())

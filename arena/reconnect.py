@@ -13,6 +13,16 @@ turn in flight when a router is killed.
 
 A broker whose cluster id stays the same kept its state (a real Kafka cluster, or Tansu on durable
 storage), and nothing is restarted.
+
+Waiting for the new broker to answer is too late, though. Old clients reconnect to it within
+milliseconds and write on with the partitions they knew: Tansu 0.6 stores such a write to a topic it
+does not know yet, and when the topic is then created it resets the partition's offsets under it —
+consumers and calfkit's tables wait for offsets that never come (seen: no execute_trade call served
+for two minutes; a router's fan-out table "NOT caught up after 30s"). So with one PLAINTEXT broker (the
+embedded broker's set-up) the watch also holds an idle TCP connection to it: a broker process that
+dies closes it, and if the address then refuses connections the broker is gone. The process is told
+at once, before any broker is back, and restarts in place; the fresh process waits for the broker
+however long it takes (`awaiting_lost_broker`) and creates its topics the ordinary way.
 """
 
 from __future__ import annotations
@@ -28,25 +38,39 @@ from arena.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 WATCH_TOPIC = "arena.broker-watch"  # asked about, never created: see BrokerWatch._read_id
+AWAIT_ENV = "ARENA_AWAITING_LOST_BROKER"  # set across restart_in_place after the broker went away
 
 
 class BrokerWatch:
-    """Polls the broker's cluster id and calls `on_replaced(reason)` whenever a different broker answers.
+    """Polls the broker's cluster id and calls `on_replaced(reason)` whenever a different broker answers,
+    and (one PLAINTEXT broker) the moment the broker process goes away.
 
-    `on_replaced` may be a coroutine function: the watch awaits it before it looks again. `await start()`
-    reads the id it starts with (the process is connected by then, so this is quick); the watch then
-    runs in the background until `stop()`. An unreachable broker is simply waited for, polled faster
-    so that a process reacts before its old clients have written much into the new broker.
+    `on_lost(reason)`, if given, is called instead when the broker goes away: for a part that renews its
+    clients in place (waiting for a broker to answer); the watch then compares with whichever broker
+    answers. Both may be coroutine functions: the watch awaits them before it looks again. `await start()` reads the id it
+    starts with (the process is connected by then, so this is quick); the watch then runs in the
+    background until `stop()`. A broker that does not answer but still holds its connections (a stall,
+    a network outage) is simply waited for.
     """
 
-    def __init__(self, kafka: KafkaSettings, on_replaced: Callable[[str], object], *, interval_s: float = 1.0):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        on_replaced: Callable[[str], object],
+        *,
+        on_lost: Callable[[str], object] | None = None,
+        interval_s: float = 1.0,
+    ):
         self.kafka = kafka
         self.on_replaced = on_replaced
+        self.on_lost = on_lost
         self.interval_s = interval_s
         self.cluster_id: str | None = None
         self.replaced: str | None = None  # the reason, once it happened
+        self.gone = False  # the broker process went away (not merely replaced, as seen once it answered)
         self._client = None
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._telling = asyncio.Lock()  # one callback at a time: the two watchers may both notice
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaClient
@@ -54,13 +78,17 @@ class BrokerWatch:
         self._client = AIOKafkaClient(**self.kafka.aiokafka_kwargs(), request_timeout_ms=5000)
         await self._client.bootstrap()
         self.cluster_id = await self._read_id()
-        self._task = asyncio.create_task(self._watch(), name="broker-watch")
+        self._tasks = [asyncio.create_task(self._watch(), name="broker-watch")]
+        address = self._single_plaintext_broker()
+        if address is not None:
+            self._tasks.append(asyncio.create_task(self._watch_connection(*address), name="broker-connection"))
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
+        tasks, self._tasks = self._tasks, []
+        tasks = [t for t in tasks if t is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -94,18 +122,86 @@ class BrokerWatch:
                 log.warning("broker at %s answers again after %.1fs", self.kafka.bootstrap_servers, loop.time() - down_since)
                 down_since = None
             if current != self.cluster_id:
-                self.replaced = (
+                await self._tell(
+                    self.on_replaced,
                     f"the Kafka broker at {self.kafka.bootstrap_servers} was restarted without its data "
-                    f"(cluster id {self.cluster_id} -> {current})"
+                    f"(cluster id {self.cluster_id} -> {current})",
+                    current,
                 )
-                self.cluster_id = current
-                result = self.on_replaced(self.replaced)
-                if inspect.isawaitable(result):
-                    await result
+
+    def _single_plaintext_broker(self) -> tuple[str, int] | None:
+        servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+        if len(servers) != 1 or self.kafka.security_protocol != "PLAINTEXT":
+            return None  # a cluster outlives one broker; a TLS/SASL listener may drop idle connections
+        host, _, port = servers[0].rpartition(":")
+        return (host.strip("[]") or "localhost", int(port)) if port.isdigit() else None
+
+    async def _watch_connection(self, host: str, port: int) -> None:
+        """Hold an idle connection to the broker; when it closes and the address refuses a new one, the
+        broker process is gone (a stalled one keeps both)."""
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                gone = True
+            else:
+                try:
+                    await reader.read()  # a Kafka broker never speaks first: this returns when it closes
+                except OSError:
+                    pass
+                finally:
+                    writer.close()
+                try:  # closed; gone, or only this idle connection dropped?
+                    _, probe = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+                    probe.close()
+                    gone = False
+                except (OSError, asyncio.TimeoutError):
+                    gone = True
+            if not gone:
+                await asyncio.sleep(self.interval_s)  # a broker that drops idle connections is not hammered
+                continue
+            reason = (f"the Kafka broker at {self.kafka.bootstrap_servers} went away (it closed its connections "
+                      f"and refuses new ones; an in-memory broker comes back empty)")
+            self.gone = True
+            if self.on_lost is None:
+                await self._tell(self.on_replaced, reason)
+                return
+            await self._tell(self.on_lost, reason, renewed=True)
+
+    async def _tell(self, callback: Callable[[str], object], reason: str, cluster_id: str | None = None,
+                    renewed: bool = False) -> None:
+        """Call `callback(reason)`. cluster_id: the new broker's (skip if already reported). renewed: the
+        callback renewed the clients, so whatever broker answers now is the one to compare with."""
+        async with self._telling:
+            if self.replaced is not None and self.on_lost is None:
+                return  # the process is restarting already
+            if cluster_id is not None:
+                if cluster_id == self.cluster_id:
+                    return  # the other watcher reported it and renewed
+                self.cluster_id = cluster_id
+            self.replaced = reason
+            result = callback(reason)
+            if inspect.isawaitable(result):
+                await result
+            while renewed:
+                try:
+                    self.cluster_id = await self._read_id()
+                    break
+                except Exception:  # answering, but perhaps not to this request yet
+                    await asyncio.sleep(0.2)
 
 
-def restart_in_place() -> None:
-    """Replace this process with a fresh run of its own command line (same pid, output and environment)."""
+def awaiting_lost_broker() -> bool:
+    """Whether this process was restarted in place because its broker went away (asked once: the answer
+    is for this start-up only). Such a start waits for the broker however long it takes."""
+    return os.environ.pop(AWAIT_ENV, None) == "1"
+
+
+def restart_in_place(watch: BrokerWatch | None = None) -> None:
+    """Replace this process with a fresh run of its own command line (same pid, output and environment).
+    After `watch` saw the broker go away, the fresh process waits for it without a time limit."""
+    if watch is not None and watch.gone:
+        os.environ[AWAIT_ENV] = "1"
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
+
+from arena.reconnect import awaiting_lost_broker
 
 RETRY_S = 1.0
 
@@ -32,6 +35,8 @@ async def start_patiently(
     """Run `attempt()` until it succeeds (True), `stop` is set (False, e.g. Ctrl-C) or `timeout_s` has
     passed (StartupFailed). After each failed or abandoned attempt `undo()` closes what it opened, so
     the next one starts clean."""
+    if awaiting_lost_broker():  # restarted because the broker went away: it comes back when it does
+        timeout_s = math.inf
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     stopping = asyncio.ensure_future(stop.wait())
@@ -40,7 +45,8 @@ async def start_patiently(
         with _quiet("aiokafka"):
             while True:
                 task = asyncio.ensure_future(attempt())
-                done, _ = await asyncio.wait({task, stopping}, timeout=max(0.0, deadline - loop.time()),
+                left = deadline - loop.time()
+                done, _ = await asyncio.wait({task, stopping}, timeout=max(0.0, left) if left != math.inf else None,
                                              return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 if task in done and not task.cancelled() and task.exception() is None:
                     return True

@@ -50,6 +50,20 @@ async def test_start_patiently_gives_up_at_the_timeout_with_the_last_error():
         await start_patiently(hangs, f.undo, stop=asyncio.Event(), timeout_s=0.2, what="the part", status=lambda m: None)
 
 
+async def test_a_part_restarted_after_its_broker_went_away_waits_for_it_without_limit(monkeypatch):
+    """restart_in_place after the broker went away marks the fresh process: that one start-up outlasts
+    --connect-timeout (the broker comes back when it does); the next one is ordinary again."""
+    from arena.reconnect import AWAIT_ENV
+
+    monkeypatch.setenv(AWAIT_ENV, "1")
+    f = Flaky(failures=3)  # ~3 s of refusals against a 0.5 s timeout
+    assert await start_patiently(f.attempt, f.undo, stop=asyncio.Event(), timeout_s=0.5, what="x", status=lambda m: None)
+    assert f.attempts == 4
+    f = Flaky(failures=3)
+    with pytest.raises(StartupFailed):
+        await start_patiently(f.attempt, f.undo, stop=asyncio.Event(), timeout_s=0.5, what="x", status=lambda m: None)
+
+
 async def test_start_patiently_stops_on_request_while_trying_or_waiting():
     stop = asyncio.Event()
     f = Flaky(failures=99)
