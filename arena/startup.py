@@ -1,9 +1,9 @@
 """Starting a part patiently: every script waits for its broker the same way.
 
 People launch the parts from their own terminals in any order, and a broker that was just restarted
-refuses the first requests for a moment (Tansu answers UnknownError while clients of the old broker
-still write into it). Both are passing faults: a part tries again each second until --connect-timeout,
-saying so, instead of exiting on the first error.
+may refuse the first requests for a moment. Both are passing faults: a part tries again each second
+until --connect-timeout, saying so, instead of exiting on the first error. A part restarted in place
+because its broker went away waits for it without limit (arena/reconnect.py).
 """
 
 from __future__ import annotations
