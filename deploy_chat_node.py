@@ -92,8 +92,8 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
-    watch = BrokerWatch(node.kafka, lambda why: (status(f"{why}: restarting chat node '{args.name}' in place"), stop.set()))
+    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
+    watch = BrokerWatch(node.kafka, lambda why: (status(f"{why}: restarting chat node '{args.name}' in place"), stop.set()), stop=stop)
 
     async def attempt() -> None:
         await node.start(status)

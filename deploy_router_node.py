@@ -177,8 +177,8 @@ async def serve(args: argparse.Namespace) -> int:
 
     began = time.monotonic()
     router: Router | None = None
-    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
-    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting agent '{args.name}' in place"), stop.set()))
+    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
+    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting agent '{args.name}' in place"), stop.set()), stop=stop)
 
     async def attempt() -> None:
         nonlocal router

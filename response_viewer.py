@@ -57,8 +57,8 @@ async def view(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
-    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
-    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the viewer in place"), stop.set()))
+    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
+    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the viewer in place"), stop.set()), stop=stop)
     consumer = None
 
     async def attempt() -> None:

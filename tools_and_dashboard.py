@@ -108,9 +108,9 @@ async def run(args: argparse.Namespace) -> int:
     import trading_tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
 
     code = 0
-    # A broker that comes back empty (in-memory, restarted) is met by restarting this process in place.
+    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
     watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the tools process in place (the ledger keeps "
-                                                   "every account)"), stop.set()))
+                                                   "every account)"), stop.set()), stop=stop)
 
     async def attempt() -> None:
         await service.start()

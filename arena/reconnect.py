@@ -50,7 +50,8 @@ class BrokerWatch:
     answers. Both may be coroutine functions: the watch awaits them before it looks again. `await start()` reads the id it
     starts with (the process is connected by then, so this is quick); the watch then runs in the
     background until `stop()`. A broker that does not answer but still holds its connections (a stall,
-    a network outage) is simply waited for.
+    a network outage) is simply waited for. `stop`: the process's stop event; once it is set nothing
+    more is reported (a broker stopped together with its parts is no reason to restart them).
     """
 
     def __init__(
@@ -59,11 +60,13 @@ class BrokerWatch:
         on_replaced: Callable[[str], object],
         *,
         on_lost: Callable[[str], object] | None = None,
+        stop: asyncio.Event | None = None,
         interval_s: float = 1.0,
     ):
         self.kafka = kafka
         self.on_replaced = on_replaced
         self.on_lost = on_lost
+        self.stop_requested = stop  # once set (Ctrl-C, SIGTERM) nothing more is reported: the process ends
         self.interval_s = interval_s
         self.cluster_id: str | None = None
         self.replaced: str | None = None  # the reason, once it happened
@@ -175,6 +178,8 @@ class BrokerWatch:
         async with self._telling:
             if self.replaced is not None and self.on_lost is None:
                 return  # the process is restarting already
+            if self.stop_requested is not None and self.stop_requested.is_set():
+                return  # everything is being stopped at once (the broker too): exit, do not restart
             if cluster_id is not None:
                 if cluster_id == self.cluster_id:
                     return  # the other watcher reported it and renewed

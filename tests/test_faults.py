@@ -371,14 +371,16 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
     """A broker that stalls and comes back is the same broker: nothing happens. One that goes away is
     reported at once, while no broker is there (its clients must not write into the next one: see
     arena/reconnect.py). A part that renews its clients (on_lost) is not told again once the new broker
-    answers. Without the connection watch (a cluster of brokers), a broker restarted on the same address
-    is recognised by its new cluster id."""
+    answers; a part already asked to stop is told nothing (it ends). Without the connection watch (a
+    cluster of brokers), a broker restarted on the same address is recognised by its new cluster id."""
     from arena.reconnect import BrokerWatch
 
     port = free_port()
     broker = EmbeddedBroker("127.0.0.1", port).start()
     await broker.wait_ready()
-    told: dict[str, list[str]] = {"restart": [], "lost": [], "replaced": [], "cluster": []}
+    told: dict[str, list[str]] = {"restart": [], "lost": [], "replaced": [], "cluster": [], "stopping": []}
+    stopping = asyncio.Event()
+    stopping.set()  # a part already asked to stop (everything stopped at once): it ends, never restarts
 
     async def renew(why: str) -> None:  # as the connector does: wait for a broker, then carry on
         told["lost"].append(why)
@@ -391,6 +393,7 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
         BrokerWatch(kafka, told["restart"].append, interval_s=0.2),
         BrokerWatch(kafka, told["replaced"].append, on_lost=renew, interval_s=0.2),
         BrokerWatch(KafkaSettings(bootstrap_servers=f"{broker.bootstrap},{broker.bootstrap}"), told["cluster"].append, interval_s=0.2),
+        BrokerWatch(kafka, told["stopping"].append, stop=stopping, interval_s=0.2),
     ]
     try:
         for w in watches:
@@ -400,7 +403,7 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
         await asyncio.sleep(2)
         broker.proc.send_signal(signal.SIGCONT)
         await asyncio.sleep(2)
-        assert told == {"restart": [], "lost": [], "replaced": [], "cluster": []} and not any(w.replaced for w in watches)
+        assert not any(told.values()) and not any(w.replaced for w in watches), told
         first = broker.cluster_id
         broker.proc.kill()
         broker.proc.wait()
@@ -418,7 +421,7 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
         assert len(told["cluster"]) == 1 and first in told["cluster"][0] and broker.cluster_id in told["cluster"][0], told
         await asyncio.sleep(1)
         assert told["replaced"] == [] and watches[1].cluster_id == broker.cluster_id, told  # renewed: nothing more to say
-        assert len(told["restart"]) == 1, told
+        assert len(told["restart"]) == 1 and told["stopping"] == [] and watches[3].replaced is None, told
         print(f"\nbroker gone noticed in {noticed:.3f}s; a new one by its cluster id {time.monotonic() - t0:.2f}s after it answered")
     finally:
         for w in watches:
