@@ -43,7 +43,7 @@ def call_key(ctx: ToolContext) -> str:
 def reacted_to(ctx: ToolContext) -> datetime | None:
     """When the snapshot the calling agent is deciding on was published (its router says so in the
     run's deps); None if not said, or not a time."""
-    value = (ctx.deps or {}).get("reacted_to") if isinstance(ctx.deps, dict) else None
+    value = ctx.deps.get("reacted_to") if isinstance(ctx.deps, dict) else None
     try:
         at = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:

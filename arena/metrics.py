@@ -180,12 +180,11 @@ class MetricsTracker:
         self.fee_bps = fee_bps
         self.keep_series = keep_series
         self.marks: dict[str, float] = {}
-        self.last_t: datetime | None = None
         self._agents: dict[str, _Agent] = {}
         self._seen: set[tuple[str, str]] = set()  # (agent, trade_id) folded so far
         self._baseline_pending = baseline
-        # The latest sample times: an agent whose first call reacted to a snapshot sampled before the
-        # call arrived starts from that sample (calls arrive within seconds; 256 is plenty).
+        # The latest sample times, newest last: an agent whose first call reacted to a snapshot sampled
+        # before the call arrived starts from that sample (calls arrive within seconds; 256 is plenty).
         self._sample_times: deque[datetime] = deque(maxlen=256)
 
     # -- events ---------------------------------------------------------------------------------
@@ -201,8 +200,8 @@ class MetricsTracker:
             return
         agent = self._agents[name] = _Agent(name, self.initial_cash, self.keep_series)
         if reacted_to is None:
-            if self.last_t is not None:
-                agent.sample(self.last_t, self.initial_cash, False)
+            if self._sample_times:
+                agent.sample(self._sample_times[-1], self.initial_cash, False)
             return
         agent.since = reacted_to
         for t in self._sample_times:  # taken already: still all cash then, having traded nothing
@@ -232,7 +231,6 @@ class MetricsTracker:
                 self.marks[pid] = mark
         if not sample:
             return
-        self.last_t = t
         self._sample_times.append(t)
         for agent in self._agents.values():
             if agent.since is not None and t < agent.since:
