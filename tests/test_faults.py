@@ -120,19 +120,22 @@ class Tap:
         """snapshot seq -> when the connector published it (epoch seconds)."""
         return {s.seq: s.published_at.timestamp() for s in self._models(MARKET_TOPIC, MarketSnapshot, 0)}
 
-    def acknowledged_fills(self) -> dict[str, dict]:
-        """trade_id -> the filled execute_trade result an agent received (from the mirrored agent steps)."""
+    def _envelopes(self, since: float = 0):
+        """(record, calfkit Envelope) for every mirrored agent step received since `since`."""
         from calfkit.models.envelope import Envelope
 
-        out: dict[str, dict] = {}
         for r in self.records:
-            if r.topic != ACTIVITY_TOPIC:
-                continue
-            try:
-                state = Envelope.model_validate_json(r.value).context.state
-            except ValueError:
-                continue
-            for message in state.message_history:
+            if r.topic == ACTIVITY_TOPIC and r.at >= since:
+                try:
+                    yield r, Envelope.model_validate_json(r.value)
+                except ValueError:
+                    continue
+
+    def acknowledged_fills(self) -> dict[str, dict]:
+        """trade_id -> the filled execute_trade result an agent received (from the mirrored agent steps)."""
+        out: dict[str, dict] = {}
+        for _, env in self._envelopes():
+            for message in env.context.state.message_history:
                 for part in message.parts:
                     c = getattr(part, "content", None)
                     if getattr(part, "part_kind", "") == "tool-return" and part.tool_name == "execute_trade" \
@@ -143,16 +146,8 @@ class Tap:
     def steps(self, since: float) -> dict[str, list[str]]:
         """agent -> what each of its mirrored steps since `since` ended with (e.g. a tool call or a tool
         result): where its turns stopped."""
-        from calfkit.models.envelope import Envelope
-
         out: dict[str, list[str]] = {}
-        for r in self.records:
-            if r.topic != ACTIVITY_TOPIC or r.at < since:
-                continue
-            try:
-                env = Envelope.model_validate_json(r.value)
-            except ValueError:
-                continue
+        for r, env in self._envelopes(since):
             history = env.context.state.message_history
             last = [f"{getattr(p, 'part_kind', '?')}:{getattr(p, 'tool_name', '') or ''}" for p in history[-1].parts] if history else []
             agent = next((v.decode() for key, v in r.headers if key == "x-calf-emitter"), "?")
