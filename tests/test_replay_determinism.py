@@ -122,7 +122,10 @@ async def warm_up(arena: Arena) -> float:
     await arena.producer.send_and_wait(MARKET_TOPIC, k.encode(MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=first.candles)))
     await arena.read_decisions(lambda ds: finished(ds, 0, since) >= set(AGENTS), 120, "warm-up turns")
     turns = [d for d in arena.decisions[since:] if d.tick_seq == 0 and d.status != "started"]
-    assert all(d.status == "done" for d in turns), [(d.agent, d.status, d.reason) for d in turns]
+    failed = {d.agent for d in turns if d.status != "done"}
+    assert not failed, [(d.agent, d.status, d.reason) for d in turns] + [  # where it stuck: the chat node, those routers
+        f"--- {' '.join(p.args[1:4])}:\n" + "\n".join(p.lines[-15:])
+        for p in arena.procs if p is arena.chat or any(name in p.args for name in failed)]
     return max(d.latency_s for d in turns)
 
 
