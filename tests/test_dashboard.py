@@ -362,7 +362,7 @@ def tracked_arena():
     from arena.metrics import MetricsTracker
 
     st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="/var/log/arena/tools.log", export_path="standings.json",
-                    metrics=MetricsTracker(fee_bps=10))  # fmt: skip
+                    metrics=MetricsTracker(fee_bps=10, min_sharpe_returns=2))  # fmt: skip
     st.started_at = START
     trades = [
         fill(1, "alice", "BTC-USD", "buy", 0.0123, 96_500.0, START + timedelta(minutes=1, seconds=30)),
