@@ -4,8 +4,12 @@ idempotency and the calculator's limits."""
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -14,7 +18,7 @@ import pytest
 
 from arena.calc import calculate
 from arena.desk import Desk, QuoteBook
-from arena.ledger import DuplicateCall, Ledger
+from arena.ledger import DuplicateCall, Ledger, LedgerLocked
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.portfolio import INITIAL_CASH, Trade
 
@@ -252,6 +256,48 @@ def test_ledger_file_is_wal_with_the_chosen_sync(tmp_path):
     db = sqlite3.connect(tmp_path / "l.db")
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {"trades", "agents"}
     db.close()
+
+
+# -- one writer per ledger ---------------------------------------------------------------------------
+
+
+def test_a_second_ledger_on_the_same_file_is_refused_until_the_first_closes(tmp_path):
+    path = tmp_path / "ledger.db"
+    first = Desk(Ledger(path))
+    first.quotes.update(market())
+    with pytest.raises(LedgerLocked) as refused:  # two desks over one file would each spend the same cash
+        Desk(Ledger(path))
+    assert str(path) in str(refused.value) and f"pid {os.getpid()} on host" in str(refused.value)
+    assert first.execute_trade("alice", "BTC-USD", "buy", 1.9)["status"] == "filled"
+    with Ledger(tmp_path / "other.db"):  # another file: no conflict
+        pass
+    first.ledger.close()
+    with Ledger(path) as again:  # closing released it
+        assert again.account("alice").trades == 1 and again.account("alice").cash >= 0
+
+
+def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it_dies(tmp_path):
+    from arena.report import read_ledger
+
+    path = tmp_path / "ledger.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from arena.ledger import Ledger; from arena.portfolio import Trade\n"
+         "l = Ledger(sys.argv[1]); l.record('k1', Trade(trade_id='k1', agent='ann', product_id='BTC-USD', side='buy', "
+         "quantity=0.1, price=10.0), {'status': 'filled'}); print('held', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LedgerLocked) as refused:
+            Ledger(path)
+        assert str(path) in str(refused.value) and f"pid {holder.pid} on host" in str(refused.value)
+        trades, names = read_ledger(path)  # arena report reads while the writer holds the lock
+        assert [t.agent for t in trades] == ["ann"] and names == ["ann"]
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no clean-up code runs: the kernel drops the lock
+        holder.wait()
+    with Ledger(path) as mine:
+        assert mine.account("ann").trades == 1
 
 
 def test_concurrent_orders_never_overspend(tmp_path):
