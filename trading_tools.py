@@ -77,8 +77,9 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
             product's minimum increment (1e-8 for BTC-USD, 0.1 for FARTCOIN-USD).
     """
     received_at = utcnow()
+    deadline = ctx.deps.get("deadline") if isinstance(ctx.deps, dict) else None  # the desk refuses a late call
     return _desk(ctx, "execute_trade").execute_trade(
-        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at
+        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at, deadline=deadline
     )
 
 

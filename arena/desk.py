@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -154,10 +155,13 @@ class Desk:
         *,
         call_key: str | None = None,
         received_at: datetime | None = None,
+        deadline: object = None,
     ) -> dict:
         """Fill or reject one order for `agent`; returns the result for the model (never raises for bad input).
 
         `call_key` is the idempotency key: a key already in the ledger returns the logged result.
+        `deadline`: the turn's deadline in epoch seconds, as the router put it in the run's deps; a call
+        arriving after it is refused (nobody waits for its result). Not a finite number: no deadline.
         """
         received_at = received_at or utcnow()
         call_key = call_key or uuid.uuid4().hex
@@ -173,7 +177,7 @@ class Desk:
                 # A Trade cannot carry an unknown side; the schema of the tool already refuses this.
                 return _rejection(f"side must be 'buy' or 'sell', not {_echo(side)}")
             try:
-                trade = self._fill(acct, call_key, pid, sd, quantity, received_at)
+                trade = self._fill(acct, call_key, pid, sd, quantity, received_at, _finite(deadline))
             except Rejected as why:
                 trade = Trade(
                     trade_id=call_key,
@@ -201,7 +205,10 @@ class Desk:
         self.on_trade(trade)
         return result
 
-    def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime) -> Trade:
+    def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime,
+              deadline: float | None = None) -> Trade:
+        if deadline is not None and (late := time.time() - deadline) > 0:
+            raise Rejected(f"turn deadline passed {late:.1f}s ago: the router gave up on this turn")
         if not isinstance(pid, str) or pid not in self.products():
             raise Rejected(f"unknown product {_echo(pid)}; tradable products: {', '.join(self.products())}")
         inc = self.increment(pid)

@@ -172,6 +172,18 @@ def test_rejections_are_explained_logged_and_change_nothing(desk, pid, side, q, 
     assert t.status == "rejected" and why in t.reason and len(t.product_id) <= 40 and math.isfinite(t.quantity)
 
 
+def test_a_call_past_its_turn_deadline_is_refused_and_garbage_is_no_deadline(desk):
+    first = desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() + 30)
+    assert first["status"] == "filled"
+    late = desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k2", deadline=time.time() - 2.5)
+    assert late["status"] == "rejected" and "turn deadline passed 2.5s ago: the router gave up on this turn" in late["error"]
+    assert desk.ledger.account("alice").trades == 1 and desk.ledger.account("alice").rejected == 1
+    # a redelivered call that filled in time is answered from the log, not refused
+    assert desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() - 60) == first
+    for garbage in ("soon", "0", None, [1], {}, True, float("nan"), float("inf"), 10**400):
+        assert desk.execute_trade("alice", "FARTCOIN-USD", "buy", 1, deadline=garbage)["status"] == "filled", garbage
+
+
 def test_quote_problems_are_rejections(desk):
     desk.quotes.update(MarketSnapshot(seq=2, quotes={"BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK, stale=True)}))
     assert "stale" in desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
