@@ -372,6 +372,17 @@ def test_calculator_refuses_quickly(expression, why):
     assert len(out) < 400
 
 
+TOO_LARGE = ["10**400", "2**1100", "2**4096", "2**4095", "2**1024", "-(10**400)", "10**400/3", "10**400//3",
+             "10**400*1.5", "10**400+0.5", "sqrt(10**400)", "round(10**400)", "floor(10**400)", "abs(-10**400)",
+             "pow(10, 400)", "10**300*10**100", "1e308*10", "exp(1000)", "ceil(1e308)*10**100", "10**1234"]
+
+
+@pytest.mark.parametrize("expression", TOO_LARGE)
+def test_calculator_results_beyond_a_float_are_an_error_line(expression):
+    """Integers of ~1,024-4,096 bits are computed but cannot be shown as a float: an error line, never an exception."""
+    assert calculate(expression).startswith("error: result too large"), calculate(expression)
+
+
 @pytest.mark.parametrize("expression,value", [
     ("0.25 * 100000 / 50010", repr(0.25 * 100000 / 50010)),
     ("2 ** 10", "1024"),
@@ -380,6 +391,9 @@ def test_calculator_refuses_quickly(expression, why):
     ("sqrt(16) + log10(1000) + floor(2.7) + ceil(2.1)", "12.0"),
     ("100000 * (1 - 0.001)", repr(100000 * (1 - 0.001))),
     ("3 > 2", "True"),
+    ("2**1023", "8.988465674312e+307"),
+    ("10**400 > 1", "True"),
+    ("10**400 % 7", "4"),
 ])
 def test_calculator_computes(expression, value):
     assert calculate(expression) == value
