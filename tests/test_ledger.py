@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 from arena.calc import calculate
-from arena.desk import Desk, QuoteBook
+from arena.desk import Desk, OutcomeUnknown, QuoteBook
 from arena.ledger import DuplicateCall, Ledger, LedgerLocked
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.portfolio import INITIAL_CASH, Trade
@@ -182,6 +182,67 @@ def test_a_call_past_its_turn_deadline_is_refused_and_garbage_is_no_deadline(des
     assert desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() - 60) == first
     for garbage in ("soon", "0", None, [1], {}, True, float("nan"), float("inf"), 10**400):
         assert desk.execute_trade("alice", "FARTCOIN-USD", "buy", 1, deadline=garbage)["status"] == "filled", garbage
+
+
+class FaultyLedger(Ledger):
+    """A ledger failing on purpose: 'before' its commit, 'after' it, or 'blind' (cannot even be read)."""
+
+    mode: str | None = None
+
+    def record(self, call_key, trade, result):
+        if self.mode in ("before", "blind"):
+            raise sqlite3.OperationalError("disk I/O error")
+        acct = super().record(call_key, trade, result)
+        if self.mode == "after":
+            raise RuntimeError("fold failed")
+        return acct
+
+    def find(self, call_key):
+        if self.mode == "blind":
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().find(call_key)
+
+
+def test_a_call_raises_only_when_its_log_shows_nothing_changed(tmp_path):
+    d = Desk(FaultyLedger(tmp_path / "l.db"))
+    d.quotes.update(market())
+    d.execute_trade("alice", "BTC-USD", "buy", 0.1)
+    before, n = d.ledger.account("alice").model_copy(deep=True), len(d.ledger)
+
+    d.ledger.mode = "before"  # nothing recorded: the error goes up (the tool says nothing changed)
+    with pytest.raises(sqlite3.OperationalError):
+        d.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k-before")
+    assert d.ledger.account("alice") == before and len(d.ledger) == n
+
+    d.ledger.mode = "blind"  # cannot tell: said so, never "nothing changed"
+    with pytest.raises(OutcomeUnknown, match="whether this order was recorded is unknown"):
+        d.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k-blind")
+
+    d.ledger.mode = "after"  # recorded, then a failure: the model hears the logged fill, not an error
+    r = d.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k-after")
+    assert r["status"] == "filled" and "fold failed" in r["warning"]
+    d.ledger.mode = None
+    assert d.ledger.find("k-after").result["status"] == "filled"
+
+    def broken(*_):
+        raise ValueError("dashboard bug")
+
+    d.on_trade = d.on_call = broken  # a failing observer fails no call
+    d.note_call("bob", "get_portfolio")
+    r = d.execute_trade("bob", "BTC-USD", "buy", 0.1)
+    assert r["status"] == "filled" and "warning" not in r and d.ledger.account("bob").trades == 1
+    d.ledger.close()
+
+
+def test_the_tool_error_says_nothing_changed_only_when_the_desk_knows_it():
+    from types import SimpleNamespace
+
+    from trading_tools import _fault_to_result
+
+    known = _fault_to_result(SimpleNamespace(exception=sqlite3.OperationalError("x")), SimpleNamespace(message="x"))
+    assert known["error"] == "the tool failed: x. Nothing was changed."
+    unknown = _fault_to_result(SimpleNamespace(exception=OutcomeUnknown("y")), SimpleNamespace(message="y"))
+    assert unknown["error"] == "the tool failed: y" and "Nothing" not in unknown["error"]
 
 
 def test_quote_problems_are_rejections(desk):

@@ -466,3 +466,34 @@ async def test_sigterm_writes_the_export(arena, tools):  # last: it leaves the t
     procs = {p["name"]: p["status"] for p in data["processes"]}
     assert procs[f"router {ALICE}"] == "ready" and procs[f"router {BOB}"] == "exited"
     assert f"router {BOB} exited (code 1)" in data["feed"]["problems"]
+
+
+async def test_a_tool_error_says_nothing_changed_only_when_true(arena, tools, tmp_path):
+    """After the tools process stopped: an in-process one over a ledger that fails on purpose. The model is
+    told "Nothing was changed" when the log shows it, the logged fill when the failure came after it, and
+    no such claim when the desk cannot tell."""
+    from arena.desk import Desk
+    from arena.tools_service import ToolsService
+    from tests.test_ledger import FaultyLedger
+
+    assert tools.proc.proc.poll() is not None  # the module's tools process no longer serves these topics
+    ledger = FaultyLedger(tmp_path / "faulty.db")
+    service = ToolsService(arena.kafka, Desk(ledger))
+    await service.start()
+    try:
+        await arena.publish(seq=6)
+        order = {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": 2}
+        ledger.mode = "before"
+        r = await arena.one(MALLORY, "execute_trade", order)
+        assert r["status"] == "error" and r["error"].endswith("Nothing was changed."), r
+        assert ledger.account(MALLORY).trades == 0
+        ledger.mode = "after"
+        r = await arena.one(MALLORY, "execute_trade", order)
+        assert r["status"] == "filled" and "fold failed" in r["warning"] and "Nothing" not in json.dumps(r), r
+        ledger.mode = "blind"
+        r = await arena.one(MALLORY, "execute_trade", order)
+        assert r["status"] == "error" and "is unknown" in r["error"] and "Nothing was changed" not in r["error"], r
+    finally:
+        ledger.mode = None
+        await service.stop()
+        ledger.close()
