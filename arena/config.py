@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # Topics: one place, so every process agrees.
 MARKET_TOPIC = "market_data.prices"
@@ -46,6 +46,10 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_cafile: str | None = None
+
+    def __repr__(self) -> str:  # settings end up in logs and tracebacks: never the password
+        shown = ("<hidden>" if f.name == "sasl_password" and self.sasl_password else repr(getattr(self, f.name)) for f in fields(self))
+        return f"KafkaSettings({', '.join(f'{f.name}={v}' for f, v in zip(fields(self), shown))})"
 
     def aiokafka_kwargs(self) -> dict:
         """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer."""
