@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import random
+import re
 import signal
 import sys
 import time
@@ -49,7 +50,15 @@ HISTORY_STEP_S = 10
 SUBSCRIBE_DEADLINE_S = 5.0
 HEARTBEAT_S = 1.0
 MAX_QUEUE = 10_000  # a client this far behind is dropped (Coinbase drops slow readers too)
-CHANNELS = ("ticker", "heartbeats")
+CHANNELS = ("ticker", "heartbeats", "candles", "market_trades", "level2")
+TRADE_TAPE = 1000  # trades kept per product for REST market-trades windows and WS snapshots
+MAX_TRADES_LIMIT = 1000  # largest `limit` the public market-trades endpoint takes
+BOOK_LEVELS = 100  # price levels per side in the product book (REST); level2 streams the top L2_LEVELS
+L2_LEVELS = 50
+MAX_AGGREGATED_TICKS = 20_000  # an aggregated book covers at most this many ticks per side
+WS_TRADES_SNAPSHOT = 50  # trades per product in a market_trades snapshot
+WS_CANDLE_S = 300  # the candles channel has only five-minute buckets
+MAX_REQUEST_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ class Market:
         self.dec = _decimals(self.p.tick)
         self.sigma = self.p.vol / math.sqrt(SECONDS_PER_YEAR)  # per sqrt(second)
         self.minutes: dict[int, list[float]] = {}  # start -> [open, high, low, close, volume]
-        self.trades: deque[dict] = deque(maxlen=100)
+        self.trades: deque[tuple[float, dict]] = deque(maxlen=TRADE_TAPE)  # (unix time, REST trade), newest first
         self.history: deque[tuple[float, float, float, float]] = deque(maxlen=20_000)  # (time, bid, ask, price)
         self._stats: tuple[float, dict] | None = None
         self._trade_id = rng.randrange(10**8, 10**9)
@@ -166,7 +175,7 @@ class Market:
             "ask": "",
             "exchange": "coinbase",
         }
-        self.trades.appendleft(trade)
+        self.trades.appendleft((now, trade))
         self._add_to_candle(now, self.price, size)
         self.history.append((now, self.bid, self.ask, self.price))
         return trade
@@ -239,6 +248,58 @@ class Market:
                     break
         return out
 
+    def trades_between(self, start: float | None, end: float | None, limit: int) -> list[dict]:
+        """Trades whose time is in [start, end] (either bound optional), newest first, at most `limit`."""
+        out = []
+        for at, t in self.trades:
+            if end is not None and at > end:
+                continue
+            if start is not None and at < start:
+                break
+            out.append(t)
+            if len(out) >= limit:
+                break
+        return out
+
+    def ws_trade(self, trade: dict) -> dict:
+        return {k: trade[k] for k in ("trade_id", "product_id", "price", "size", "side", "time")}
+
+    def ws_candle(self, now: float) -> dict | None:
+        """The forming five-minute candle, as the candles channel sends it (None before its first trade)."""
+        start = int(now) // WS_CANDLE_S * WS_CANDLE_S
+        c = self.candles(WS_CANDLE_S, start, start, 1)
+        return {**c[0], "product_id": self.product_id} if c else None
+
+    def _level_size(self, side: str, ticks: int) -> float:
+        """Resting size at a price level: a function of the level alone, so the book only changes where
+        the quote moves (level2 sends small updates, not the whole book every trade). 0 = no orders."""
+        h = int.from_bytes(hashlib.blake2b(f"{self.product_id}/{side}/{ticks}".encode(), digest_size=8).digest(), "big")
+        u = (h + 1) / 2**64
+        if u < 0.35:
+            return 0.0  # a gap in the book
+        return round(self.p.size * (0.1 - 2 * math.log((u - 0.35) / 0.65)), 8)
+
+    def book(self, levels: int = BOOK_LEVELS, span: int | None = None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """(bids best first, asks best first) as (price, size): up to `levels` levels per side within `span`
+        ticks of the touch; the best levels are the current quote."""
+        tick = self.p.tick
+        span = span or levels * 20
+        sides = []
+        for side, best, step in (("bid", self.bid, -1), ("offer", self.ask, 1)):
+            base = round(best / tick)
+            out: list[tuple[float, float]] = []
+            i = 0
+            while len(out) < levels and i < span:
+                ticks = base + step * i
+                if ticks <= 0:
+                    break
+                size = self._level_size(side, ticks) or (self.p.size * 0.5 if i == 0 else 0.0)
+                if size:
+                    out.append((round(ticks * tick, self.dec), size))
+                i += 1
+            sides.append(out)
+        return sides[0], sides[1]
+
     def product(self, now: float) -> dict:
         s = self.stats_24h(now)
         base, _, quote = self.product_id.partition("-")
@@ -279,6 +340,14 @@ class Market:
         }
 
 
+def _aggregate(levels: list[tuple[float, float]], step: float, side_round) -> list[tuple[float, float]]:
+    out: dict[float, float] = {}
+    for price, size in levels:
+        bucket = round(side_round(round(price / step, 9)) * step, 12)
+        out[bucket] = out.get(bucket, 0.0) + size
+    return list(out.items())  # insertion order keeps best first
+
+
 class _Client:
     """One WebSocket connection: its subscriptions, its own sequence numbers, an outgoing queue."""
 
@@ -290,6 +359,44 @@ class _Client:
         self.silent = False
         self.skip = 0
         self.beats: asyncio.Task | None = None
+        self.candles: asyncio.Task | None = None
+        self.l2: dict[str, dict[tuple[str, str], str]] = {}  # product -> the book this client holds
+
+    def stop_tasks(self) -> None:
+        for t in (self.beats, self.candles):
+            if t:
+                t.cancel()
+        self.beats = self.candles = None
+
+
+class _Connection(ServerConnection):
+    """Coinbase answers a GET that carries a body, and the official SDK sends `{}` with every one;
+    websockets refuses any request body before a handshake and hangs up. So the request head and its
+    Content-Length body are held until complete, and websockets gets the head alone."""
+
+    _held: bytearray | None = None  # None once the request has been passed on
+
+    def connection_made(self, transport) -> None:
+        self._held = bytearray()
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._held is None:
+            return super().data_received(data)
+        self._held += data
+        end = self._held.find(b"\r\n\r\n")
+        if end < 0 and len(self._held) < MAX_REQUEST_BODY:
+            return  # the head is not complete yet
+        head, body_len = self._held[: end + 4], 0
+        match = re.search(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", head, re.IGNORECASE) if end >= 0 else None
+        if match and 0 < int(match[1]) <= MAX_REQUEST_BODY:
+            body_len = int(match[1])
+            if len(self._held) < end + 4 + body_len:
+                return  # the body is not complete yet
+            head = head[: match.start()] + head[match.end() :]
+        data = bytes(head + self._held[end + 4 + body_len :]) if body_len else bytes(self._held)
+        self._held = None
+        super().data_received(data)
 
 
 def _grpc_error(status: int, message: str) -> dict:
@@ -322,6 +429,7 @@ class MarketSim:
             process_request=self._process_request,
             logger=logging.getLogger("arena.sim.ws"),
             max_size=1024 * 1024,
+            create_connection=_Connection,
         )
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._tick(m), name=f"tick {m.product_id}") for m in self.markets.values()]
@@ -427,11 +535,18 @@ class MarketSim:
             await asyncio.sleep(dt)
             now = time.time()
             m.step(dt, now)
-            msg = None
+            ticker = trades = book = None
             for c in self.clients:
                 if m.product_id in c.subs.get("ticker", ()):
-                    msg = msg or self._envelope("ticker", [{"type": "update", "tickers": [m.ticker(now)]}], now)
-                    self._send(c, msg)
+                    ticker = ticker or self._envelope("ticker", [{"type": "update", "tickers": [m.ticker(now)]}], now)
+                    self._send(c, ticker)
+                if m.product_id in c.subs.get("market_trades", ()):
+                    trade = m.ws_trade(m.trades[0][1])
+                    trades = trades or self._envelope("market_trades", [{"type": "update", "trades": [trade]}], now)
+                    self._send(c, trades)
+                if m.product_id in c.subs.get("level2", ()):
+                    book = book or self._l2_levels(m)
+                    self._send_l2(c, m, book, now)
 
     # -- WebSocket ---------------------------------------------------------------------------------
 
@@ -480,6 +595,32 @@ class MarketSim:
             current = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + f"000 +0000 UTC m=+{uptime:.9f}"
             self._send(c, self._envelope("heartbeats", [{"current_time": current, "heartbeat_counter": counter}], now))
 
+    async def _candles(self, c: _Client) -> None:
+        # The forming five-minute candle of every subscribed product, once a second.
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            candles = [x for p in sorted(c.subs.get("candles", ())) if (x := self.markets[p].ws_candle(now))]
+            if candles:
+                self._send(c, self._envelope("candles", [{"type": "update", "candles": candles}], now))
+
+    @staticmethod
+    def _l2_levels(m: Market) -> dict[tuple[str, str], str]:
+        bids, asks = m.book(L2_LEVELS)
+        return {**{("bid", m.fmt(p)): f"{q:.8f}" for p, q in bids}, **{("offer", m.fmt(p)): f"{q:.8f}" for p, q in asks}}
+
+    def _send_l2(self, c: _Client, m: Market, levels: dict[tuple[str, str], str], now: float, snapshot: bool = False) -> None:
+        """level2 sends the new total size at each changed level ("0" removes it); the first message is the whole book."""
+        held = {} if snapshot else c.l2.get(m.product_id, {})
+        changed = [(k, q) for k, q in levels.items() if held.get(k) != q] + [(k, "0") for k in held if k not in levels]
+        c.l2[m.product_id] = levels
+        if not changed:
+            return
+        at = _rfc3339(now, 6)
+        updates = [{"side": side, "event_time": at, "price_level": price, "new_quantity": q} for (side, price), q in changed]
+        event = {"type": "snapshot" if snapshot else "update", "product_id": m.product_id, "updates": updates}
+        self._send(c, self._envelope("l2_data", [event], now))
+
     async def _handle_ws(self, ws: ServerConnection) -> None:
         c = _Client(ws)
         self.clients.add(c)
@@ -495,9 +636,8 @@ class MarketSim:
         finally:
             deadline.cancel()
             self.clients.discard(c)
-            for t in (writer, c.beats):
-                if t:
-                    t.cancel()
+            writer.cancel()
+            c.stop_tasks()
             log.info("client disconnected (%s)", ws.close_code if ws.close_code is not None else "abnormal")
 
     def _check_subscribed(self, c: _Client) -> None:
@@ -536,18 +676,40 @@ class MarketSim:
             c.subs.setdefault(channel, set()).update(products or ["heartbeats"])
             if channel == "heartbeats" and c.beats is None:
                 c.beats = asyncio.create_task(self._heartbeats(c))
+            if channel == "candles" and c.candles is None:
+                c.candles = asyncio.create_task(self._candles(c))
         else:
             subs = c.subs.get(channel, set())
             subs.difference_update(products or ["heartbeats"])
             if not subs:
                 c.subs.pop(channel, None)
-            if channel == "heartbeats" and c.beats:
-                c.beats.cancel()
-                c.beats = None
+                if channel == "heartbeats" and c.beats:
+                    c.beats.cancel()
+                    c.beats = None
+                if channel == "candles" and c.candles:
+                    c.candles.cancel()
+                    c.candles = None
+            if channel == "level2":
+                for p in products:
+                    c.l2.pop(p, None)
             added = []
         self._send(c, self._envelope("subscriptions", [{"subscriptions": {ch: sorted(ps) for ch, ps in c.subs.items()}}], now))
-        if channel == "ticker" and added:
-            self._send(c, self._envelope("ticker", [{"type": "snapshot", "tickers": [self.markets[p].ticker(now) for p in added]}], now))
+        if added:
+            self._snapshot(c, channel, [self.markets[p] for p in added], now)
+
+    def _snapshot(self, c: _Client, channel: str, markets: list[Market], now: float) -> None:
+        """What a channel sends first for newly subscribed products."""
+        if channel == "ticker":
+            self._send(c, self._envelope("ticker", [{"type": "snapshot", "tickers": [m.ticker(now) for m in markets]}], now))
+        elif channel == "market_trades":
+            trades = [m.ws_trade(t) for m in markets for _, t in list(m.trades)[:WS_TRADES_SNAPSHOT]]
+            self._send(c, self._envelope("market_trades", [{"type": "snapshot", "trades": trades}], now))
+        elif channel == "candles":
+            candles = [x for m in markets if (x := m.ws_candle(now))]
+            self._send(c, self._envelope("candles", [{"type": "snapshot", "candles": candles}], now))
+        elif channel == "level2":
+            for m in markets:
+                self._send_l2(c, m, self._l2_levels(m), now, snapshot=True)
 
     # -- REST --------------------------------------------------------------------------------------
 
@@ -572,7 +734,8 @@ class MarketSim:
             status = self._rest_failures.pop(0)
             return status, _grpc_error(status, "Too many requests" if status == 429 else "internal error")
         url = urlsplit(target)
-        q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        multi = parse_qs(url.query, keep_blank_values=True)
+        q = {k: v[-1] for k, v in multi.items()}
         parts = url.path.rstrip("/").split("/")
         prefix = API_PREFIX.split("/")
         if parts[: len(prefix)] != prefix:
@@ -582,7 +745,12 @@ class MarketSim:
         if rest == ["time"]:
             return 200, {"iso": _rfc3339(now), "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))}
         if rest == ["market", "products"]:
-            return 200, {"products": [m.product(now) for m in self.markets.values()], "num_products": len(self.markets)}
+            return self._rest_products(q, multi.get("product_ids", []), now)
+        if rest == ["market", "product_book"]:
+            m = self.markets.get(q.get("product_id", ""))
+            if m is None:
+                return (404, _grpc_error(404, f"product {q['product_id']} not found")) if q.get("product_id") else (400, _grpc_error(400, "product_id is required"))
+            return self._rest_book(m, q, now)
         if len(rest) in (3, 4) and rest[:2] == ["market", "products"]:
             m = self.markets.get(rest[2])
             if m is None:
@@ -595,12 +763,67 @@ class MarketSim:
                 return self._rest_candles(m, q, now)
         return 404, _grpc_error(404, "Not Found")
 
+    def _rest_products(self, q: dict, ids: list[str], now: float) -> tuple[int, Any]:
+        kind = q.get("product_type", "")
+        if kind not in ("", "SPOT", "FUTURE"):
+            return 400, _grpc_error(400, "product_type must be SPOT or FUTURE")
+        limit, offset = q.get("limit", ""), q.get("offset", "0")
+        if (limit and not limit.isdigit()) or not offset.isdigit():
+            return 400, _grpc_error(400, "limit and offset must be non-negative integers")
+        markets = [m for pid, m in self.markets.items() if (not ids or pid in ids) and kind != "FUTURE"]
+        markets = markets[int(offset) :][: int(limit) if limit and int(limit) > 0 else None]  # limit 0 = no limit
+        return 200, {"products": [m.product(now) for m in markets], "num_products": len(markets)}
+
+    @staticmethod
+    def _rest_book(m: Market, q: dict, now: float) -> tuple[int, Any]:
+        limit, inc = q.get("limit", ""), q.get("aggregation_price_increment", "")
+        if limit and not limit.isdigit():
+            return 400, _grpc_error(400, "limit must be a non-negative integer")
+        try:
+            step = float(inc) if inc else 0.0
+        except ValueError:
+            step = -1.0
+        if step < 0 or not math.isfinite(step):
+            return 400, _grpc_error(400, "aggregation_price_increment must be a positive decimal")
+        n = int(limit) if limit and int(limit) > 0 else BOOK_LEVELS
+        if step > m.p.tick:
+            # Levels fold into buckets of `step`: bids down, asks up, so a bucket never crosses the spread.
+            span = min((n + 1) * math.ceil(step / m.p.tick), MAX_AGGREGATED_TICKS)
+            bids, asks = m.book(span, span)
+            bids, asks = (_aggregate(bids, step, math.floor), _aggregate(asks, step, math.ceil))
+            dec = max(m.dec, _decimals(step))
+            fmt = lambda x: f"{x:.{dec}f}"  # noqa: E731
+        else:
+            bids, asks = m.book(BOOK_LEVELS)
+            fmt = m.fmt
+        level = lambda p, s: {"price": fmt(p), "size": f"{s:.8f}"}  # noqa: E731
+        mid = (m.bid + m.ask) / 2
+        return 200, {
+            "pricebook": {
+                "product_id": m.product_id,
+                "bids": [level(p, s) for p, s in bids[:n]],
+                "asks": [level(p, s) for p, s in asks[:n]],
+                "time": _rfc3339(now, 6),
+            },
+            "last": m.fmt(m.price),
+            "mid_market": f"{mid:.{m.dec + 1}f}",
+            "spread_bps": f"{(m.ask - m.bid) / mid * 1e4:.8f}",
+            "spread_absolute": m.fmt(m.ask - m.bid),
+        }
+
     @staticmethod
     def _rest_ticker(m: Market, q: dict) -> tuple[int, Any]:
         limit = q.get("limit", "")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-            return 400, _grpc_error(400, "limit is required and must be between 1 and 1000")
-        return 200, {"trades": list(m.trades)[: int(limit)], "best_bid": m.fmt(m.bid), "best_ask": m.fmt(m.ask)}
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_TRADES_LIMIT:
+            return 400, _grpc_error(400, f"limit is required and must be between 1 and {MAX_TRADES_LIMIT}")
+        try:
+            start, end = (float(q[k]) if q.get(k) else None for k in ("start", "end"))
+        except ValueError:
+            return 400, _grpc_error(400, "start and end are UNIX seconds")
+        if start is not None and end is not None and end < start:
+            return 400, _grpc_error(400, "end must not be before start")
+        trades = m.trades_between(start, end, int(limit))
+        return 200, {"trades": trades, "best_bid": m.fmt(m.bid), "best_ask": m.fmt(m.ask)}
 
     @staticmethod
     def _rest_candles(m: Market, q: dict, now: float) -> tuple[int, Any]:
