@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from arena import lifeline
 from arena.tools_service import SERVED
 from test_demo import _procs_with_marker
 
@@ -81,13 +82,16 @@ class Demo:
     def output(self) -> str:
         return self.output_bytes.decode(errors="replace")
 
-    def assert_nothing_left(self, within: float) -> None:
-        deadline = time.monotonic() + within
+    def assert_nothing_left(self, within: float) -> float:
+        """Seconds until no process of the run was left."""
+        start = time.monotonic()
+        deadline = start + within
         while (left := _procs_with_marker(self.marker)) and time.monotonic() < deadline:
             time.sleep(0.2)
         if left:
             cmds = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") for pid in left]
             pytest.fail(f"{len(left)} process(es) of the run still there {within:g}s later:\n" + "\n".join(cmds))
+        return time.monotonic() - start
 
     def cleanup(self) -> None:
         self.hang_up.set()
@@ -121,7 +125,7 @@ def test_kill_9_of_the_demo_ends_every_child(demo):
     d.wait_up()
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait()
-    d.assert_nothing_left(GONE_WITHIN_S)
+    print(f"every child gone {d.assert_nothing_left(GONE_WITHIN_S):.1f}s after the kill")
 
 
 def test_a_closed_terminal_stops_the_demo_in_order(demo):
@@ -148,3 +152,44 @@ def test_a_closed_stdout_pipe_alone_stops_the_demo(demo):
     d.close_output()  # `arena demo | head`: nobody reads any more, and no signal comes
     assert d.proc.wait(120) == 0, d.output
     d.assert_nothing_left(5)
+
+
+STUBBORN_PART = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: print("SIGTERM: not stopping", flush=True))
+print("READY", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_lifeline_ends_a_part_whose_supervisor_is_gone_even_when_it_is_no_child_and_hangs(tmp_path):
+    """The parent watch alone: the named supervisor is not the part's parent (as for a grandchild, which
+    PR_SET_PDEATHSIG does not cover), is left a zombie (killed, not reaped), and the part ignores SIGTERM."""
+    script = tmp_path / "part.py"
+    script.write_text(STUBBORN_PART)
+    supervisor = subprocess.Popen(["sleep", "300"])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", lifeline.PARENT_ENV: lifeline.identity(supervisor.pid)}
+    part = subprocess.Popen([sys.executable, "-m", "arena.lifeline", str(script)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert part.stdout.readline().strip() == "READY"
+        time.sleep(lifeline.CHECK_S * 3)
+        assert part.poll() is None, "a part whose supervisor lives keeps running"
+        supervisor.kill()  # not reaped: a zombie, which must count as gone
+        started = time.monotonic()
+        part.wait(lifeline.GRACE_S + 5)
+        print(f"part gone {time.monotonic() - started:.1f}s after its supervisor")
+        assert "is gone; stopping" in part.stdout.read()
+    finally:
+        part.kill()
+        supervisor.kill()
+        supervisor.wait()
+
+
+def test_a_part_started_by_hand_has_no_lifeline(tmp_path):
+    script = tmp_path / "part.py"
+    script.write_text("import os, sys; from arena import lifeline; lifeline.hold(); print(sys.argv[1:], os.getppid() > 0)")
+    env = {k: v for k, v in os.environ.items() if k != lifeline.PARENT_ENV}
+    out = subprocess.run([sys.executable, "-m", "arena.lifeline", str(script), "a", "--b"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "['a', '--b'] True", out
