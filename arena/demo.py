@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from arena import kafka as k
+from arena import lifeline
 from arena.broker import EmbeddedBroker, free_port
 from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL
 from arena.config import DEFAULT_FETCH_WAIT_MS, HEALTH_TOPIC, KafkaSettings, fetch_wait_ms
@@ -89,8 +90,34 @@ def parse_args(argv):
     return args
 
 
+class Output:
+    """The demo's stdout, which may go away under it: `arena demo | tee` stopped with Ctrl-C, a closed
+    terminal. Then the demo stops as on Ctrl-C, and nothing it still writes fails."""
+
+    lost = False
+
+    @classmethod
+    def check(cls) -> bool:
+        """Whether stdout is gone (found by a failed write, or by asking the pipe or terminal)."""
+        if not cls.lost and lifeline.output_gone(1):
+            cls.lose()
+        return cls.lost
+
+    @classmethod
+    def lose(cls) -> None:
+        cls.lost = True
+        for fd in (1, 2):  # stderr too when it is the same closed pipe (2>&1)
+            if fd == 1 or lifeline.output_gone(fd):
+                lifeline.silence(fd)
+
+
 def status(msg: str) -> None:
-    print(f"[arena] {msg}", flush=True)
+    if Output.lost:
+        return
+    try:
+        print(f"[arena] {msg}", flush=True)
+    except OSError:  # EPIPE from a closed pipe, EIO from a hung-up terminal
+        Output.lose()
 
 
 async def run(args) -> int:
@@ -113,9 +140,22 @@ async def run(args) -> int:
     kafka = ["--bootstrap-servers", bootstrap]
 
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
-        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.current_task()  # cancelled by a stop request until every part is up
 
+    def request_stop() -> None:
+        stop.set()
+        if starting is not None:
+            starting.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+        loop.add_signal_handler(sig, request_stop)
+
+    async def watch_output() -> None:
+        while not Output.check():
+            await asyncio.sleep(0.5)
+        request_stop()
+
+    output_watch = loop.create_task(watch_output())
     code = 0
     try:
         if args.live:
@@ -167,6 +207,7 @@ async def run(args) -> int:
             conn = sup.start("connector", conn_args)
             if headless:
                 status(f"replaying {args.replay} at {f'{args.speed:g}x' if args.speed else 'full speed'}")
+        starting = None
         deadline = loop.time() + args.duration if args.duration else None
         while not stop.is_set():
             if args.replay and not conn.stopping and conn.proc.poll() == 0:  # the recording is over: expected
@@ -186,17 +227,26 @@ async def run(args) -> int:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        starting = None  # asked to stop while the parts were coming up
     except Exception as exc:  # a part failed to come up: say which, and where its log is
         status(f"error: {exc}")
         code = 1
     finally:
+        output_watch.cancel()
         status("stopping ...")
         sup.stop_all(order=["router", "chat", "tools", "connector"])
         await health.stop()
         broker.stop()
     if Path(export).exists():
-        if headless:  # with the dashboard, the tools process printed the final standings itself
-            print_leaderboard(export)
+        if headless and not Output.check():  # with the dashboard, the tools process printed the final standings itself
+            try:
+                print_leaderboard(export)
+                sys.stdout.flush()
+            except OSError:
+                Output.lose()
         status(f"leaderboard written to {export}")
     return code
 

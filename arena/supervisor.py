@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from arena import lifeline
 from arena.market import utcnow
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,13 @@ class Supervisor:
     def __init__(self, run_dir: Path, env: dict[str, str] | None = None):
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Every child ends with this process, however it ends (arena/lifeline.py).
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), lifeline.PARENT_ENV: lifeline.identity()}
         self.children: list[Child] = []
         self.on_status = lambda status: None  # set by the owner to publish health
 
     def start(self, name: str, script_args: list[str], *, foreground: bool = False) -> Child:
-        child = Child(name, [sys.executable, *script_args], self.run_dir / f"{name.replace(' ', '-')}.log", foreground)
+        child = Child(name, lifeline.command(script_args), self.run_dir / f"{name.replace(' ', '-')}.log", foreground)
         out = None if foreground else open(child.log_path, "ab")
         child.proc = subprocess.Popen(
             child.argv,
