@@ -283,7 +283,8 @@ class MetricsTracker:
         budget = self.initial_cash / len(asks)
         for pid, ask in asks.items():
             qty = budget / (ask * (1 + fee_rate))  # spends exactly the budget, fee included
-            agent.apply(Trade(trade_id=f"baseline:{pid}", agent=BASELINE_NAME, product_id=pid, side="buy",
+            # Not validated: its name is no agent name on purpose (no agent can trade as the baseline).
+            agent.apply(Trade.model_construct(trade_id=f"baseline:{pid}", agent=BASELINE_NAME, product_id=pid, side="buy",
                               quantity=qty, price=ask, fee=qty * ask * fee_rate, executed_at=t))
 
     # -- results --------------------------------------------------------------------------------

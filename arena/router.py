@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,12 +19,11 @@ from arena import kafka as k
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
+from arena.wire import AGENT_NAME_RE, clip
 
 log = logging.getLogger(__name__)
 
 TOOL_NAMES = ("execute_trade", "get_portfolio", "calculator")
-# Agent names become Kafka topic names (agent.<name>.private.input) and consumer group ids.
-AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 T = TypeVar("T")
 
@@ -273,9 +271,20 @@ class Router:
     # ----------------------------------------------------------------- market intake
 
     def _offer_records(self, batches: dict) -> None:
-        snapshots = [k.decode(MarketSnapshot, r.value, MARKET_TOPIC) for records in batches.values() for r in records]
-        for snapshot in sorted((s for s in snapshots if s is not None), key=lambda s: s.published_at):
-            self.offer(snapshot)
+        """Each record on its own: one that is malformed, means nothing valid, or fails to be offered is
+        logged and skipped, and the rest are offered. Times are capped at arrival (see not_after)."""
+        now = utcnow()
+        snapshots = []
+        for records in batches.values():
+            for r in records:
+                snapshot = k.decode_record(MarketSnapshot, r)
+                if snapshot is not None:
+                    snapshots.append((snapshot.not_after(now), r))
+        for snapshot, r in sorted(snapshots, key=lambda sr: sr[0].published_at):
+            try:
+                self.offer(snapshot)
+            except Exception as exc:
+                log.error("could not take snapshot #%s (%s partition %s offset %s): %r", snapshot.seq, r.topic, r.partition, r.offset, exc)
 
     def offer(self, snapshot: MarketSnapshot) -> None:
         """Hand a snapshot to the turn loop if it is the newest one seen; every other one is reported
@@ -294,6 +303,10 @@ class Router:
     async def _read_market(self) -> None:
         while True:
             self._offer_records(await self._market.getmany(timeout_ms=1000))
+
+    async def _turns(self) -> None:
+        while True:
+            await self.run_turn(await self.slot.take())
 
     # ----------------------------------------------------------------- turns
 
@@ -336,13 +349,13 @@ class Router:
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
             result = await handle.result(timeout=self.turn_timeout_s)
-            outcome = dict(status="done", output=str(result.output or "").strip())
+            outcome = dict(status="done", output=clip(str(result.output or "").strip()))
         except ClientTimeoutError:
             outcome = dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            outcome = dict(status="error", reason=fault_reason(exc))
+            outcome = dict(status="error", reason=clip(fault_reason(exc)))
         finally:
             # A timed-out run's late steps wait for the next turn's wake, where the deadline guard drops them.
             self._turn_consumers.doze()
@@ -355,11 +368,11 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set: read the market, run one turn per newest snapshot."""
 
-        async def turns() -> None:
-            while True:
-                await self.run_turn(await self.slot.take())
-
-        tasks = [asyncio.create_task(self._read_market()), asyncio.create_task(turns()), asyncio.create_task(stop.wait())]
+        tasks = [
+            asyncio.create_task(k.supervised(f"{self.name}: market intake", self._read_market)),
+            asyncio.create_task(k.supervised(f"{self.name}: turn loop", self._turns)),
+            asyncio.create_task(stop.wait()),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:

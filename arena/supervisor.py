@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from arena import lifeline
 from arena.market import utcnow
+from arena.wire import AwareTime
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ class ProcessStatus(BaseModel):
     name: str  # e.g. "router alice"
     status: Literal["starting", "ready", "exited", "stopped"]
     detail: str = ""  # exit code, log path
-    at: datetime = Field(default_factory=utcnow)
+    at: AwareTime = Field(default_factory=utcnow)  # ordered by it: zoned, and not ahead of the reader
 
 
 @dataclass

@@ -373,7 +373,8 @@ def tracked_arena():
     for minute in range(20):
         t = START + timedelta(minutes=minute)
         wobble = 1 + 0.001 * (minute % 5 - 2)
-        qs = {p: q.model_copy(update={"best_bid": q.best_bid * wobble, "received_at": t}) for p, q in quotes(START).items()}
+        qs = {p: q.model_copy(update={"best_bid": q.best_bid * wobble, "best_ask": max(q.best_ask, q.best_bid * wobble), "received_at": t})
+              for p, q in quotes(START).items()}  # a bid never above the ask
         st.on_snapshot(MarketSnapshot(seq=minute + 1, published_at=t, quotes=qs), now=t)
         for trade in trades:
             if t < trade.executed_at <= t + timedelta(minutes=1):
