@@ -136,7 +136,7 @@ class Desk:
     def note_call(self, agent: str, tool: str, reacted_to: datetime | None = None) -> Account:
         """Every tool call starts here: the caller's account is created on its first call. reacted_to:
         when the snapshot the caller is deciding on was published, if known."""
-        acct, created = self.ledger.open_account(agent)
+        acct, created = self.ledger.open_account(agent, reacted_to=reacted_to)
         if created:
             log.info("opened account for %s with $%s", agent, f"{INITIAL_CASH:,.2f}")
         self._notify(self.on_call, agent, tool, reacted_to)

@@ -43,7 +43,8 @@ from arena.portfolio import Account, Trade, replay
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     name TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    reacted_to TEXT                  -- publication time of the snapshot its first call decided on
 );
 CREATE TABLE IF NOT EXISTS trades (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,6 +120,8 @@ class Ledger:
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            if "reacted_to" not in {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}:
+                self._db.execute("ALTER TABLE agents ADD COLUMN reacted_to TEXT")  # a ledger from before it
             self._accounts: dict[str, Account] = replay(self.trades())
             for (name,) in self._db.execute("SELECT name FROM agents ORDER BY rowid"):
                 self._accounts.setdefault(name, Account(agent=name))
@@ -162,15 +165,19 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def open_account(self, agent: str, at: datetime | None = None) -> tuple[Account, bool]:
-        """The agent's account, created (durably, with INITIAL_CASH) on first use. Returns (account, created)."""
+    def open_account(self, agent: str, at: datetime | None = None, reacted_to: datetime | None = None) -> tuple[Account, bool]:
+        """The agent's account, created (durably, with INITIAL_CASH) on first use. Returns (account, created).
+
+        reacted_to: the snapshot its first call decided on, kept so that `arena report` starts the
+        agent's value series where the live tracker did."""
         with self.lock:
             acct = self._accounts.get(agent)
             if acct is not None:
                 return acct, False
             with self._transaction():
                 self._db.execute(
-                    "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)", (agent, (at or utcnow()).isoformat())
+                    "INSERT OR IGNORE INTO agents(name, created_at, reacted_to) VALUES (?, ?, ?)",
+                    (agent, (at or utcnow()).isoformat(), reacted_to.isoformat() if reacted_to else None),
                 )
             acct = self._accounts[agent] = Account(agent=agent)
             return acct, True

@@ -372,7 +372,7 @@ def compute(
     fee_bps: float = 0.0,
     baseline: bool = True,
     marks: Mapping[str, float] | None = None,
-    agents: Iterable[str] = (),
+    agents: Iterable[str] | Mapping[str, datetime | None] = (),
     min_sharpe_returns: int = MIN_SHARPE_RETURNS,
 ) -> dict[str, AgentMetrics]:
     """Metrics of every agent (and the baseline) from a trade log and a price history.
@@ -380,13 +380,18 @@ def compute(
     price_history: (time, {product: Quote or mark price}) samples or MarketSnapshots. interval_s:
     the sampling interval for annualizing Sharpe; None = the mean spacing of each agent's samples.
     marks: prices that value open positions now, overriding the last sample's (see MetricsTracker).
-    agents: accounts to list even without a trade (they appear from the first sample on).
+    agents: accounts to list even without a trade, or a mapping name -> the publication time of the
+    snapshot its first call reacted to (its series starts there, as the live tracker's does; None:
+    from the sample before its first trade, or the first sample).
     """
     tracker = MetricsTracker(initial_cash=initial_cash, interval_s=interval_s, fee_bps=fee_bps, baseline=baseline,
                              min_sharpe_returns=min_sharpe_returns)
     traded = {t.agent for t in trades}
-    for name in agents:
-        if name not in traded:  # the others start at the sample before their first trade
+    reacted = agents if isinstance(agents, Mapping) else dict.fromkeys(agents)
+    for name, reacted_to in reacted.items():
+        if reacted_to is not None:
+            tracker.on_agent(name, reacted_to)
+        elif name not in traded:  # the others start at the sample before their first trade
             tracker.on_agent(name)
     return _replay(tracker, trades, price_history).metrics(marks)
 

@@ -365,7 +365,7 @@ def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it
             Ledger(path)
         assert str(path) in str(refused.value) and f"pid {holder.pid} on host" in str(refused.value)
         trades, names = read_ledger(path)  # arena report reads while the writer holds the lock
-        assert [t.agent for t in trades] == ["ann"] and names == ["ann"]
+        assert [t.agent for t in trades] == ["ann"] and list(names) == ["ann"]
     finally:
         holder.send_signal(signal.SIGKILL)  # no clean-up code runs: the kernel drops the lock
         holder.wait()
