@@ -43,6 +43,7 @@ FAULT_MODELS = ("error-500", "error-429", "error-401", "bad-args", "unknown-tool
 LISTED_MODELS = (*POLICIES, "auto", *FAULT_MODELS, "slow-<seconds>")
 _SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)$")
 MAX_TURNS = 4  # model turns per market turn before it just answers in text (no endless loops)
+MAX_BODY_BYTES = 1 << 20  # a router's request is a few kB; anything near this is not a conversation
 
 # `auto`: the agent's system prompt picks the policy: the keyword that appears first wins (the strategy
 # comes before any shared rules in a router's prompt).
@@ -256,7 +257,25 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
 # ------------------------------------------------------------------------------------------- HTTP
 
 
-def build_app(seed: int = 0):
+async def read_body(request: Any, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, or ApiError 413 as soon as it is known to exceed `limit` (declared or streamed)."""
+    too_large = f"the request body is too large (limit {limit:,} bytes)"
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise ApiError(413, f"{too_large}: Content-Length is {int(declared):,}", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # chunked bodies carry no length: count as they come
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, too_large, code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(seed: int = 0, max_body_bytes: int = MAX_BODY_BYTES):
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -265,8 +284,8 @@ def build_app(seed: int = 0):
     async def chat_completions(request: Request) -> JSONResponse:
         try:
             try:
-                body = json.loads(await request.body())
-            except ValueError:
+                body = json.loads(await read_body(request, max_body_bytes))
+            except (ValueError, RecursionError):
                 raise ApiError(400, "the request body is not valid JSON") from None
             slow = _SLOW.match(body.get("model", "")) if isinstance(body, dict) and isinstance(body.get("model"), str) else None
             if slow:
