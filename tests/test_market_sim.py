@@ -135,6 +135,22 @@ async def test_rest_endpoints(sim):
         assert (await http.get("/nowhere")).status_code == 404
 
 
+async def test_rest_answers_a_get_with_a_body_however_it_arrives(sim):
+    # Coinbase's own SDK sends `{}` with every GET; the body may come in the same packet as the head or later.
+    req = (f"GET {cb.product_path('SOL-USD')} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           "Content-Length: 2\r\n\r\n{}").encode()
+    for cuts in ([], [20], [len(req) - 1], [len(req) - 2, len(req) - 1], list(range(1, len(req)))):
+        reader, writer = await asyncio.open_connection(sim.host, sim.port)
+        for a, b in zip([0, *cuts], [*cuts, len(req)]):
+            writer.write(req[a:b])
+            await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 5)  # the simulator closes after answering
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), (cuts, raw[:200])
+        assert json.loads(body)["product_id"] == "SOL-USD"
+
+
 async def test_rest_failure_injection_and_outage(sim):
     async with httpx.AsyncClient(base_url=sim.rest_url) as http:
         sim.fail_rest(429, 2)
