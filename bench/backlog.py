@@ -30,6 +30,9 @@ from bisect import bisect_right
 from bench.harness import Arena, Recorder, Report, dist_ms, fmt_dist, target
 
 SUPERSEDED = re.compile(r"superseded by #(\d+)")
+# A tick published this long before a moment has surely been delivered by then (delivery takes
+# milliseconds): a newer one by then is a tick missed or queued, not one still in flight.
+DELIVERED_S = 1.0
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -89,6 +92,7 @@ def turn_checks(rec: Recorder, newest: Newest, agent: str) -> list[dict]:
             "age_s": t - d.tick_published_at.timestamp(),
             "newer_received": max(0, newest.received(agent, t) - d.tick_seq),
             "newer_published": max(0, newest.published(t) - d.tick_seq),
+            "newer_delivered": max(0, newest.published(t - DELIVERED_S) - d.tick_seq),
         })  # fmt: skip
     return rows
 
@@ -100,6 +104,7 @@ def summarize(rows: list[dict]) -> dict:
         "turns_with_newer_tick_received": sum(1 for r in rows if r["newer_received"] > 0),
         "turns_with_newer_tick_published": sum(1 for r in rows if r["newer_published"] > 0),
         "max_newer_published": max((r["newer_published"] for r in rows), default=0),
+        "turns_with_newer_tick_published_1s_before": sum(1 for r in rows if r["newer_delivered"] > 0),
     }
 
 
@@ -107,7 +112,7 @@ def fill_checks(rec: Recorder, newest: Newest, agent: str) -> dict:
     """Each fill of `agent`, at the moment it filled: the tick its turn was decided on against the newest
     tick published and received by then, and the quote the desk priced it at."""
     turns = {d.run_id: d for d in rec.decisions if d.agent == agent and d.status == "started"}
-    ages, behind_pub, behind_recv, price_behind, unmatched = [], [], [], [], 0
+    ages, behind_pub, behind_recv, price_behind, price_missed, unmatched = [], [], [], [], [], 0
     for t in (t for t in rec.trades if t.agent == agent and t.status == "filled"):
         parts = t.trade_id.split("|")  # agent|run|messages|tool call id (trading_tools.call_key)
         turn = turns.get(parts[1]) if len(parts) == 4 else None
@@ -120,6 +125,7 @@ def fill_checks(rec: Recorder, newest: Newest, agent: str) -> dict:
         behind_recv.append(max(0, newest.received(agent, at) - turn.tick_seq))
         if t.tick_seq is not None:
             price_behind.append(max(0, newest.published(at) - t.tick_seq))
+            price_missed.append(max(0, newest.published(at - DELIVERED_S) - t.tick_seq))
     return {
         "count": len(ages),
         "decided_tick_age_at_fill_ms": dist_ms(ages),
@@ -128,6 +134,7 @@ def fill_checks(rec: Recorder, newest: Newest, agent: str) -> dict:
         "max_ticks_behind_published": max(behind_pub, default=0),
         "priced_on_older_than_newest_published": sum(1 for n in price_behind if n > 0),
         "max_price_ticks_behind_published": max(price_behind, default=0),
+        "priced_on_older_than_a_tick_published_1s_before": sum(1 for n in price_missed if n > 0),
         "unmatched": unmatched,
     }
 
@@ -189,12 +196,14 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             f = s["fills"] = fill_checks(rec, newest, name)
             report.line(f"{label} router: {s['turns']} turns on {len(rec.published)} ticks; tick age at turn start {fmt_dist(s['tick_age_at_start_ms'])}")
             report.line(f"    turns started on an older tick than the newest received: {s['turns_with_newer_tick_received']}; "
-                        f"newer one already published (in flight): {s['turns_with_newer_tick_published']} (max {s['max_newer_published']} ticks)")
+                        f"newer one already published (in flight): {s['turns_with_newer_tick_published']} (max {s['max_newer_published']} ticks); "
+                        f"published {DELIVERED_S:g}s before the start: {s['turns_with_newer_tick_published_1s_before']}")
             report.line(f"    fills: {f['count']}; age of the decided-on tick at the fill {fmt_dist(f['decided_tick_age_at_fill_ms'])}")
             report.line(f"    at the fill, a newer tick than the decided-on one was published: {f['decided_on_older_than_newest_published']} "
                         f"(max {f['max_ticks_behind_published']} ticks); received by the router (lower bound): {f['decided_on_older_than_newest_received']}; "
                         f"priced on an older quote than the newest published: {f['priced_on_older_than_newest_published']} "
-                        f"(max {f['max_price_ticks_behind_published']} ticks); fills without their turn: {f['unmatched']}")
+                        f"(max {f['max_price_ticks_behind_published']} ticks), than one published {DELIVERED_S:g}s before: "
+                        f"{f['priced_on_older_than_a_tick_published_1s_before']}; fills without their turn: {f['unmatched']}")
 
         after = sorted((d for d in rec.decisions if d.agent == fast and d.status == "started" and d.started_at.timestamp() > 0
                         and d.tick_seq > missed[0] - 1), key=lambda d: d.started_at)  # fmt: skip
@@ -211,10 +220,14 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         report.line(f"restart: ticks #{missed[0]}-#{missed[1]} published while down, #{launch_seq + 1}-#{ready_seq} while it started "
                     f"(READY in {restart_ready_s:.1f}s; {new.ready_line.split(':')[0].split(' in ')[-1]} after its imports); first decision after the restart on #{first.tick_seq if first else None}; "
                     f"missed ticks decided: {decided_missed or 'none'}")
-    # A turn must start on the newest tick received; its fills come a model's think later, so a slow
-    # model's are decided on older ticks by construction: reported above, not a target.
+    # A turn must start on the newest tick delivered, and the desk must price at the newest tick delivered.
+    # (The newest *received* is read off the router's own records, which a router that queued ticks would
+    # not write: not a target.) A fill comes a model's think after its turn started, so a slow model's are
+    # decided on older ticks by construction: reported above, not a target.
+    both = (results["slow"], results["fast"])
     targets = {
-        "turns_on_older_than_newest_received": target(results["slow"]["turns_with_newer_tick_received"] + results["fast"]["turns_with_newer_tick_received"], 0),
+        "turns_started_with_a_tick_published_1s_before_newer": target(sum(r["turns_with_newer_tick_published_1s_before"] for r in both), 0),
+        "fills_priced_older_than_a_tick_published_1s_before": target(sum(r["fills"]["priced_on_older_than_a_tick_published_1s_before"] for r in both), 0),
         "slow_router_fills": target(results["slow"]["fills"]["count"], 1, at_most=False),  # the slow router must trade, or nothing was measured
         "missed_ticks_decided_after_restart": target(len(results["restart"]["missed_ticks_decided"]), 0),
     }

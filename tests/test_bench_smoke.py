@@ -58,15 +58,17 @@ def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
     rec = SimpleNamespace(
         published=published,
         decisions=[turn("r1", 1, 0.1), turn("", 2, 2.2, "skipped", "superseded by #3 while a turn was running"),
-                   turn("r2", 4, 3.1), turn("r3", 5, 4.1)],  # fmt: skip
-        trades=[fill("r1", 2.5, 3), fill("r2", 3.3, 4), fill("r3", 4.3, 4), Trade(trade_id="k", agent="a", product_id="BTC-USD",
+                   turn("r2", 4, 3.1), turn("r3", 5, 4.1), turn("r4", 2, 4.2)],  # fmt: skip
+        trades=[fill("r1", 2.5, 3), fill("r2", 3.3, 4), fill("r3", 4.3, 4), fill("r3", 4.5, 3), Trade(trade_id="k", agent="a", product_id="BTC-USD",
                                                                                   side="buy", quantity=1.0, executed_at=at(4.4))],
     )  # fmt: skip
     newest = Newest(rec)
-    assert [(r["seq"], r["newer_received"], r["newer_published"]) for r in turn_checks(rec, newest, "a")] == [(1, 0, 0), (4, 0, 0), (5, 0, 0)]
+    rows = [(r["seq"], r["newer_received"], r["newer_published"], r["newer_delivered"]) for r in turn_checks(rec, newest, "a")]
+    assert rows == [(1, 0, 0, 0), (4, 0, 0, 0), (5, 0, 0, 0), (2, 3, 3, 2)]  # r4: a backlog tick, #4 out for 1.2 s
     f = fill_checks(rec, newest, "a")
-    assert f["count"] == 3 and f["unmatched"] == 1
+    assert f["count"] == 4 and f["unmatched"] == 1
     assert f["decided_on_older_than_newest_published"] == 1 and f["max_ticks_behind_published"] == 2  # r1: #1 when #3 was out
     assert f["decided_on_older_than_newest_received"] == 1  # #3 reached the router at 2.2 s, before the fill at 2.5 s
-    assert f["priced_on_older_than_newest_published"] == 1 and f["max_price_ticks_behind_published"] == 1  # r3: quote #4, #5 out
+    assert f["priced_on_older_than_newest_published"] == 2 and f["max_price_ticks_behind_published"] == 2  # r3: quotes #4, #3; #5 out
+    assert f["priced_on_older_than_a_tick_published_1s_before"] == 1  # quote #3 at 4.5 s, #4 out since 3 s; #5 may be in flight
     assert f["decided_tick_age_at_fill_ms"]["max"] == 2500.0
