@@ -135,6 +135,41 @@ def _deadline_guard(ctx: Any) -> str | None:
     return None
 
 
+class TurnSteps:
+    """Agent before_node seam: each step of a turn is taken once, and only while its router runs the turn.
+
+    Tool calls are delivered at least once: a tools process restarted after a crash answers again the
+    calls whose offsets it had not yet committed (aiokafka commits every 5 s), and each answer carries
+    the run's state as of its call. Taking such a step again replays the turn from there: a new model
+    call and new orders under new tool-call ids, which the ledger's idempotency key cannot recognise
+    (tests/test_faults.py saw a finished turn sell a second time). A run's steps only lengthen its
+    history, so a step no longer than one already taken is a replay. A step of a run this router is
+    not running (finished, timed out, or started by an earlier process) is refused too.
+    """
+
+    def __init__(self) -> None:
+        self._taken: dict[str, int] = {}  # run id -> history length of the furthest step taken
+
+    def begin(self, run_id: str) -> None:
+        self._taken[run_id] = -1
+
+    def end(self, run_id: str) -> None:
+        self._taken.pop(run_id, None)
+
+    def __call__(self, ctx: Any) -> str | None:
+        run = str(ctx.correlation_id)
+        length = len(getattr(ctx.state, "message_history", None) or ())
+        taken = self._taken.get(run)
+        if taken is None:
+            log.warning("dropping a step of run %s: not a turn this router is running", run[:8])
+            return "Turn over: its router is not running it."
+        if length <= taken:
+            log.warning("dropping a step of run %s: taken already (delivered again)", run[:8])
+            return "Turn ended: one of its steps was delivered again."
+        self._taken[run] = length
+        return _deadline_guard(ctx)
+
+
 class Router:
     """One agent: the calfkit Agent + Worker, the market consumer, and the latest-only turn loop.
 
@@ -175,6 +210,7 @@ class Router:
         self._turn_consumers = k.Dozing([])
         self._producer = None
         self._pending: set[asyncio.Task] = set()
+        self._steps = TurnSteps()
 
     # ----------------------------------------------------------------- start / stop
 
@@ -188,7 +224,7 @@ class Router:
             model_client=self.model_client,
             tools=[Tools(*TOOL_NAMES)],
             publish_topic=ACTIVITY_TOPIC,  # every step of every agent on one topic, for observers
-            before_node=_deadline_guard,
+            before_node=self._steps,
             on_tool_error=[surface_to_model()],  # a failing tool call becomes an error the model reads; the turn goes on
         )
 
@@ -340,6 +376,7 @@ class Router:
         from calfkit import ClientTimeoutError
 
         run_id = uuid.uuid4().hex
+        self._steps.begin(run_id)
         started = self._decision(snapshot, "started", run_id=run_id)
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
@@ -360,6 +397,7 @@ class Router:
             # A timed-out run's late steps wait for the next turn's wake, where the deadline guard drops them.
             self._turn_consumers.doze()
         decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome))
+        self._steps.end(run_id)  # its late steps are refused from now on
         if decision.status == "done":
             self.previous = decision
         await self._publish(decision)

@@ -10,7 +10,8 @@ Identical requests get identical answers (tool call ids are hashes of the conver
 
 Models: momentum, mean-revert, random-walk (seeded), hold, auto (picks one from the agent's system prompt),
 and faults for tests: error-500, error-429, error-401 (echoes the caller's key, to test redaction),
-slow-<seconds> (sleeps, then holds), bad-args (invalid execute_trade arguments), unknown-tool.
+slow-<seconds> (sleeps, then holds; slow-<seconds>-<policy> sleeps, then plays that policy, e.g. slow-1-momentum),
+bad-args (invalid execute_trade arguments), unknown-tool.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 FAULT_MODELS = ("error-500", "error-429", "error-401", "bad-args", "unknown-tool")
 LISTED_MODELS = (*POLICIES, "auto", *FAULT_MODELS, "slow-<seconds>")
-_SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)$")
+_SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)(?:-([a-z-]+))?$")  # slow-2, slow-2-momentum
 MAX_TURNS = 4  # model turns per market turn before it just answers in text (no endless loops)
 MAX_BODY_BYTES = 1 << 20  # a router's request is a few kB; anything near this is not a conversation
 
@@ -224,7 +225,8 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
     if model == "error-401":  # a careless provider echoing the key: the chat node must redact it
         key = authorization.removeprefix("Bearer ").strip()
         raise ApiError(401, f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key")
-    policy_model = "hold" if _SLOW.match(model) else model
+    slow = _SLOW.match(model)
+    policy_model = (slow[2] or "hold") if slow else model
     if policy_model not in (*POLICIES, "auto", "bad-args", "unknown-tool"):
         raise ApiError(404, f"The model '{model}' does not exist. Available: {', '.join(LISTED_MODELS)}", code="model_not_found", param="model")
 
