@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.on_status = lambda status: None  # set by the owner to publish health
 
-    def start(self, name: str, script_args: list[str], *, foreground: bool = False) -> Child:
+    def start(self, name: str, script_args: list[str], *, foreground: bool = False, env: dict[str, str] | None = None) -> Child:
+        """Start `python SCRIPT_ARGS...`; `env`: variables for this child only (e.g. its API key)."""
         child = Child(name, lifeline.command(script_args), self.run_dir / f"{name.replace(' ', '-')}.log", foreground)
         out = None if foreground else open(child.log_path, "ab")
         child.proc = subprocess.Popen(
@@ -69,7 +69,7 @@ class Supervisor:
             stdout=out,
             stderr=open(child.log_path, "ab") if foreground else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.env,
+            env={**self.env, **(env or {})},
             start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
         )
         self.children.append(child)

@@ -22,6 +22,7 @@ COMMANDS = [
     ("deploy_router_node.py", ["deploy_router_node.py"]),
     ("response_viewer.py", ["response_viewer.py"]),
     ("arena demo", ["-m", "arena.cli", "demo"]),
+    ("arena up", ["-m", "arena.cli", "up"]),
     ("arena broker", ["-m", "arena.cli", "broker"]),
     ("arena market-sim", ["-m", "arena.cli", "market-sim"]),
     ("arena policy-server", ["-m", "arena.cli", "policy-server"]),
