@@ -11,6 +11,7 @@ COMMANDS = {
     "policy-server": ("arena.sim.policy", "run the offline OpenAI-compatible policy server"),
     "demo": ("arena.demo", "run a whole arena offline with one command"),
     "report": ("arena.report", "print a leaderboard from an export or a ledger file"),
+    "web": ("arena.web", "serve the live arena as a web page and a JSON API"),
 }
 
 
