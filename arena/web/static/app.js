@@ -23,10 +23,11 @@
   function money(v, cents) {
     if (!num(v)) return "—";
     var d = cents === false ? 0 : 2;
+    if (Math.abs(v) < 0.5 * Math.pow(10, -d)) v = 0;  // no "-$0.00"
     var s = Math.abs(v).toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
     return (v < 0 ? "-$" : "$") + s;
   }
-  function signedMoney(v) { return !num(v) ? "—" : (v > 0 ? "+" : "") + money(v); }
+  function signedMoney(v) { return !num(v) ? "—" : (v >= 0.005 ? "+" : "") + money(v); }
   function pct(v, digits) { return !num(v) ? "—" : v.toFixed(digits == null ? 2 : digits) + "%"; }
   function signedPct(v) { return !num(v) ? "—" : (v > 0 ? "+" : "") + v.toFixed(3) + "%"; }
   function price(v) {
@@ -146,15 +147,16 @@
     { k: "turns", h: "Turns", f: function (a) { return a.baseline ? "" : a.turns || 0; } },
     { k: "tokens", h: "Tokens", opt: true, f: function (a) { return num(a.tokens) ? a.tokens.toLocaleString("en-US") : "—"; } },
     { k: "model_cost_usd", h: "Model $", opt: true, f: function (a) { return money(a.model_cost_usd); } },
-    { k: "last_reply_at", h: "Last reply", f: function (a) { return a.baseline ? "" : a.last_reply_at ? ago(since(a.last_reply_at)) + " ago" : "—"; } }
+    { k: "last_reply_at", h: "Last reply", f: function (a) { return a.baseline ? "" : !a.last_reply_at ? "—" : STATIC ? hms(a.last_reply_at) : ago(since(a.last_reply_at)) + " ago"; } }
   ];
   function metricOf(a, c) { return c.m ? (a.metrics || {})[c.k] : a[c.k]; }
 
   function renderBoard() {
     var b = S.board, table = $("board");
     var agents = b ? b.agents || [] : [];
+    table.setAttribute("data-generated-at", b && b.generated_at || "");
     var cols = COLS.filter(function (c) { return !c.opt || agents.some(function (a) { return c.k in a; }); });
-    if (STATIC) cols = cols.filter(function (c) { return c.k !== "last_reply_at" || agents.some(function (a) { return a.last_reply_at; }); });
+    if (STATIC) cols = cols.filter(function (c) { return ["last_reply_at", "turns", "model_errors"].indexOf(c.k) < 0 || agents.some(function (a) { return a[c.k]; }); });
     table.tHead.innerHTML = "<tr>" + cols.map(function (c) { return '<th class="' + (c.l ? "l name" : "") + '">' + c.h + "</th>"; }).join("") + "</tr>";
     if (!agents.length) {
       table.tBodies[0].innerHTML = '<tr><td class="l empty" colspan="' + cols.length + '">' +
