@@ -116,7 +116,8 @@ async def _stop_when(http: asyncio.Task, stop: asyncio.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # aiokafka logs every failed reconnect while the broker is away; the page says the feed is down instead.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal once it has stopped: a no-op
     # handler underneath makes that re-raise harmless, so Ctrl-C exits 0 without a traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -76,9 +76,9 @@ class Reader:
         for c in (self.run_consumer, self.market_consumer):
             if c is not None:
                 try:
-                    await c.stop()
-                except Exception as exc:  # shutting down anyway
-                    log.debug("closing a consumer: %r", exc)
+                    await asyncio.wait_for(c.stop(), 5)
+                except (Exception, asyncio.CancelledError) as exc:  # shutting down anyway (aiokafka's fetcher may
+                    log.debug("closing a consumer: %r", exc)      # end in a CancelledError when the broker is gone)
         self.run_consumer = self.market_consumer = None
         self.connected.clear()
 
