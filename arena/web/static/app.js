@@ -335,11 +335,12 @@
     var box = $("chart"), w = Math.max(280, box.clientWidth - 12);
     return { width: w, height: window.innerWidth < 700 ? 260 : 340 };
   }
-  function compactMoney(v) {
-    var a = Math.abs(v);
-    if (a >= 1e6) return "$" + (v / 1e6).toFixed(2) + "M";
-    if (a >= 1e4) return "$" + (v / 1e3).toFixed(a >= 1e5 ? 1 : 2) + "k";
-    return "$" + v.toFixed(0);
+  function axisMoney(u, splits, axisIdx, space, incr) {
+    // As many digits as the tick spacing needs: $100.1k apart by hundreds, $100,012 apart by dollars.
+    return splits.map(function (v) {
+      if (incr >= 100 && Math.abs(v) >= 1e4) return "$" + (v / 1e3).toFixed(incr >= 1000 ? 0 : 1) + "k";
+      return "$" + v.toLocaleString("en-US", { minimumFractionDigits: incr < 1 ? 2 : 0, maximumFractionDigits: incr < 1 ? 2 : 0 });
+    });
   }
   function renderChart() {
     var cd = chartData(), box = $("chart");
@@ -361,7 +362,7 @@
       scales: { x: { time: true } },
       cursor: { drag: { x: true, y: false } },
       legend: { live: true },
-      axes: [Object.assign({}, axis, { values: timeLabels, space: 80 }), Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(compactMoney); } })],
+      axes: [Object.assign({}, axis, { values: timeLabels, space: 80 }), Object.assign({}, axis, { size: 78, values: axisMoney })],
       series: [{ label: "UTC", value: function (u, v) { return v == null ? "—" : new Date(v * 1e3).toISOString().slice(11, 19); } }].concat(cd.names.map(function (n) {
         return { label: n === BASELINE ? "buy-and-hold" : n, stroke: color(n), width: n === BASELINE ? 1.5 : 2, dash: n === BASELINE ? [6, 4] : undefined,
                  spanGaps: true, points: { show: false }, value: function (u, v) { return v == null ? "—" : money(v); } };
