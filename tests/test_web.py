@@ -63,6 +63,7 @@ def tools_state() -> tuple[ArenaState, dict]:
     st.on_snapshot(snap(2, btc=96_000.0), now=T0 + timedelta(seconds=20))
     accounts = replay(trades)
     st.sample(accounts, now=T0 + timedelta(seconds=20))
+    st.on_snapshot(snap(3, btc=96_500.0), now=T0 + timedelta(seconds=30))  # the values moved since the sample
     return st, accounts
 
 
