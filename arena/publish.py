@@ -5,7 +5,8 @@ publishes what a reader needs; the web process only reads topics. Records, JSON 
 
 - key "leaderboard": the export dict (arena.dashboard.leaderboard(): standings, metrics, baseline row,
   positions, quotes, feed status, process health) with an empty value_history.samples list. Published
-  when it changed (a fill, a snapshot, a turn), checked every `every_s`, and at least every
+  when it changed (a fill, a snapshot, a turn), checked every `every_s` (a board over 16 KiB, i.e. many
+  agents, at most once per every_s per 16 KiB, and at least once per 5 s), at least every
   `heartbeat_s` (so a reader can tell the tools process is alive), and once more when it stops.
 - key "sample:<ISO time>": one value-history sample {"t", "values": {agent: total value}} (the
   baseline's value at publication added), once each: a reader collects the whole run's curves from
@@ -152,6 +153,7 @@ class LeaderboardPublisher:
         self.published = 0  # leaderboard records sent
         self._signature: str | None = None
         self._last_sent = 0.0
+        self._next_allowed = 0.0
         self._last_sample: datetime | None = None
         self._too_big_logged = False
 
@@ -173,7 +175,8 @@ class LeaderboardPublisher:
             self._last_sample = at
         board["value_history"]["samples"] = []
         signature = _signature(board)
-        if force or signature != self._signature or now_s - self._last_sent >= self.heartbeat_s:
+        due = now_s >= self._next_allowed and (signature != self._signature or now_s - self._last_sent >= self.heartbeat_s)
+        if force or due:
             raw = json.dumps(board, default=str).encode()
             if len(raw) > k.MAX_MESSAGE_BYTES:
                 if not self._too_big_logged:
@@ -182,6 +185,9 @@ class LeaderboardPublisher:
             else:
                 out.append((BOARD_KEY, raw))
                 self._signature, self._last_sent = signature, now_s
+                # The broker keeps every record (Tansu's memory storage does not compact): a big board (many
+                # agents) goes out less often, one per every_s per 16 KiB, at most one per 5 s.
+                self._next_allowed = now_s + min(5.0, max(self.every_s, self.every_s * len(raw) / 16384))
         return out
 
     async def publish(self, *, force: bool = False) -> None:
