@@ -12,6 +12,7 @@ COMMANDS = {
     "demo": ("arena.demo", "run a whole arena offline with one command"),
     "up": ("arena.up", "run a whole arena described by one TOML file (arena.toml)"),
     "report": ("arena.report", "print a leaderboard from an export or a ledger file"),
+    "web": ("arena.web", "serve the live arena as a web page and a JSON API"),
 }
 
 

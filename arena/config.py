@@ -12,6 +12,7 @@ ACTIVITY_TOPIC = "arena.activity"  # every router's agent steps (calfkit publish
 TRADES_TOPIC = "arena.trades"  # every fill and rejection, published by the tools process
 DECISIONS_TOPIC = "arena.decisions"  # one record per router turn: outcome, error, latency
 HEALTH_TOPIC = "arena.health"  # process up/down reports from a supervisor (arena demo)
+LEADERBOARD_TOPIC = "arena.leaderboard"  # the tools process's leaderboard for the web page (compacted; arena.publish)
 
 
 def chat_request_topic(chat_node: str) -> str:

@@ -421,6 +421,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sampling interval used to annualize Sharpe (default: the mean spacing of the samples)")
     p.add_argument("--width", type=_number(40, inclusive=True, kind=int), default=None,
                    help="table width in columns, at least 40 (default: the terminal's)")
+    p.add_argument("--html", type=Path, default=None, metavar="OUT",
+                   help="also write the run as one self-contained HTML page (leaderboard, value curves, positions, trades; "
+                   "opens with no network) from an export, a ledger (curves need --market), or an export and its ledger")
     return p.parse_args(argv)
 
 
@@ -431,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         market = read_market(args.market) if args.market else []
         options = dict(prices=args.prices, market=market, fee_bps=args.fee_bps, interval_s=args.interval)
         boards = [board for path in args.paths for board in load(path, **options)]
+        if args.html:
+            from arena.web.report import write as write_html
+
+            print(f"HTML report written to {write_html(args.html, args.paths, **options)}", file=sys.stderr)
         if args.json:
             out = boards[0] if len(boards) == 1 else {"generated_at": utcnow().isoformat(), "runs": boards}
             print(json.dumps(out, indent=2, default=str))

@@ -119,6 +119,10 @@ class ToolsService:
             self._supervise("health", "the process-health feed", self._follow_health),
             self._supervise("trades", "the trades publisher", self._publish_trades),
         ]
+        if self.state is not None:  # the leaderboard for the web page (arena web), on LEADERBOARD_TOPIC
+            from arena.publish import LeaderboardPublisher
+            board = LeaderboardPublisher(self._producer, self.state, self.desk.ledger.accounts, kafka=self.kafka)
+            self._tasks.append(asyncio.create_task(board.run(), name="leaderboard"))
         # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
         log.info("%s: execute_trade, get_portfolio, calculator", SERVED)
 

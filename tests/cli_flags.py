@@ -27,6 +27,7 @@ COMMANDS = [
     ("arena market-sim", ["-m", "arena.cli", "market-sim"]),
     ("arena policy-server", ["-m", "arena.cli", "policy-server"]),
     ("arena report", ["-m", "arena.cli", "report"]),
+    ("arena web", ["-m", "arena.cli", "web"]),
 ]
 
 # Runs the command with parse_args patched to dump the parser's actions as JSON and exit.
