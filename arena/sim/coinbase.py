@@ -1,10 +1,13 @@
 """A Coinbase-compatible market simulator: Advanced Trade WebSocket and public REST on one port.
 
-Speaks the real protocol so the connector cannot tell: flat subscribe messages (one channel each,
-within 5 s of connecting), `subscriptions` confirmations, envelopes with channel/timestamp/
-sequence_num/events, `ticker` snapshot+updates with best bid/ask, `heartbeats` every second, `error`
-frames; REST time, product, ticker (trades + best bid/ask) and candles (newest first, strings,
-350 cap, missing buckets). REST rides on the WebSocket server's `process_request` hook.
+Speaks the real protocol so neither the connector nor Coinbase's own SDK (coinbase-advanced-py) can
+tell: flat subscribe messages (one channel each, within 5 s of connecting), `subscriptions`
+confirmations, envelopes with channel/timestamp/sequence_num/events, `ticker` snapshot+updates with
+best bid/ask, `heartbeats` every second, five-minute `candles` every second, `market_trades`, `level2`
+(as `l2_data`: a snapshot, then new totals per changed level), `error` frames; public REST: time,
+products (product_ids/product_type/limit/offset), product, product book (limit, aggregation), market
+trades (limit, start/end window, best bid/ask) and candles (newest first, strings, 350 cap, missing
+buckets). REST rides on the WebSocket server's `process_request` hook; a GET may carry a body.
 
 Prices: seeded geometric Brownian motion per product with realistic level, volatility, tick size,
 spread and trade rate. 24 h of history is generated backwards from the start price, so full
@@ -397,6 +400,12 @@ class _Connection(ServerConnection):
         data = bytes(head + self._held[end + 4 + body_len :]) if body_len else bytes(self._held)
         self._held = None
         super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._held:  # a request cut short: websockets judges what there is
+            data, self._held = bytes(self._held), None
+            super().data_received(data)
+        return super().eof_received()
 
 
 def _grpc_error(status: int, message: str) -> dict:
@@ -849,8 +858,9 @@ class MarketSim:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="arena market-sim",
-        description="Coinbase-compatible market simulator: Advanced Trade WebSocket (ticker, heartbeats) and "
-        "public REST (time, products, ticker, candles) on one port, with seeded realistic prices.",
+        description="Coinbase-compatible market simulator: Advanced Trade WebSocket (ticker, heartbeats, candles, "
+        "market_trades, level2) and public REST (time, products, product book, market trades, candles) on one port, "
+        "with seeded realistic prices.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="port for WebSocket and REST, 0 = any free port (default %(default)s)")
