@@ -466,6 +466,34 @@ async def test_every_script_offers_the_kafka_security_flags():
         assert "KAFKA_SASL_PASSWORD" in out.stdout, f"{script} --help does not say where the password comes from"
 
 
+async def test_a_turn_takes_each_step_once_and_only_while_it_runs():
+    """The router's agent seam (arena.router.TurnSteps): a tool answer delivered again (a restarted tools
+    process answers the calls it had not committed) carries the run's state as of its call; taking it
+    again would replay the turn into new orders. Without it, test_killed_tools_lose_and_double_nothing
+    sees turns decide twice."""
+    from types import SimpleNamespace
+
+    from arena.router import TurnSteps
+
+    steps = TurnSteps()
+    far = time.time() + 60
+
+    def step(run: str, messages: int, deadline: float = far) -> str | None:
+        return steps(SimpleNamespace(correlation_id=run, state=SimpleNamespace(message_history=[None] * messages),
+                                     deps={"deadline": deadline}))  # fmt: skip
+
+    steps.begin("r1")
+    assert step("r1", 0) is None and step("r1", 2) is None  # the prompt, then get_portfolio's answer
+    assert "delivered again" in step("r1", 2)  # get_portfolio answered again: refused
+    assert step("r1", 4) is None  # the orders' answers still go on
+    assert "delivered again" in step("r1", 2)
+    assert "not running" in step("r2", 0)  # a run this router never started (or an earlier process did)
+    steps.end("r1")
+    assert "not running" in step("r1", 6)  # a finished turn takes no step
+    steps.begin("r3")
+    assert "deadline" in step("r3", 0, deadline=time.time() - 1)
+
+
 async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
     """A broker that stalls and comes back is the same broker: nothing happens. One that goes away is
     reported at once, while no broker is there (its clients must not write into the next one: see
