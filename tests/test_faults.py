@@ -689,8 +689,8 @@ async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float,
     The test holds the ledger's write lock (as a stalled disk would) until the kill, so an order that
     arrives meanwhile cannot be committed: the tools process waits in SQLite's busy handler (its
     busy_timeout is 5 s), which shows as its main thread sleeping in the kernel instead of waiting in
-    its event loop's epoll. Only execute_trade writes to the ledger (once every account is open). Returns (locked_at, killed_at,
-    the main thread's states sampled before the kill)."""
+    its event loop's epoll. Only execute_trade writes to the ledger (once every account is open).
+    Returns (locked_at, killed_at, the main thread's states sampled before the kill)."""
     tap, pid = arena.tap, arena.procs["tools"].proc.pid
     # Every agent's account open first: opening one is a ledger write too (the lock would fail that call).
     await tap.until(lambda: {*TRADERS, FAULTY} <= arena.ledger_agents() and all(tap.fills(n) for n in TRADERS), 120,
@@ -790,9 +790,9 @@ async def test_killed_tools_lose_and_double_nothing(arena):
     assert set(published) <= set(by_key), "a published fill is not in the ledger"
     fate = {o.key: (by_key[o.key].status + (f" ({by_key[o.key].reason})" if by_key[o.key].reason else "")
                     if o.key in by_key else "never executed") for o in in_flight}  # fmt: skip
-    again = sum("duplicate call" in line for line in proc.lines)
+    redelivered = sum("duplicate call" in line for line in proc.lines)
     print(f"{len(acked)} acknowledged fills and {len(fills)} ledger fills matched to {len(orders)} orders sent, by content; "
-          f"lost 0, doubled 0. After the restart: {again} calls delivered again and answered from the ledger; "
+          f"lost 0, doubled 0. After the restart: {redelivered} calls delivered again and answered from the ledger; "
           f"the orders in flight at the kill: " + "; ".join(fate.values()))
 
 
