@@ -466,6 +466,34 @@ async def test_every_script_offers_the_kafka_security_flags():
         assert "KAFKA_SASL_PASSWORD" in out.stdout, f"{script} --help does not say where the password comes from"
 
 
+async def test_a_turn_takes_each_step_once_and_only_while_it_runs():
+    """The router's agent seam (arena.router.TurnSteps): a tool answer delivered again (a restarted tools
+    process answers the calls it had not committed) carries the run's state as of its call; taking it
+    again would replay the turn into new orders. Without it, test_killed_tools_lose_and_double_nothing
+    sees turns decide twice."""
+    from types import SimpleNamespace
+
+    from arena.router import TurnSteps
+
+    steps = TurnSteps()
+    far = time.time() + 60
+
+    def step(run: str, messages: int, deadline: float = far) -> str | None:
+        return steps(SimpleNamespace(correlation_id=run, state=SimpleNamespace(message_history=[None] * messages),
+                                     deps={"deadline": deadline}))  # fmt: skip
+
+    steps.begin("r1")
+    assert step("r1", 0) is None and step("r1", 2) is None  # the prompt, then get_portfolio's answer
+    assert "delivered again" in step("r1", 2)  # get_portfolio answered again: refused
+    assert step("r1", 4) is None  # the orders' answers still go on
+    assert "delivered again" in step("r1", 2)
+    assert "not running" in step("r2", 0)  # a run this router never started (or an earlier process did)
+    steps.end("r1")
+    assert "not running" in step("r1", 6)  # a finished turn takes no step
+    steps.begin("r3")
+    assert "deadline" in step("r3", 0, deadline=time.time() - 1)
+
+
 async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
     """A broker that stalls and comes back is the same broker: nothing happens. One that goes away is
     reported at once, while no broker is there (its clients must not write into the next one: see
@@ -661,8 +689,8 @@ async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float,
     The test holds the ledger's write lock (as a stalled disk would) until the kill, so an order that
     arrives meanwhile cannot be committed: the tools process waits in SQLite's busy handler (its
     busy_timeout is 5 s), which shows as its main thread sleeping in the kernel instead of waiting in
-    its event loop's epoll. Only execute_trade writes to the ledger (once every account is open). Returns (locked_at, killed_at,
-    the main thread's states sampled before the kill)."""
+    its event loop's epoll. Only execute_trade writes to the ledger (once every account is open).
+    Returns (locked_at, killed_at, the main thread's states sampled before the kill)."""
     tap, pid = arena.tap, arena.procs["tools"].proc.pid
     # Every agent's account open first: opening one is a ledger write too (the lock would fail that call).
     await tap.until(lambda: {*TRADERS, FAULTY} <= arena.ledger_agents() and all(tap.fills(n) for n in TRADERS), 120,
@@ -762,9 +790,9 @@ async def test_killed_tools_lose_and_double_nothing(arena):
     assert set(published) <= set(by_key), "a published fill is not in the ledger"
     fate = {o.key: (by_key[o.key].status + (f" ({by_key[o.key].reason})" if by_key[o.key].reason else "")
                     if o.key in by_key else "never executed") for o in in_flight}  # fmt: skip
-    again = sum("duplicate call" in line for line in proc.lines)
+    redelivered = sum("duplicate call" in line for line in proc.lines)
     print(f"{len(acked)} acknowledged fills and {len(fills)} ledger fills matched to {len(orders)} orders sent, by content; "
-          f"lost 0, doubled 0. After the restart: {again} calls delivered again and answered from the ledger; "
+          f"lost 0, doubled 0. After the restart: {redelivered} calls delivered again and answered from the ledger; "
           f"the orders in flight at the kill: " + "; ".join(fate.values()))
 
 
