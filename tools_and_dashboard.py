@@ -97,10 +97,12 @@ async def run(args: argparse.Namespace) -> int:
     state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
                        log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
     desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age)
-    service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state)
+    stop = asyncio.Event()
+    fatal: list[BaseException] = []  # a feed task that kept failing: stop, and exit non-zero
+    service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state,
+                           on_fatal=lambda exc: (fatal.append(exc), stop.set()))
     dashboard = LiveDashboard(state, ledger.accounts, print_final=False)  # final standings: after the drain
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -137,6 +139,9 @@ async def run(args: argparse.Namespace) -> int:
         else:
             await dashboard.run(stop)
             await stop.wait()
+        if fatal:
+            status(f"error: {fatal[0]}")
+            code = 1
     except Exception as exc:
         logging.getLogger("arena.tools").exception("tools process failed")
         status(f"error: {exc}")
