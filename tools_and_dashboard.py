@@ -50,7 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="headless: seconds between standings lines (default %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="seconds to keep trying to serve the tools (broker not there yet, or just restarted) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
+    p.add_argument("--agent-keys", default=None, metavar="FILE",
+                   help="agent name -> key (a JSON object or TOML table); then a tool call is served only with a proof "
+                   "from that agent's router (its env ARENA_AGENT_KEY), and agents not in the file cannot trade "
+                   "(default: none; names are still checked). Market data: env ARENA_FEED_KEY, as on the connector")
     args = p.parse_args(argv)
+    if args.agent_keys is not None:
+        from arena import auth
+
+        try:
+            auth.AGENT_KEYS.keys = auth.load_agent_keys(args.agent_keys)
+        except (OSError, ValueError) as exc:
+            p.error(f"--agent-keys: {exc}")
     if args.max_quote_age <= 0:
         p.error("--max-quote-age must be positive")
     if not 0 <= args.fee_bps < 10_000:
