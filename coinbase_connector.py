@@ -31,7 +31,9 @@ from arena.market import DEFAULT_PRODUCTS  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=f"Publish Coinbase market snapshots (quotes with bid/ask, candles) to Kafka topic {MARKET_TOPIC}.",
+        description=f"Publish Coinbase market snapshots (quotes with bid/ask, candles) to Kafka topic {MARKET_TOPIC}. "
+        "With env ARENA_FEED_KEY set, every snapshot is signed (HMAC-SHA256 in an arena-sig header) and readers "
+        "started with the same key drop any snapshot that is not.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n" + __doc__.split("\n\n", 2)[2],
     )

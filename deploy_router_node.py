@@ -104,6 +104,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run one trading agent: a calfkit Agent that thinks through a named chat node, trades with "
         "the shared tools (execute_trade, get_portfolio, calculator) and takes one turn per newest market "
         "snapshot. Ticks that arrive while a turn runs are skipped, never queued.",
+        epilog="environment: ARENA_AGENT_KEY, this agent's key from the tools' --agent-keys file: each turn then "
+        "carries a proof that it is this agent's, and tools started with --agent-keys refuse calls without one. "
+        "ARENA_FEED_KEY: drop market snapshots not signed with it (set it on the connector too).",
     )
     p.add_argument("--name", required=True, help="agent name: its account, its consumer group, its colour (letters, digits, - and _)")
     p.add_argument("--chat-node-name", default="default", help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)")

@@ -50,7 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="headless: seconds between standings lines (default %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="seconds to keep trying to serve the tools (broker not there yet, or just restarted) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
+    p.add_argument("--agent-keys", default=None, metavar="FILE",
+                   help="agent name -> key (a JSON object or TOML table); then a tool call is served only with a proof "
+                   "from that agent's router (its env ARENA_AGENT_KEY), and agents not in the file cannot trade "
+                   "(default: none; names are still checked). Market data: env ARENA_FEED_KEY, as on the connector")
     args = p.parse_args(argv)
+    if args.agent_keys is not None:
+        from arena import auth
+
+        try:
+            auth.AGENT_KEYS.keys = auth.load_agent_keys(args.agent_keys)
+        except (OSError, ValueError) as exc:
+            p.error(f"--agent-keys: {exc}")
     if args.max_quote_age <= 0:
         p.error("--max-quote-age must be positive")
     if not 0 <= args.fee_bps < 10_000:
@@ -103,10 +114,12 @@ async def run(args: argparse.Namespace) -> int:
     state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
                        log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
     desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age)
-    service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state)
+    stop = asyncio.Event()
+    fatal: list[BaseException] = []  # a feed task that kept failing: stop, and exit non-zero
+    service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state,
+                           on_fatal=lambda exc: (fatal.append(exc), stop.set()))
     dashboard = LiveDashboard(state, ledger.accounts, print_final=False)  # final standings: after the drain
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -143,6 +156,9 @@ async def run(args: argparse.Namespace) -> int:
         else:
             await dashboard.run(stop)
             await stop.wait()
+        if fatal:
+            status(f"error: {fatal[0]}")
+            code = 1
     except Exception as exc:
         logging.getLogger("arena.tools").exception("tools process failed")
         status(f"error: {exc}")

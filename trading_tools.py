@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from calfkit import ToolContext, Worker, agent_tool
 from pydantic import BeforeValidator, WithJsonSchema
 
+from arena import auth
 from arena.calc import calculate
 from arena.desk import Desk, OutcomeUnknown
 from arena.market import utcnow
@@ -51,12 +52,19 @@ def reacted_to(ctx: ToolContext) -> datetime | None:
     return at if at is not None and at.tzinfo is not None else None
 
 
+def _proven(ctx: ToolContext) -> None:
+    """Refuse a call whose agent name is no agent's, or (with --agent-keys) that its router did not prove."""
+    if why := auth.AGENT_KEYS.refusal(ctx.agent_name, ctx.correlation_id, ctx.deps):
+        raise PermissionError(f"call refused: {why}")
+
+
 def _desk(ctx: ToolContext, tool: str) -> Desk:
     desk = ctx.resources.get(DESK)
     if desk is None:
         raise RuntimeError("trading tools are hosted without a desk: run them with tools_and_dashboard.py")
     if not ctx.agent_name:
         raise PermissionError("these tools serve agents only (no calling agent on this request)")
+    _proven(ctx)
     desk.note_call(ctx.agent_name, tool, reacted_to(ctx))
     return desk
 
@@ -103,6 +111,7 @@ async def calculator(ctx: ToolContext, expression: str) -> str:
         expression: The expression to evaluate.
     """
     if ctx.agent_name and DESK in ctx.resources:
+        _proven(ctx)
         ctx.resources[DESK].note_call(ctx.agent_name, "calculator", reacted_to(ctx))
     return calculate(expression)
 

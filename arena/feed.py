@@ -33,6 +33,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
+from arena import auth
 from arena import coinbase as cb
 from arena import kafka as k
 from arena.config import MARKET_TOPIC, KafkaSettings
@@ -455,8 +456,10 @@ class RestPoller:
 class SnapshotSink:
     """Publishes snapshots to MARKET_TOPIC and, with `record`, appends each published one as a JSON line."""
 
-    def __init__(self, producer, record: Path | None = None, topic: str = MARKET_TOPIC, timeout: float = 10.0):
+    def __init__(self, producer, record: Path | None = None, topic: str = MARKET_TOPIC, timeout: float = 10.0,
+                 key: bytes | None = None):
         self.producer, self.topic, self.timeout = producer, topic, timeout
+        self.key = key if key is not None else auth.feed_key()  # ARENA_FEED_KEY: sign every snapshot
         self._record = open(record, "a", encoding="utf-8") if record else None
         self.published = 0
 
@@ -466,7 +469,8 @@ class SnapshotSink:
             log.error("could not publish snapshot #%d: no broker to publish to yet", snap.seq)
             return False
         try:
-            await asyncio.wait_for(self.producer.send_and_wait(self.topic, data, key=MARKET_KEY), self.timeout)
+            headers = [(auth.SIGNATURE_HEADER, auth.sign(self.key, data))] if self.key else None
+            await asyncio.wait_for(self.producer.send_and_wait(self.topic, data, key=MARKET_KEY, headers=headers), self.timeout)
         except Exception as exc:  # broker gone: this snapshot is lost, the next one may make it
             log.error("could not publish snapshot #%d: %s", snap.seq, exc or type(exc).__name__)
             return False

@@ -12,7 +12,8 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ValidationError
 
-from arena.config import CONSUMER_TUNING, KafkaSettings
+from arena import auth
+from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -217,8 +218,12 @@ def parse(model_type: type[M], raw: bytes | None, *, max_bytes: int = MAX_MESSAG
 
 def decode_record(model_type: type[M], record, *, max_bytes: int = MAX_MESSAGE_BYTES) -> M | None:
     """Parse an aiokafka record; one that is malformed or means nothing valid (see arena.wire) is
-    skipped with one log line naming its topic, partition, offset and why (returns None), never raised."""
+    skipped with one log line naming its topic, partition, offset and why (returns None), never raised.
+    With ARENA_FEED_KEY set, a market record must be signed with it (arena.auth)."""
     try:
+        if record.topic == MARKET_TOPIC and (key := auth.feed_key()) is not None:
+            if why := auth.signature_problem(key, record.value, getattr(record, "headers", None)):
+                raise ValueError(why)
         return parse(model_type, record.value, max_bytes=max_bytes)
     except Exception as exc:  # ValidationError, a validator's ValueError, RecursionError on deep nesting, ...
         _rejections.warn(record.topic, record.partition, record.offset, model_type.__name__, rejection_reason(exc))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from arena import auth
 from arena import kafka as k
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
@@ -201,6 +202,7 @@ class Router:
         self.strategy = strategy
         self.turn_timeout_s = turn_timeout_s
         self.on_decision = on_decision or (lambda d: None)
+        self.agent_key = auth.agent_key()  # env ARENA_AGENT_KEY, or None
         self.slot: LatestSlot[MarketSnapshot] = LatestSlot()
         self.newest_seen: MarketSnapshot | None = None
         self.previous: Decision | None = None
@@ -382,6 +384,8 @@ class Router:
         prompt = build_prompt(snapshot, self.previous)
         # reacted_to: the tools process starts the agent's metrics series at this snapshot
         deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat()}
+        if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
+            deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
         self._turn_consumers.wake()
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)

@@ -63,6 +63,8 @@ class ToolsService:
             self._loop.call_soon_threadsafe(self._trades.put_nowait, trade)
 
     def _on_call(self, agent: str, tool: str, reacted_to: datetime | None) -> None:
+        if reacted_to is not None:  # said by the caller: never later than now, or its series would wait for it
+            reacted_to = min(reacted_to, utcnow())
         if self.state is not None:
             self.state.on_tool_call(agent, tool, reacted_to=reacted_to)
 

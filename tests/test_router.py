@@ -5,6 +5,7 @@ publishes market snapshots and reads decisions and trades from their topics."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -65,11 +66,12 @@ class Watcher:
     async def _pump(self) -> None:
         while True:
             for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                for r in records:
+                for r in records:  # what is not a valid record (a test's own poison) is skipped
                     if r.topic == DECISIONS_TOPIC:
-                        self.decisions.append(k.decode(Decision, r.value, r.topic))
-                    else:
-                        self.trades.append(k.decode(Trade, r.value, r.topic))
+                        if (d := k.decode_record(Decision, r)) is not None:
+                            self.decisions.append(d)
+                    elif (t := k.decode_record(Trade, r)) is not None:
+                        self.trades.append(t)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -271,6 +273,30 @@ async def test_offer_reports_displaced_and_late_ticks_as_skipped():
     assert [(d.tick_seq, d.status) for d in seen] == [(1, "skipped"), (2, "skipped")]
     assert "superseded by #3" in seen[0].reason and "not newer than #3" in seen[1].reason
     assert (await r.slot.take()).seq == 3
+    await asyncio.sleep(0.05)  # the decisions' sends fail (no broker here) without raising
+
+
+@ON_MODULE_LOOP
+async def test_poison_is_skipped_and_a_time_ahead_is_capped_at_arrival():
+    from collections import namedtuple
+
+    Record = namedtuple("Record", "topic partition offset value")
+    seen: list[Decision] = []
+    r = Router(name="x", system_prompt="", model_client=None, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+               on_decision=seen.append)
+    ahead = snapshot(1)
+    ahead.published_at = utcnow() + timedelta(seconds=4)  # within the skew: a valid record
+    zoneless = json.loads(k.encode(snapshot(9)))
+    zoneless["published_at"] = utcnow().replace(tzinfo=None).isoformat()
+    r._offer_records({"p0": [Record(MARKET_TOPIC, 0, 1, k.encode(ahead)), Record(MARKET_TOPIC, 0, 2, json.dumps(zoneless).encode()),
+                             Record(MARKET_TOPIC, 0, 3, b"garbage")]})
+    assert r.newest_seen.seq == 1 and r.newest_seen.published_at <= utcnow()
+    await asyncio.sleep(0.01)
+    r._offer_records({"p0": [Record(MARKET_TOPIC, 0, 4, k.encode(snapshot(2)))]})  # published after #1 arrived
+    assert r.newest_seen.seq == 2
+    await asyncio.sleep(0)
+    assert [(d.tick_seq, d.status) for d in seen] == [(1, "skipped")] and "superseded by #2" in seen[0].reason
+    assert (await r.slot.take()).seq == 2
     await asyncio.sleep(0.05)  # the decisions' sends fail (no broker here) without raising
 
 
