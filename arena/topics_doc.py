@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -37,26 +38,61 @@ class Topic:
     note: str = ""
 
 
-_WARM_UP = "Empty records (0 bytes) appear too: a process writes one when it starts, to create the topic. Readers skip them."
+_WARM_UP = (
+    "Empty records (0 bytes) appear too: a process writes one when it starts, to create the topic. Readers skip them."
+)
 
 TOPICS = [
-    Topic(config.MARKET_TOPIC, "`market` (one constant key: one partition, snapshots in order)", MarketSnapshot,
-          "`coinbase_connector.py` (live, or `--replay` of a recording)", "every router; the tools process (fills, dashboard)"),
-    Topic(config.TRADES_TOPIC, "the agent's name", Trade,
-          "the tools process (`trading_tools.py` / `tools_and_dashboard.py`)", "anyone outside (recordings, analysis)",
-          "Every `execute_trade` outcome: fills (`status` filled) and rejections (`status` rejected, which move no money)."),
-    Topic(config.DECISIONS_TOPIC, "the router's (agent's) name", Decision,
-          "each router (`deploy_router_node.py`)", "the tools process (dashboard); `response_viewer.py`",
-          "One record when a turn starts (`status` started) and one when it ends."),
+    Topic(
+        config.MARKET_TOPIC,
+        "`market` (one constant key: one partition, snapshots in order)",
+        MarketSnapshot,
+        "`coinbase_connector.py` (live, or `--replay` of a recording)",
+        "every router; the tools process (fills, dashboard)",
+    ),
+    Topic(
+        config.TRADES_TOPIC,
+        "the agent's name",
+        Trade,
+        "the tools process (`trading_tools.py` / `tools_and_dashboard.py`)",
+        "anyone outside (recordings, analysis)",
+        "Every `execute_trade` outcome: fills (`status` filled) and rejections (`status` rejected, which move no money).",
+    ),
+    Topic(
+        config.DECISIONS_TOPIC,
+        "the router's (agent's) name",
+        Decision,
+        "each router (`deploy_router_node.py`)",
+        "the tools process (dashboard); `response_viewer.py`",
+        "One record when a turn starts (`status` started) and one when it ends.",
+    ),
     Topic(config.HEALTH_TOPIC, "none", ProcessStatus, "the `arena demo` supervisor", "the tools process (dashboard)"),
-    Topic(config.chat_request_topic("{chat_node}"), "the request id", ChatRequest,
-          "routers using that chat node", "the chat node of that name (`deploy_chat_node.py`; replicas share a group)", _WARM_UP),
-    Topic(config.chat_reply_topic("{instance_id}"), "the request id", ChatReply,
-          "the chat node that took the request (topic named by the request's `reply_to`)", "the router process that sent it",
-          "A ChatReply of kind `accepted` as soon as a replica takes the request, then exactly one `response` or `error`. " + _WARM_UP),
-    Topic(config.ACTIVITY_TOPIC, "set by calfkit", None, "every router (calfkit `publish_topic`)", "`response_viewer.py`",
-          "Every step of every agent (prompts, tool calls, tool results, answers) in calfkit's own envelope, not an arena "
-          "model: read it with calfkit, or see calfkit's documentation for its JSON."),
+    Topic(
+        config.chat_request_topic("{chat_node}"),
+        "the request id",
+        ChatRequest,
+        "routers using that chat node",
+        "the chat node of that name (`deploy_chat_node.py`; replicas share a group)",
+        _WARM_UP,
+    ),
+    Topic(
+        config.chat_reply_topic("{instance_id}"),
+        "the request id",
+        ChatReply,
+        "the chat node that took the request (topic named by the request's `reply_to`)",
+        "the router process that sent it",
+        "A ChatReply of kind `accepted` as soon as a replica takes the request, then exactly one `response` or `error`. "
+        + _WARM_UP,
+    ),
+    Topic(
+        config.ACTIVITY_TOPIC,
+        "set by calfkit",
+        None,
+        "every router (calfkit `publish_topic`)",
+        "`response_viewer.py`",
+        "Every step of every agent (prompts, tool calls, tool results, answers) in calfkit's own envelope, not an arena "
+        "model: read it with calfkit, or see calfkit's documentation for its JSON.",
+    ),
 ]
 
 # Units (and what a bare number means), by model and field. Times on the wire are RFC 3339 strings in UTC.
@@ -132,9 +168,17 @@ def _ref(schema: dict) -> str | None:
 
 def _constraints(s: dict) -> list[str]:
     out = []
-    for key, text in (("exclusiveMinimum", "> {}"), ("minimum", ">= {}"), ("exclusiveMaximum", "< {}"), ("maximum", "<= {}"),
-                      ("minLength", "at least {} chars"), ("maxLength", "at most {} chars"), ("pattern", "pattern `{}`"),
-                      ("maxItems", "at most {} items"), ("maxProperties", "at most {} keys")):
+    for key, text in (
+        ("exclusiveMinimum", "> {}"),
+        ("minimum", ">= {}"),
+        ("exclusiveMaximum", "< {}"),
+        ("maximum", "<= {}"),
+        ("minLength", "at least {} chars"),
+        ("maxLength", "at most {} chars"),
+        ("pattern", "pattern `{}`"),
+        ("maxItems", "at most {} items"),
+        ("maxProperties", "at most {} keys"),
+    ):
         if key in s:
             out.append(text.format(s[key]))
     return out
@@ -172,7 +216,9 @@ def type_text(s: dict) -> str:
     elif t == "string" and s.get("format") == "binary":
         base = "string (base64)"
     elif isinstance(t, str):
-        base = {"number": "number", "integer": "integer", "boolean": "boolean", "string": "string", "null": "null"}.get(t, t)
+        base = {"number": "number", "integer": "integer", "boolean": "boolean", "string": "string", "null": "null"}.get(
+            t, t
+        )
     else:
         base = "any"
     return base + own
@@ -223,8 +269,18 @@ def rows(model: type[BaseModel]) -> tuple[list[Row], dict[str, str], list[str]]:
             unit = UNITS.get((name, field), "")
             if not unit and "RFC 3339" in t:
                 unit = TIME_UNIT
-            out.append(Row(path, name, field, t, field in required, prop.get("default"), unit,
-                           " ".join(prop.get("description", "").split())))
+            out.append(
+                Row(
+                    path,
+                    name,
+                    field,
+                    t,
+                    field in required,
+                    prop.get("default"),
+                    unit,
+                    " ".join(prop.get("description", "").split()),
+                )
+            )
             for sub_path, sub in _children(prop, path):
                 if sub in ours and sub not in seen and sub in defs:
                     for key in MAP_KEYS.get((name, field), ()):
@@ -250,7 +306,9 @@ def render() -> str:
     out.append("")
     for t in TOPICS:
         out.append(f"## `{t.name}`\n")
-        value = f"`{t.model.__name__}` (`{t.model.__module__}`)" if t.model else "calfkit's envelope (not an arena model)"
+        value = (
+            f"`{t.model.__name__}` (`{t.model.__module__}`)" if t.model else "calfkit's envelope (not an arena model)"
+        )
         out.append(f"- key: {t.key}\n- value: {value}\n- written by: {t.written_by}\n- read by: {t.read_by}")
         if t.note:
             out.append(f"\n{t.note}")
@@ -264,10 +322,14 @@ def render() -> str:
         out.append("\n| field | type | required | unit | description |\n|---|---|---|---|---|")
         for r in table:
             typ = r.type + ("" if r.required or r.default is None else f", default `{json.dumps(r.default)}`")
-            out.append(f"| `{r.path}` | {_cell(typ)} | {'yes' if r.required else 'no'} | {_cell(r.unit)} | {_cell(r.description)} |")
+            out.append(
+                f"| `{r.path}` | {_cell(typ)} | {'yes' if r.required else 'no'} | {_cell(r.unit)} | {_cell(r.description)} |"
+            )
         if foreign:
             names = ", ".join(f"`{n}`" for n in foreign)
-            out.append(f"\npydantic-ai types, as pydantic-ai serializes them (`pydantic_ai.messages`, `pydantic_ai.models`): {names}.")
+            out.append(
+                f"\npydantic-ai types, as pydantic-ai serializes them (`pydantic_ai.messages`, `pydantic_ai.models`): {names}."
+            )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -289,8 +351,12 @@ def missing_descriptions() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arena.topics_doc", description="Print docs/TOPICS.md, generated from the wire models.")
-    parser.add_argument("--missing", action="store_true", help="list the fields whose model gives no description instead")
+    parser = argparse.ArgumentParser(
+        prog="python -m arena.topics_doc", description="Print docs/TOPICS.md, generated from the wire models."
+    )
+    parser.add_argument(
+        "--missing", action="store_true", help="list the fields whose model gives no description instead"
+    )
     args = parser.parse_args(argv)
     sys.stdout.write("\n".join(missing_descriptions()) + "\n" if args.missing else render())
     return 0
