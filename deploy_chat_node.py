@@ -75,13 +75,13 @@ def display_url(url: str) -> str:
 
 
 async def run(args: argparse.Namespace, api_key: str | None) -> int:
-    from arena.chat import ChatNode, provider_model, warm_up
+    from arena.chat import ChatNode, provider_model, redact_url, warm_up
 
     model = provider_model(
         args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort,
         timeout_s=args.timeout, max_retries=args.max_retries,
     )
-    url = display_url(args.base_url or OPENAI_URL)
+    url = redact_url(display_url(args.base_url or OPENAI_URL))
     node = ChatNode(
         args.name, model, kafka_settings(args), max_workers=args.max_workers, timeout_s=args.timeout, base_url=url,
         secrets=(api_key, urlsplit(args.base_url or "").password),
@@ -117,6 +117,9 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     stopping = asyncio.create_task(stop.wait())
     serving = asyncio.create_task(node.serve())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    failed = serving.done() and not serving.cancelled() and serving.exception() is not None
+    if failed:  # the serve loop takes each request on its own and retries the broker: this is a bug, not input
+        print(f"error: chat node '{args.name}' stopped serving: {node.redact(repr(serving.exception()))}", file=sys.stderr, flush=True)
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
     await watch.stop()
@@ -125,7 +128,7 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     status(f"stopping chat node '{args.name}' ...")
     await node.stop()
     status(f"chat node '{args.name}' stopped ({node.served} served, {node.failed} failed)")
-    return 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

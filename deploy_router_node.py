@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from arena.config import add_kafka_args, kafka_settings
 from arena.reconnect import BrokerWatch, restart_in_place
@@ -106,7 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--name", required=True, help="agent name: its account, its consumer group, its colour (letters, digits, - and _)")
     p.add_argument("--chat-node-name", default="default", help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)")
-    p.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
+    strategy = p.add_mutually_exclusive_group()
+    strategy.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
+    strategy.add_argument("--strategy-file", type=Path, default=None, metavar="PATH", help="strategy prompt from this text file instead (plain text, like the STRATEGIES; the house rules follow it as for those); the agent's strategy is named after the file")
     p.add_argument("--turn-timeout", type=float, default=60.0, help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the libraries' messages on stderr (default %(default)s)")
@@ -114,6 +117,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not AGENT_NAME_RE.match(args.name):
         p.error(f"--name {args.name!r}: use 1-64 letters, digits, '-' or '_' (it becomes part of Kafka topic names)")
+    args.prompt = STRATEGIES[args.strategy]
+    if args.strategy_file is not None:
+        try:
+            args.prompt = args.strategy_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            p.error(f"--strategy-file: cannot read {args.strategy_file}: {getattr(exc, 'strerror', None) or exc}")
+        if not args.prompt:
+            p.error(f"--strategy-file: {args.strategy_file} is empty")
+        args.strategy = args.strategy_file.stem
     if not args.turn_timeout > 0 or not args.connect_timeout > 0:
         p.error("--turn-timeout and --connect-timeout must be positive")
     return args
@@ -166,7 +178,7 @@ async def serve(args: argparse.Namespace) -> int:
         )
         return Router(
             name=args.name,
-            system_prompt=STRATEGIES[args.strategy] + HOUSE_RULES,
+            system_prompt=args.prompt + HOUSE_RULES,
             model_client=model,
             kafka=kafka,
             chat_node=args.chat_node_name,

@@ -84,21 +84,31 @@ async def view(args: argparse.Namespace) -> int:
     who = ", ".join(sorted(agents)) if agents else "all agents"
     status(f"READY watching {who} on {ACTIVITY_TOPIC} + {DECISIONS_TOPIC} (Ctrl-C to stop)")
 
+    def show(r) -> None:
+        now = datetime.now(timezone.utc)
+        try:  # the record's own time, unless the writer set an impossible one
+            at = min(datetime.fromtimestamp(r.timestamp / 1000, timezone.utc), now)
+        except (OverflowError, OSError, ValueError, TypeError):
+            at = now
+        if r.topic == DECISIONS_TOPIC:
+            decision = k.decode_record(Decision, r)
+            rows = feed.on_decision(decision) if decision is not None else []
+        else:
+            rows = feed.on_activity(r.value, r.headers, at)
+        for row in rows:
+            console.print(row)
+
     async def pump() -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=500)
-            records = sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp)
+            records = sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp if isinstance(r.timestamp, int) else 0)
             for r in records:
-                at = datetime.fromtimestamp(r.timestamp / 1000, timezone.utc)
-                if r.topic == DECISIONS_TOPIC:
-                    decision = k.decode(Decision, r.value, r.topic)
-                    rows = feed.on_decision(decision) if decision is not None else []
-                else:
-                    rows = feed.on_activity(r.value, r.headers, at)
-                for row in rows:
-                    console.print(row)
+                try:
+                    show(r)
+                except Exception as exc:  # one record: the viewer goes on with the next
+                    logging.getLogger("arena.viewer").error("could not show the record on %s partition %s offset %s: %r", r.topic, r.partition, r.offset, exc)
 
-    task = asyncio.ensure_future(pump())
+    task = asyncio.ensure_future(k.supervised("the viewer's feed", pump))  # restarted if it fails; exit 1 if it keeps failing
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()

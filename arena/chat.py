@@ -23,9 +23,9 @@ import re
 import socket
 import time
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -39,11 +39,12 @@ from calfkit._vendor.pydantic_ai.exceptions import (
 from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
 from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
 from calfkit._vendor.pydantic_ai.settings import ModelSettings
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, ValidationError
 
 from arena import kafka as k
 from arena.config import KafkaSettings, chat_reply_topic, chat_request_topic
 from arena.market import utcnow
+from arena.wire import CHAT_NODE_RE, Amount, AwareTime, ChatNodeName, Short, Text
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,13 @@ DEFAULT_ACK_TIMEOUT_S = 30.0
 DEFAULT_TIMEOUT_S = 120.0
 
 
-NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")  # a chat node name becomes part of Kafka topic names
+NAME_RE = CHAT_NODE_RE  # a chat node name becomes part of Kafka topic names
+# Where a chat node may answer: a router's reply topic (config.chat_reply_topic), nothing else.
+REPLY_TOPIC_RE = re.compile(r"^arena\.chat\.replies\.[A-Za-z0-9._-]{1,180}$")
+ReplyTopic = Annotated[str, StringConstraints(pattern=REPLY_TOPIC_RE.pattern)]
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+MAX_MESSAGES = 10_000  # per conversation
+MAX_TIMEOUT_S = 86_400.0
 
 
 def check_name(chat_node: str) -> str:
@@ -76,38 +83,40 @@ class _Wire(BaseModel):
 class ChatRequest(_Wire):
     """One model request from a router to a named chat node."""
 
-    request_id: str
-    chat_node: str
-    reply_to: str  # the router's reply topic
-    sender: str  # the router's instance id (for logs)
-    sent_at: datetime = Field(default_factory=utcnow)
-    timeout_s: float  # the router stops waiting after this; a node drops work older than it
-    messages: list[Annotated[ModelMessage, Discriminator("kind")]]
-    model_settings: dict[str, Any] | None = None
+    request_id: RequestId
+    chat_node: ChatNodeName
+    reply_to: ReplyTopic  # the router's reply topic
+    sender: Short  # the router's instance id (for logs)
+    sent_at: AwareTime = Field(default_factory=utcnow)
+    # the router stops waiting after this; a node drops work older than it
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
+    messages: Annotated[list[Annotated[ModelMessage, Discriminator("kind")]], Field(max_length=MAX_MESSAGES)]
+    model_settings: Annotated[dict[str, Any], Field(max_length=64)] | None = None  # the node forwards only FORWARDED_SETTINGS
     parameters: ModelRequestParameters
 
 
 class ChatReply(_Wire):
     """A chat node's answer: "accepted" first, then exactly one "response" or "error"."""
 
-    request_id: str
-    chat_node: str
-    replica: str  # host:pid of the replica that served it
+    request_id: RequestId
+    chat_node: ChatNodeName
+    replica: Short  # host:pid of the replica that served it
     kind: Literal["accepted", "response", "error"]
     response: ModelResponse | None = None
-    error: str = ""  # a clear message, never a secret
-    error_type: str = ""  # "http", "timeout", "connection", "expired", "malformed", "stopped", "internal"
-    status_code: int | None = None  # the provider's HTTP status, for "http" errors
+    error: Text = ""  # a clear message, never a secret
+    # "http", "timeout", "connection", "expired", "malformed", "stopped", "busy", "internal"
+    error_type: Short = ""
+    status_code: Annotated[int, Field(ge=100, le=599)] | None = None  # the provider's HTTP status, for "http" errors
     retryable: bool = False
-    model: str = ""  # the provider model id that served (or failed) it
-    elapsed_ms: float | None = None  # provider call time on the node
+    model: Short = ""  # the provider model id that served (or failed) it
+    elapsed_ms: Amount | None = None  # provider call time on the node
 
 
 class _ReplyAddress(BaseModel):
     """What a node can still read from a request it cannot parse, to tell the sender at once."""
 
-    request_id: str
-    reply_to: str
+    request_id: RequestId
+    reply_to: ReplyTopic
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -327,34 +336,85 @@ class RemoteChatModel(Model):
                 continue
             for records in batches.values():
                 for record in records:
-                    if not record.value:
-                        continue  # a topic warm-up record
-                    reply = k.decode(ChatReply, record.value, record.topic)
-                    if reply is None:
-                        continue
-                    pending = self._pending.get(reply.request_id)
-                    if pending is None:
-                        log.debug("ignoring a reply to %s (not waiting for it any more)", reply.request_id)
-                        continue
-                    pending.accepted.set()  # any reply means a node took it
-                    if reply.kind != "accepted" and not pending.done.done():
-                        pending.done.set_result(reply)
+                    try:
+                        self._take_reply(record)
+                    except Exception as exc:  # one record: the others, and the reader, go on
+                        log.error("could not take the chat reply on %s partition %s offset %s: %r", record.topic, record.partition, record.offset, exc)
+
+    def _take_reply(self, record) -> None:
+        if not record.value:
+            return  # a topic warm-up record
+        reply = k.decode_record(ChatReply, record)
+        if reply is None:
+            return
+        pending = self._pending.get(reply.request_id)
+        if pending is None:
+            log.debug("ignoring a reply to %s (not waiting for it any more)", reply.request_id)
+            return
+        pending.accepted.set()  # any reply means a node took it
+        if reply.kind != "accepted" and not pending.done.done():
+            pending.done.set_result(reply)
 
 
 # ------------------------------------------------------------------------------- chat node side
 
 
+# A URL query parameter that carries a credential (Azure's ?api-key=, ?key=, ?token=, ?sig=, ...): its value.
+_QUERY_SECRET = re.compile(r"([?&][^=&\s#]*(?:key|token|secret|sig|password|passwd|auth|credential)[^=&\s#]*=)[^&\s#\"']+", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log line: no user:password part, no credential in its query string."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
+    return _QUERY_SECRET.sub(r"\1***", urlunsplit(parts))
+
+
 def redactor(*secrets: str | None) -> Callable[[str], str]:
-    """A function that removes the given secrets, and anything shaped like an API key, from text."""
+    """A function that removes the given secrets, anything shaped like an API key, and credentials in a
+    URL's query string, from text."""
     literal = [s for s in secrets if s]
     key_shape = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
 
     def redact(text: str) -> str:
         for s in literal:
             text = text.replace(s, "***")
-        return key_shape.sub("***", text)
+        return _QUERY_SECRET.sub(r"\1***", key_shape.sub("***", text))
 
     return redact
+
+
+class _ForwardedSettings(BaseModel):
+    """The model settings a chat node passes on to its provider, each checked; any other key a request
+    carries (extra_body, extra_headers: a way to change the model or the headers the node's key goes
+    out with) is dropped. timeout is the node's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    parallel_tool_calls: bool | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)] | None = None
+    stop_sequences: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=16)] | None = None
+
+
+FORWARDED_SETTINGS = tuple(_ForwardedSettings.model_fields)
+
+
+def forwarded_settings(settings: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """(the settings a node passes on, the keys it dropped: unknown, or a value out of range)."""
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in (settings or {}).items():
+        try:
+            kept.update(_ForwardedSettings.model_validate({key: value}).model_dump(exclude_unset=True))
+        except ValidationError:
+            dropped.append(str(key)[:40])
+    return kept, dropped
 
 
 def _short(text: Any, limit: int = 300) -> str:
@@ -438,6 +498,11 @@ class ChatNode:
     Replicas (same name, same group) split the topic's partitions. Every request is acknowledged as soon
     as it is taken; at most `max_workers` provider calls run at once; each request gets a response or a
     clear error, and one that waited past its router's timeout is answered "expired" rather than served.
+    At most `max_pending` requests are taken at once (running or waiting for a worker); one beyond that
+    is answered at once with a retryable "busy" error instead of queueing without bound: its router
+    hears it in milliseconds rather than waiting out its timeout behind a flood.
+    Replies go only to router reply topics (arena.chat.replies.*): a request naming any other topic is
+    not served. Only FORWARDED_SETTINGS reach the provider.
     Secrets in `secrets` (and anything shaped like an API key) never leave the node.
     """
 
@@ -448,6 +513,7 @@ class ChatNode:
         kafka: KafkaSettings,
         *,
         max_workers: int = 8,
+        max_pending: int | None = None,
         timeout_s: float = 90.0,
         base_url: str = "",
         secrets: tuple[str | None, ...] = (),
@@ -455,11 +521,14 @@ class ChatNode:
         check_name(name)
         if max_workers < 1 or timeout_s <= 0:
             raise ValueError("max_workers must be >= 1 and timeout_s positive")
+        self.max_pending = max_pending if max_pending is not None else 4 * max_workers
+        if self.max_pending < max_workers:
+            raise ValueError("max_pending must be at least max_workers")
         self.name = name
         self.model = model
         self.kafka = kafka
         self.timeout_s = timeout_s
-        self.base_url = base_url
+        self.base_url = redact_url(base_url)
         self.redact = redactor(*secrets)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.topic = chat_request_topic(name)
@@ -467,7 +536,9 @@ class ChatNode:
         self.served = 0
         self.failed = 0
         self._workers = asyncio.Semaphore(max_workers)
+        self._requests: set[asyncio.Task] = set()  # taken and not yet answered (at most max_pending)
         self._tasks: set[asyncio.Task] = set()
+        self._dropped_settings: set[str] = set()
         self._producer = None
         self._consumer = None
 
@@ -516,12 +587,17 @@ class ChatNode:
                 continue
             for records in batches.values():
                 for record in records:
-                    self._take(record)
+                    try:
+                        await self._take(record)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # one request: the others, and the node, go on
+                        log.error("could not take the request on %s partition %s offset %s: %r", record.topic, record.partition, record.offset, exc)
 
-    def _take(self, record) -> None:
+    async def _take(self, record) -> None:
         if not record.value:
             return  # a topic warm-up record
-        req = k.decode(ChatRequest, record.value, record.topic)
+        req = k.decode_record(ChatRequest, record)
         if req is None:
             self._tell_malformed(record.value)
             return
@@ -529,14 +605,21 @@ class ChatNode:
         if age > req.timeout_s:
             log.info("dropping request %s from %s: %.0fs old, its router stopped waiting", req.request_id[:8], req.sender, age)
             return
+        if len(self._requests) >= self.max_pending:
+            log.warning("busy: answering request %s from %s with an error (%d requests taken already)", req.request_id[:8], req.sender, len(self._requests))
+            reply = self._error(req, f"the chat node is busy ({self.max_pending} requests in hand); try again", "busy", retryable=True)
+            await self._deliver(req.reply_to, reply)  # inline: a flood is read no faster than it is answered
+            return
         self._send(req.reply_to, ChatReply(request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="accepted", model=self.model.model_name))
-        self._spawn(self._serve_one(req))
+        task = self._spawn(self._serve_one(req))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
     def _tell_malformed(self, raw: bytes) -> None:
         try:
             addr = _ReplyAddress.model_validate_json(raw)
-        except ValidationError:
-            return  # not even an address: decode() logged it, nothing more to do
+        except ValueError:
+            return  # not even a valid address (or one outside arena.chat.replies.*): logged already, nothing more to do
         self._send(
             addr.reply_to,
             ChatReply(
@@ -559,7 +642,10 @@ class ChatNode:
         self._send(req.reply_to, reply)
 
     async def _call_provider(self, req: ChatRequest, timeout_s: float) -> ChatReply:
-        settings = dict(req.model_settings or {})
+        settings, dropped = forwarded_settings(req.model_settings)
+        if new := set(dropped) - self._dropped_settings:  # once per key: a router may send the same every time
+            self._dropped_settings |= new
+            log.warning("not forwarding model setting(s) %s from %s to the provider (not allowed, or out of range)", ", ".join(sorted(new)), req.sender)
         settings["timeout"] = timeout_s
         t0 = time.monotonic()
         try:
@@ -587,22 +673,26 @@ class ChatNode:
             model=self.model.model_name,
         )
 
+    async def _deliver(self, topic: str, reply: ChatReply) -> None:
+        if not REPLY_TOPIC_RE.match(topic):  # the models check it already; a reply never goes anywhere else
+            log.error("not sending the %s reply for %s to %r: not a reply topic", reply.kind, reply.request_id[:8], topic[:80])
+            return
+        try:
+            await self._producer.send_and_wait(topic, k.encode(reply), key=reply.request_id.encode())
+        except Exception as exc:
+            log.error("could not send the %s reply for %s to %s: %s", reply.kind, reply.request_id[:8], topic, self.redact(str(exc)))
+            if reply.kind == "response":  # e.g. too large: tell the router instead of letting it time out
+                failed = reply.model_copy(update={"kind": "error", "response": None, "error_type": "internal", "error": self.redact(f"the chat node could not deliver the response: {exc}")})
+                self._send(topic, failed)
+
     def _send(self, topic: str, reply: ChatReply) -> None:
-        async def send():
-            try:
-                await self._producer.send_and_wait(topic, k.encode(reply), key=reply.request_id.encode())
-            except Exception as exc:
-                log.error("could not send the %s reply for %s to %s: %s", reply.kind, reply.request_id[:8], topic, exc)
-                if reply.kind == "response":  # e.g. too large: tell the router instead of letting it time out
-                    failed = reply.model_copy(update={"kind": "error", "response": None, "error_type": "internal", "error": self.redact(f"the chat node could not deliver the response: {exc}")})
-                    self._send(topic, failed)
+        self._spawn(self._deliver(topic, reply))
 
-        self._spawn(send())
-
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Leave the group, let in-flight requests finish for up to `grace_s`, tell the others' routers."""

@@ -10,7 +10,9 @@ COMMANDS = {
     "market-sim": ("arena.sim.coinbase", "run the Coinbase-compatible market simulator (WebSocket + REST)"),
     "policy-server": ("arena.sim.policy", "run the offline OpenAI-compatible policy server"),
     "demo": ("arena.demo", "run a whole arena offline with one command"),
+    "up": ("arena.up", "run a whole arena described by one TOML file (arena.toml)"),
     "report": ("arena.report", "print a leaderboard from an export or a ledger file"),
+    "web": ("arena.web", "serve the live arena as a web page and a JSON API"),
 }
 
 

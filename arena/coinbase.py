@@ -210,7 +210,10 @@ def _ticker_quote(t: Any, exchange_time: datetime | None, received_at: datetime 
     if bid is None or ask is None or bid <= 0 or ask <= 0:
         bid = ask = None  # a one-sided or empty book is no book
     kw = {"received_at": received_at} if received_at else {}
-    return Quote(product_id=pid, price=price, best_bid=bid, best_ask=ask, exchange_time=exchange_time, **kw), ""
+    try:
+        return Quote(product_id=pid, price=price, best_bid=bid, best_ask=ask, exchange_time=exchange_time, **kw), ""
+    except ValueError as exc:  # what no reader would take (arena.wire): e.g. a product id of another shape
+        return None, f"{pid[:40]}: ticker the arena cannot carry: {str(exc).splitlines()[-1][:120]}"
 
 
 # --- REST -------------------------------------------------------------------------------------------
@@ -230,7 +233,10 @@ def parse_candles(body: Any) -> list[Candle]:
         vals = {k: _num(c.get(k)) for k in ("open", "high", "low", "close", "volume")}
         if start is None or any(v is None for v in vals.values()):
             continue
-        by_start[start] = Candle(start=start, **vals)
+        try:
+            by_start[start] = Candle(start=start, **vals)
+        except ValueError:  # e.g. high below low: dropped like any malformed entry
+            continue
     return [by_start[s] for s in sorted(by_start)]
 
 
@@ -247,14 +253,17 @@ def parse_rest_ticker(product_id: str, body: Any, received_at: datetime | None =
     last = trades[0] if trades and isinstance(trades[0], dict) else {}
     price = _num(last.get("price"))
     kw = {"received_at": received_at} if received_at else {}
-    return Quote(
-        product_id=product_id,
-        price=price if price and price > 0 else (bid + ask) / 2,
-        best_bid=bid,
-        best_ask=ask,
-        exchange_time=parse_time(last.get("time")),
-        **kw,
-    )
+    try:
+        return Quote(
+            product_id=product_id,
+            price=price if price and price > 0 else (bid + ask) / 2,
+            best_bid=bid,
+            best_ask=ask,
+            exchange_time=parse_time(last.get("time")),
+            **kw,
+        )
+    except ValueError:  # what no reader would take (arena.wire)
+        return None
 
 
 def rest_error(body: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # Topics: one place, so every process agrees.
 MARKET_TOPIC = "market_data.prices"
@@ -12,6 +12,7 @@ ACTIVITY_TOPIC = "arena.activity"  # every router's agent steps (calfkit publish
 TRADES_TOPIC = "arena.trades"  # every fill and rejection, published by the tools process
 DECISIONS_TOPIC = "arena.decisions"  # one record per router turn: outcome, error, latency
 HEALTH_TOPIC = "arena.health"  # process up/down reports from a supervisor (arena demo)
+LEADERBOARD_TOPIC = "arena.leaderboard"  # the tools process's leaderboard for the web page (compacted; arena.publish)
 
 
 def chat_request_topic(chat_node: str) -> str:
@@ -46,6 +47,10 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_cafile: str | None = None
+
+    def __repr__(self) -> str:  # settings end up in logs and tracebacks: never the password
+        shown = ("<hidden>" if f.name == "sasl_password" and self.sasl_password else repr(getattr(self, f.name)) for f in fields(self))
+        return f"KafkaSettings({', '.join(f'{f.name}={v}' for f, v in zip(fields(self), shown))})"
 
     def aiokafka_kwargs(self) -> dict:
         """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer."""

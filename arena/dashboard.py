@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -62,6 +62,12 @@ log = logging.getLogger(__name__)
 
 RECENT_FILLS = 200  # bounded lists: the screen's cost never grows with the length of the run
 RECENT_PROBLEMS = 200
+# Per-name maps are bounded too: any client on the broker can publish decisions and health reports
+# under names of its choosing. Past the bound the least recently heard-of name is forgotten (an agent
+# with an account still shows, from the ledger, without its activity counts).
+MAX_AGENTS = 256
+MAX_PROCESSES = 256
+MAX_TEXT = 300  # characters of a reason or status kept (a screen line or two)
 HISTORY_POINTS = 480  # chart samples kept; when full, every other one goes and the cadence doubles
 
 # Per-agent performance metrics: ArenaState(metrics=...) takes an arena.metrics.MetricsTracker (the
@@ -201,12 +207,12 @@ class ArenaState:
         self.last_snapshot_at: datetime | None = None  # when we received it (our clock)
         self.fills: deque[Trade] = deque(maxlen=RECENT_FILLS)
         self.problems: deque[Problem] = deque(maxlen=RECENT_PROBLEMS)
-        self.activity: dict[str, AgentActivity] = {}
+        self.activity: OrderedDict[str, AgentActivity] = OrderedDict()  # least recently active first
         self.first_decision_at: datetime | None = None
         self.last_reply_at: datetime | None = None
         self.last_tool_call_at: datetime | None = None
         self.history = ValueHistory(sample_interval_s)
-        self.processes: dict[str, ProcessStatus] = {}  # the last report of each supervised process
+        self.processes: OrderedDict[str, ProcessStatus] = OrderedDict()  # the last report of each supervised process
         self._lock = threading.Lock()
 
     @property
@@ -237,7 +243,7 @@ class ArenaState:
                 self.fills.append(trade)
             else:
                 what = f"{trade.side.upper()} {qty(trade.quantity, trade.product_id)}"
-                self.problems.append(Problem(trade.executed_at, trade.agent, "rejected", what, trade.reason or "no reason given"))
+                self.problems.append(Problem(trade.executed_at, trade.agent, "rejected", what, _clip(trade.reason or "no reason given")))
 
     def on_decision(self, decision: Decision, *, now: datetime | None = None) -> None:
         now = now or utcnow()
@@ -255,7 +261,7 @@ class ArenaState:
             elif decision.status in ("error", "timeout"):
                 a.model_errors += 1
                 a.timeouts += decision.status == "timeout"
-                a.last_error = decision.reason or decision.status
+                a.last_error = _clip(decision.reason or decision.status)
                 kind = "timeout" if decision.status == "timeout" else "model error"
                 self.problems.append(Problem(at, decision.agent, kind, f"tick #{decision.tick_seq}", a.last_error))
             elif decision.status == "skipped":
@@ -277,7 +283,10 @@ class ArenaState:
         with self._lock:
             known = self.processes.get(status.name)
             if known is None or status.at >= known.at:
-                self.processes[status.name] = status
+                self.processes[status.name] = status.model_copy(update={"detail": _clip(status.detail)})
+                self.processes.move_to_end(status.name)
+                while len(self.processes) > MAX_PROCESSES:
+                    self.processes.popitem(last=False)
 
     def sample(self, accounts: dict[str, Account], *, now: datetime | None = None) -> bool:
         """Offer the current values to the chart history (kept only on a new wall-clock slot)."""
@@ -293,6 +302,10 @@ class ArenaState:
         if a is None:
             a = self.activity[name] = AgentActivity(first_seen=now)
             agent_color(name)  # colours are handed out in order of first appearance
+            while len(self.activity) > MAX_AGENTS:
+                self.activity.popitem(last=False)
+        else:
+            self.activity.move_to_end(name)
         return a
 
     def _accounts(self, accounts: dict[str, Account]) -> dict[str, Account]:
@@ -350,6 +363,10 @@ class ArenaState:
 
     def processes_up(self) -> list[ProcessStatus]:
         return [p for _, p in sorted(self.processes.items()) if p.status in ("starting", "ready")]
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def exit_code(status: ProcessStatus) -> str:

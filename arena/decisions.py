@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
-from arena.market import utcnow
+from arena.wire import CHAT_NODE_RE, AgentName, AwareTime, Seq, Short, Text, utcnow
 
 
 class Decision(BaseModel):
-    agent: str
-    run_id: str  # calfkit correlation id of the turn ("" when the turn never started)
-    tick_seq: int  # snapshot seq the turn was based on
-    tick_published_at: datetime
+    agent: AgentName
+    run_id: Short  # calfkit correlation id of the turn ("" when the turn never started)
+    tick_seq: Seq  # snapshot seq the turn was based on
+    tick_published_at: AwareTime
     status: Literal["started", "done", "error", "timeout", "skipped"]
-    reason: str = ""  # error text or why it was skipped
-    summary: str = ""  # one line: what the market looked like (prices) for the viewer
-    output: str = ""  # the agent's final text, on "done"
-    started_at: datetime = Field(default_factory=utcnow)
-    finished_at: datetime | None = None
-    chat_node: str = ""
-    strategy: str = ""
+    reason: Text = ""  # error text or why it was skipped
+    summary: Text = ""  # one line: what the market looked like (prices) for the viewer
+    output: Text = ""  # the agent's final text, on "done"
+    started_at: AwareTime = Field(default_factory=utcnow)
+    finished_at: AwareTime | None = None
+    chat_node: Annotated[str, StringConstraints(pattern=f"^$|{CHAT_NODE_RE.pattern}")] = ""
+    strategy: Short = ""
 
     @property
     def latency_s(self) -> float | None:

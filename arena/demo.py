@@ -2,26 +2,19 @@
 
 Starts, as real subprocesses: the embedded broker, the Coinbase-compatible market simulator (or the
 real Coinbase feed with --live, or a recording with --replay), the connector, the offline policy server,
-two chat nodes, N routers and the tools process with the dashboard in the foreground."""
+two chat nodes, N routers and the tools process with the dashboard in the foreground. It is an arena
+file built in code (`demo_arena`), run the way `arena up` runs one."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import signal
-import sys
-from datetime import datetime
 from pathlib import Path
 
-from arena import kafka as k
-from arena.broker import EmbeddedBroker, free_port
-from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL
-from arena.config import DEFAULT_FETCH_WAIT_MS, HEALTH_TOPIC, KafkaSettings, fetch_wait_ms
-from arena.supervisor import ROOT, ProcessStatus, Supervisor
-from arena.tools_service import SERVED
+from arena.config import DEFAULT_FETCH_WAIT_MS, fetch_wait_ms
+from arena.up import OFFLINE, Agent, Arena, ChatNode, Market, Output, RunOptions, run
 
 log = logging.getLogger("arena.demo")
 
@@ -89,130 +82,27 @@ def parse_args(argv):
     return args
 
 
-def status(msg: str) -> None:
-    print(f"[arena] {msg}", flush=True)
-
-
-async def run(args) -> int:
-    run_dir = Path(args.run_dir or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ledger = args.ledger or str(run_dir / "ledger.db")
-    export = args.export or str(run_dir / "leaderboard.json")
-    headless = args.no_dashboard or not sys.stdout.isatty()
-    status(f"run folder: {run_dir} (every process logs there)")
-
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
-    await broker.wait_ready()
-    bootstrap = broker.bootstrap
-    status(f"broker ready on {bootstrap}; consumers wait up to {args.fetch_wait_ms} ms per fetch")
-    sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ARENA_FETCH_WAIT_MS": str(args.fetch_wait_ms)})
-    health = k.producer(KafkaSettings(bootstrap_servers=bootstrap))
-    await health.start()
-    loop = asyncio.get_running_loop()
-    sup.on_status = lambda st: loop.create_task(health.send(HEALTH_TOPIC, k.encode(st)))
-    kafka = ["--bootstrap-servers", bootstrap]
-
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
-        loop.add_signal_handler(sig, stop.set)
-
-    code = 0
-    try:
-        if args.live:
-            ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
-        elif not args.replay:
-            port = free_port()
-            sim = sup.start("market-sim", ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(args.seed)])
-            await sup.wait_ready(sim)
-            ws, rest = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
-            status(f"market simulator ready ({ws})")
-        policy_port = free_port()
-        policy = sup.start("policy-server", ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(args.seed)])
-        if args.replay:  # started last, so every agent sees the recording from its first snapshot
-            conn_args = ["coinbase_connector.py", *kafka, "--replay", str(args.replay.resolve()), "--speed", str(args.speed)]
-            conn = None
-        else:
-            conn_args = ["coinbase_connector.py", *kafka, "--ws-url", ws, "--rest-url", rest, "--interval", str(args.interval)]
-            conn = sup.start("connector", conn_args)
-        tools_args = ["tools_and_dashboard.py", *kafka, "--ledger", ledger, "--export", export, "--log-file", str(run_dir / "tools.log")]
-        if headless:
-            tools_args.append("--no-dashboard")
-        await sup.wait_ready(policy)
-        status("policy server ready (offline models)")
-        base_url = f"http://127.0.0.1:{policy_port}/v1"
-        chats = [
-            sup.start(f"chat {name}", ["deploy_chat_node.py", *kafka, "--name", name, "--model-id", model, "--base-url", base_url])
-            for name, model in CHAT_NODES.items()
-        ]
-        routers = [
-            sup.start(f"router {name}", ["deploy_router_node.py", *kafka, "--name", name, "--strategy", strategy, "--chat-node-name", chat])
-            for name, strategy, chat in agent_plan(args.agents)
-        ]
-        if conn is not None:
-            await sup.wait_ready(conn, timeout=90)
-            status("feed connected; first snapshot published")
-        for c in chats:
-            await sup.wait_ready(c)
-        status(f"chat nodes ready: {', '.join(CHAT_NODES)}")
-        for r in routers:
-            await sup.wait_ready(r)
-        status(f"agents online: {', '.join(n for n, _, _ in agent_plan(args.agents))}")
-        status("starting tools + dashboard" + (" (headless)" if headless else "; Ctrl-C to stop"))
-        tools = sup.start("tools", tools_args, foreground=not headless)
-        if headless or args.replay:
-            await sup.wait_ready(tools, marker=SERVED)  # its log: with the dashboard, stdout is the terminal
-            if headless:
-                status("tools ready; trading")
-        if args.replay:
-            conn = sup.start("connector", conn_args)
-            if headless:
-                status(f"replaying {args.replay} at {f'{args.speed:g}x' if args.speed else 'full speed'}")
-        deadline = loop.time() + args.duration if args.duration else None
-        while not stop.is_set():
-            if args.replay and not conn.stopping and conn.proc.poll() == 0:  # the recording is over: expected
-                conn.stopping = True
-                sup.on_status(ProcessStatus(name=conn.name, status="stopped", detail="replay finished"))
-                if headless:
-                    status("replay finished: every snapshot of the recording published")
-            for c in sup.dead():  # the dashboard shows these from the health topic
-                if headless:
-                    status(f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}")
-                if c is tools:
-                    stop.set()
-                    code = 1
-            if deadline and loop.time() >= deadline:
-                break
-            try:
-                await asyncio.wait_for(stop.wait(), 0.5)
-            except asyncio.TimeoutError:
-                pass
-    except Exception as exc:  # a part failed to come up: say which, and where its log is
-        status(f"error: {exc}")
-        code = 1
-    finally:
-        status("stopping ...")
-        sup.stop_all(order=["router", "chat", "tools", "connector"])
-        await health.stop()
-        broker.stop()
-    if Path(export).exists():
-        if headless:  # with the dashboard, the tools process printed the final standings itself
-            print_leaderboard(export)
-        status(f"leaderboard written to {export}")
-    return code
-
-
-def print_leaderboard(path: str) -> None:
-    data = json.loads(Path(path).read_text())
-    try:
-        from arena.report import print_export
-
-        print_export(data)
-    except ImportError:
-        for a in data.get("agents", []):
-            print(f"  {a['name']:<24} {a['total_value']:>14,.2f}  {a['return_pct']:+.3f}%  trades {a.get('trades', 0)}")
+def demo_arena(args) -> Arena:
+    """The demo as an arena file would describe it (arena/up.py): the same dataclasses, built in code."""
+    if args.live:
+        market = Market(source="live", interval=args.interval)
+    elif args.replay:
+        market = Market(source="recording", recording=args.replay.resolve(), speed=args.speed)
+    else:
+        market = Market(source="simulator", interval=args.interval)
+    return Arena(
+        chat_nodes=[ChatNode(name=name, model=model, base_url=OFFLINE) for name, model in CHAT_NODES.items()],
+        agents=[Agent(name=name, strategy=strategy, chat_node=chat) for name, strategy, chat in agent_plan(args.agents)],
+        market=market,
+        output=Output(run_dir=Path(args.run_dir) if args.run_dir else None, ledger=Path(args.ledger) if args.ledger else None),
+        seed=args.seed,
+        fetch_wait_ms=args.fetch_wait_ms,
+        source="arena demo",
+    )
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    return asyncio.run(run(args))
+    opts = RunOptions(duration=args.duration, export=Path(args.export) if args.export else None, headless=args.no_dashboard)
+    return asyncio.run(run(demo_arena(args), opts))

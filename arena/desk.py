@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -98,6 +99,10 @@ class Rejected(Exception):
     """An order that must not execute; the message is for the model."""
 
 
+class OutcomeUnknown(Exception):
+    """A call failed and the ledger could not be read to tell whether its order was recorded."""
+
+
 class Desk:
     """Validates and executes orders for the calling agent, one at a time."""
 
@@ -131,10 +136,10 @@ class Desk:
     def note_call(self, agent: str, tool: str, reacted_to: datetime | None = None) -> Account:
         """Every tool call starts here: the caller's account is created on its first call. reacted_to:
         when the snapshot the caller is deciding on was published, if known."""
-        acct, created = self.ledger.open_account(agent)
+        acct, created = self.ledger.open_account(agent, reacted_to=reacted_to)
         if created:
             log.info("opened account for %s with $%s", agent, f"{INITIAL_CASH:,.2f}")
-        self.on_call(agent, tool, reacted_to)
+        self._notify(self.on_call, agent, tool, reacted_to)
         return acct
 
     def increment(self, product_id: str) -> float:
@@ -154,26 +159,55 @@ class Desk:
         *,
         call_key: str | None = None,
         received_at: datetime | None = None,
+        deadline: object = None,
     ) -> dict:
         """Fill or reject one order for `agent`; returns the result for the model (never raises for bad input).
 
         `call_key` is the idempotency key: a key already in the ledger returns the logged result.
+        `deadline`: the turn's deadline in epoch seconds, as the router put it in the run's deps; a call
+        arriving after it is refused (nobody waits for its result). Not a finite number: no deadline.
         """
         received_at = received_at or utcnow()
         call_key = call_key or uuid.uuid4().hex
+        try:
+            result, trade = self._execute(agent, product_id, side, quantity, call_key, received_at, deadline)
+        except Exception as exc:
+            # Raise only if the log shows that nothing happened: the tool then tells the model that nothing changed.
+            try:
+                done = self.ledger.find(call_key)
+            except Exception:
+                raise OutcomeUnknown(f"{_echo(exc)}; whether this order was recorded is unknown: see get_portfolio") from exc
+            if done is None:
+                raise
+            log.exception("call %s from %s failed after its outcome was recorded; answering from the log", call_key, agent)
+            return {**done.result, "warning": f"an error followed the recording of this order: {_echo(exc)}"}
+        if trade is not None:
+            self._notify(self.on_trade, trade)
+        return result
+
+    def _notify(self, observer: Callable, *args) -> None:
+        """An observer (dashboard, trades topic) that fails must not fail a call whose outcome is logged."""
+        try:
+            observer(*args)
+        except Exception:
+            log.exception("observer %s failed", getattr(observer, "__name__", observer))
+
+    def _execute(self, agent: str, product_id: object, side: object, quantity: object, call_key: str,
+                 received_at: datetime, deadline: object) -> tuple[dict, Trade | None]:
+        """(result, the trade just logged or None)."""
         with self._lock:
             done = self.ledger.find(call_key)
             if done is not None:
                 log.info("duplicate call %s from %s: returning the logged result", call_key, agent)
-                return done.result
+                return done.result, None
             acct, _ = self.ledger.open_account(agent)
             pid = product_id.strip().upper() if isinstance(product_id, str) else product_id
             sd = side.strip().lower() if isinstance(side, str) else side
             if sd not in ("buy", "sell"):
                 # A Trade cannot carry an unknown side; the schema of the tool already refuses this.
-                return _rejection(f"side must be 'buy' or 'sell', not {_echo(side)}")
+                return _rejection(f"side must be 'buy' or 'sell', not {_echo(side)}"), None
             try:
-                trade = self._fill(acct, call_key, pid, sd, quantity, received_at)
+                trade = self._fill(acct, call_key, pid, sd, quantity, received_at, _finite(deadline))
             except Rejected as why:
                 trade = Trade(
                     trade_id=call_key,
@@ -197,11 +231,13 @@ class Desk:
             try:
                 self.ledger.record(call_key, trade, result)
             except DuplicateCall:  # written by someone else between find() and record()
-                return self.ledger.find(call_key).result
-        self.on_trade(trade)
-        return result
+                return self.ledger.find(call_key).result, None
+        return result, trade
 
-    def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime) -> Trade:
+    def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime,
+              deadline: float | None = None) -> Trade:
+        if deadline is not None and (late := time.time() - deadline) > 0:
+            raise Rejected(f"turn deadline passed {late:.1f}s ago: the router gave up on this turn")
         if not isinstance(pid, str) or pid not in self.products():
             raise Rejected(f"unknown product {_echo(pid)}; tradable products: {', '.join(self.products())}")
         inc = self.increment(pid)

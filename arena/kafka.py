@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -169,10 +170,92 @@ def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
 
-def decode(model_type: type[M], raw: bytes | None, topic: str = "?") -> M | None:
-    """Parse a record; a malformed one is logged and skipped (returns None), never raised."""
+def rejection_reason(exc: BaseException) -> str:
+    """Why a record was rejected, in one short line, without echoing the record itself."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "record"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{where}: {first.get('msg', '')}"[:300] + more
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+class _Rejections:
+    """One warning per rejected record, but at most BURST per topic a minute: a client flooding a topic
+    with garbage must not flood the log too (the suppressed count is told on the next line)."""
+
+    BURST = 20
+
+    def __init__(self) -> None:
+        self._window: dict[str, tuple[float, int, int]] = {}  # topic -> (window start, logged, suppressed)
+
+    def warn(self, topic: str, partition: int | str, offset: int | str, model: str, reason: str) -> None:
+        now = time.monotonic()
+        start, logged, suppressed = self._window.get(topic, (now, 0, 0))
+        if now - start >= 60:
+            start, logged = now, 0
+        if logged >= self.BURST:
+            self._window[topic] = (start, logged, suppressed + 1)
+            return
+        extra = f" (+{suppressed} more rejected on {topic} since, not logged)" if suppressed else ""
+        self._window[topic] = (start, logged + 1, 0)
+        log.warning("skipping malformed %s record on %s partition %s offset %s: %s%s", model, topic, partition, offset, reason, extra)
+
+
+_rejections = _Rejections()
+
+
+def parse(model_type: type[M], raw: bytes | None, *, max_bytes: int = MAX_MESSAGE_BYTES) -> M:
+    """The record as `model_type`; raises ValueError with the reason when it is not one."""
+    if not raw:
+        raise ValueError("empty record")
+    if len(raw) > max_bytes:
+        raise ValueError(f"{len(raw)} bytes, over the {max_bytes}-byte bound")
+    return model_type.model_validate_json(raw)
+
+
+def decode_record(model_type: type[M], record, *, max_bytes: int = MAX_MESSAGE_BYTES) -> M | None:
+    """Parse an aiokafka record; one that is malformed or means nothing valid (see arena.wire) is
+    skipped with one log line naming its topic, partition, offset and why (returns None), never raised."""
     try:
-        return model_type.model_validate_json(raw or b"")
-    except ValidationError as exc:
-        log.warning("skipping malformed %s record on %s: %s", model_type.__name__, topic, str(exc).splitlines()[0])
+        return parse(model_type, record.value, max_bytes=max_bytes)
+    except Exception as exc:  # ValidationError, a validator's ValueError, RecursionError on deep nesting, ...
+        _rejections.warn(record.topic, record.partition, record.offset, model_type.__name__, rejection_reason(exc))
         return None
+
+
+def decode(model_type: type[M], raw: bytes | None, topic: str = "?") -> M | None:
+    """Parse raw bytes (no record at hand: a recording's line, a test); like decode_record otherwise."""
+    try:
+        return parse(model_type, raw)
+    except Exception as exc:
+        _rejections.warn(topic, "-", "-", model_type.__name__, rejection_reason(exc))
+        return None
+
+
+class TaskFailed(RuntimeError):
+    """A supervised task that kept failing."""
+
+
+async def supervised(name: str, run: Callable[[], Awaitable[None]], *, restarts: int = 5, window_s: float = 60.0,
+                     pause_s: float = 0.5) -> None:
+    """Run `run()` until it returns or is cancelled; each time it raises, log the cause and start it again.
+
+    More than `restarts` failures within `window_s` raise TaskFailed (with the last cause): the process
+    cannot recover, and its owner exits non-zero instead of running on without the task."""
+    failures: list[float] = []
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            now = time.monotonic()
+            failures = [t for t in failures if now - t < window_s] + [now]
+            if len(failures) > restarts:
+                log.error("%s failed %d times within %gs, giving up: %s", name, len(failures), window_s, rejection_reason(exc))
+                raise TaskFailed(f"{name} keeps failing: {rejection_reason(exc)}") from exc
+            log.error("%s failed (%s); restarting it", name, rejection_reason(exc), exc_info=log.isEnabledFor(logging.DEBUG))
+            await asyncio.sleep(pause_s)

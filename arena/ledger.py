@@ -15,11 +15,20 @@ per commit, which also covers power loss, at a price: measured through Desk.exec
 with FULL, and raw FULL commits swing 1,500-4,900/s with disk contention: too close to the arena's
 >= 2,000 trades/s target to be the default. `Ledger(path, synchronous="FULL")` (tools_and_dashboard.py
 --sync full) chooses the other trade-off.
+
+One writer per file: a Ledger holds an exclusive flock on `<ledger>.lock` for as long as it is open
+(the kernel drops it when the process dies, however it dies), and notes its pid and host in that file.
+A second Ledger on the same file, in this process or another, raises LedgerLocked naming the holder:
+two writers would each fold only their own trades into memory and spend the same cash twice. Readers
+are untouched (arena report opens the SQLite file read-only; WAL lets it read while the writer writes).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -34,7 +43,8 @@ from arena.portfolio import Account, Trade, replay
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     name TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    reacted_to TEXT                  -- publication time of the snapshot its first call decided on
 );
 CREATE TABLE IF NOT EXISTS trades (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,6 +62,33 @@ class DuplicateCall(Exception):
     """A trade with this idempotency key is already in the log."""
 
 
+class LedgerLocked(Exception):
+    """Another open Ledger (in this process or another) already writes this file."""
+
+    def __init__(self, path: str, holder: str):
+        self.path, self.holder = path, holder
+        super().__init__(f"ledger {path} is already open for writing by {holder} (lock file {path}.lock)")
+
+
+def _take_lock(path: str):
+    """The open lock file, exclusively flocked, with our pid and host written in it; LedgerLocked if held."""
+    f = open(path + ".lock", "a+", encoding="utf-8")  # a+: never truncate the holder's note before we hold the lock
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = " ".join(f.read(300).split()) or "another process (it has not written its pid yet)"
+        f.close()
+        raise LedgerLocked(path, holder) from None
+    except BaseException:
+        f.close()
+        raise
+    f.truncate(0)
+    f.write(f"pid {os.getpid()} on host {socket.gethostname()} since {utcnow():%Y-%m-%d %H:%M:%S} UTC\n")
+    f.flush()
+    return f
+
+
 @dataclass(frozen=True)
 class Recorded:
     """A logged tool call: the trade and the result that was returned for it."""
@@ -63,26 +100,36 @@ class Recorded:
 class Ledger:
     """The trade log on disk plus the accounts folded from it, kept in memory.
 
-    Thread-safe; callers that check-then-record (the desk) hold `lock` across both steps.
+    Thread-safe; callers that check-then-record (the desk) hold `lock` across both steps. The only
+    writer of its file while open (see LedgerLocked).
     """
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
         self.path = str(path)
+        self._lockfile = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lockfile = _take_lock(self.path)
         self.lock = threading.RLock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
-        self._accounts: dict[str, Account] = replay(self.trades())
-        for (name,) in self._db.execute("SELECT name FROM agents ORDER BY rowid"):
-            self._accounts.setdefault(name, Account(agent=name))
-        self._n_trades = self._db.execute("SELECT count(*) FROM trades").fetchone()[0]
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+            if "reacted_to" not in {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}:
+                self._db.execute("ALTER TABLE agents ADD COLUMN reacted_to TEXT")  # a ledger from before it
+            self._accounts: dict[str, Account] = replay(self.trades())
+            for (name,) in self._db.execute("SELECT name FROM agents ORDER BY rowid"):
+                self._accounts.setdefault(name, Account(agent=name))
+            self._n_trades = self._db.execute("SELECT count(*) FROM trades").fetchone()[0]
+        except BaseException:
+            if self._lockfile is not None:
+                self._lockfile.close()
+            raise
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -118,15 +165,19 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def open_account(self, agent: str, at: datetime | None = None) -> tuple[Account, bool]:
-        """The agent's account, created (durably, with INITIAL_CASH) on first use. Returns (account, created)."""
+    def open_account(self, agent: str, at: datetime | None = None, reacted_to: datetime | None = None) -> tuple[Account, bool]:
+        """The agent's account, created (durably, with INITIAL_CASH) on first use. Returns (account, created).
+
+        reacted_to: the snapshot its first call decided on, kept so that `arena report` starts the
+        agent's value series where the live tracker did."""
         with self.lock:
             acct = self._accounts.get(agent)
             if acct is not None:
                 return acct, False
             with self._transaction():
                 self._db.execute(
-                    "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)", (agent, (at or utcnow()).isoformat())
+                    "INSERT OR IGNORE INTO agents(name, created_at, reacted_to) VALUES (?, ?, ?)",
+                    (agent, (at or utcnow()).isoformat(), reacted_to.isoformat() if reacted_to else None),
                 )
             acct = self._accounts[agent] = Account(agent=agent)
             return acct, True
@@ -169,6 +220,9 @@ class Ledger:
     def close(self) -> None:
         with self.lock:
             self._db.close()
+            if self._lockfile is not None:  # closing the file releases the flock
+                self._lockfile.close()
+                self._lockfile = None
 
     def __enter__(self) -> Ledger:
         return self

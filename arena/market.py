@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+from arena.wire import (
+    MAX_CANDLES,
+    MAX_GRANULARITIES,
+    MAX_PRODUCTS,
+    Amount,
+    AwareTime,
+    Granularity,
+    Price,
+    ProductId,
+    Seq,
+    Short,
+    utcnow,
+)
 
 DEFAULT_PRODUCTS = ("BTC-USD", "SOL-USD", "FARTCOIN-USD")
 
@@ -17,20 +32,24 @@ CANDLE_WINDOWS: dict[str, tuple[int, int]] = {
 }
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class Quote(BaseModel):
     """Latest ticker for one product: last trade price and top of book."""
 
-    product_id: str
-    price: float
-    best_bid: float | None = None
-    best_ask: float | None = None
-    exchange_time: datetime | None = None  # the feed's own timestamp
-    received_at: datetime = Field(default_factory=utcnow)  # when the connector got it
+    product_id: ProductId
+    price: Price
+    best_bid: Price | None = None
+    best_ask: Price | None = None
+    # The feed's own timestamp, shown only: not held to the future limit, so a connector whose clock is
+    # behind the exchange's still publishes.
+    exchange_time: AwareDatetime | None = None
+    received_at: AwareTime = Field(default_factory=utcnow)  # when the connector got it
     stale: bool = False  # set by the connector when no fresh quote arrived in time
+
+    @model_validator(mode="after")
+    def _uncrossed(self) -> Quote:
+        if self.best_bid is not None and self.best_ask is not None and self.best_bid > self.best_ask:
+            raise ValueError(f"crossed book: bid {self.best_bid} above ask {self.best_ask}")
+        return self
 
     def age_s(self, now: datetime | None = None) -> float:
         return max(0.0, ((now or utcnow()) - self.received_at).total_seconds())
@@ -43,22 +62,49 @@ class Quote(BaseModel):
 
 
 class Candle(BaseModel):
-    start: int  # UNIX seconds, aligned to the granularity
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
+    start: Seq  # UNIX seconds, aligned to the granularity
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Amount
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Candle:
+        if not self.low <= min(self.open, self.close) <= max(self.open, self.close) <= self.high:
+            raise ValueError(f"impossible candle: open {self.open} high {self.high} low {self.low} close {self.close}")
+        return self
 
 
 class MarketSnapshot(BaseModel):
     """What every router receives once per interval."""
 
-    seq: int  # increases by one per published snapshot, per connector run
-    published_at: datetime = Field(default_factory=utcnow)
-    quotes: dict[str, Quote]  # product_id -> latest quote
-    candles: dict[str, dict[str, list[Candle]]] = Field(default_factory=dict)  # product -> granularity -> oldest first
-    source: str = "coinbase"
+    seq: Seq  # increases by one per published snapshot, per connector run
+    published_at: AwareTime = Field(default_factory=utcnow)
+    quotes: Annotated[dict[ProductId, Quote], Field(max_length=MAX_PRODUCTS)]  # product_id -> latest quote
+    # product -> granularity -> oldest first
+    candles: Annotated[
+        dict[ProductId, Annotated[dict[Granularity, Annotated[list[Candle], Field(max_length=MAX_CANDLES)]], Field(max_length=MAX_GRANULARITIES)]],
+        Field(max_length=MAX_PRODUCTS),
+    ] = Field(default_factory=dict)
+    source: Short = "coinbase"
+
+    @model_validator(mode="after")
+    def _keys_name_their_quotes(self) -> MarketSnapshot:
+        for pid, q in self.quotes.items():
+            if q.product_id != pid:
+                raise ValueError(f"quote for {q.product_id} filed under {pid}")
+        return self
+
+    def not_after(self, now: datetime) -> MarketSnapshot:
+        """This snapshot with no time later than `now` (the reader's clock when it arrived).
+
+        A reader orders snapshots and ages quotes by these times; capped at arrival, a time set ahead by
+        a forger (or a fast clock) cannot outrank the snapshots after it or keep its quotes young."""
+        if self.published_at <= now and all(q.received_at <= now for q in self.quotes.values()):
+            return self
+        quotes = {pid: q if q.received_at <= now else q.model_copy(update={"received_at": now}) for pid, q in self.quotes.items()}
+        return self.model_copy(update={"published_at": min(self.published_at, now), "quotes": quotes})
 
     def age_s(self, now: datetime | None = None) -> float:
         return max(0.0, ((now or utcnow()) - self.published_at).total_seconds())

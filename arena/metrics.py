@@ -24,6 +24,8 @@ from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
 
 BASELINE_NAME = "buy-and-hold (baseline)"
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: no trading-day calendar
+# Sharpe is shown from this many per-interval returns on; fewer say nothing (docs/METRICS.md).
+MIN_SHARPE_RETURNS = 30
 
 Mark = Union[Quote, float]
 PriceSample = tuple[datetime, Mapping[str, Mark]]  # (time, product -> Quote or mark price)
@@ -80,7 +82,7 @@ class _Agent:
 
     __slots__ = (
         "account", "round_trips", "wins", "samples", "first_t", "last_t", "last_value",
-        "peak", "max_dd", "n_ret", "mean_ret", "m2_ret", "in_market", "series", "since",
+        "peak", "max_dd", "n_ret", "mean_ret", "m2_ret", "in_market", "series", "since", "pending",
     )
 
     def __init__(self, name: str, initial_cash: float, keep_series: bool):
@@ -99,6 +101,29 @@ class _Agent:
         self.in_market = 0
         self.series: list[tuple[datetime, float]] | None = [] if keep_series else None
         self.since: datetime | None = None  # samples of snapshots older than this are not its own
+        self.pending: list[Trade] = []  # trades stamped after the latest sample: they count from the next
+
+    def settle(self, t: datetime | None) -> None:
+        """Fold the pending trades stamped at or before `t` (all of them when t is None)."""
+        if not self.pending:
+            return
+        due = [p for p in self.pending if t is None or p.executed_at <= t]
+        self.pending = [p for p in self.pending if t is not None and p.executed_at > t]
+        for trade in due:
+            self.apply(trade)
+
+    def now(self) -> _Agent:
+        """This agent with its pending trades folded: the values of "now" (a copy when any are pending)."""
+        if not self.pending:
+            return self
+        copy = _Agent(self.account.agent, 0.0, keep_series=False)
+        copy.account = self.account.model_copy(deep=True)
+        for name in ("round_trips", "wins", "samples", "first_t", "last_t", "last_value", "peak", "max_dd",
+                     "n_ret", "mean_ret", "m2_ret", "in_market", "since"):
+            setattr(copy, name, getattr(self, name))
+        copy.pending = list(self.pending)
+        copy.settle(None)
+        return copy
 
     def apply(self, trade: Trade) -> None:
         before = self.account.realized_pnl
@@ -129,8 +154,8 @@ class _Agent:
         if self.series is not None:
             self.series.append((t, value))
 
-    def sharpe(self, interval_s: float | None) -> float | None:
-        if self.n_ret < 2:
+    def sharpe(self, interval_s: float | None, min_returns: int) -> float | None:
+        if self.n_ret < min_returns:
             return None
         std = math.sqrt(self.m2_ret / (self.n_ret - 1))  # sample standard deviation
         if std <= 1e-15 * max(1.0, abs(self.mean_ret)):
@@ -168,6 +193,7 @@ class MetricsTracker:
         fee_bps: float = 0.0,
         baseline: bool = True,
         keep_series: bool = False,
+        min_sharpe_returns: int = MIN_SHARPE_RETURNS,
     ):
         if not (initial_cash > 0 and math.isfinite(initial_cash)):
             raise ValueError(f"initial_cash must be a positive number, got {initial_cash!r}")
@@ -179,6 +205,7 @@ class MetricsTracker:
         self.interval_s = interval_s
         self.fee_bps = fee_bps
         self.keep_series = keep_series
+        self.min_sharpe_returns = max(2, min_sharpe_returns)
         self.marks: dict[str, float] = {}
         self._agents: dict[str, _Agent] = {}
         self._seen: set[tuple[str, str]] = set()  # (agent, trade_id) folded so far
@@ -216,7 +243,11 @@ class MetricsTracker:
             return
         self._seen.add(key)
         self.on_agent(trade.agent)
-        self._agents[trade.agent].apply(trade)
+        agent = self._agents[trade.agent]
+        if self._sample_times and trade.executed_at > self._sample_times[-1]:
+            agent.pending.append(trade)  # one rule, live or replayed: a trade counts from the next sample
+        else:
+            agent.apply(trade)
 
     def on_snapshot(self, snapshot: MarketSnapshot, *, sample: bool = True) -> None:
         self.on_prices(snapshot.published_at, snapshot.quotes, sample=sample)
@@ -235,6 +266,7 @@ class MetricsTracker:
         for agent in self._agents.values():
             if agent.since is not None and t < agent.since:
                 continue  # a snapshot from before the one it first reacted to
+            agent.settle(t)
             held = agent.positions_value(self.marks)
             agent.sample(t, agent.account.cash + held, held > 0)
         if self._baseline_pending:
@@ -251,14 +283,15 @@ class MetricsTracker:
         budget = self.initial_cash / len(asks)
         for pid, ask in asks.items():
             qty = budget / (ask * (1 + fee_rate))  # spends exactly the budget, fee included
-            agent.apply(Trade(trade_id=f"baseline:{pid}", agent=BASELINE_NAME, product_id=pid, side="buy",
+            # Not validated: its name is no agent name on purpose (no agent can trade as the baseline).
+            agent.apply(Trade.model_construct(trade_id=f"baseline:{pid}", agent=BASELINE_NAME, product_id=pid, side="buy",
                               quantity=qty, price=ask, fee=qty * ask * fee_rate, executed_at=t))
 
     # -- results --------------------------------------------------------------------------------
 
     def accounts(self) -> dict[str, Account]:
         """The tracker's own fold of the log (identical to arena.portfolio.replay), baseline included."""
-        return {name: a.account for name, a in self._agents.items()}
+        return {name: a.now().account for name, a in self._agents.items()}
 
     def series(self) -> dict[str, list[tuple[datetime, float]]]:
         """Each agent's sampled value series (needs keep_series=True)."""
@@ -282,6 +315,7 @@ class MetricsTracker:
         return self._row(agent, self.marks) if agent else None
 
     def _row(self, a: _Agent, marks: Mapping[str, float]) -> AgentMetrics:
+        a = a.now()
         acc = a.account
         held = a.positions_value(marks)
         total = acc.cash + held
@@ -295,7 +329,7 @@ class MetricsTracker:
             realized_pnl=acc.realized_pnl,
             unrealized_pnl=held - cost,
             max_drawdown_pct=a.max_dd * 100.0 if a.samples else None,
-            sharpe=a.sharpe(self.interval_s),
+            sharpe=a.sharpe(self.interval_s, self.min_sharpe_returns),
             win_rate=a.wins / a.round_trips * 100.0 if a.round_trips else None,
             round_trips=a.round_trips,
             wins=a.wins,
@@ -338,19 +372,26 @@ def compute(
     fee_bps: float = 0.0,
     baseline: bool = True,
     marks: Mapping[str, float] | None = None,
-    agents: Iterable[str] = (),
+    agents: Iterable[str] | Mapping[str, datetime | None] = (),
+    min_sharpe_returns: int = MIN_SHARPE_RETURNS,
 ) -> dict[str, AgentMetrics]:
     """Metrics of every agent (and the baseline) from a trade log and a price history.
 
     price_history: (time, {product: Quote or mark price}) samples or MarketSnapshots. interval_s:
     the sampling interval for annualizing Sharpe; None = the mean spacing of each agent's samples.
     marks: prices that value open positions now, overriding the last sample's (see MetricsTracker).
-    agents: accounts to list even without a trade (they appear from the first sample on).
+    agents: accounts to list even without a trade, or a mapping name -> the publication time of the
+    snapshot its first call reacted to (its series starts there, as the live tracker's does; None:
+    from the sample before its first trade, or the first sample).
     """
-    tracker = MetricsTracker(initial_cash=initial_cash, interval_s=interval_s, fee_bps=fee_bps, baseline=baseline)
+    tracker = MetricsTracker(initial_cash=initial_cash, interval_s=interval_s, fee_bps=fee_bps, baseline=baseline,
+                             min_sharpe_returns=min_sharpe_returns)
     traded = {t.agent for t in trades}
-    for name in agents:
-        if name not in traded:  # the others start at the sample before their first trade
+    reacted = agents if isinstance(agents, Mapping) else dict.fromkeys(agents)
+    for name, reacted_to in reacted.items():
+        if reacted_to is not None:
+            tracker.on_agent(name, reacted_to)
+        elif name not in traded:  # the others start at the sample before their first trade
             tracker.on_agent(name)
     return _replay(tracker, trades, price_history).metrics(marks)
 

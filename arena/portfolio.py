@@ -4,11 +4,12 @@ derives accounts from the trade log. No I/O here; the ledger stores trades, this
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from arena.market import Quote, utcnow
+from arena.market import Quote
+from arena.wire import MAX_ID, PRODUCT_ID_RE, AgentName, Amount, AwareTime, Finite, Seq, Text, utcnow
 
 INITIAL_CASH = 100_000.0
 
@@ -18,19 +19,28 @@ Side = Literal["buy", "sell"]
 class Trade(BaseModel):
     """One execute_trade outcome. Fills change money; rejections are recorded for visibility only."""
 
-    trade_id: str  # idempotency key: the tool call id (a redelivered call maps to the same trade)
-    agent: str
-    product_id: str
+    trade_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)]  # idempotency key: the tool call id (a redelivered call maps to the same trade)
+    agent: AgentName
+    product_id: Annotated[str, Field(max_length=100)]  # a product id on a fill; on a rejection, what was asked for
     side: Side
-    quantity: float  # base units (e.g. BTC)
-    price: float = 0.0  # fill price in quote currency (ask for buys, bid for sells); 0 for rejections
-    fee: float = 0.0
+    quantity: Finite  # base units (e.g. BTC)
+    price: Amount = 0.0  # fill price in quote currency (ask for buys, bid for sells); 0 for rejections
+    fee: Amount = 0.0
     status: Literal["filled", "rejected"] = "filled"
-    reason: str = ""  # why a rejection was rejected
-    quote_age_s: float | None = None  # age of the quote the fill used
-    tick_seq: int | None = None  # the snapshot seq the quote came with, if known
-    executed_at: datetime = Field(default_factory=utcnow)
-    latency_ms: float | None = None  # tool-call receipt -> fill
+    reason: Text = ""  # why a rejection was rejected
+    quote_age_s: Amount | None = None  # age of the quote the fill used
+    tick_seq: Seq | None = None  # the snapshot seq the quote came with, if known
+    executed_at: AwareTime = Field(default_factory=utcnow)
+    latency_ms: Finite | None = None  # tool-call receipt -> fill
+
+    @model_validator(mode="after")
+    def _a_fill_is_a_real_trade(self) -> Trade:
+        if self.status == "filled":
+            if not PRODUCT_ID_RE.match(self.product_id):
+                raise ValueError(f"a fill of {self.product_id!r}, which is not a product id")
+            if self.price <= 0 or self.quantity <= 0:
+                raise ValueError(f"a fill needs a positive price and quantity (price {self.price}, quantity {self.quantity})")
+        return self
 
     @property
     def notional(self) -> float:

@@ -189,8 +189,9 @@ def _export_runs(path: Path, data: dict) -> list[dict]:
     return out
 
 
-def read_ledger(path: Path) -> tuple[list[Trade], list[str]]:
-    """A ledger file's trade log (in log order) and every account name, read-only.
+def read_ledger(path: Path) -> tuple[list[Trade], dict[str, datetime | None]]:
+    """A ledger file's trade log (in log order) and every account, read-only: name -> the snapshot its
+    first call reacted to (None when the ledger does not know), in order of opening.
 
     Reads arena.ledger's tables directly through a read-only connection rather than opening a
     Ledger (which creates its schema and takes write locks): a running arena may be writing it.
@@ -205,11 +206,21 @@ def read_ledger(path: Path) -> tuple[list[Trade], list[str]]:
         if "trades" not in tables:
             raise ReportError(f"{path}: an SQLite file but not an arena ledger (no trades table)")
         rows = db.execute("SELECT seq, trade FROM trades ORDER BY seq").fetchall()
-        names = [n for (n,) in db.execute("SELECT name FROM agents ORDER BY rowid")] if "agents" in tables else []
+        columns = {row[1] for row in db.execute("PRAGMA table_info(agents)")} if "agents" in tables else set()
+        reacted = "reacted_to" if "reacted_to" in columns else "NULL"
+        agent_rows = db.execute(f"SELECT name, {reacted} FROM agents ORDER BY rowid").fetchall() if columns else []
     except sqlite3.Error as exc:
         raise ReportError(f"{path}: cannot read the ledger: {exc}") from exc
     finally:
         db.close()
+    names: dict[str, datetime | None] = {}
+    for name, at in agent_rows:
+        try:
+            names[name] = datetime.fromisoformat(at) if at else None
+        except (TypeError, ValueError):
+            names[name] = None
+        if names[name] is not None and names[name].tzinfo is None:
+            names[name] = None  # a time without a zone is not one we wrote
     trades = []
     for seq, raw in rows:
         try:
@@ -252,7 +263,7 @@ def ledger_leaderboard(
     trades: Sequence[Trade],
     *,
     source: str,
-    agents: Sequence[str] = (),
+    agents: Sequence[str] | Mapping[str, datetime | None] = (),
     prices: Mapping[str, float] | None = None,
     market: Sequence[PriceSample] = (),
     fee_bps: float | None = None,
@@ -410,6 +421,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sampling interval used to annualize Sharpe (default: the mean spacing of the samples)")
     p.add_argument("--width", type=_number(40, inclusive=True, kind=int), default=None,
                    help="table width in columns, at least 40 (default: the terminal's)")
+    p.add_argument("--html", type=Path, default=None, metavar="OUT",
+                   help="also write the run as one self-contained HTML page (leaderboard, value curves, positions, trades; "
+                   "opens with no network) from an export, a ledger (curves need --market), or an export and its ledger")
     return p.parse_args(argv)
 
 
@@ -420,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         market = read_market(args.market) if args.market else []
         options = dict(prices=args.prices, market=market, fee_bps=args.fee_bps, interval_s=args.interval)
         boards = [board for path in args.paths for board in load(path, **options)]
+        if args.html:
+            from arena.web.report import write as write_html
+
+            print(f"HTML report written to {write_html(args.html, args.paths, **options)}", file=sys.stderr)
         if args.json:
             out = boards[0] if len(boards) == 1 else {"generated_at": utcnow().isoformat(), "runs": boards}
             print(json.dumps(out, indent=2, default=str))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,12 +19,11 @@ from arena import kafka as k
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
+from arena.wire import AGENT_NAME_RE, clip
 
 log = logging.getLogger(__name__)
 
 TOOL_NAMES = ("execute_trade", "get_portfolio", "calculator")
-# Agent names become Kafka topic names (agent.<name>.private.input) and consumer group ids.
-AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 T = TypeVar("T")
 
@@ -137,6 +135,41 @@ def _deadline_guard(ctx: Any) -> str | None:
     return None
 
 
+class TurnSteps:
+    """Agent before_node seam: each step of a turn is taken once, and only while its router runs the turn.
+
+    Tool calls are delivered at least once: a tools process restarted after a crash answers again the
+    calls whose offsets it had not yet committed (aiokafka commits every 5 s), and each answer carries
+    the run's state as of its call. Taking such a step again replays the turn from there: a new model
+    call and new orders under new tool-call ids, which the ledger's idempotency key cannot recognise
+    (tests/test_faults.py saw a finished turn sell a second time). A run's steps only lengthen its
+    history, so a step no longer than one already taken is a replay. A step of a run this router is
+    not running (finished, timed out, or started by an earlier process) is refused too.
+    """
+
+    def __init__(self) -> None:
+        self._taken: dict[str, int] = {}  # run id -> history length of the furthest step taken
+
+    def begin(self, run_id: str) -> None:
+        self._taken[run_id] = -1
+
+    def end(self, run_id: str) -> None:
+        self._taken.pop(run_id, None)
+
+    def __call__(self, ctx: Any) -> str | None:
+        run = str(ctx.correlation_id)
+        length = len(getattr(ctx.state, "message_history", None) or ())
+        taken = self._taken.get(run)
+        if taken is None:
+            log.warning("dropping a step of run %s: not a turn this router is running", run[:8])
+            return "Turn over: its router is not running it."
+        if length <= taken:
+            log.warning("dropping a step of run %s: taken already (delivered again)", run[:8])
+            return "Turn ended: one of its steps was delivered again."
+        self._taken[run] = length
+        return _deadline_guard(ctx)
+
+
 class Router:
     """One agent: the calfkit Agent + Worker, the market consumer, and the latest-only turn loop.
 
@@ -177,6 +210,7 @@ class Router:
         self._turn_consumers = k.Dozing([])
         self._producer = None
         self._pending: set[asyncio.Task] = set()
+        self._steps = TurnSteps()
 
     # ----------------------------------------------------------------- start / stop
 
@@ -190,7 +224,7 @@ class Router:
             model_client=self.model_client,
             tools=[Tools(*TOOL_NAMES)],
             publish_topic=ACTIVITY_TOPIC,  # every step of every agent on one topic, for observers
-            before_node=_deadline_guard,
+            before_node=self._steps,
             on_tool_error=[surface_to_model()],  # a failing tool call becomes an error the model reads; the turn goes on
         )
 
@@ -273,9 +307,20 @@ class Router:
     # ----------------------------------------------------------------- market intake
 
     def _offer_records(self, batches: dict) -> None:
-        snapshots = [k.decode(MarketSnapshot, r.value, MARKET_TOPIC) for records in batches.values() for r in records]
-        for snapshot in sorted((s for s in snapshots if s is not None), key=lambda s: s.published_at):
-            self.offer(snapshot)
+        """Each record on its own: one that is malformed, means nothing valid, or fails to be offered is
+        logged and skipped, and the rest are offered. Times are capped at arrival (see not_after)."""
+        now = utcnow()
+        snapshots = []
+        for records in batches.values():
+            for r in records:
+                snapshot = k.decode_record(MarketSnapshot, r)
+                if snapshot is not None:
+                    snapshots.append((snapshot.not_after(now), r))
+        for snapshot, r in sorted(snapshots, key=lambda sr: sr[0].published_at):
+            try:
+                self.offer(snapshot)
+            except Exception as exc:
+                log.error("could not take snapshot #%s (%s partition %s offset %s): %r", snapshot.seq, r.topic, r.partition, r.offset, exc)
 
     def offer(self, snapshot: MarketSnapshot) -> None:
         """Hand a snapshot to the turn loop if it is the newest one seen; every other one is reported
@@ -294,6 +339,10 @@ class Router:
     async def _read_market(self) -> None:
         while True:
             self._offer_records(await self._market.getmany(timeout_ms=1000))
+
+    async def _turns(self) -> None:
+        while True:
+            await self.run_turn(await self.slot.take())
 
     # ----------------------------------------------------------------- turns
 
@@ -327,6 +376,7 @@ class Router:
         from calfkit import ClientTimeoutError
 
         run_id = uuid.uuid4().hex
+        self._steps.begin(run_id)
         started = self._decision(snapshot, "started", run_id=run_id)
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
@@ -336,17 +386,18 @@ class Router:
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
             result = await handle.result(timeout=self.turn_timeout_s)
-            outcome = dict(status="done", output=str(result.output or "").strip())
+            outcome = dict(status="done", output=clip(str(result.output or "").strip()))
         except ClientTimeoutError:
             outcome = dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            outcome = dict(status="error", reason=fault_reason(exc))
+            outcome = dict(status="error", reason=clip(fault_reason(exc)))
         finally:
             # A timed-out run's late steps wait for the next turn's wake, where the deadline guard drops them.
             self._turn_consumers.doze()
         decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome))
+        self._steps.end(run_id)  # its late steps are refused from now on
         if decision.status == "done":
             self.previous = decision
         await self._publish(decision)
@@ -355,11 +406,11 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set: read the market, run one turn per newest snapshot."""
 
-        async def turns() -> None:
-            while True:
-                await self.run_turn(await self.slot.take())
-
-        tasks = [asyncio.create_task(self._read_market()), asyncio.create_task(turns()), asyncio.create_task(stop.wait())]
+        tasks = [
+            asyncio.create_task(k.supervised(f"{self.name}: market intake", self._read_market)),
+            asyncio.create_task(k.supervised(f"{self.name}: turn loop", self._turns)),
+            asyncio.create_task(stop.wait()),
+        ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:

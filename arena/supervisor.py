@@ -8,16 +8,16 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from arena import lifeline
 from arena.market import utcnow
+from arena.wire import AwareTime
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ class ProcessStatus(BaseModel):
     name: str  # e.g. "router alice"
     status: Literal["starting", "ready", "exited", "stopped"]
     detail: str = ""  # exit code, log path
-    at: datetime = Field(default_factory=utcnow)
+    at: AwareTime = Field(default_factory=utcnow)  # ordered by it: zoned, and not ahead of the reader
 
 
 @dataclass
@@ -54,12 +54,14 @@ class Supervisor:
     def __init__(self, run_dir: Path, env: dict[str, str] | None = None):
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Every child ends with this process, however it ends (arena/lifeline.py).
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), lifeline.PARENT_ENV: lifeline.identity()}
         self.children: list[Child] = []
         self.on_status = lambda status: None  # set by the owner to publish health
 
-    def start(self, name: str, script_args: list[str], *, foreground: bool = False) -> Child:
-        child = Child(name, [sys.executable, *script_args], self.run_dir / f"{name.replace(' ', '-')}.log", foreground)
+    def start(self, name: str, script_args: list[str], *, foreground: bool = False, env: dict[str, str] | None = None) -> Child:
+        """Start `python SCRIPT_ARGS...`; `env`: variables for this child only (e.g. its API key)."""
+        child = Child(name, lifeline.command(script_args), self.run_dir / f"{name.replace(' ', '-')}.log", foreground)
         out = None if foreground else open(child.log_path, "ab")
         child.proc = subprocess.Popen(
             child.argv,
@@ -67,7 +69,7 @@ class Supervisor:
             stdout=out,
             stderr=open(child.log_path, "ab") if foreground else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.env,
+            env={**self.env, **(env or {})},
             start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
         )
         self.children.append(child)

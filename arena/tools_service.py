@@ -16,7 +16,7 @@ from arena import kafka as k
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.desk import Desk
-from arena.market import MarketSnapshot
+from arena.market import MarketSnapshot, utcnow
 from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
 
@@ -33,8 +33,11 @@ def _describe(t: Trade) -> str:
 class ToolsService:
     """Serves the desk to every agent; `start()` returns once the tools answer, `stop()` drains."""
 
-    def __init__(self, kafka: KafkaSettings, desk: Desk, *, max_workers: int = 8, state=None):
+    def __init__(self, kafka: KafkaSettings, desk: Desk, *, max_workers: int = 8, state=None,
+                 on_fatal: Callable[[BaseException], None] | None = None):
         self.kafka = kafka
+        # A feed task that keeps failing is fatal: the process must not serve on without it.
+        self.on_fatal = on_fatal or (lambda exc: log.critical("%s", exc))
         self.desk = desk
         self.max_workers = max_workers
         self.state = state  # the dashboard's ArenaState, or None
@@ -111,11 +114,15 @@ class ToolsService:
         await k.positioned(started)  # a call or snapshot sent right after READY is not skipped
         await self._seek_end(self._decisions)
         self._tasks = [
-            asyncio.create_task(self._follow_market(), name="market"),
-            asyncio.create_task(self._follow_decisions(), name="decisions"),
-            asyncio.create_task(self._follow_health(), name="health"),
-            asyncio.create_task(self._publish_trades(), name="trades"),
+            self._supervise("market", "the market feed", self._follow_market),
+            self._supervise("decisions", "the decisions feed", self._follow_decisions),
+            self._supervise("health", "the process-health feed", self._follow_health),
+            self._supervise("trades", "the trades publisher", self._publish_trades),
         ]
+        if self.state is not None:  # the leaderboard for the web page (arena web), on LEADERBOARD_TOPIC
+            from arena.publish import LeaderboardPublisher
+            board = LeaderboardPublisher(self._producer, self.state, self.desk.ledger.accounts, kafka=self.kafka)
+            self._tasks.append(asyncio.create_task(board.run(), name="leaderboard"))
         # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
         log.info("%s: execute_trade, get_portfolio, calculator", SERVED)
 
@@ -134,6 +141,16 @@ class ToolsService:
         for tp in parts:
             self._market.seek(tp, max(0, ends[tp] - 1))
             self._live_from[(tp.topic, tp.partition)] = ends[tp]
+
+    def _supervise(self, name: str, what: str, run) -> asyncio.Task:
+        task = asyncio.create_task(k.supervised(what, run), name=name)
+
+        def ended(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                self.on_fatal(t.exception())
+
+        task.add_done_callback(ended)
+        return task
 
     @staticmethod
     async def _seek_end(consumer) -> None:
@@ -172,35 +189,49 @@ class ToolsService:
     # -- feeds -----------------------------------------------------------------------------------
 
     async def _follow_market(self) -> None:
-        async for r, snapshot in self._records(self._market, MarketSnapshot):
+        def take(r, snapshot: MarketSnapshot) -> None:
+            # Times capped at our clock: a snapshot dated ahead cannot keep its quotes young or its sample last.
+            snapshot = snapshot.not_after(utcnow())
             self.desk.quotes.update(snapshot)
             if self.state is not None:
                 # the snapshot(s) already on the topic at start-up are from before us, maybe from an earlier run
                 catch_up = r.offset < self._live_from.get((r.topic, r.partition), 0)
                 self.state.on_snapshot(snapshot, catch_up=catch_up)
 
+        await self._consume(self._market, MarketSnapshot, take)
+
     async def _follow_decisions(self) -> None:
-        async for _, decision in self._records(self._decisions, Decision):
+        def take(_, decision: Decision) -> None:
             if self.state is not None:
                 self.state.on_decision(decision)
 
+        await self._consume(self._decisions, Decision, take)
+
     async def _follow_health(self) -> None:
-        async for _, st in self._records(self._health, ProcessStatus):
+        def take(_, st: ProcessStatus) -> None:
             if st.status == "exited":
                 log.warning("%s exited unexpectedly (%s)", st.name, st.detail)
             if self.state is not None:
                 self.state.on_process(st)
 
+        await self._consume(self._health, ProcessStatus, take)
+
     @staticmethod
-    async def _records(consumer, model):
-        """(record, parsed item) for every well-formed record, forever."""
+    async def _consume(consumer, model, take: Callable) -> None:
+        """`take(record, item)` for every valid record, forever, each on its own: a record that is
+        rejected, or that `take` fails on, is logged and the next one is taken."""
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
-            for tp, records in batches.items():
+            for records in batches.values():
                 for r in records:
-                    item = k.decode(model, r.value, tp.topic)
-                    if item is not None:
-                        yield r, item
+                    item = k.decode_record(model, r)
+                    if item is None:
+                        continue
+                    try:
+                        take(r, item)
+                    except Exception as exc:
+                        log.error("could not apply the %s record on %s partition %s offset %s: %r",
+                                  model.__name__, r.topic, r.partition, r.offset, exc)
 
     async def _publish_trades(self) -> None:
         while True:

@@ -40,8 +40,9 @@ class AgentColors:
     so the dashboard and the viewer agree; if the slot is taken by an agent met earlier, the nearest
     least-used one is chosen (sticky thereafter), so up to len(palette) agents never share a colour."""
 
-    def __init__(self, palette: tuple[str, ...] = AGENT_PALETTE):
+    def __init__(self, palette: tuple[str, ...] = AGENT_PALETTE, max_names: int = 1024):
         self.palette = palette
+        self.max_names = max_names
         self._colors: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -57,6 +58,8 @@ class AgentColors:
                 for c in self._colors.values():
                     uses[c] += 1
                 self._colors[name] = min((self.palette[(start + i) % n] for i in range(n)), key=lambda c: uses[c])
+                if len(self._colors) > self.max_names:  # names can be forged: forget the earliest met
+                    del self._colors[next(iter(self._colors))]
             return self._colors[name]
 
 

@@ -20,11 +20,12 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from calfkit.models.envelope import Envelope
-from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
 from arena.decisions import Decision
+from arena.kafka import rejection_reason
+from arena.wire import AGENT_NAME_RE
 from arena.ui import agent_color, hms, money, price, qty
 
 log = logging.getLogger(__name__)
@@ -235,10 +236,13 @@ class ActivityFeed:
         agent = _header(headers, "x-calf-emitter")
         if not agent or not self.wants(agent):
             return []
+        if not AGENT_NAME_RE.match(agent):  # shown in the terminal: no control characters, no made-up names
+            log.warning("skipping malformed activity record: emitter %r is not an agent name", agent[:40])
+            return []
         try:
             envelope = Envelope.model_validate_json(raw or b"")
-        except ValidationError as exc:
-            log.warning("skipping malformed activity record from %s: %s", agent, str(exc).splitlines()[0])
+        except ValueError as exc:  # a ValidationError, or a validator's own ValueError
+            log.warning("skipping malformed activity record from %s: %s", agent, rejection_reason(exc))
             return []
         run_id = _header(headers, "correlation_id")
         at = at or datetime.now(timezone.utc)

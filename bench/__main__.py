@@ -26,6 +26,7 @@ BENCHMARKS = {
     "chat": ("bench.chat", "chat node start-up and a model request's round trip through it"),
     "feed": ("bench.feed", "market simulator and connector start-up, snapshot cadence"),
     "dashboard": ("bench.dashboard", "the live dashboard's rendering cost per frame"),
+    "web": ("bench.web", "arena web: first render with 50 agents and 10,000 fills, server CPU with 20 open pages"),
 }
 
 

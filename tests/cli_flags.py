@@ -22,10 +22,12 @@ COMMANDS = [
     ("deploy_router_node.py", ["deploy_router_node.py"]),
     ("response_viewer.py", ["response_viewer.py"]),
     ("arena demo", ["-m", "arena.cli", "demo"]),
+    ("arena up", ["-m", "arena.cli", "up"]),
     ("arena broker", ["-m", "arena.cli", "broker"]),
     ("arena market-sim", ["-m", "arena.cli", "market-sim"]),
     ("arena policy-server", ["-m", "arena.cli", "policy-server"]),
     ("arena report", ["-m", "arena.cli", "report"]),
+    ("arena web", ["-m", "arena.cli", "web"]),
 ]
 
 # Runs the command with parse_args patched to dump the parser's actions as JSON and exit.

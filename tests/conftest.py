@@ -29,3 +29,18 @@ def broker():
 @pytest.fixture
 def kafka(broker) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=broker.bootstrap)
+
+
+# Tests that need a real broker (or start the arena's processes) are marked `processes`, so
+# `pytest -m "not processes"` is a fast lane of pure logic; `pytest` runs both.
+PROCESS_FIXTURES = {"broker", "kafka"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "processes: starts a broker or the arena's processes (slow lane)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)

@@ -362,7 +362,7 @@ def tracked_arena():
     from arena.metrics import MetricsTracker
 
     st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="/var/log/arena/tools.log", export_path="standings.json",
-                    metrics=MetricsTracker(fee_bps=10))  # fmt: skip
+                    metrics=MetricsTracker(fee_bps=10, min_sharpe_returns=2))  # fmt: skip
     st.started_at = START
     trades = [
         fill(1, "alice", "BTC-USD", "buy", 0.0123, 96_500.0, START + timedelta(minutes=1, seconds=30)),
@@ -373,7 +373,8 @@ def tracked_arena():
     for minute in range(20):
         t = START + timedelta(minutes=minute)
         wobble = 1 + 0.001 * (minute % 5 - 2)
-        qs = {p: q.model_copy(update={"best_bid": q.best_bid * wobble, "received_at": t}) for p, q in quotes(START).items()}
+        qs = {p: q.model_copy(update={"best_bid": q.best_bid * wobble, "best_ask": max(q.best_ask, q.best_bid * wobble), "received_at": t})
+              for p, q in quotes(START).items()}  # a bid never above the ask
         st.on_snapshot(MarketSnapshot(seq=minute + 1, published_at=t, quotes=qs), now=t)
         for trade in trades:
             if t < trade.executed_at <= t + timedelta(minutes=1):
@@ -472,3 +473,39 @@ def test_process_health_in_the_header_and_the_export():
     st.on_process(ProcessStatus(name="router bob", status="ready", at=NOW + timedelta(seconds=5)))
     assert "exited" not in " ".join(st.health(NOW).problems)
     assert "processes: 4 up" in screen(st, accounts, 160, 50) and "down" not in screen(st, accounts, 160, 50).split("processes")[1][:20]
+
+
+def test_forged_names_do_not_grow_the_state_without_bound():
+    """Anyone on the broker can publish decisions and health reports under new names: the per-name maps
+    stay bounded, forgetting the least recently heard-of names, and memory stops growing."""
+    import tracemalloc
+
+    from arena.dashboard import MAX_AGENTS, MAX_PROCESSES
+
+    st = ArenaState(max_quote_age_s=30, fee_bps=10)
+
+    def forge(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            st.on_decision(Decision(agent=f"forged{i}", run_id="r", tick_seq=i, tick_published_at=NOW, status="error",
+                                    reason="x" * 5000, finished_at=NOW))  # fmt: skip
+            st.on_process(ProcessStatus(name=f"router forged{i}", status="exited", detail="y" * 5000, at=NOW))
+            st.on_tool_call(f"caller{i}", "get_portfolio", now=NOW)
+            if i % 100 == 0:  # a real agent that keeps acting is never the one forgotten
+                st.on_tool_call("alice", "execute_trade", now=NOW)
+
+    tracemalloc.start()
+    try:
+        forge(0, 2_000)  # past every bound (and the colour table's)
+        before = tracemalloc.get_traced_memory()[0]
+        forge(2_000, 12_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    print(f"10,000 more forged names: memory grew by {grown / 1024:.0f} KiB")
+    assert len(st.activity) == MAX_AGENTS and len(st.processes) == MAX_PROCESSES
+    assert "alice" in st.activity and st.activity["alice"].tool_calls["execute_trade"] == 120
+    assert "forged11999" in st.activity and "forged0" not in st.activity and "router forged0" not in st.processes
+    assert max(len(p.detail) for p in st.processes.values()) <= 300 and len(st.problems[-1].reason) <= 300
+    assert grown < 256 * 1024, grown  # unbounded, the same 10,000 names cost ~22 MiB
+    assert len(agent_color._colors) <= agent_color.max_names  # unbounded, each new name costs O(names met)
+    render(st, {}, 160, 50, now=NOW)  # and the screen still draws

@@ -11,6 +11,7 @@ the tools process, the viewer, two trading routers and one router per fault. Tes
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import signal
 import sqlite3
@@ -65,29 +66,82 @@ class Seen:
     value: bytes
     headers: tuple
     at: float  # time.time() when the test received it
+    ts: float  # the record's timestamp: when its producer sent it (epoch seconds)
+
+    def header(self, name: str) -> str:
+        return next((v.decode(errors="replace") for key, v in self.headers if key == name and v), "")
+
+    @property
+    def run(self) -> str:
+        """The calfkit run (correlation id) a record belongs to: a router's turn."""
+        return self.header("correlation_id")
+
+
+TOOL_CALLS = "tool.execute_trade.input"  # every execute_trade call, as sent to the tools process
+TOOL_RESULTS = "tool.execute_trade.output"  # every result the tools process sent back (calfkit's mirror)
+
+
+@dataclass(frozen=True)
+class Order:
+    """One execute_trade call as the tools process receives it (its record on TOOL_CALLS)."""
+
+    key: str  # the idempotency key the tools derive from it (trading_tools.call_key)
+    agent: str
+    run: str
+    call_id: str
+    product_id: str
+    side: str
+    quantity: float
+    response: str  # the model response that placed it
+    position: int  # messages in the run before it
+    at: float  # when it was sent
+
+    @property
+    def content(self) -> tuple:
+        return (self.agent, self.run, self.product_id, self.side, self.quantity)
+
+
+def trade_content(key: str, t: Trade) -> tuple:
+    """A ledger row as an order's content; its run is the one its key names (the ledger keeps no other)."""
+    parts = key.split("|")
+    return (t.agent, parts[1] if len(parts) == 4 else "?", t.product_id, t.side, t.quantity)
+
+
+def main_thread_state(pid: int) -> str:
+    """Where a process's main thread waits in the kernel: do_epoll_wait for an idle event loop,
+    hrtimer_nanosleep for SQLite's busy handler waiting for a write lock."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip() or "?"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
 
 
 class Tap:
-    """Everything on the market, decisions, trades and activity topics from now on (no group)."""
+    """Everything on the market, decisions, trades and activity topics, and execute_trade's calls and
+    results, from now on (no group)."""
 
-    TOPICS = (MARKET_TOPIC, DECISIONS_TOPIC, TRADES_TOPIC, ACTIVITY_TOPIC)
+    TOPICS = (MARKET_TOPIC, DECISIONS_TOPIC, TRADES_TOPIC, ACTIVITY_TOPIC, TOOL_CALLS, TOOL_RESULTS)
 
     def __init__(self) -> None:
         self.records: list[Seen] = []
         self.consumer = None
+        self.started_at = 0.0
         self._task: asyncio.Task | None = None
 
-    async def start(self, kafka: KafkaSettings) -> None:
-        self.consumer = k.consumer(kafka, *self.TOPICS, group_id=None)
+    async def start(self, kafka: KafkaSettings, *, tools: bool = True) -> None:
+        """tools=False: not execute_trade's topics (on a new, empty broker a subscription's metadata
+        request would create them before the tools process provisions them)."""
+        self.consumer = k.consumer(kafka, *(self.TOPICS if tools else self.TOPICS[:4]), group_id=None)
         await self.consumer.start()
         await k.positioned([self.consumer])  # from now on
+        self.started_at = time.time()
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         while True:
             for records in (await self.consumer.getmany(timeout_ms=200)).values():
                 now = time.time()
-                self.records += [Seen(r.topic, r.value or b"", tuple(r.headers or ()), now) for r in records]
+                self.records += [Seen(r.topic, r.value or b"", tuple(r.headers or ()), now, r.timestamp / 1000) for r in records]
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -131,17 +185,60 @@ class Tap:
                 except ValueError:
                     continue
 
-    def acknowledged_fills(self) -> dict[str, dict]:
-        """trade_id -> the filled execute_trade result an agent received (from the mirrored agent steps)."""
-        out: dict[str, dict] = {}
-        for _, env in self._envelopes():
+    def acknowledged_fills(self) -> dict[str, tuple[Seen, dict]]:
+        """trade_id -> (the mirrored agent step, the filled execute_trade result the agent received)."""
+        out: dict[str, tuple[Seen, dict]] = {}
+        for r, env in self._envelopes():
             for message in env.context.state.message_history:
                 for part in message.parts:
                     c = getattr(part, "content", None)
                     if getattr(part, "part_kind", "") == "tool-return" and part.tool_name == "execute_trade" \
                             and isinstance(c, dict) and c.get("status") == "filled":
-                        out[c["trade_id"]] = c
+                        out.setdefault(c["trade_id"], (r, c))
         return out
+
+    def orders(self, since: float = 0, before: float = float("inf")) -> list[Order]:
+        """Every execute_trade call sent to the tools process (in [since, before))."""
+        from types import SimpleNamespace
+
+        from calfkit.models.envelope import Envelope
+
+        from trading_tools import call_key
+
+        out = []
+        for r in self.records:
+            if r.topic != TOOL_CALLS or not since <= r.ts < before:
+                continue
+            try:
+                env = Envelope.model_validate_json(r.value)
+                frame = env.internal_workflow_state.current_frame_or_none
+                call, history = frame.payload, env.context.state.message_history
+                args = call["args"]
+                agent = r.header("x-calf-emitter") or frame.caller_node_id
+                ctx = SimpleNamespace(agent_name=agent, correlation_id=r.run, messages=history, tool_call_id=call["tool_call_id"])
+                out.append(Order(call_key(ctx), agent, r.run, call["tool_call_id"], str(args["product_id"]).strip().upper(),
+                                 str(args["side"]).strip().lower(), float(args["quantity"]),
+                                 getattr(history[-1], "provider_response_id", None) or "?", len(history), r.ts))  # fmt: skip
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+                continue  # the garbage this module publishes itself
+        return out
+
+    def answered(self, before: float = float("inf")) -> set[tuple[str, str]]:
+        """(run, tool call id) of every execute_trade result the tools process sent before `before`."""
+        from calfkit.models.envelope import Envelope
+
+        out = set()
+        for r in self.records:
+            if r.topic == TOOL_RESULTS and r.ts < before:
+                try:
+                    out.add((r.run, Envelope.model_validate_json(r.value).reply.tag))
+                except (ValueError, AttributeError):
+                    continue
+        return out
+
+    def runs(self) -> set[str]:
+        """The runs (turns) whose start the tap saw: all of their calls and steps came after it started."""
+        return {d.run_id for d in self.decisions(None, "started")}
 
     def steps(self, since: float) -> dict[str, list[str]]:
         """agent -> what each of its mirrored steps since `since` ended with (e.g. a tool call or a tool
@@ -273,6 +370,13 @@ class Arena:
     def dead(self) -> list[str]:
         return [f"{n} (exit {p.proc.returncode})" for n, p in self.procs.items() if p.proc.poll() is not None]
 
+    def ledger_agents(self) -> set[str]:
+        db = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
+        try:
+            return {name for (name,) in db.execute("SELECT name FROM agents")}
+        finally:
+            db.close()
+
     def ledger_trades(self) -> list[tuple[str, Trade]]:
         """(call key, trade) for every row, in log order."""
         db = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
@@ -360,6 +464,34 @@ async def test_every_script_offers_the_kafka_security_flags():
         for flag in flags:
             assert flag in out.stdout, f"{script} --help lacks {flag}"
         assert "KAFKA_SASL_PASSWORD" in out.stdout, f"{script} --help does not say where the password comes from"
+
+
+async def test_a_turn_takes_each_step_once_and_only_while_it_runs():
+    """The router's agent seam (arena.router.TurnSteps): a tool answer delivered again (a restarted tools
+    process answers the calls it had not committed) carries the run's state as of its call; taking it
+    again would replay the turn into new orders. Without it, test_killed_tools_lose_and_double_nothing
+    sees turns decide twice."""
+    from types import SimpleNamespace
+
+    from arena.router import TurnSteps
+
+    steps = TurnSteps()
+    far = time.time() + 60
+
+    def step(run: str, messages: int, deadline: float = far) -> str | None:
+        return steps(SimpleNamespace(correlation_id=run, state=SimpleNamespace(message_history=[None] * messages),
+                                     deps={"deadline": deadline}))  # fmt: skip
+
+    steps.begin("r1")
+    assert step("r1", 0) is None and step("r1", 2) is None  # the prompt, then get_portfolio's answer
+    assert "delivered again" in step("r1", 2)  # get_portfolio answered again: refused
+    assert step("r1", 4) is None  # the orders' answers still go on
+    assert "delivered again" in step("r1", 2)
+    assert "not running" in step("r2", 0)  # a run this router never started (or an earlier process did)
+    steps.end("r1")
+    assert "not running" in step("r1", 6)  # a finished turn takes no step
+    steps.begin("r3")
+    assert "deadline" in step("r3", 0, deadline=time.time() - 1)
 
 
 async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
@@ -551,45 +683,117 @@ async def test_killed_router_resumes_at_the_newest_tick(arena):
     await tap.until(lambda: tap.fills("rb", restarted_at), 90, "a fill of the restarted router")
 
 
+async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float, list[str]]:
+    """kill -9 the tools process while it is inside an execute_trade call, for certain.
+
+    The test holds the ledger's write lock (as a stalled disk would) until the kill, so an order that
+    arrives meanwhile cannot be committed: the tools process waits in SQLite's busy handler (its
+    busy_timeout is 5 s), which shows as its main thread sleeping in the kernel instead of waiting in
+    its event loop's epoll. Only execute_trade writes to the ledger (once every account is open).
+    Returns (locked_at, killed_at, the main thread's states sampled before the kill)."""
+    tap, pid = arena.tap, arena.procs["tools"].proc.pid
+    # Every agent's account open first: opening one is a ledger write too (the lock would fail that call).
+    await tap.until(lambda: {*TRADERS, FAULTY} <= arena.ledger_agents() and all(tap.fills(n) for n in TRADERS), 120,
+                    "every agent's account open and both traders filling")
+    for attempt in range(3):
+        lock = sqlite3.connect(arena.ledger, isolation_level=None, timeout=30)
+        lock.execute("BEGIN IMMEDIATE")
+        locked_at = time.time()
+        samples: list[str] = []
+        try:
+            await tap.until(lambda: tap.orders(since=locked_at), 60, "an execute_trade call sent while the ledger is locked")
+            deadline = time.monotonic() + 3  # well within the busy timeout: the call must still be waiting
+            while time.monotonic() < deadline and sum("nanosleep" in s for s in samples[-4:]) < 4:
+                samples.append(main_thread_state(pid))
+                await asyncio.sleep(0.02)
+            if sum("nanosleep" in s for s in samples[-4:]) == 4:
+                arena.kill("tools")
+                return locked_at, time.time(), samples
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        print(f"attempt {attempt + 1}: the tools process was not seen waiting in a ledger write ({samples[-8:]}); again")
+        await asyncio.sleep(2 * INTERVAL)
+    raise AssertionError(f"the tools process never waited inside a ledger write: main thread {samples[-20:]}")
+
+
 async def test_killed_tools_lose_and_double_nothing(arena):
     tap = arena.tap
-    # Kill while orders are in flight: right after a new execute_trade call shows up.
-    mark = len(tap.records)
-    await tap.until(lambda: any(r.topic == ACTIVITY_TOPIC and b'"execute_trade"' in r.value and b"tool-call" in r.value
-                                for r in tap.records[mark:]), 120, "an execute_trade call in flight")
-    old_ledger_rows = len(arena.ledger_trades())
+    locked_at, killed_at, samples = await _kill_tools_inside_a_ledger_write(arena)
+    rows_at_kill = {key for key, _ in arena.ledger_trades()}
+    answered = tap.answered(before=killed_at)
+    in_flight = [o for o in tap.orders(before=killed_at) if (o.run, o.call_id) not in answered and o.key not in rows_at_kill]
+    print(f"\ntools killed -9 inside a ledger write (main thread: {', '.join(samples[-4:])}); "
+          f"{len(in_flight)} orders in flight: " + "; ".join(f"{o.agent} {o.side} {o.quantity:g} {o.product_id}" for o in in_flight))
+    assert any(o.at >= locked_at for o in in_flight), "no order in flight at the kill"
     t0 = time.monotonic()
-    arena.kill("tools")
-    killed_at = time.time()
     proc = arena.restart("tools")
     await asyncio.to_thread(proc.wait_ready, 180)
-    print(f"\ntools killed -9 (ledger had {old_ledger_rows} rows) and READY again in {time.monotonic() - t0:.1f}s")
+    print(f"tools READY again in {time.monotonic() - t0:.1f}s (ledger had {len(rows_at_kill)} rows)")
     assert "trades restored" in proc.output
     # Trading resumes ...
     waited = await tap.until(lambda: all(tap.fills(n, killed_at) for n in TRADERS), 90, "fills after the restart")
     print(f"both traders filled again {waited:.1f}s after READY")
     await asyncio.sleep(2)  # let the last results reach the activity topic
 
-    # ... and nothing a router saw acknowledged is lost or doubled.
+    # ... and nothing a router saw acknowledged is lost, nothing is filled that no router ordered, and no
+    # order is filled twice, under its own key or another: ledger rows are matched to the orders sent
+    # (TOOL_CALLS) and to the results the agents received by what they say, not only by key.
     rows = arena.ledger_trades()
-    keys = [key for key, _ in rows]
-    assert len(keys) == len(set(keys))
-    filled = [(key, t) for key, t in rows if t.status == "filled"]
-    assert len({t.trade_id for _, t in filled}) == len(filled), "a fill recorded twice"
-    position = {t.trade_id: i for i, (_, t) in enumerate(rows)}
+    by_key = {key: t for key, t in rows}
+    orders = tap.orders()
+    by_order_key = {o.key: o for o in orders}
+    observed = tap.runs()
+    problems: list[str] = []
+
     acked = tap.acknowledged_fills()
     assert acked, "no acknowledged fill seen"
-    missing = [tid for tid in acked if tid not in position]
-    assert not missing, f"acknowledged fills missing from the ledger: {missing}"
+    for tid, (r, result) in acked.items():
+        t = by_key.get(tid)
+        said = (r.header("x-calf-emitter"), r.run, result["product_id"], result["side"], result["quantity"])
+        if t is None or t.status != "filled":
+            problems.append(f"acknowledged fill not in the ledger: {said}")
+        elif trade_content(tid, t) != said:
+            problems.append(f"acknowledged {said}, the ledger says {trade_content(tid, t)}")
+
+    # Every fill of a turn the tap saw whole (or made once the tap was surely watching) is one order sent.
+    fills = [(key, t) for key, t in rows if t.status == "filled"
+             and (trade_content(key, t)[1] in observed or t.executed_at.timestamp() > tap.started_at + 15)]
+    for key, t in fills:
+        o = by_order_key.get(key)
+        if o is None:
+            problems.append(f"a fill under a key no call was sent with: {key} {trade_content(key, t)}")
+        elif o.content != trade_content(key, t):
+            problems.append(f"a fill unlike its order: ordered {o.content}, filled {trade_content(key, t)}")
+    ordered = collections.Counter(o.content for o in orders)
+    for content, n in collections.Counter(trade_content(key, t) for key, t in fills).items():
+        if n > ordered[content]:
+            problems.append(f"filled {n} times, ordered {ordered[content]}: {content}")
+    # One decision per step of a turn: a tool result delivered again must not make the agent decide anew.
+    decided: dict[tuple[str, int], set[str]] = collections.defaultdict(set)
+    for o in orders:
+        decided[(o.run, o.position)].add(o.response)
+    for (run, position), responses in decided.items():
+        if len(responses) > 1:
+            again = sorted((o.agent, o.side, o.quantity, o.product_id) for o in orders if o.run == run and o.position == position)
+            problems.append(f"turn {run[:8]} decided {len(responses)} times at step {position}: {again}")
+    assert not problems, "\n".join(problems)
+
+    position = {key: i for i, (key, _) in enumerate(rows)}
     trades = [t for _, t in rows]
-    for tid, result in acked.items():  # the cash each agent was told equals a recomputation from the log
+    for tid, (_, result) in acked.items():  # the cash each agent was told equals a recomputation from the log
         agent = trades[position[tid]].agent
         cash = replay(trades[: position[tid] + 1])[agent].cash
         assert result["cash_after"] == pytest.approx(cash, abs=0.011), (tid, result["cash_after"], cash)
     published = [t.trade_id for t in tap.trades() if t.status == "filled"]
     assert len(published) == len(set(published)), "a fill published twice on the trades topic"
-    assert set(published) <= set(position), "a published fill is not in the ledger"
-    print(f"{len(acked)} acknowledged fills checked against {len(rows)} ledger rows; lost 0, doubled 0")
+    assert set(published) <= set(by_key), "a published fill is not in the ledger"
+    fate = {o.key: (by_key[o.key].status + (f" ({by_key[o.key].reason})" if by_key[o.key].reason else "")
+                    if o.key in by_key else "never executed") for o in in_flight}  # fmt: skip
+    redelivered = sum("duplicate call" in line for line in proc.lines)
+    print(f"{len(acked)} acknowledged fills and {len(fills)} ledger fills matched to {len(orders)} orders sent, by content; "
+          f"lost 0, doubled 0. After the restart: {redelivered} calls delivered again and answered from the ledger; "
+          f"the orders in flight at the kill: " + "; ".join(fate.values()))
 
 
 async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
@@ -605,7 +809,7 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
     back = time.monotonic()
     back_at = time.time()
     tap.records.clear()
-    await tap.start(arena.kafka)
+    await tap.start(arena.kafka, tools=False)
 
     def again(name: str, text: str) -> bool:
         return any(text in line for line in arena.procs[name].lines[marks[name]:])

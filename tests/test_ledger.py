@@ -4,8 +4,12 @@ idempotency and the calculator's limits."""
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -13,8 +17,8 @@ from datetime import timedelta
 import pytest
 
 from arena.calc import calculate
-from arena.desk import Desk, QuoteBook
-from arena.ledger import DuplicateCall, Ledger
+from arena.desk import Desk, OutcomeUnknown, QuoteBook
+from arena.ledger import DuplicateCall, Ledger, LedgerLocked
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.portfolio import INITIAL_CASH, Trade
 
@@ -168,6 +172,79 @@ def test_rejections_are_explained_logged_and_change_nothing(desk, pid, side, q, 
     assert t.status == "rejected" and why in t.reason and len(t.product_id) <= 40 and math.isfinite(t.quantity)
 
 
+def test_a_call_past_its_turn_deadline_is_refused_and_garbage_is_no_deadline(desk):
+    first = desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() + 30)
+    assert first["status"] == "filled"
+    late = desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k2", deadline=time.time() - 2.5)
+    assert late["status"] == "rejected" and "turn deadline passed 2.5s ago: the router gave up on this turn" in late["error"]
+    assert desk.ledger.account("alice").trades == 1 and desk.ledger.account("alice").rejected == 1
+    # a redelivered call that filled in time is answered from the log, not refused
+    assert desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() - 60) == first
+    for garbage in ("soon", "0", None, [1], {}, True, float("nan"), float("inf"), 10**400):
+        assert desk.execute_trade("alice", "FARTCOIN-USD", "buy", 1, deadline=garbage)["status"] == "filled", garbage
+
+
+class FaultyLedger(Ledger):
+    """A ledger failing on purpose: 'before' its commit, 'after' it, or 'blind' (cannot even be read)."""
+
+    mode: str | None = None
+
+    def record(self, call_key, trade, result):
+        if self.mode in ("before", "blind"):
+            raise sqlite3.OperationalError("disk I/O error")
+        acct = super().record(call_key, trade, result)
+        if self.mode == "after":
+            raise RuntimeError("fold failed")
+        return acct
+
+    def find(self, call_key):
+        if self.mode == "blind":
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().find(call_key)
+
+
+def test_a_call_raises_only_when_its_log_shows_nothing_changed(tmp_path):
+    d = Desk(FaultyLedger(tmp_path / "l.db"))
+    d.quotes.update(market())
+    d.execute_trade("alice", "BTC-USD", "buy", 0.1)
+    before, n = d.ledger.account("alice").model_copy(deep=True), len(d.ledger)
+
+    d.ledger.mode = "before"  # nothing recorded: the error goes up (the tool says nothing changed)
+    with pytest.raises(sqlite3.OperationalError):
+        d.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k-before")
+    assert d.ledger.account("alice") == before and len(d.ledger) == n
+
+    d.ledger.mode = "blind"  # cannot tell: said so, never "nothing changed"
+    with pytest.raises(OutcomeUnknown, match="whether this order was recorded is unknown"):
+        d.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k-blind")
+
+    d.ledger.mode = "after"  # recorded, then a failure: the model hears the logged fill, not an error
+    r = d.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k-after")
+    assert r["status"] == "filled" and "fold failed" in r["warning"]
+    d.ledger.mode = None
+    assert d.ledger.find("k-after").result["status"] == "filled"
+
+    def broken(*_):
+        raise ValueError("dashboard bug")
+
+    d.on_trade = d.on_call = broken  # a failing observer fails no call
+    d.note_call("bob", "get_portfolio")
+    r = d.execute_trade("bob", "BTC-USD", "buy", 0.1)
+    assert r["status"] == "filled" and "warning" not in r and d.ledger.account("bob").trades == 1
+    d.ledger.close()
+
+
+def test_the_tool_error_says_nothing_changed_only_when_the_desk_knows_it():
+    from types import SimpleNamespace
+
+    from trading_tools import _fault_to_result
+
+    known = _fault_to_result(SimpleNamespace(exception=sqlite3.OperationalError("x")), SimpleNamespace(message="x"))
+    assert known["error"] == "the tool failed: x. Nothing was changed."
+    unknown = _fault_to_result(SimpleNamespace(exception=OutcomeUnknown("y")), SimpleNamespace(message="y"))
+    assert unknown["error"] == "the tool failed: y" and "Nothing" not in unknown["error"]
+
+
 def test_quote_problems_are_rejections(desk):
     desk.quotes.update(MarketSnapshot(seq=2, quotes={"BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK, stale=True)}))
     assert "stale" in desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
@@ -254,6 +331,48 @@ def test_ledger_file_is_wal_with_the_chosen_sync(tmp_path):
     db.close()
 
 
+# -- one writer per ledger ---------------------------------------------------------------------------
+
+
+def test_a_second_ledger_on_the_same_file_is_refused_until_the_first_closes(tmp_path):
+    path = tmp_path / "ledger.db"
+    first = Desk(Ledger(path))
+    first.quotes.update(market())
+    with pytest.raises(LedgerLocked) as refused:  # two desks over one file would each spend the same cash
+        Desk(Ledger(path))
+    assert str(path) in str(refused.value) and f"pid {os.getpid()} on host" in str(refused.value)
+    assert first.execute_trade("alice", "BTC-USD", "buy", 1.9)["status"] == "filled"
+    with Ledger(tmp_path / "other.db"):  # another file: no conflict
+        pass
+    first.ledger.close()
+    with Ledger(path) as again:  # closing released it
+        assert again.account("alice").trades == 1 and again.account("alice").cash >= 0
+
+
+def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it_dies(tmp_path):
+    from arena.report import read_ledger
+
+    path = tmp_path / "ledger.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from arena.ledger import Ledger; from arena.portfolio import Trade\n"
+         "l = Ledger(sys.argv[1]); l.record('k1', Trade(trade_id='k1', agent='ann', product_id='BTC-USD', side='buy', "
+         "quantity=0.1, price=10.0), {'status': 'filled'}); print('held', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LedgerLocked) as refused:
+            Ledger(path)
+        assert str(path) in str(refused.value) and f"pid {holder.pid} on host" in str(refused.value)
+        trades, names = read_ledger(path)  # arena report reads while the writer holds the lock
+        assert [t.agent for t in trades] == ["ann"] and list(names) == ["ann"]
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no clean-up code runs: the kernel drops the lock
+        holder.wait()
+    with Ledger(path) as mine:
+        assert mine.account("ann").trades == 1
+
+
 def test_concurrent_orders_never_overspend(tmp_path):
     d = Desk(Ledger(tmp_path / "l.db"))
     d.quotes.update(market())
@@ -314,6 +433,17 @@ def test_calculator_refuses_quickly(expression, why):
     assert len(out) < 400
 
 
+TOO_LARGE = ["10**400", "2**1100", "2**4096", "2**4095", "2**1024", "-(10**400)", "10**400/3", "10**400//3",
+             "10**400*1.5", "10**400+0.5", "sqrt(10**400)", "round(10**400)", "floor(10**400)", "abs(-10**400)",
+             "pow(10, 400)", "10**300*10**100", "1e308*10", "exp(1000)", "ceil(1e308)*10**100", "10**1234"]
+
+
+@pytest.mark.parametrize("expression", TOO_LARGE)
+def test_calculator_results_beyond_a_float_are_an_error_line(expression):
+    """Integers of ~1,024-4,096 bits are computed but cannot be shown as a float: an error line, never an exception."""
+    assert calculate(expression).startswith("error: result too large"), calculate(expression)
+
+
 @pytest.mark.parametrize("expression,value", [
     ("0.25 * 100000 / 50010", repr(0.25 * 100000 / 50010)),
     ("2 ** 10", "1024"),
@@ -322,6 +452,9 @@ def test_calculator_refuses_quickly(expression, why):
     ("sqrt(16) + log10(1000) + floor(2.7) + ceil(2.1)", "12.0"),
     ("100000 * (1 - 0.001)", repr(100000 * (1 - 0.001))),
     ("3 > 2", "True"),
+    ("2**1023", "8.988465674312e+307"),
+    ("10**400 > 1", "True"),
+    ("10**400 % 7", "4"),
 ])
 def test_calculator_computes(expression, value):
     assert calculate(expression) == value

@@ -38,7 +38,7 @@ def test_value_series_drawdown_and_sharpe_by_hand():
     assert [v for _, v in series["alice"]] == pytest.approx([100_000, 110_000, 99_000, 108_900])
     assert [t for t, _ in series["alice"]] == [at(0), at(60), at(120), at(180)]
 
-    m = compute(ALL_IN, MARKS, baseline=False)["alice"]
+    m = compute(ALL_IN, MARKS, baseline=False, min_sharpe_returns=2)["alice"]
     assert m.total_value == pytest.approx(108_900)
     assert m.return_pct == pytest.approx(8.9)
     assert m.cash == pytest.approx(0.0)
@@ -57,17 +57,17 @@ def test_value_series_drawdown_and_sharpe_by_hand():
 
 
 def test_sharpe_annualization_follows_the_given_interval():
-    m = compute(ALL_IN, MARKS, baseline=False, interval_s=3600)["alice"]
+    m = compute(ALL_IN, MARKS, baseline=False, interval_s=3600, min_sharpe_returns=2)["alice"]
     assert m.sharpe == pytest.approx(27.01851217, rel=1e-9)  # sqrt(8760 / 12)
 
 
 def test_sharpe_is_none_with_fewer_than_two_returns_or_zero_variance():
     two_samples = MARKS[:2]  # one return only
-    assert compute(ALL_IN, two_samples, baseline=False)["alice"].sharpe is None
+    assert compute(ALL_IN, two_samples, baseline=False, min_sharpe_returns=2)["alice"].sharpe is None
     # a cash-only agent (it only has a rejection): every return is 0 -> zero variance
     rejected = [Trade(trade_id="r1", agent="bob", product_id="X-USD", side="buy", quantity=1e9,
                       status="rejected", reason="insufficient cash", executed_at=at(1))]
-    m = compute(rejected, MARKS, baseline=False)["bob"]
+    m = compute(rejected, MARKS, baseline=False, min_sharpe_returns=2)["bob"]
     assert m.sharpe is None
     assert m.max_drawdown_pct == 0.0
     assert m.total_value == 100_000 and m.trades == 0 and m.rejected == 1
@@ -275,3 +275,39 @@ def test_a_trade_seen_twice_counts_once():
     tracker.on_trade(trade.model_copy())  # redelivered: same idempotency key
     m = tracker.metrics()["hal"]
     assert m.trades == 1 and m.cash == pytest.approx(98_999.0) and m.fees == pytest.approx(1.0)
+
+
+def test_sharpe_is_shown_from_the_documented_number_of_returns_on():
+    from arena.metrics import MIN_SHARPE_RETURNS
+
+    # alternating +1% / -0.5% marks: a nonzero variance at every length
+    marks = [(at(60 * k), {"X-USD": 100.0 * (1.01 if k % 2 else 1.0) * (1 + k / 1000)}) for k in range(MIN_SHARPE_RETURNS + 2)]
+    trades = [fill("alice", "buy", 500, 100.0, t=1)]
+    below = compute(trades, marks[:MIN_SHARPE_RETURNS], baseline=False)["alice"]  # series starts at 0: 29 returns
+    assert below.samples == MIN_SHARPE_RETURNS and below.sharpe is None
+    at_min = compute(trades, marks[: MIN_SHARPE_RETURNS + 1], baseline=False)["alice"]
+    assert at_min.samples == MIN_SHARPE_RETURNS + 1 and at_min.sharpe is not None and math.isfinite(at_min.sharpe)
+
+
+def test_live_arrival_order_gives_the_replayed_numbers():
+    """Live, a fill stamped just after a snapshot's time can reach the tracker before that snapshot
+    does; the report replays by time. One rule for both: a trade stamped after a sample's time
+    counts from the next sample on."""
+    snaps = [MarketSnapshot(seq=k, published_at=at(10 * k), quotes={"X-USD": q("X-USD", 100 + k, 100.5 + k)}) for k in range(6)]
+    trades = [fill("alice", "buy", 10, 101.5, t=12), fill("bob", "buy", 1, 102.5, t=25), fill("alice", "sell", 4, 104.0, fee=0.5, t=40.5)]
+    replayed = compute(trades, snaps, min_sharpe_returns=2)
+    series = value_series(trades, snaps)
+
+    live = MetricsTracker(keep_series=True, min_sharpe_returns=2)
+    for snap in snaps[:2]:
+        live.on_snapshot(snap)
+    live.on_trade(trades[0])
+    live.on_snapshot(snaps[2])
+    live.on_trade(trades[1])
+    live.on_snapshot(snaps[3])
+    live.on_trade(trades[2])  # stamped 40.5, arrives before the snapshot of 40 is seen
+    assert live.metrics()["alice"].trades == 2  # "now" includes it at once
+    for snap in snaps[4:]:
+        live.on_snapshot(snap)
+    assert live.series() == series
+    assert {n: m.model_dump() for n, m in live.metrics().items()} == {n: m.model_dump() for n, m in replayed.items()}

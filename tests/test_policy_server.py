@@ -288,3 +288,28 @@ async def test_bad_requests_get_clear_errors(client, server):
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     r = await client.chat.completions.create(model="momentum", messages=[{"role": "user", "content": "hello"}], tools=TOOLS)
     assert "no market data" in r.choices[0].message.content
+
+
+async def test_request_bodies_over_the_limit_are_refused_with_413(server, client):
+    from arena.sim.policy import MAX_BODY_BYTES
+
+    url = server[1] + "/chat/completions"
+    async with httpx.AsyncClient(timeout=30) as h:
+        r = await h.post(url, content=b"x" * (MAX_BODY_BYTES + 1))  # declared by Content-Length
+        assert r.status_code == 413 and "too large" in r.json()["error"]["message"], r.text
+
+        async def chunks():  # no Content-Length: counted as it streams, refused past the limit
+            for _ in range(MAX_BODY_BYTES // 65536 + 2):
+                yield b" " * 65536
+
+        r = await h.post(url, content=chunks())
+        assert r.status_code == 413 and "too large" in r.json()["error"]["message"], r.text
+        r = await h.post(url, content=b"[" * 100_000)  # small but nested past the parser: a clear 400
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"], r.text
+        body = json.dumps({"model": "momentum", "messages": [{"role": "user", "content": ""}]}).encode()
+        fits = body.replace(b'"content": ""', b'"content": "' + b"y" * (MAX_BODY_BYTES - len(body)) + b'"')
+        assert len(fits) == MAX_BODY_BYTES
+        r = await h.post(url, content=fits)
+        assert r.status_code == 200, r.text
+    r = await client.chat.completions.create(model="momentum", messages=conversation(), tools=TOOLS)  # still serving
+    assert r.choices[0].message.tool_calls[0].function.name == "get_portfolio"

@@ -273,3 +273,55 @@ def test_the_arena_command_runs_report(ledger_file):
     help_ = subprocess.run([sys.executable, "-m", "arena.cli", "report", "--help"], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert help_.returncode == 0 and "--prices" in help_.stdout and "--market" in help_.stdout
+
+
+def test_report_of_a_ledger_and_its_market_equals_the_live_tracker(tmp_path):
+    """The same run, live and afterwards: a desk fills into its ledger while a live tracker follows the
+    calls, fills and snapshots; `arena report` of that ledger and the recorded snapshots gives every
+    number the live tracker gave. carol's first call (get_portfolio) comes two snapshots before her
+    first trade: her series starts at the snapshot that call reacted to, in both."""
+    from arena.desk import Desk
+    from arena.market import utcnow
+    from arena.metrics import MetricsTracker
+    from arena.report import ledger_leaderboard, read_ledger
+
+    live = MetricsTracker(fee_bps=10)
+    desk = Desk(Ledger(tmp_path / "ledger.db"), fee_bps=10)
+    desk.on_call = lambda agent, tool, reacted_to: live.on_agent(agent, reacted_to)
+    desk.on_trade = live.on_trade
+    recorded: list[MarketSnapshot] = []
+
+    def publish(i: int, btc: float) -> MarketSnapshot:
+        s = MarketSnapshot(seq=i, published_at=utcnow(), quotes={
+            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc, best_ask=btc + 10)})
+        recorded.append(s)
+        desk.quotes.update(s)
+        live.on_snapshot(s)
+        return s
+
+    s0 = publish(0, 50_000)
+    desk.note_call("carol", "get_portfolio", reacted_to=s0.published_at)
+    publish(1, 50_100)
+    s2 = publish(2, 49_900)
+    desk.note_call("carol", "execute_trade", reacted_to=s2.published_at)
+    assert desk.execute_trade("carol", "BTC-USD", "buy", 0.5, call_key="c1")["status"] == "filled"
+    desk.note_call("dan", "execute_trade", reacted_to=s2.published_at)
+    assert desk.execute_trade("dan", "BTC-USD", "buy", 1.0, call_key="d1")["status"] == "filled"
+    for i, btc in enumerate((50_300, 50_050, 50_400), start=3):
+        s = publish(i, btc)
+    desk.note_call("dan", "execute_trade", reacted_to=s.published_at)
+    assert desk.execute_trade("dan", "BTC-USD", "sell", 0.4, call_key="d2")["status"] == "filled"
+    publish(6, 50_500)
+    desk.ledger.close()
+
+    trades, agents = read_ledger(tmp_path / "ledger.db")
+    assert agents == {"carol": s0.published_at, "dan": s2.published_at}
+    board = ledger_leaderboard(trades, agents=agents, source="test", fee_bps=10,
+                               market=[(s.published_at, s.quotes) for s in recorded])
+    reported = {a["name"]: a for a in board["agents"]}
+    expected = {name: m.model_dump(mode="json") for name, m in live.metrics().items()}
+    assert live.metrics()["carol"].samples == 7  # from s0, where her first call reacted
+    assert set(reported) == set(expected)
+    for name, row in expected.items():
+        for key, value in row.items():
+            assert reported[name][key] == (pytest.approx(value) if isinstance(value, float) else value), (name, key)

@@ -97,13 +97,13 @@ class Arena:
         await self.client.aclose()
         await self.market.stop()
 
-    async def call(self, agent: str, *calls: dict) -> dict:
-        """Run one agent turn making `calls`; returns {call id: result}."""
-        result = await self.client.agent(agent).execute(json.dumps(list(calls)), timeout=30)
+    async def call(self, agent: str, *calls: dict, deps: dict | None = None) -> dict:
+        """Run one agent turn making `calls` (with the run's `deps`, as a router sends them); returns {call id: result}."""
+        result = await self.client.agent(agent).execute(json.dumps(list(calls)), timeout=30, deps=deps)
         return json.loads(result.output)
 
-    async def one(self, agent: str, tool: str, args=None) -> object:
-        return (await self.call(agent, {"tool": tool, "args": args or {}, "id": "call_1"}))["call_1"]
+    async def one(self, agent: str, tool: str, args=None, *, deps: dict | None = None) -> object:
+        return (await self.call(agent, {"tool": tool, "args": args or {}, "id": "call_1"}, deps=deps))["call_1"]
 
     async def publish(self, btc=BTC, fart=FART, *, age_s: float = 0.0, stale: bool = False, seq: int = 1) -> None:
         at = utcnow() - timedelta(seconds=age_s)
@@ -187,6 +187,27 @@ async def test_agents_trade_their_own_accounts(arena, tools):
     assert r["status"] == "filled" and r["price"] == BTC["bid"]
     alice = await arena.one(ALICE, "get_portfolio")
     assert alice["realized_pnl"] == pytest.approx(0.25 * 50_000 * (1 - FEE_BPS / 10_000) - 0.25 * 50_010 * (1 + FEE_BPS / 10_000), abs=0.01)
+
+
+async def test_a_second_tools_process_on_the_same_ledger_exits_at_once_naming_the_holder(arena, tools):
+    """Two desks over one ledger would each spend the same cash: the second tools process refuses to start."""
+    t0 = time.monotonic()
+    second = Proc("tools_and_dashboard.py", "--no-dashboard", "--ledger", str(tools.ledger), "--status-every", "3600")
+    try:
+        code = await asyncio.to_thread(second.proc.wait, 30)
+    finally:
+        second.stop()
+    took = time.monotonic() - t0
+    print(f"second tools process refused in {took:.2f}s (incl. interpreter start)")
+    assert code != 0, second.output
+    [error] = [line for line in second.lines if line.startswith("error:")]
+    assert str(tools.ledger) in error and f"pid {tools.proc.proc.pid} on host" in error, second.output
+    assert "READY" not in second.output and "Traceback" not in second.output
+    assert took < 15  # before any Kafka work: no connect timeout, no broker wait
+    # The first one keeps serving.
+    r = await arena.one(BOB, "execute_trade", {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": 1})
+    assert r["status"] == "filled", r
+    assert tools.proc.proc.poll() is None
 
 
 async def test_no_agent_can_reach_another_account(arena):
@@ -274,6 +295,29 @@ async def test_stale_old_and_malformed_market_data(arena):
     assert r["status"] == "rejected" and "old (limit 30s)" in r["error"], r
     r = await arena.one(BOB, "execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.01})
     assert r["status"] == "filled", r
+
+
+async def test_a_call_after_its_turn_deadline_is_refused_and_changes_nothing(arena, tools):
+    """The router gave up on the turn (its deadline, in the run's deps, has passed): a late or redelivered
+    call must not trade for an agent that no longer waits for the answer."""
+    before = await arena.one(BOB, "get_portfolio")
+    n_before = len(ledger_rows(tools))
+    order = {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": 5}
+    late = await arena.one(BOB, "execute_trade", order, deps={"deadline": time.time() - 3, "tick_seq": 1})
+    assert late["status"] == "rejected" and "turn deadline passed 3." in late["error"], late
+    assert "the router gave up on this turn" in late["error"] and late["error"].endswith("Nothing was traded.")
+    after = await arena.one(BOB, "get_portfolio")
+    for key in ("cash", "fills", "fees_paid"):
+        assert after[key] == before[key], key
+    assert stable(after["positions"]) == stable(before["positions"])
+    [row] = ledger_rows(tools)[n_before:]  # recorded like any rejection
+    assert row.status == "rejected" and row.agent == BOB and "turn deadline passed" in row.reason
+
+    on_time = await arena.one(BOB, "execute_trade", order, deps={"deadline": time.time() + 30, "tick_seq": 1})
+    assert on_time["status"] == "filled", on_time
+    for garbage in ("soon", None, [1], float("nan"), 10**400, True):  # not a deadline: traded as today
+        r = await arena.one(BOB, "execute_trade", order, deps={"deadline": garbage})
+        assert r["status"] == "filled", (garbage, r)
 
 
 async def test_calculator_refuses_hostile_expressions_quickly(arena):
@@ -422,3 +466,34 @@ async def test_sigterm_writes_the_export(arena, tools):  # last: it leaves the t
     procs = {p["name"]: p["status"] for p in data["processes"]}
     assert procs[f"router {ALICE}"] == "ready" and procs[f"router {BOB}"] == "exited"
     assert f"router {BOB} exited (code 1)" in data["feed"]["problems"]
+
+
+async def test_a_tool_error_says_nothing_changed_only_when_true(arena, tools, tmp_path):
+    """After the tools process stopped: an in-process one over a ledger that fails on purpose. The model is
+    told "Nothing was changed" when the log shows it, the logged fill when the failure came after it, and
+    no such claim when the desk cannot tell."""
+    from arena.desk import Desk
+    from arena.tools_service import ToolsService
+    from tests.test_ledger import FaultyLedger
+
+    assert tools.proc.proc.poll() is not None  # the module's tools process no longer serves these topics
+    ledger = FaultyLedger(tmp_path / "faulty.db")
+    service = ToolsService(arena.kafka, Desk(ledger))
+    await service.start()
+    try:
+        await arena.publish(seq=6)
+        order = {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": 2}
+        ledger.mode = "before"
+        r = await arena.one(MALLORY, "execute_trade", order)
+        assert r["status"] == "error" and r["error"].endswith("Nothing was changed."), r
+        assert ledger.account(MALLORY).trades == 0
+        ledger.mode = "after"
+        r = await arena.one(MALLORY, "execute_trade", order)
+        assert r["status"] == "filled" and "fold failed" in r["warning"] and "Nothing" not in json.dumps(r), r
+        ledger.mode = "blind"
+        r = await arena.one(MALLORY, "execute_trade", order)
+        assert r["status"] == "error" and "is unknown" in r["error"] and "Nothing was changed" not in r["error"], r
+    finally:
+        ledger.mode = None
+        await service.stop()
+        ledger.close()

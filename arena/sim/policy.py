@@ -10,7 +10,8 @@ Identical requests get identical answers (tool call ids are hashes of the conver
 
 Models: momentum, mean-revert, random-walk (seeded), hold, auto (picks one from the agent's system prompt),
 and faults for tests: error-500, error-429, error-401 (echoes the caller's key, to test redaction),
-slow-<seconds> (sleeps, then holds), bad-args (invalid execute_trade arguments), unknown-tool.
+slow-<seconds> (sleeps, then holds; slow-<seconds>-<policy> sleeps, then plays that policy, e.g. slow-1-momentum),
+bad-args (invalid execute_trade arguments), unknown-tool.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 
 FAULT_MODELS = ("error-500", "error-429", "error-401", "bad-args", "unknown-tool")
 LISTED_MODELS = (*POLICIES, "auto", *FAULT_MODELS, "slow-<seconds>")
-_SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)$")
+_SLOW = re.compile(r"^slow-(\d+(?:\.\d+)?)(?:-([a-z-]+))?$")  # slow-2, slow-2-momentum
 MAX_TURNS = 4  # model turns per market turn before it just answers in text (no endless loops)
+MAX_BODY_BYTES = 1 << 20  # a router's request is a few kB; anything near this is not a conversation
 
 # `auto`: the agent's system prompt picks the policy: the keyword that appears first wins (the strategy
 # comes before any shared rules in a router's prompt).
@@ -223,7 +225,8 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
     if model == "error-401":  # a careless provider echoing the key: the chat node must redact it
         key = authorization.removeprefix("Bearer ").strip()
         raise ApiError(401, f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key")
-    policy_model = "hold" if _SLOW.match(model) else model
+    slow = _SLOW.match(model)
+    policy_model = (slow[2] or "hold") if slow else model
     if policy_model not in (*POLICIES, "auto", "bad-args", "unknown-tool"):
         raise ApiError(404, f"The model '{model}' does not exist. Available: {', '.join(LISTED_MODELS)}", code="model_not_found", param="model")
 
@@ -256,7 +259,25 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
 # ------------------------------------------------------------------------------------------- HTTP
 
 
-def build_app(seed: int = 0):
+async def read_body(request: Any, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, or ApiError 413 as soon as it is known to exceed `limit` (declared or streamed)."""
+    too_large = f"the request body is too large (limit {limit:,} bytes)"
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise ApiError(413, f"{too_large}: Content-Length is {int(declared):,}", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # chunked bodies carry no length: count as they come
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, too_large, code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(seed: int = 0, max_body_bytes: int = MAX_BODY_BYTES):
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -265,8 +286,8 @@ def build_app(seed: int = 0):
     async def chat_completions(request: Request) -> JSONResponse:
         try:
             try:
-                body = json.loads(await request.body())
-            except ValueError:
+                body = json.loads(await read_body(request, max_body_bytes))
+            except (ValueError, RecursionError):
                 raise ApiError(400, "the request body is not valid JSON") from None
             slow = _SLOW.match(body.get("model", "")) if isinstance(body, dict) and isinstance(body.get("model"), str) else None
             if slow:

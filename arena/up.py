@@ -1,0 +1,572 @@
+"""`arena up arena.toml`: a whole arena from one file — the market, the chat nodes, the agents, fees
+and limits, and where logs, ledger and exports go.
+
+The file is read into the dataclasses below and checked whole before anything starts: every problem
+is listed at once (unknown keys, unknown chat node, duplicate names, a key variable that is not set,
+an unreadable prompt file or recording). `arena demo` builds the same `Arena` in code (arena/demo.py),
+and both run through `run()`: the embedded broker (or an external cluster), the market (simulator,
+live Coinbase feed or a recording), the offline policy server when a chat node uses it, the chat
+nodes, one router per agent, and the tools process with the dashboard in front.
+
+Paths the file reads (prompt files, recordings) are relative to the file; paths it writes (run
+folder, ledger, export) to the current directory. A chat node names the *environment variable* that
+holds its API key, never the key: the key goes to that chat node's environment only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from arena import kafka as k
+from arena import lifeline
+from arena.config import DEFAULT_FETCH_WAIT_MS, HEALTH_TOPIC, KafkaSettings
+from arena.supervisor import ROOT, ProcessStatus, Supervisor
+
+log = logging.getLogger("arena.up")
+
+OFFLINE = "offline"  # a chat node's base_url: the arena's own offline policy server (arena policy-server)
+SOURCES = ("simulator", "live", "recording")
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+DEFAULT_PRODUCTS = ("BTC-USD", "SOL-USD", "FARTCOIN-USD")
+PRODUCT_RE = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# -- the configuration ------------------------------------------------------------------------------
+
+
+@dataclass
+class Market:
+    source: str = "simulator"  # simulator | live | recording
+    interval: float = 10.0  # seconds between snapshots (simulator, live)
+    products: list[str] = field(default_factory=lambda: list(DEFAULT_PRODUCTS))
+    recording: Path | None = None  # source = "recording"
+    speed: float = 1.0  # recording pace: 2 = twice as fast, 0 = as fast as possible
+
+
+@dataclass
+class ChatNode:
+    name: str
+    model: str
+    base_url: str = OFFLINE  # OpenAI-compatible API, or "offline"
+    api_key_env: str | None = None  # the NAME of the variable holding the key ("" = the server needs none)
+    reasoning_effort: str | None = None
+    price_in_per_mtok: float | None = None  # USD per million input tokens (kept for cost accounting)
+    price_out_per_mtok: float | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.base_url == OFFLINE
+
+
+@dataclass
+class Agent:
+    name: str
+    chat_node: str
+    strategy: str | None = None  # a built-in strategy of deploy_router_node.py
+    prompt_file: Path | None = None  # or a strategy prompt of one's own
+    turn_timeout: float | None = None
+
+
+@dataclass
+class Tools:
+    fee_bps: float = 0.0
+    max_quote_age: float = 30.0
+
+
+@dataclass
+class Output:
+    run_dir: Path | None = None  # default runs/<timestamp>
+    ledger: Path | None = None  # default <run_dir>/ledger.db
+    export: Path | None = None  # default <run_dir>/leaderboard.json
+
+
+@dataclass
+class Arena:
+    chat_nodes: list[ChatNode]
+    agents: list[Agent]
+    market: Market = field(default_factory=Market)
+    tools: Tools = field(default_factory=Tools)
+    output: Output = field(default_factory=Output)
+    seed: int = 7  # the simulator's and the offline policies' seed
+    bootstrap_servers: str | None = None  # an external Kafka cluster; None = the embedded broker
+    fetch_wait_ms: int | None = None  # None: 4 ms per agent within 10-100
+    source: str = "built-in"  # the file it came from
+
+    def chat_node(self, name: str) -> ChatNode:
+        return next(c for c in self.chat_nodes if c.name == name)
+
+    def describe(self) -> dict:
+        """The resolved configuration as JSON (no key values: only the variables' names)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+class ConfigError(Exception):
+    """What is wrong with an arena file: every problem found, one per line."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source, self.problems = source, problems
+        n = len(problems)
+        super().__init__(f"{source}: {n} problem{'s' * (n != 1)}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def builtin_strategies() -> list[str]:
+    """The strategy names deploy_router_node.py defines (read from its STRATEGIES, without importing it)."""
+    import ast
+
+    tree = ast.parse((ROOT / "deploy_router_node.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "STRATEGIES" for t in node.targets):
+            return [key.value for key in node.value.keys]  # type: ignore[attr-defined]
+    raise RuntimeError("deploy_router_node.py defines no STRATEGIES")
+
+
+def _toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise ConfigError(str(path), ["reading TOML on Python 3.10 needs the tomli package (pip install tomli)"]) from None
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read it: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+
+
+class _Checker:
+    """Reads one table after another, noting every problem instead of stopping at the first."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def table(self, where: str, value: Any, known: dict[str, tuple]) -> dict:
+        """Only the known keys, each of one of its allowed types; unknown keys are problems."""
+        if not isinstance(value, dict):
+            self.problems.append(f"{where}: expected a table, got {type(value).__name__}")
+            return {}
+        out = {}
+        for key, item in value.items():
+            if key not in known:
+                self.problems.append(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+                continue
+            types = known[key]
+            if isinstance(item, bool) and bool not in types or not isinstance(item, types):
+                kind = "a number" if types == NUM else {str: "a string", int: "an integer", dict: "a table", list: "a list"}[types[0]]
+                self.problems.append(f"{where}.{key}: expected {kind}, got {item!r}")
+                continue
+            out[key] = item
+        return out
+
+    def check(self, ok: bool, problem: str) -> bool:
+        if not ok:
+            self.problems.append(problem)
+        return ok
+
+
+NUM = (int, float)
+
+
+def load(path: str | Path, env: dict[str, str] | None = None) -> Arena:
+    """Read and check an arena file; ConfigError lists every problem."""
+    path = Path(path)
+    return parse(_toml(path), base=path.resolve().parent, source=str(path), env=env)
+
+
+def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, str] | None = None) -> Arena:
+    from arena.chat import NAME_RE as CHAT_NAME_RE
+    from arena.metrics import BASELINE_NAME
+    from arena.router import AGENT_NAME_RE
+
+    env = os.environ if env is None else env
+    c = _Checker()
+    top = c.table("the file", data, {"seed": (int,), "market": (dict,), "broker": (dict,), "tools": (dict,),
+                                     "output": (dict,), "chat_nodes": (list,), "agents": (list,)})
+
+    m = c.table("[market]", top.get("market", {}), {"source": (str,), "interval": NUM, "products": (list,),
+                                                    "recording": (str,), "speed": NUM})
+    market = Market()
+    if "source" in m and c.check(m["source"] in SOURCES, f"[market].source: {m['source']!r} is not one of {', '.join(SOURCES)}"):
+        market.source = m["source"]
+    if "interval" in m and c.check(m["interval"] > 0, f"[market].interval must be positive, got {m['interval']}"):
+        market.interval = float(m["interval"])
+    if "speed" in m and c.check(m["speed"] >= 0, f"[market].speed must be >= 0, got {m['speed']}"):
+        market.speed = float(m["speed"])
+    if "products" in m:
+        bad = [p for p in m["products"] if not (isinstance(p, str) and PRODUCT_RE.match(p))]
+        if c.check(m["products"] and not bad, f"[market].products: expected product ids like \"BTC-USD\", got {bad or 'none'}"):
+            market.products = list(m["products"])
+    if "recording" in m:
+        market.recording = (base / m["recording"]).resolve()
+        c.check(market.source == "recording", "[market].recording is only for source = \"recording\"")
+        c.check(market.recording.is_file(), f"[market].recording: no such file {market.recording}")
+    elif market.source == "recording":
+        c.problems.append("[market]: source = \"recording\" needs recording = \"PATH\"")
+
+    b = c.table("[broker]", top.get("broker", {}), {"bootstrap_servers": (str,), "fetch_wait_ms": (int,)})
+    if "fetch_wait_ms" in b:
+        c.check(1 <= b["fetch_wait_ms"] <= 1000, f"[broker].fetch_wait_ms must be 1-1000, got {b['fetch_wait_ms']}")
+
+    t = c.table("[tools]", top.get("tools", {}), {"fee_bps": NUM, "max_quote_age": NUM})
+    tools = Tools(**{key: float(v) for key, v in t.items()})
+    c.check(tools.fee_bps >= 0, f"[tools].fee_bps must be >= 0, got {tools.fee_bps}")
+    c.check(tools.max_quote_age > 0, f"[tools].max_quote_age must be positive, got {tools.max_quote_age}")
+
+    o = c.table("[output]", top.get("output", {}), {"run_dir": (str,), "ledger": (str,), "export": (str,)})
+    output = Output(**{key: Path(v) for key, v in o.items()})
+
+    chat_nodes: list[ChatNode] = []
+    for i, raw in enumerate(top.get("chat_nodes", [])):
+        where = f"[[chat_nodes]] #{i + 1}"
+        n = c.table(where, raw, {"name": (str,), "model": (str,), "base_url": (str,), "api_key_env": (str,),
+                                 "reasoning_effort": (str,), "price_in_per_mtok": NUM, "price_out_per_mtok": NUM})
+        if not c.check("name" in n, f"{where}: needs a name") or not c.check("model" in n, f"{where} ({n['name']}): needs a model"):
+            continue
+        where = f"chat node {n['name']!r}"
+        node = ChatNode(**n)
+        c.check(bool(CHAT_NAME_RE.fullmatch(node.name)), f"{where}: a name is 1-100 letters, digits, '.', '-' or '_'")
+        c.check(all(x.name != node.name for x in chat_nodes), f"{where}: two chat nodes with this name")
+        c.check(node.offline or node.base_url.startswith(("http://", "https://")),
+                f"{where}: base_url must be an http(s) URL, or \"{OFFLINE}\" for the offline policy server")
+        if node.reasoning_effort is not None:
+            c.check(node.reasoning_effort in REASONING_EFFORTS, f"{where}: reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}")
+        for key in ("price_in_per_mtok", "price_out_per_mtok"):
+            if getattr(node, key) is not None:
+                c.check(getattr(node, key) >= 0, f"{where}: {key} must be >= 0")
+        if node.api_key_env:
+            if c.check(bool(ENV_NAME_RE.match(node.api_key_env)), f"{where}: api_key_env is the NAME of an environment variable "
+                       f"(like \"OPENAI_API_KEY\"), never the key itself"):
+                c.check(bool(env.get(node.api_key_env)), f"{where}: the environment variable {node.api_key_env} (api_key_env) is not set")
+        elif node.api_key_env is None and not node.offline:
+            c.problems.append(f"{where}: name the environment variable that holds its API key (api_key_env = \"OPENAI_API_KEY\"), "
+                              f"or api_key_env = \"\" for a server that needs none")
+        chat_nodes.append(node)
+
+    strategies = builtin_strategies()
+    agents: list[Agent] = []
+    for i, raw in enumerate(top.get("agents", [])):
+        where = f"[[agents]] #{i + 1}"
+        a = c.table(where, raw, {"name": (str,), "chat_node": (str,), "strategy": (str,), "prompt_file": (str,), "turn_timeout": NUM})
+        if not c.check("name" in a, f"{where}: needs a name") or not c.check("chat_node" in a, f"{where} ({a['name']}): needs a chat_node"):
+            continue
+        where = f"agent {a['name']!r}"
+        agent = Agent(name=a["name"], chat_node=a["chat_node"], strategy=a.get("strategy"),
+                      turn_timeout=float(a["turn_timeout"]) if "turn_timeout" in a else None)
+        c.check(bool(AGENT_NAME_RE.match(agent.name)), f"{where}: a name is 1-64 letters, digits, '-' or '_', starting with a letter or digit")
+        c.check(agent.name != BASELINE_NAME, f"{where}: that name is the baseline's")
+        c.check(all(x.name != agent.name for x in agents), f"{where}: two agents with this name")
+        known_nodes = [x.name for x in chat_nodes]
+        c.check(agent.chat_node in known_nodes, f"{where}: unknown chat node {agent.chat_node!r} (the file defines: {', '.join(known_nodes) or 'none'})")
+        if agent.turn_timeout is not None:
+            c.check(agent.turn_timeout > 0, f"{where}: turn_timeout must be positive")
+        if "prompt_file" in a:
+            agent.prompt_file = (base / a["prompt_file"]).resolve()
+            if c.check(agent.strategy is None, f"{where}: give strategy or prompt_file, not both"):
+                try:
+                    c.check(bool(agent.prompt_file.read_text().strip()), f"{where}: prompt_file {agent.prompt_file} is empty")
+                except (OSError, UnicodeDecodeError) as exc:
+                    c.problems.append(f"{where}: cannot read prompt_file {agent.prompt_file}: {getattr(exc, 'strerror', None) or exc}")
+        elif agent.strategy is None:
+            agent.strategy = "default"
+        if agent.strategy is not None:
+            c.check(agent.strategy in strategies, f"{where}: unknown strategy {agent.strategy!r} (built in: {', '.join(sorted(strategies))}; "
+                    f"or prompt_file = \"PATH\")")
+        agents.append(agent)
+    c.check(bool(top.get("chat_nodes")), "no chat nodes: add at least one [[chat_nodes]] table")
+    c.check(bool(top.get("agents")), "no agents: add at least one [[agents]] table")
+
+    if c.problems:
+        raise ConfigError(source, c.problems)
+    return Arena(chat_nodes=chat_nodes, agents=agents, market=market, tools=tools, output=output, seed=top.get("seed", 7),
+                 bootstrap_servers=b.get("bootstrap_servers"), fetch_wait_ms=b.get("fetch_wait_ms"), source=source)
+
+
+# -- running it -------------------------------------------------------------------------------------
+
+
+class Console:
+    """The supervisor's stdout, which may go away under it: `arena up | tee` stopped with Ctrl-C, a
+    closed terminal. Then the arena stops as on Ctrl-C, and nothing it still writes fails."""
+
+    lost = False
+
+    @classmethod
+    def check(cls) -> bool:
+        """Whether stdout is gone (found by a failed write, or by asking the pipe or terminal)."""
+        if not cls.lost and lifeline.output_gone(1):
+            cls.lose()
+        return cls.lost
+
+    @classmethod
+    def lose(cls) -> None:
+        cls.lost = True
+        for fd in (1, 2):  # stderr too when it is the same closed pipe (2>&1)
+            if fd == 1 or lifeline.output_gone(fd):
+                lifeline.silence(fd)
+
+
+def status(msg: str) -> None:
+    if Console.lost:
+        return
+    try:
+        print(f"[arena] {msg}", flush=True)
+    except OSError:  # EPIPE from a closed pipe, EIO from a hung-up terminal
+        Console.lose()
+
+
+@dataclass
+class RunOptions:
+    duration: float | None = None  # seconds of trading, counted once every part is up
+    export: Path | None = None  # overrides the file's [output].export
+    headless: bool = False  # status lines instead of the live dashboard
+
+
+def fetch_wait_for(arena: Arena) -> int:
+    if arena.fetch_wait_ms is not None:
+        return arena.fetch_wait_ms
+    from arena.config import fetch_wait_ms
+
+    return fetch_wait_ms(os.environ.get("ARENA_FETCH_WAIT_MS") or str(min(100, max(DEFAULT_FETCH_WAIT_MS, 4 * len(arena.agents)))))
+
+
+async def run(arena: Arena, opts: RunOptions) -> int:
+    from arena.broker import EmbeddedBroker, free_port
+    from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL
+    from arena.tools_service import SERVED
+
+    out = arena.output
+    run_dir = Path(out.run_dir or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger = str(out.ledger or run_dir / "ledger.db")
+    export = str(opts.export or out.export or run_dir / "leaderboard.json")
+    headless = opts.headless or not sys.stdout.isatty()
+    wait_ms = fetch_wait_for(arena)
+    (run_dir / "arena.json").write_text(json.dumps(arena.describe(), indent=2) + "\n")
+    status(f"run folder: {run_dir} (every process logs there)")
+
+    broker = None
+    if arena.bootstrap_servers:
+        bootstrap = arena.bootstrap_servers
+        status(f"using the Kafka cluster at {bootstrap}")
+    else:
+        broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
+        await broker.wait_ready()
+        bootstrap = broker.bootstrap
+        status(f"broker ready on {bootstrap}; consumers wait up to {wait_ms} ms per fetch")
+    sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ARENA_FETCH_WAIT_MS": str(wait_ms)})
+    health = k.producer(KafkaSettings(bootstrap_servers=bootstrap))
+    await health.start()
+    loop = asyncio.get_running_loop()
+    sup.on_status = lambda st: loop.create_task(health.send(HEALTH_TOPIC, k.encode(st)))
+    kafka = ["--bootstrap-servers", bootstrap]
+    market = arena.market
+    replay = market.source == "recording"
+
+    stop = asyncio.Event()
+    starting = asyncio.current_task()  # cancelled by a stop request until every part is up
+
+    def request_stop() -> None:
+        stop.set()
+        if starting is not None:
+            starting.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+        loop.add_signal_handler(sig, request_stop)
+
+    async def watch_output() -> None:
+        while not Console.check():
+            await asyncio.sleep(0.5)
+        request_stop()
+
+    output_watch = loop.create_task(watch_output())
+    code = 0
+    try:
+        products = ["--products", *market.products]
+        if market.source == "live":
+            ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
+        elif market.source == "simulator":
+            port = free_port()
+            sim = sup.start("market-sim", ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(arena.seed), *products])
+            await sup.wait_ready(sim)
+            ws, rest = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+            status(f"market simulator ready ({ws})")
+        policy = None
+        if any(c.offline for c in arena.chat_nodes):
+            policy_port = free_port()
+            policy = sup.start("policy-server", ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(arena.seed)])
+        if replay:  # started last, so every agent sees the recording from its first snapshot
+            conn_args = ["coinbase_connector.py", *kafka, "--replay", str(market.recording), "--speed", f"{market.speed:g}"]
+            conn = None
+        else:
+            conn_args = ["coinbase_connector.py", *kafka, "--ws-url", ws, "--rest-url", rest, "--interval", f"{market.interval:g}", *products]
+            conn = sup.start("connector", conn_args)
+        tools_args = ["tools_and_dashboard.py", *kafka, "--ledger", ledger, "--export", export, "--log-file", str(run_dir / "tools.log"),
+                      "--fee-bps", f"{arena.tools.fee_bps:g}", "--max-quote-age", f"{arena.tools.max_quote_age:g}"]
+        if headless:
+            tools_args.append("--no-dashboard")
+        if policy is not None:
+            await sup.wait_ready(policy)
+            status("policy server ready (offline models)")
+        chats = [sup.start(f"chat {c.name}", _chat_args(c, kafka, policy_port if c.offline else None), env=_chat_env(c))
+                 for c in arena.chat_nodes]
+        routers = [sup.start(f"router {a.name}", _router_args(a, kafka)) for a in arena.agents]
+        if conn is not None:
+            await sup.wait_ready(conn, timeout=90)
+            status("feed connected; first snapshot published")
+        for c in chats:
+            await sup.wait_ready(c)
+        status(f"chat nodes ready: {', '.join(c.name for c in arena.chat_nodes)}")
+        for r in routers:
+            await sup.wait_ready(r)
+        status(f"agents online: {', '.join(a.name for a in arena.agents)}")
+        status("starting tools + dashboard" + (" (headless)" if headless else "; Ctrl-C to stop"))
+        tools = sup.start("tools", tools_args, foreground=not headless)
+        if headless or replay:
+            await sup.wait_ready(tools, marker=SERVED)  # its log: with the dashboard, stdout is the terminal
+            if headless:
+                status("tools ready; trading")
+        if replay:
+            conn = sup.start("connector", conn_args)
+            if headless:
+                status(f"replaying {market.recording} at {f'{market.speed:g}x' if market.speed else 'full speed'}")
+        starting = None
+        deadline = loop.time() + opts.duration if opts.duration else None
+        while not stop.is_set():
+            if replay and not conn.stopping and conn.proc.poll() == 0:  # the recording is over: expected
+                conn.stopping = True
+                sup.on_status(ProcessStatus(name=conn.name, status="stopped", detail="replay finished"))
+                if headless:
+                    status("replay finished: every snapshot of the recording published")
+            for c in sup.dead():  # the dashboard shows these from the health topic
+                if headless:
+                    status(f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}")
+                if c is tools:
+                    stop.set()
+                    code = 1
+            if deadline and loop.time() >= deadline:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        starting = None  # asked to stop while the parts were coming up
+    except Exception as exc:  # a part failed to come up: say which, and where its log is
+        status(f"error: {exc}")
+        code = 1
+    finally:
+        output_watch.cancel()
+        status("stopping ...")
+        sup.stop_all(order=["router", "chat", "tools", "connector"])
+        await health.stop()
+        if broker is not None:
+            broker.stop()
+    if Path(export).exists():
+        if headless and not Console.check():  # with the dashboard, the tools process printed the final standings itself
+            try:
+                print_leaderboard(export)
+                sys.stdout.flush()
+            except OSError:
+                Console.lose()
+        status(f"leaderboard written to {export}")
+    return code
+
+
+def _chat_args(c: ChatNode, kafka: list[str], policy_port: int | None) -> list[str]:
+    base_url = f"http://127.0.0.1:{policy_port}/v1" if policy_port else c.base_url
+    args = ["deploy_chat_node.py", *kafka, "--name", c.name, "--model-id", c.model, "--base-url", base_url]
+    if c.reasoning_effort:
+        args += ["--reasoning-effort", c.reasoning_effort]
+    return args
+
+
+def _chat_env(c: ChatNode) -> dict[str, str]:
+    """The key reaches the chat node through its environment only (a command line is visible to all)."""
+    if c.api_key_env:
+        return {"OPENAI_API_KEY": os.environ[c.api_key_env]}
+    return {"OPENAI_API_KEY": "unused"}  # the offline policy server, or a server that needs no key
+
+
+def _router_args(a: Agent, kafka: list[str]) -> list[str]:
+    args = ["deploy_router_node.py", *kafka, "--name", a.name, "--chat-node-name", a.chat_node]
+    args += ["--strategy-file", str(a.prompt_file)] if a.prompt_file else ["--strategy", a.strategy or "default"]
+    if a.turn_timeout:
+        args += ["--turn-timeout", f"{a.turn_timeout:g}"]
+    return args
+
+
+def print_leaderboard(path: str) -> None:
+    from arena.report import print_export
+
+    print_export(json.loads(Path(path).read_text()))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="arena up",
+        description="Run a whole arena described by one TOML file: the market, the chat nodes (any mix of providers), "
+        "the agents, fees and limits, and where logs, ledger and exports go. The file is checked whole before "
+        "anything starts. Ctrl-C stops everything.",
+        epilog="examples: examples/offline.toml (no key, no internet), examples/openai.toml (a real provider).\n"
+        "The file's format: README.md, section `arena up`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", type=Path, help="the arena file (TOML)")
+    p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard")
+    p.add_argument("--export", type=Path, default=None, help="write the final leaderboard as JSON to this path (default: the file's [output].export, else leaderboard.json in the run folder)")
+    p.add_argument("--run-dir", type=Path, default=None, help="folder for logs and the ledger (default: the file's [output].run_dir, else runs/<timestamp>)")
+    p.add_argument("--check", action="store_true", help="only check the file: print what it would start, or every problem, and exit")
+    p.add_argument("--no-dashboard", action="store_true", help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)")
+    args = p.parse_args(argv)
+    if args.duration is not None and not args.duration > 0:
+        p.error("--duration must be positive")
+    return args
+
+
+def summary(arena: Arena) -> str:
+    m = arena.market
+    market = {"simulator": f"simulator (seed {arena.seed}), every {m.interval:g}s, {', '.join(m.products)}",
+              "live": f"live Coinbase feed, every {m.interval:g}s, {', '.join(m.products)}",
+              "recording": f"recording {m.recording} at {f'{m.speed:g}x' if m.speed else 'full speed'}"}[m.source]
+    lines = [f"market: {market}", f"broker: {arena.bootstrap_servers or 'embedded'}", "chat nodes:"]
+    for c in arena.chat_nodes:
+        key = f", key from ${c.api_key_env}" if c.api_key_env else ""
+        lines.append(f"  {c.name}: {c.model} at {'the offline policy server' if c.offline else c.base_url}{key}")
+    lines.append("agents:")
+    for a in arena.agents:
+        lines.append(f"  {a.name}: {a.prompt_file or a.strategy} via {a.chat_node}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        arena = load(args.file)
+    except ConfigError as exc:
+        print(f"arena up: {exc}", file=sys.stderr)
+        return 2
+    if args.run_dir is not None:
+        arena.output.run_dir = args.run_dir
+    if args.check:
+        print(f"{args.file}: ok\n{summary(arena)}")
+        return 0
+    return asyncio.run(run(arena, RunOptions(duration=args.duration, export=args.export, headless=args.no_dashboard)))

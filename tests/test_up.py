@@ -1,0 +1,203 @@
+"""`arena up arena.toml`: the file is checked whole before anything starts (a matrix of mistakes, each
+with the message that names it), and a whole offline arena runs from examples/offline.toml."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from arena import up
+from arena.demo import demo_arena
+from arena.demo import parse_args as demo_args
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+VALID = """
+seed = 3
+[market]
+source = "simulator"
+interval = 2
+[[chat_nodes]]
+name = "quant"
+model = "momentum"
+base_url = "offline"
+[[chat_nodes]]
+name = "gpt"
+model = "gpt-4o-mini"
+base_url = "https://api.example.com/v1"
+api_key_env = "ARENA_TEST_KEY"
+[[agents]]
+name = "alice"
+strategy = "momentum"
+chat_node = "quant"
+[[agents]]
+name = "bob"
+prompt_file = "bob.md"
+chat_node = "gpt"
+"""
+
+
+def load(tmp_path: Path, text: str, env: dict | None = None) -> up.Arena:
+    (tmp_path / "bob.md").write_text("You are a careful trader.\n")
+    (tmp_path / "empty.md").write_text("  \n")
+    (tmp_path / "rec.jsonl").write_text("{}\n")
+    path = tmp_path / "arena.toml"
+    path.write_text(text)
+    return up.load(path, env={"ARENA_TEST_KEY": "sk-secret"} if env is None else env)
+
+
+def test_a_valid_file_loads_with_its_paths_resolved(tmp_path):
+    arena = load(tmp_path, VALID)
+    assert [a.name for a in arena.agents] == ["alice", "bob"]
+    assert arena.agents[1].prompt_file == (tmp_path / "bob.md").resolve() and arena.agents[1].strategy is None
+    assert arena.agents[0].strategy == "momentum" and arena.seed == 3 and arena.market.interval == 2.0
+    assert arena.chat_node("gpt").api_key_env == "ARENA_TEST_KEY"
+    assert "sk-secret" not in json.dumps(arena.describe())  # what the run folder keeps: the variable's name only
+
+
+def test_the_examples_load(tmp_path):
+    offline = up.load(EXAMPLES / "offline.toml", env={})
+    assert all(c.offline for c in offline.chat_nodes) and len(offline.agents) >= 3
+    assert any(a.prompt_file for a in offline.agents)
+    real = up.load(EXAMPLES / "openai.toml", env={"OPENAI_API_KEY": "k1", "GROQ_API_KEY": "k2"})
+    assert not any(c.offline for c in real.chat_nodes) and all(c.price_in_per_mtok is not None for c in real.chat_nodes)
+
+
+def test_the_demo_is_an_arena_of_the_same_format():
+    arena = demo_arena(demo_args(["--agents", "3", "--seed", "11"]))
+    assert isinstance(arena, up.Arena) and arena.seed == 11 and arena.market.source == "simulator"
+    assert [(a.name, a.strategy, a.chat_node) for a in arena.agents] == [
+        ("alice", "momentum", "quant"), ("bob", "scalper", "degen"), ("carol", "brainrot", "quant")]
+    assert {a.chat_node for a in arena.agents} <= {c.name for c in arena.chat_nodes}
+
+
+def test_the_key_reaches_its_chat_node_through_the_environment_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARENA_TEST_KEY", "sk-secret")
+    arena = load(tmp_path, VALID)
+    gpt = arena.chat_node("gpt")
+    assert up._chat_env(gpt) == {"OPENAI_API_KEY": "sk-secret"}
+    assert "sk-secret" not in " ".join(up._chat_args(gpt, ["--bootstrap-servers", "x:1"], None))
+    assert up._router_args(arena.agents[1], [])[-2:] == ["--strategy-file", str((tmp_path / "bob.md").resolve())]
+
+
+# (what is changed in VALID, a fragment of the message that must name the mistake)
+MISTAKES = [
+    (("chat_node = \"gpt\"", "chat_node = \"claude\""), "agent 'bob': unknown chat node 'claude' (the file defines: quant, gpt)"),
+    (("name = \"bob\"", "name = \"alice\""), "agent 'alice': two agents with this name"),
+    (("name = \"gpt\"", "name = \"quant\""), "chat node 'quant': two chat nodes with this name"),
+    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_UNSET_KEY\""), "the environment variable ARENA_UNSET_KEY (api_key_env) is not set"),
+    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"sk-live-1234\""), "api_key_env is the NAME of an environment variable"),
+    (("api_key_env = \"ARENA_TEST_KEY\"\n", ""), "chat node 'gpt': name the environment variable that holds its API key"),
+    (("prompt_file = \"bob.md\"", "prompt_file = \"missing.md\""), "agent 'bob': cannot read prompt_file"),
+    (("prompt_file = \"bob.md\"", "prompt_file = \"empty.md\""), "agent 'bob': prompt_file"),
+    (("prompt_file = \"bob.md\"", "prompt_file = \"bob.md\"\nstrategy = \"momentum\""), "give strategy or prompt_file, not both"),
+    (("strategy = \"momentum\"", "strategy = \"yolo\""), "agent 'alice': unknown strategy 'yolo'"),
+    (("seed = 3", "seed = 3\ncolour = \"red\""), "the file: unknown key 'colour'"),
+    (("interval = 2", "interval = 2\ntick = 1"), "[market]: unknown key 'tick'"),
+    (("chat_node = \"quant\"", "chat_node = \"quant\"\nmodel = \"x\""), "[[agents]] #1: unknown key 'model'"),
+    (("interval = 2", "interval = \"fast\""), "[market].interval: expected a number, got 'fast'"),
+    (("interval = 2", "interval = 0"), "[market].interval must be positive"),
+    (("source = \"simulator\"", "source = \"binance\""), "[market].source: 'binance' is not one of simulator, live, recording"),
+    (("source = \"simulator\"", "source = \"recording\""), "source = \"recording\" needs recording = \"PATH\""),
+    (("source = \"simulator\"", "source = \"recording\"\nrecording = \"nope.jsonl\""), "[market].recording: no such file"),
+    (("interval = 2", "products = [\"btc\"]"), "[market].products: expected product ids"),
+    (("name = \"alice\"", "name = \"al ice\""), "agent 'al ice': a name is 1-64 letters"),
+    (("name = \"alice\"", "name = \"buy-and-hold (baseline)\""), "that name is the baseline's"),
+    (("base_url = \"https://api.example.com/v1\"", "base_url = \"api.example.com\""), "base_url must be an http(s) URL"),
+    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nreasoning_effort = \"max\""), "reasoning_effort must be one of"),
+    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nprice_in_per_mtok = -1"), "price_in_per_mtok must be >= 0"),
+    (("seed = 3", "seed = 3\n[tools]\nfee_bps = -2"), "[tools].fee_bps must be >= 0"),
+    (("seed = 3", "seed = 3\n[broker]\nfetch_wait_ms = 5000"), "[broker].fetch_wait_ms must be 1-1000"),
+    (("seed = 3", "seed = [3"), "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("change,message", MISTAKES, ids=[m[1][:50] for m in MISTAKES])
+def test_each_mistake_is_named(tmp_path, change, message):
+    old, new = change
+    assert old in VALID
+    with pytest.raises(up.ConfigError) as err:
+        load(tmp_path, VALID.replace(old, new, 1))
+    assert message in str(err.value), str(err.value)
+
+
+def test_no_agents_and_no_chat_nodes(tmp_path):
+    with pytest.raises(up.ConfigError) as err:
+        load(tmp_path, "[market]\nsource = \"live\"\n")
+    assert "no chat nodes" in str(err.value) and "no agents" in str(err.value)
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    text = VALID.replace("chat_node = \"gpt\"", "chat_node = \"claude\"").replace("strategy = \"momentum\"", "strategy = \"yolo\"")
+    with pytest.raises(up.ConfigError) as err:
+        load(tmp_path, text, env={})
+    assert len(err.value.problems) == 3, err.value  # unknown chat node, unknown strategy, key variable not set
+    assert str(err.value).startswith(f"{tmp_path / 'arena.toml'}: 3 problems:")
+
+
+def test_a_bad_file_starts_nothing(tmp_path):
+    path = tmp_path / "arena.toml"
+    path.write_text(VALID.replace("chat_node = \"gpt\"", "chat_node = \"claude\""))
+    out = subprocess.run([sys.executable, "-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "unknown chat node 'claude'" in out.stderr, out
+    assert not (tmp_path / "run").exists()
+
+
+# -- a whole arena from examples/offline.toml ---------------------------------------------------------
+
+
+def _procs_with_marker(marker: str) -> list[int]:
+    from test_demo import _procs_with_marker as find
+
+    return find(marker)
+
+
+def _trades_by_agent(ledger: Path) -> dict[str, int]:
+    if not ledger.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1) as db:
+            return dict(db.execute("SELECT agent, count(*) FROM trades GROUP BY agent").fetchall())
+    except sqlite3.Error:  # not created yet, or busy for a moment
+        return {}
+
+
+def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+    run_dir, export = tmp_path / "run", tmp_path / "board.json"
+    proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), "--run-dir", str(run_dir),
+                             "--export", str(export)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"}, start_new_session=True)
+    agents = [a.name for a in up.load(EXAMPLES / "offline.toml").agents]
+    try:
+        deadline = time.monotonic() + 400
+        while set(trades := _trades_by_agent(run_dir / "ledger.db")) < set(agents):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, f"not every agent traded: {trades}"
+            time.sleep(1)
+        assert len(_procs_with_marker(marker)) >= 2 + 2 + 3 + len(agents) + 1  # up, broker, sim, policy, connector, chats, routers, tools
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.stdout.read()
+        for pid in _procs_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert "agents online: alice, bob, carol" in output and "stopping" in output, output
+    assert not _procs_with_marker(marker), "a part outlived Ctrl-C"
+    rows = {a["name"]: a for a in json.loads(export.read_text())["agents"]}
+    assert all(rows[name]["trades"] >= 1 for name in agents), rows
+    assert json.loads((run_dir / "arena.json").read_text())["source"].endswith("offline.toml")
