@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -22,6 +23,7 @@ from arena.chat import ChatReply, ChatRequest
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
 from arena.portfolio import Trade
+from arena.publish import LeaderboardRecord, ValueSample
 from arena.supervisor import ProcessStatus
 
 COMMAND = "uv run python -m arena.topics_doc > docs/TOPICS.md"
@@ -35,28 +37,82 @@ class Topic:
     written_by: str
     read_by: str
     note: str = ""
+    more: tuple[tuple[str, type[BaseModel]], ...] = ()  # other kinds of record: (their key, their model)
 
 
-_WARM_UP = "Empty records (0 bytes) appear too: a process writes one when it starts, to create the topic. Readers skip them."
+_WARM_UP = (
+    "Empty records (0 bytes) appear too: a process writes one when it starts, to create the topic. Readers skip them."
+)
 
 TOPICS = [
-    Topic(config.MARKET_TOPIC, "`market` (one constant key: one partition, snapshots in order)", MarketSnapshot,
-          "`coinbase_connector.py` (live, or `--replay` of a recording)", "every router; the tools process (fills, dashboard)"),
-    Topic(config.TRADES_TOPIC, "the agent's name", Trade,
-          "the tools process (`trading_tools.py` / `tools_and_dashboard.py`)", "anyone outside (recordings, analysis)",
-          "Every `execute_trade` outcome: fills (`status` filled) and rejections (`status` rejected, which move no money)."),
-    Topic(config.DECISIONS_TOPIC, "the router's (agent's) name", Decision,
-          "each router (`deploy_router_node.py`)", "the tools process (dashboard); `response_viewer.py`",
-          "One record when a turn starts (`status` started) and one when it ends."),
-    Topic(config.HEALTH_TOPIC, "none", ProcessStatus, "the `arena demo` supervisor", "the tools process (dashboard)"),
-    Topic(config.chat_request_topic("{chat_node}"), "the request id", ChatRequest,
-          "routers using that chat node", "the chat node of that name (`deploy_chat_node.py`; replicas share a group)", _WARM_UP),
-    Topic(config.chat_reply_topic("{instance_id}"), "the request id", ChatReply,
-          "the chat node that took the request (topic named by the request's `reply_to`)", "the router process that sent it",
-          "A ChatReply of kind `accepted` as soon as a replica takes the request, then exactly one `response` or `error`. " + _WARM_UP),
-    Topic(config.ACTIVITY_TOPIC, "set by calfkit", None, "every router (calfkit `publish_topic`)", "`response_viewer.py`",
-          "Every step of every agent (prompts, tool calls, tool results, answers) in calfkit's own envelope, not an arena "
-          "model: read it with calfkit, or see calfkit's documentation for its JSON."),
+    Topic(
+        config.MARKET_TOPIC,
+        "`market` (one constant key: one partition, snapshots in order)",
+        MarketSnapshot,
+        "`coinbase_connector.py` (live, or `--replay` of a recording)",
+        "every router; the tools process (fills, dashboard); `arena web`",
+    ),
+    Topic(
+        config.TRADES_TOPIC,
+        "the agent's name",
+        Trade,
+        "the tools process (`trading_tools.py` / `tools_and_dashboard.py`)",
+        "`arena web`; anyone outside (recordings, analysis)",
+        "Every `execute_trade` outcome: fills (`status` filled) and rejections (`status` rejected, which move no money).",
+    ),
+    Topic(
+        config.DECISIONS_TOPIC,
+        "the router's (agent's) name",
+        Decision,
+        "each router (`deploy_router_node.py`)",
+        "the tools process (dashboard); `response_viewer.py`; `arena web`",
+        "One record when a turn starts (`status` started) and one when it ends.",
+    ),
+    Topic(
+        config.HEALTH_TOPIC,
+        "none",
+        ProcessStatus,
+        "the `arena demo` supervisor",
+        "the tools process (dashboard); `arena web`",
+    ),
+    Topic(
+        config.LEADERBOARD_TOPIC,
+        "`leaderboard`",
+        LeaderboardRecord,
+        "the tools process (`tools_and_dashboard.py`)",
+        "`arena web`",
+        "Compacted: the last `leaderboard` record and every sample survive. The `leaderboard` record is the dashboard's "
+        "export (standings, metrics, positions, quotes, feed status, process health) with an empty "
+        "`value_history.samples`; it comes when something changed and at least every few seconds. Its objects may "
+        "carry fields beyond those listed (readers keep what they know).",
+        more=(("`sample:<RFC 3339 time>`, one record per sample of the agents' total values", ValueSample),),
+    ),
+    Topic(
+        config.chat_request_topic("{chat_node}"),
+        "the request id",
+        ChatRequest,
+        "routers using that chat node",
+        "the chat node of that name (`deploy_chat_node.py`; replicas share a group)",
+        _WARM_UP,
+    ),
+    Topic(
+        config.chat_reply_topic("{instance_id}"),
+        "the request id",
+        ChatReply,
+        "the chat node that took the request (topic named by the request's `reply_to`)",
+        "the router process that sent it",
+        "A ChatReply of kind `accepted` as soon as a replica takes the request, then exactly one `response` or `error`. "
+        + _WARM_UP,
+    ),
+    Topic(
+        config.ACTIVITY_TOPIC,
+        "set by calfkit",
+        None,
+        "every router (calfkit `publish_topic`)",
+        "`response_viewer.py`; `arena web`",
+        "Every step of every agent (prompts, tool calls, tool results, answers) in calfkit's own envelope, not an arena "
+        "model: read it with calfkit, or see calfkit's documentation for its JSON.",
+    ),
 ]
 
 # Units (and what a bare number means), by model and field. Times on the wire are RFC 3339 strings in UTC.
@@ -81,12 +137,38 @@ UNITS: dict[tuple[str, str], str] = {
     ("ChatRequest", "timeout_s"): "seconds",
     ("ChatReply", "elapsed_ms"): "milliseconds",
     ("ChatReply", "status_code"): "HTTP status",
+    ("LeaderboardRecord", "starting_cash"): "USD (account currency)",
+    ("LeaderboardRecord", "fee_bps"): "basis points of the traded value",
+    ("ExportFeed", "age_s"): "seconds",
+    ("ExportFeed", "snapshot_seq"): "the snapshot `seq`",
+    ("ExportAgent", "total_value"): "USD (account currency)",
+    ("ExportAgent", "return_pct"): "percent",
+    ("ExportAgent", "cash"): "USD (account currency)",
+    ("ExportAgent", "realized_pnl"): "USD (account currency)",
+    ("ExportAgent", "unrealized_pnl"): "USD (account currency)",
+    ("ExportAgent", "fees"): "USD (account currency)",
+    ("ExportAgent", "trades"): "count of fills",
+    ("ExportAgent", "rejected"): "count of rejections",
+    ("ExportPosition", "quantity"): "base units",
+    ("ExportPosition", "avg_cost"): "quote currency per base unit",
+    ("ExportPosition", "mark"): "quote currency per base unit",
+    ("ExportPosition", "market_value"): "quote currency",
+    ("ExportPosition", "unrealized_pnl"): "quote currency",
+    ("ExportProduct", "price"): "quote currency per base unit",
+    ("ExportProduct", "bid"): "quote currency per base unit",
+    ("ExportProduct", "ask"): "quote currency per base unit",
+    ("ExportProduct", "spread"): "quote currency per base unit",
+    ("ExportProduct", "age_s"): "seconds",
+    ("ValueHistoryOut", "interval_s"): "seconds",
+    ("ValueSample", "values"): "USD (account currency), by agent name",
+    ("ExportAgent", "metrics"): "by metric name: see docs/METRICS.md",
 }
 TIME_UNIT = "UTC"
 # What the keys of a map field are, outermost first (shown in field paths as `{name}`).
 MAP_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("MarketSnapshot", "quotes"): ("product_id",),
     ("MarketSnapshot", "candles"): ("product_id", "granularity"),
+    ("LeaderboardRecord", "products"): ("product_id",),
 }
 
 PREAMBLE = f"""# Topics
@@ -132,9 +214,17 @@ def _ref(schema: dict) -> str | None:
 
 def _constraints(s: dict) -> list[str]:
     out = []
-    for key, text in (("exclusiveMinimum", "> {}"), ("minimum", ">= {}"), ("exclusiveMaximum", "< {}"), ("maximum", "<= {}"),
-                      ("minLength", "at least {} chars"), ("maxLength", "at most {} chars"), ("pattern", "pattern `{}`"),
-                      ("maxItems", "at most {} items"), ("maxProperties", "at most {} keys")):
+    for key, text in (
+        ("exclusiveMinimum", "> {}"),
+        ("minimum", ">= {}"),
+        ("exclusiveMaximum", "< {}"),
+        ("maximum", "<= {}"),
+        ("minLength", "at least {} chars"),
+        ("maxLength", "at most {} chars"),
+        ("pattern", "pattern `{}`"),
+        ("maxItems", "at most {} items"),
+        ("maxProperties", "at most {} keys"),
+    ):
         if key in s:
             out.append(text.format(s[key]))
     return out
@@ -172,7 +262,9 @@ def type_text(s: dict) -> str:
     elif t == "string" and s.get("format") == "binary":
         base = "string (base64)"
     elif isinstance(t, str):
-        base = {"number": "number", "integer": "integer", "boolean": "boolean", "string": "string", "null": "null"}.get(t, t)
+        base = {"number": "number", "integer": "integer", "boolean": "boolean", "string": "string", "null": "null"}.get(
+            t, t
+        )
     else:
         base = "any"
     return base + own
@@ -223,8 +315,18 @@ def rows(model: type[BaseModel]) -> tuple[list[Row], dict[str, str], list[str]]:
             unit = UNITS.get((name, field), "")
             if not unit and "RFC 3339" in t:
                 unit = TIME_UNIT
-            out.append(Row(path, name, field, t, field in required, prop.get("default"), unit,
-                           " ".join(prop.get("description", "").split())))
+            out.append(
+                Row(
+                    path,
+                    name,
+                    field,
+                    t,
+                    field in required,
+                    prop.get("default"),
+                    unit,
+                    " ".join(prop.get("description", "").split()),
+                )
+            )
             for sub_path, sub in _children(prop, path):
                 if sub in ours and sub not in seen and sub in defs:
                     for key in MAP_KEYS.get((name, field), ()):
@@ -241,33 +343,52 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _model_table(model: type[BaseModel]) -> list[str]:
+    table, docs, foreign = rows(model)
+    out = []
+    if docs:
+        out.append("\n" + "\n".join(f"- `{name}`: {doc}" for name, doc in docs.items()))
+    out.append("\n| field | type | required | unit | description |\n|---|---|---|---|---|")
+    for r in table:
+        typ = r.type + ("" if r.required or r.default is None else f", default `{json.dumps(r.default)}`")
+        required = "yes" if r.required else "no"
+        out.append(f"| `{r.path}` | {_cell(typ)} | {required} | {_cell(r.unit)} | {_cell(r.description)} |")
+    if foreign:
+        names = ", ".join(f"`{n}`" for n in foreign)
+        out.append(
+            f"\npydantic-ai types, as pydantic-ai serializes them (`pydantic_ai.messages`, `pydantic_ai.models`): {names}."
+        )
+    return out
+
+
+def _name(model: type[BaseModel] | None, module: bool = False) -> str:
+    if model is None:
+        return "calfkit's envelope (not an arena model)" if module else "calfkit envelope"
+    return f"`{model.__name__}`" + (f" (`{model.__module__}`)" if module else "")
+
+
 def render() -> str:
     out = [PREAMBLE]
     out.append("| topic | key | value | written by |\n|---|---|---|---|")
     for t in TOPICS:
-        value = f"`{t.model.__name__}`" if t.model else "calfkit envelope"
-        out.append(f"| [`{t.name}`](#{_anchor(t.name)}) | {_cell(t.key)} | {value} | {_cell(t.written_by)} |")
+        keys = "; ".join([t.key, *(k.split(",")[0] for k, _ in t.more)])
+        values = ", ".join(_name(m) for m in (t.model, *(m for _, m in t.more)))
+        out.append(f"| [`{t.name}`](#{_anchor(t.name)}) | {_cell(keys)} | {values} | {_cell(t.written_by)} |")
     out.append("")
     for t in TOPICS:
         out.append(f"## `{t.name}`\n")
-        value = f"`{t.model.__name__}` (`{t.model.__module__}`)" if t.model else "calfkit's envelope (not an arena model)"
-        out.append(f"- key: {t.key}\n- value: {value}\n- written by: {t.written_by}\n- read by: {t.read_by}")
+        out.append(f"- key: {t.key}\n- value: {_name(t.model, True)}")
+        out.extend(f"- key: {k}\n- value: {_name(m, True)}" for k, m in t.more)
+        out.append(f"- written by: {t.written_by}\n- read by: {t.read_by}")
         if t.note:
             out.append(f"\n{t.note}")
-        if t.model is None:
-            out.append("")
-            continue
-        table, docs, foreign = rows(t.model)
-        described = [f"`{name}`: {doc}" for name, doc in docs.items()]
-        if described:
-            out.append("\n" + "\n".join(f"- {d}" for d in described))
-        out.append("\n| field | type | required | unit | description |\n|---|---|---|---|---|")
-        for r in table:
-            typ = r.type + ("" if r.required or r.default is None else f", default `{json.dumps(r.default)}`")
-            out.append(f"| `{r.path}` | {_cell(typ)} | {'yes' if r.required else 'no'} | {_cell(r.unit)} | {_cell(r.description)} |")
-        if foreign:
-            names = ", ".join(f"`{n}`" for n in foreign)
-            out.append(f"\npydantic-ai types, as pydantic-ai serializes them (`pydantic_ai.messages`, `pydantic_ai.models`): {names}.")
+        if t.model is not None:
+            if t.more:
+                out.append(f"\n### {_name(t.model)} (key {t.key})")
+            out.extend(_model_table(t.model))
+        for key, model in t.more:
+            out.append(f"\n### {_name(model)} (key {key.split(',')[0]})")
+            out.extend(_model_table(model))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -280,8 +401,10 @@ def missing_descriptions() -> list[str]:
     """`Model.field` for every documented field whose model gives no description."""
     out: list[str] = []
     for t in TOPICS:
-        if t.model is not None:
-            for r in rows(t.model)[0]:
+        for model in (t.model, *(m for _, m in t.more)):
+            if model is None:
+                continue
+            for r in rows(model)[0]:
                 name = f"{r.model}.{r.field}"
                 if not r.description and name not in out:
                     out.append(name)
@@ -289,8 +412,12 @@ def missing_descriptions() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arena.topics_doc", description="Print docs/TOPICS.md, generated from the wire models.")
-    parser.add_argument("--missing", action="store_true", help="list the fields whose model gives no description instead")
+    parser = argparse.ArgumentParser(
+        prog="python -m arena.topics_doc", description="Print docs/TOPICS.md, generated from the wire models."
+    )
+    parser.add_argument(
+        "--missing", action="store_true", help="list the fields whose model gives no description instead"
+    )
     args = parser.parse_args(argv)
     sys.stdout.write("\n".join(missing_descriptions()) + "\n" if args.missing else render())
     return 0

@@ -23,8 +23,7 @@ from coinbase.rest.types.product_types import (
     ListProductsResponse,
 )
 from coinbase.rest.types.public_types import GetServerTimeResponse
-from coinbase.websocket import WSClient, WebsocketResponse
-from coinbase.websocket import websocket_base
+from coinbase.websocket import WebsocketResponse, WSClient, websocket_base
 from requests.adapters import HTTPAdapter
 
 from arena.broker import free_port
@@ -46,8 +45,9 @@ class _PlainHTTP(HTTPAdapter):
 @pytest.fixture(scope="module")
 def sim():
     port = free_port()
-    proc = Proc("-m", "arena.cli", "market-sim", "--port", str(port), "--seed", "4", "--tick-rate", "3",
-                "--products", *PRODUCTS).wait_ready(30)
+    proc = Proc(
+        "-m", "arena.cli", "market-sim", "--port", str(port), "--seed", "4", "--tick-rate", "3", "--products", *PRODUCTS
+    ).wait_ready(30)
     try:
         yield SimpleNamespace(port=port, ws_url=f"ws://127.0.0.1:{port}", proc=proc)
     finally:
@@ -180,7 +180,11 @@ def test_ws_client_subscribes_and_parses_every_message(sim, monkeypatch):
             return
         parsed.append(msg)
         seen = {m.channel for m in parsed}
-        if want <= seen and sum(m.channel == "ticker" for m in parsed) >= 3 and sum(m.channel == "heartbeats" for m in parsed) >= 2:
+        if (
+            want <= seen
+            and sum(m.channel == "ticker" for m in parsed) >= 3
+            and sum(m.channel == "heartbeats" for m in parsed) >= 2
+        ):
             done.set()
 
     client = WSClient(base_url=sim.ws_url, on_message=on_message, retry=False, timeout=10)
@@ -196,10 +200,17 @@ def test_ws_client_subscribes_and_parses_every_message(sim, monkeypatch):
     assert [m.sequence_num for m in parsed] == list(range(len(parsed))), "one counter per connection, no gaps"
     assert all(abs(_t(m.timestamp) - time.time()) < 30 for m in parsed)
     last_subs = [m for m in parsed if m.channel == "subscriptions"][-1].events[0].subscriptions
-    assert last_subs == {"ticker": ["BTC-USD", "SOL-USD"], "candles": ["BTC-USD", "SOL-USD"], "heartbeats": ["heartbeats"],
-                         "market_trades": ["BTC-USD", "SOL-USD"], "level2": ["BTC-USD", "SOL-USD"]}
+    assert last_subs == {
+        "ticker": ["BTC-USD", "SOL-USD"],
+        "candles": ["BTC-USD", "SOL-USD"],
+        "heartbeats": ["heartbeats"],
+        "market_trades": ["BTC-USD", "SOL-USD"],
+        "level2": ["BTC-USD", "SOL-USD"],
+    }
 
-    by = lambda ch: [e for m in parsed if m.channel == ch for e in m.events]  # noqa: E731
+    def by(channel: str) -> list:
+        return [e for m in parsed if m.channel == channel for e in m.events]
+
     tickers = by("ticker")
     assert tickers[0].type == "snapshot" and {t.product_id for t in tickers[0].tickers} == {"BTC-USD", "SOL-USD"}
     assert all(e.type == "update" for e in tickers[1:])

@@ -27,7 +27,9 @@ def test_every_topic_in_config_is_documented():
 def test_units_and_map_keys_name_real_fields():
     models = topics_doc.arena_models()
     for model, field in [*topics_doc.UNITS, *topics_doc.MAP_KEYS]:
-        assert model in models and field in models[model].model_fields, f"{model}.{field} in arena/topics_doc.py is no field"
+        assert model in models and field in models[model].model_fields, (
+            f"{model}.{field} in arena/topics_doc.py is no field"
+        )
 
 
 def _paths(value, prefix=""):
@@ -44,15 +46,22 @@ def _paths(value, prefix=""):
 def test_a_real_record_has_only_documented_fields():
     now = datetime.now(timezone.utc)
     snap = MarketSnapshot(
-        seq=3, published_at=now,
-        quotes={"BTC-USD": Quote(product_id="BTC-USD", price=95000.0, best_bid=94999.0, best_ask=95001.0, received_at=now)},
-        candles={"BTC-USD": {"ONE_MINUTE": [Candle(start=1_700_000_040, open=1.0, high=2.0, low=0.5, close=1.5, volume=3.0)]}},
+        seq=3,
+        published_at=now,
+        quotes={
+            "BTC-USD": Quote(product_id="BTC-USD", price=95000.0, best_bid=94999.0, best_ask=95001.0, received_at=now)
+        },
+        candles={
+            "BTC-USD": {"ONE_MINUTE": [Candle(start=1_700_000_040, open=1.0, high=2.0, low=0.5, close=1.5, volume=3.0)]}
+        },
     )
-    trade = Trade(trade_id="t1", agent="a", product_id="BTC-USD", side="buy", quantity=0.1, price=95001.0, executed_at=now)
+    trade = Trade(
+        trade_id="t1", agent="a", product_id="BTC-USD", side="buy", quantity=0.1, price=95001.0, executed_at=now
+    )
     doc = DOC.read_text()
     for record, section in ((snap, "market_data.prices"), (trade, "arena.trades")):
         body = doc.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
-        documented = set(re.findall(r"^\| `([^`]+)` \|", body, re.M))
+        documented = set(re.findall(r"^\| `([^`]+)` \|", body, re.MULTILINE))
         data = json.loads(record.model_dump_json())
         seen = {p.replace("BTC-USD", "{product_id}").replace("ONE_MINUTE", "{granularity}") for p in _paths(data)}
         seen = {p for p in seen if not p.endswith("}")}  # a map key is no field

@@ -64,6 +64,9 @@ WS_CANDLE_S = 300  # the candles channel has only five-minute buckets
 MAX_REQUEST_BODY = 64 * 1024
 
 
+Level = tuple[float, float]  # (price, size) in a book
+
+
 @dataclass(frozen=True)
 class Profile:
     price: float  # start price
@@ -282,7 +285,7 @@ class Market:
             return 0.0  # a gap in the book
         return round(self.p.size * (0.1 - 2 * math.log((u - 0.35) / 0.65)), 8)
 
-    def book(self, levels: int = BOOK_LEVELS, span: int | None = None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    def book(self, levels: int = BOOK_LEVELS, span: int | None = None) -> tuple[list[Level], list[Level]]:
         """(bids best first, asks best first) as (price, size): up to `levels` levels per side within `span`
         ticks of the touch; the best levels are the current quote."""
         tick = self.p.tick
@@ -290,7 +293,7 @@ class Market:
         sides = []
         for side, best, step in (("bid", self.bid, -1), ("offer", self.ask, 1)):
             base = round(best / tick)
-            out: list[tuple[float, float]] = []
+            out: list[Level] = []
             i = 0
             while len(out) < levels and i < span:
                 ticks = base + step * i
@@ -343,7 +346,7 @@ class Market:
         }
 
 
-def _aggregate(levels: list[tuple[float, float]], step: float, side_round) -> list[tuple[float, float]]:
+def _aggregate(levels: list[Level], step: float, side_round) -> list[Level]:
     out: dict[float, float] = {}
     for price, size in levels:
         bucket = round(side_round(round(price / step, 9)) * step, 12)
@@ -756,10 +759,12 @@ class MarketSim:
         if rest == ["market", "products"]:
             return self._rest_products(q, multi.get("product_ids", []), now)
         if rest == ["market", "product_book"]:
-            m = self.markets.get(q.get("product_id", ""))
-            if m is None:
-                return (404, _grpc_error(404, f"product {q['product_id']} not found")) if q.get("product_id") else (400, _grpc_error(400, "product_id is required"))
-            return self._rest_book(m, q, now)
+            pid = q.get("product_id", "")
+            if not pid:
+                return 400, _grpc_error(400, "product_id is required")
+            if pid not in self.markets:
+                return 404, _grpc_error(404, f"product {pid} not found")
+            return self._rest_book(self.markets[pid], q, now)
         if len(rest) in (3, 4) and rest[:2] == ["market", "products"]:
             m = self.markets.get(rest[2])
             if m is None:
@@ -801,11 +806,13 @@ class MarketSim:
             bids, asks = m.book(span, span)
             bids, asks = (_aggregate(bids, step, math.floor), _aggregate(asks, step, math.ceil))
             dec = max(m.dec, _decimals(step))
-            fmt = lambda x: f"{x:.{dec}f}"  # noqa: E731
         else:
             bids, asks = m.book(BOOK_LEVELS)
-            fmt = m.fmt
-        level = lambda p, s: {"price": fmt(p), "size": f"{s:.8f}"}  # noqa: E731
+            dec = m.dec
+
+        def level(price: float, size: float) -> dict:
+            return {"price": f"{price:.{dec}f}", "size": f"{size:.8f}"}
+
         mid = (m.bid + m.ask) / 2
         return 200, {
             "pricebook": {
