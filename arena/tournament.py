@@ -130,12 +130,13 @@ def compare(boards: list[dict]) -> dict:
 # -- output -----------------------------------------------------------------------------------------
 
 
-def _fmt(d: dict | None, digits: int = 3, pct: bool = False) -> str:
+def _fmt(d: dict | None, digits: int = 3, pct: bool = False, signed: bool = False) -> str:
+    """'mean [low, high]' of a describe() result."""
     if not d or d.get("mean") is None:
         return "—"
-    unit = "%" if pct else ""
+    unit, sign = "%" if pct else "", "+" if signed else ""
     lo, hi = d["ci95"]
-    return f"{d['mean']:+.{digits}f}{unit} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return f"{d['mean']:{sign}.{digits}f}{unit} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
 
 
 CSV_FIELDS = ["agent", "runs", "mean_rank", "best_rank", "worst_rank",
@@ -162,10 +163,10 @@ def render_html(summary: dict) -> str:
     comp, e = summary["comparison"], html.escape
     rows = "".join(
         f"<tr><td>{e(n)}</td><td>{a['rank']['mean']:.2f} ({a['rank']['best']}-{a['rank']['worst']})</td>"
-        f"<td>{e(_fmt(a['return_pct'], pct=True))}</td><td>{e(_fmt(a['vs_buy_and_hold'], pct=True))}</td>"
+        f"<td>{e(_fmt(a['return_pct'], pct=True, signed=True))}</td><td>{e(_fmt(a['vs_buy_and_hold'], pct=True, signed=True))}</td>"
         f"<td>{e(_fmt(a['sharpe'], 2))}</td><td>{e(_fmt(a['max_drawdown_pct'], pct=True))}</td><td>{e(_fmt(a['trades'], 1))}</td></tr>"
         for n, a in comp["agents"].items())
-    pairs = "".join(f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{e(_fmt(p['return_diff'], pct=True))}</td>"
+    pairs = "".join(f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{e(_fmt(p['return_diff'], pct=True, signed=True))}</td>"
                     f"<td>{p['a_wins']} : {p['b_wins']}</td></tr>" for p in comp["pairs"])
     runs = "".join(f"<tr><td><a href=\"{e(r['dir'])}/leaderboard.json\">{e(r['dir'])}</a></td><td>{r['seed']}</td>"
                    f"<td>{r['speed']:.2f}</td><td>{e('; '.join(map(str, r['not_in_time'])) or 'every turn in time')}</td></tr>"
@@ -177,7 +178,7 @@ def render_html(summary: dict) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head>
 <body><h1>Arena tournament</h1>
 <p>{e(summary['arena'])} on {e(summary['recording'])}: {comp['runs']} runs. Mean [95% bootstrap interval] over runs.
-Buy-and-hold return {e(_fmt(comp['buy_and_hold']['return_pct'], pct=True))}.
+Buy-and-hold return {e(_fmt(comp['buy_and_hold']['return_pct'], pct=True, signed=True))}.
 Ranking agreement (Kendall's W): {'—' if w is None else f'{w:.2f}'}.</p>
 <table><tr><th>agent</th><th>rank mean (best-worst)</th><th>return</th><th>vs buy-and-hold</th><th>Sharpe</th><th>max drawdown</th><th>trades</th></tr>{rows}</table>
 <h2>Paired differences of return</h2>
@@ -197,15 +198,15 @@ def print_table(summary: dict) -> None:
     for col in ("agent", "rank", "return", "vs buy-and-hold", "Sharpe", "max DD", "trades"):
         t.add_column(col, justify="left" if col == "agent" else "right")
     for n, a in comp["agents"].items():
-        t.add_row(n, f"{a['rank']['mean']:.2f} ({a['rank']['best']}-{a['rank']['worst']})", _fmt(a["return_pct"], pct=True),
-                  _fmt(a["vs_buy_and_hold"], pct=True), _fmt(a["sharpe"], 2), _fmt(a["max_drawdown_pct"], pct=True), _fmt(a["trades"], 1))
+        t.add_row(n, f"{a['rank']['mean']:.2f} ({a['rank']['best']}-{a['rank']['worst']})", _fmt(a["return_pct"], pct=True, signed=True),
+                  _fmt(a["vs_buy_and_hold"], pct=True, signed=True), _fmt(a["sharpe"], 2), _fmt(a["max_drawdown_pct"], pct=True), _fmt(a["trades"], 1))
     console = RichConsole(width=160)
     console.print(t)
     w = comp["ranking"]["kendalls_w"]
-    console.print(f"buy-and-hold: {_fmt(comp['buy_and_hold']['return_pct'], pct=True)}; ranking agreement (Kendall's W): "
+    console.print(f"buy-and-hold: {_fmt(comp['buy_and_hold']['return_pct'], pct=True, signed=True)}; ranking agreement (Kendall's W): "
                   f"{'—' if w is None else f'{w:.2f}'}; same order every run: {comp['ranking']['same_order_every_run']}")
     for p in comp["pairs"]:
-        console.print(f"  {p['a']} − {p['b']}: {_fmt(p['return_diff'], pct=True)}, runs won {p['a_wins']}:{p['b_wins']}")
+        console.print(f"  {p['a']} − {p['b']}: {_fmt(p['return_diff'], pct=True, signed=True)}, runs won {p['a_wins']}:{p['b_wins']}")
 
 
 # -- one run ----------------------------------------------------------------------------------------
