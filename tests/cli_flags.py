@@ -23,6 +23,7 @@ COMMANDS = [
     ("response_viewer.py", ["response_viewer.py"]),
     ("arena demo", ["-m", "arena.cli", "demo"]),
     ("arena up", ["-m", "arena.cli", "up"]),
+    ("arena tournament", ["-m", "arena.cli", "tournament"]),
     ("arena broker", ["-m", "arena.cli", "broker"]),
     ("arena market-sim", ["-m", "arena.cli", "market-sim"]),
     ("arena policy-server", ["-m", "arena.cli", "policy-server"]),
