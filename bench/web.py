@@ -182,7 +182,7 @@ async def page_stream(client, url: str, seen: dict[str, float], stop: asyncio.Ev
                 return
 
 
-async def load(kafka, board: dict, prices: dict[str, float], stop: asyncio.Event, sent: dict[str, float]) -> None:
+async def load(kafka, board: dict, prices: dict[str, float], stop: asyncio.Event, sent: dict[str, float], tag: str = "") -> None:
     """What a live run adds every second: a snapshot, a fill, the tools process's leaderboard."""
     prod = k.producer(kafka)
     await prod.start()
@@ -191,7 +191,7 @@ async def load(kafka, board: dict, prices: dict[str, float], stop: asyncio.Event
         while not stop.is_set():
             now = datetime.now(timezone.utc)
             await prod.send(MARKET_TOPIC, k.encode(MarketSnapshot(seq=10_000 + i, published_at=now, quotes=quotes_at(prices, now))))
-            t = Trade(trade_id=f"live-{i}", agent="agent-00", product_id="SOL-USD", side="buy", quantity=1.0, price=prices["SOL-USD"], executed_at=now)
+            t = Trade(trade_id=f"live{tag}-{i}", agent="agent-00", product_id="SOL-USD", side="buy", quantity=1.0, price=prices["SOL-USD"], executed_at=now)
             sent[t.trade_id] = time.monotonic()
             await prod.send(TRADES_TOPIC, k.encode(t), key=b"agent-00")
             board["generated_at"] = now.isoformat()
@@ -268,7 +268,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 streams = [asyncio.create_task(page_stream(client, url, seen[i], stop, opened, counter)) for i in range(pages)]
                 if pages:
                     await asyncio.wait_for(opened.wait(), 120)
-                feeder = asyncio.create_task(load(arena.kafka, board, prices, stop, sent))
+                feeder = asyncio.create_task(load(arena.kafka, board, prices, stop, sent, tag=str(pages)))
                 await asyncio.sleep(2)  # the first pushes are behind us
                 c0, w0 = web.cpu_s(), time.monotonic()
                 await asyncio.sleep(args.seconds)

@@ -443,3 +443,18 @@ def test_live_page_in_chromium(tmp_path):
         if web is not None:
             web.stop(signal.SIGKILL)
         demo.stop()
+
+
+def test_demo_helpers_pick_a_free_port_when_taken_and_read_the_url():
+    import socket
+
+    from arena.web import web_command, web_url
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert web_command(taken, ["--bootstrap-servers", "b:9092"])[-2:] == ["--port", "0"]
+    assert web_command(taken, [])[-2:] == ["--port", str(taken)]  # free again
+    log = "Connecting to Kafka at b:9092 ...\nREADY web arena on http://127.0.0.1:8123/ (reading b:9092; Ctrl-C to stop)\n"
+    assert web_url(log) == "http://127.0.0.1:8123/"

@@ -44,6 +44,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def web_command(port: int, kafka_args: list[str]) -> list[str]:
+    """The arguments `arena demo` starts the page with: on `port`, or on a free one when it is taken."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            port = 0
+    return ["-m", "arena.cli", "web", *kafka_args, "--port", str(port)]
+
+
+def web_url(log: str) -> str:
+    """The page's URL from the web process's READY line (its log)."""
+    for line in log.splitlines():
+        if line.startswith("READY web arena on "):
+            return line.split()[4]
+    return "(see the web process's log)"
+
+
 def status(msg: str) -> None:
     print(msg, flush=True)
 

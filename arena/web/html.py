@@ -32,8 +32,8 @@ BODY = """
     <div class="scroll"><table id="market" class="num-table"><thead><tr><th class="l">Product</th><th>Last</th><th>Bid</th><th>Ask</th><th>Spread</th><th>Quote age</th></tr></thead><tbody></tbody></table></div>
   </section>
   <section class="card positions" aria-labelledby="h-positions">
-    <div class="card-head"><h2 id="h-positions">Open positions</h2><span class="note">marked at best bid</span></div>
-    <div class="scroll"><table id="positions" class="num-table"><thead><tr><th class="l">Agent</th><th class="l">Product</th><th>Quantity</th><th>Avg cost</th><th>Mark</th><th>Value</th><th>Unrealized</th></tr></thead><tbody></tbody></table></div>
+    <div class="card-head"><h2 id="h-positions">Open positions</h2><span class="note">valued at the best bid (Market)</span></div>
+    <div class="scroll"><table id="positions" class="num-table"><thead><tr><th class="l">Agent</th><th class="l">Product</th><th>Quantity</th><th>Avg cost</th><th>Value</th><th>Unrealized</th></tr></thead><tbody></tbody></table></div>
   </section>
   <section class="card trades" aria-labelledby="h-trades">
     <div class="card-head"><h2 id="h-trades">Fills &amp; rejections</h2><span id="trades-note" class="note">newest first</span></div>

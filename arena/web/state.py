@@ -29,7 +29,8 @@ log = logging.getLogger("arena.web")
 MAX_TEXT = 4000  # characters of a model text or a tool result kept per step
 MAX_TURNS_PER_AGENT = 1000  # turns remembered per agent (oldest forgotten first)
 PAGE_TRADES = 300  # trades in the page's first picture (the API has them all)
-PAGE_TURNS_PER_AGENT = 25  # turns per agent in the page's first picture (older ones: /api/decisions)
+PAGE_TURNS_PER_AGENT = 25  # turns per agent in the page's first picture (older ones: /api/decisions) ...
+PAGE_TURNS = 400  # ... fewer with many agents: about this many in all, at least 5 each
 TOOLS_SILENT_S = 30.0  # a leaderboard older than this: the tools process is not publishing
 
 
@@ -403,8 +404,9 @@ class WebState:
         if self.board is not None:
             board = {**self.board, "value_history": {**(self.board.get("value_history") or {}), "samples": []}}
         turns = []
+        per_agent = min(PAGE_TURNS_PER_AGENT, max(5, PAGE_TURNS // max(1, len(self._agent_turns))))
         for agent, keys in self._agent_turns.items():
-            turns += [self.turns[k].to_json() for k in keys[-PAGE_TURNS_PER_AGENT:] if k in self.turns]
+            turns += [self.turns[k].to_json() for k in keys[-per_agent:] if k in self.turns]
         return {
             "now": now.isoformat(), "version": len(self.journal), "board": board, "samples": self.samples(),
             "trades": self.trades[-PAGE_TRADES:], "trade_count": len(self.trades), "turns": turns,

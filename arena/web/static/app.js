@@ -36,7 +36,7 @@
     if (v >= 1) return v.toFixed(4);
     return v.toPrecision(6);
   }
-  function qty(v) { return !num(v) ? "—" : (Math.abs(v) >= 1000 ? v.toLocaleString("en-US", { maximumFractionDigits: 4 }) : String(+v.toPrecision(8))); }
+  function qty(v) { return !num(v) ? "—" : (Math.abs(v) >= 1000 ? v.toLocaleString("en-US", { maximumFractionDigits: 4 }) : String(+v.toPrecision(7))); }
   function cls(v) { return !num(v) || Math.abs(v) < 1e-9 ? "" : v > 0 ? "up" : "down"; }
   function nowMs() { return Date.now() + S.offsetMs; }
   function ago(seconds) {
@@ -185,11 +185,11 @@
       (a.positions || []).forEach(function (p) { rows.push([a, p]); });
     });
     var body = $("positions").tBodies[0];
-    if (!rows.length) { body.innerHTML = '<tr><td class="l empty" colspan="7">no open positions (all cash)</td></tr>'; return; }
+    if (!rows.length) { body.innerHTML = '<tr><td class="l empty" colspan="6">no open positions (all cash)</td></tr>'; return; }
     body.innerHTML = rows.map(function (r) {
       var a = r[0], p = r[1];
       return '<tr data-agent="' + esc(a.name) + '" data-product="' + esc(p.product_id) + '"><td class="l">' + agentCell(a.name) + '</td><td class="l">' + esc(p.product_id) +
-        '</td><td data-k="quantity" data-v="' + p.quantity + '">' + qty(p.quantity) + "</td><td>" + price(p.avg_cost) + "</td><td>" + price(p.mark) +
+        '</td><td data-k="quantity" data-v="' + p.quantity + '">' + qty(p.quantity) + "</td><td>" + price(p.avg_cost) +
         '</td><td data-k="market_value" data-v="' + p.market_value + '">' + money(p.market_value) + '</td><td class="' + cls(p.unrealized_pnl) + '">' + signedMoney(p.unrealized_pnl) + "</td></tr>";
     }).join("");
   }
