@@ -355,7 +355,7 @@ class Router:
             tick_seq=snapshot.seq,
             tick_published_at=snapshot.published_at,
             status=status,
-            summary=summarize_snapshot(snapshot),
+            summary=clip(summarize_snapshot(snapshot)),  # a Decision is bounded (arena.wire)
             chat_node=self.chat_node,
             strategy=self.strategy,
             **kw,
