@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import re
 import signal

@@ -173,6 +173,7 @@ def _trades_by_agent(ledger: Path) -> dict[str, int]:
         return {}
 
 
+@pytest.mark.timeout(600)
 def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     run_dir, export = tmp_path / "run", tmp_path / "board.json"
