@@ -32,6 +32,22 @@ CANDLE_WINDOWS: dict[str, tuple[int, int]] = {
 }
 
 
+def split_product(product_id: str) -> tuple[str, str]:
+    """(base, quote) currencies of a product id: ('BTC', 'USD') for BTC-USD."""
+    base, _, quote = product_id.partition("-")
+    return base, quote
+
+
+def base_currency(product_id: str) -> str:
+    """The currency a product's quantities are in: 'BTC' for BTC-USD."""
+    return split_product(product_id)[0]
+
+
+def quote_currency(product_id: str) -> str:
+    """The currency a product's prices are in: 'USD' for BTC-USD."""
+    return split_product(product_id)[1]
+
+
 class Quote(BaseModel):
     """Latest ticker for one product: last trade price and top of book."""
 
@@ -39,6 +55,9 @@ class Quote(BaseModel):
     price: Price
     best_bid: Price | None = None
     best_ask: Price | None = None
+    # Resting size at the best bid / ask, in base currency units, when the venue tells (None: unknown).
+    bid_size: Amount | None = None
+    ask_size: Amount | None = None
     # The feed's own timestamp, shown only: not held to the future limit, so a connector whose clock is
     # behind the exchange's still publishes.
     exchange_time: AwareDatetime | None = None
@@ -120,6 +139,10 @@ def _fmt_price(x: float | None) -> str:
     return f"{x:.6f}"
 
 
+def _fmt_size(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.6g}"
+
+
 def render_snapshot(snapshot: MarketSnapshot, now: datetime | None = None) -> str:
     """A compact, model-friendly text table of the snapshot."""
     now = now or utcnow()
@@ -128,6 +151,11 @@ def render_snapshot(snapshot: MarketSnapshot, now: datetime | None = None) -> st
     for pid, q in sorted(snapshot.quotes.items()):
         age = f"{q.age_s(now):.0f}s" + (" STALE - do not trade on it" if q.stale else "")
         lines.append(f"{pid} | {_fmt_price(q.price)} | {_fmt_price(q.best_bid)} | {_fmt_price(q.best_ask)} | {_fmt_price(q.spread)} | {age}")
+    # Sizes as a table of their own, only when the feed sent any: the quote table above keeps its columns.
+    sized = [(pid, q) for pid, q in sorted(snapshot.quotes.items()) if q.bid_size is not None or q.ask_size is not None]
+    if sized:
+        lines += ["", "Top of book size (units of the base currency):", "product | bid size | ask size"]
+        lines += [f"{pid} | {_fmt_size(q.bid_size)} | {_fmt_size(q.ask_size)}" for pid, q in sized]
     for pid, by_gran in sorted(snapshot.candles.items()):
         for gran, (_, _) in CANDLE_WINDOWS.items():
             cs = by_gran.get(gran) or []

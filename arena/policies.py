@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from statistics import fmean, pstdev
 
+from arena import exchanges
+from arena.exchanges.coinbase import products as coinbase_products
 from arena.portfolio import INITIAL_CASH
 
 POLICIES = ("momentum", "mean-revert", "random-walk", "hold")
@@ -145,11 +147,11 @@ def parse_portfolio(text: str | None) -> Holdings:
 
 
 def increment(product_id: str, price: float | None) -> Decimal:
-    """Order size increment: satoshi-like for BTC/SOL/ETH (and anything pricier than $10), 0.1 otherwise."""
-    base = product_id.split("-")[0]
-    if base in ("BTC", "ETH", "SOL") or (price or 0) >= 10:
-        return Decimal("0.00000001")
-    return Decimal("0.1")
+    """Order size increment: the product's base increment where the venue's records know it; otherwise
+    satoshi-like for anything pricier than $10 and 0.1 below (a multiple of any finer step)."""
+    if product_id in coinbase_products.KNOWN:
+        return Decimal(repr(exchanges.base_increment(product_id)))
+    return Decimal("0.00000001") if (price or 0) >= 10 else Decimal("0.1")
 
 
 def round_down(quantity: float, step: Decimal) -> float:

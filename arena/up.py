@@ -346,7 +346,7 @@ def fetch_wait_for(arena: Arena) -> int:
 
 async def run(arena: Arena, opts: RunOptions) -> int:
     from arena.broker import EmbeddedBroker, free_port
-    from arena.coinbase import COINBASE_REST_URL, COINBASE_WS_URL
+    from arena.exchanges.coinbase.protocol import COINBASE_REST_URL, COINBASE_WS_URL
     from arena.tools_service import SERVED
 
     out = arena.output

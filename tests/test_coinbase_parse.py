@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from arena import coinbase as cb
+from arena.exchanges.coinbase import protocol as cb
 
 TICKER = {
     "channel": "ticker",

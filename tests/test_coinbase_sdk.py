@@ -27,7 +27,7 @@ from coinbase.websocket import WebsocketResponse, WSClient, websocket_base
 from requests.adapters import HTTPAdapter
 
 from arena.broker import free_port
-from arena.coinbase import parse_time
+from arena.exchanges.coinbase.protocol import parse_time
 from tests.procs import Proc
 
 PRODUCTS = ["BTC-USD", "SOL-USD", "FARTCOIN-USD"]

@@ -12,7 +12,8 @@ import pytest
 
 from arena import kafka as k
 from arena.config import MARKET_TOPIC
-from arena.feed import Backoff, CandleStore, QuoteBook, SequenceTracker, TokenBucket, describe, load_recording, retime
+from arena.exchanges.base import Backoff, SequenceTracker, TokenBucket
+from arena.feed import CandleStore, QuoteBook, describe, load_recording, retime
 from arena.market import CANDLE_WINDOWS, DEFAULT_PRODUCTS, Candle, MarketSnapshot, Quote
 from arena.sim.coinbase import MarketSim
 from tests.procs import ROOT, Proc
@@ -392,7 +393,7 @@ async def test_stopping_while_the_server_closes_still_stops():
     import websockets
     from websockets.frames import Close
 
-    from arena.feed import WsFeed
+    from arena.exchanges.coinbase.client import WsFeed
 
     feed = WsFeed("ws://127.0.0.1:9", ["BTC-USD"], QuoteBook())
     entered = asyncio.Event()

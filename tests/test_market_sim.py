@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from arena import coinbase as cb
+from arena.exchanges.coinbase import protocol as cb
 from arena.broker import free_port
 from arena.market import DEFAULT_PRODUCTS
 from arena.sim.coinbase import MarketSim

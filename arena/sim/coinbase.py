@@ -42,7 +42,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from arena.coinbase import API_PREFIX, GRANULARITY_SECONDS, MAX_CANDLES_PER_REQUEST, product_list
+from arena.exchanges.coinbase.protocol import API_PREFIX, GRANULARITY_SECONDS, MAX_CANDLES_PER_REQUEST, product_list
 from arena.market import DEFAULT_PRODUCTS
 
 log = logging.getLogger("arena.sim")

@@ -5,7 +5,9 @@ Protocol notes live in the shared brief (coinbase-protocol.md); the rules applie
 - route a frame on `channel`, else on a top-level `type` (error frames carry only `type`);
 - prices are decimal strings, `heartbeat_counter` may be an int or a string, `best_bid`/`best_ask`
   may be missing from a ticker; unknown channels are reported, not rejected;
-- REST candles come newest first with missing buckets; we return them oldest first.
+- REST candles come newest first with missing buckets; we return them oldest first;
+- top-of-book sizes come with the WebSocket ticker (`best_bid_quantity`/`best_ask_quantity`) and the
+  product book, not with the REST ticker.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+from arena.exchanges.base import Product
 from arena.market import Candle, Quote
 
 COINBASE_WS_URL = "wss://advanced-trade-ws.coinbase.com"
@@ -34,6 +37,8 @@ GRANULARITY_SECONDS = {
     "SIX_HOUR": 21600,
     "ONE_DAY": 86400,
 }
+# The arena's candle sets by length (arena.market.CANDLE_WINDOWS) -> Coinbase's granularity names.
+GRANULARITY_BY_SECONDS = {secs: name for name, secs in GRANULARITY_SECONDS.items()}
 MAX_CANDLES_PER_REQUEST = 350
 PRODUCTS_PER_SUBSCRIBE = 50  # a subscribe naming ~900 products gets closed; chunk them
 
@@ -75,6 +80,15 @@ def ticker_path(product_id: str) -> str:
 
 def product_path(product_id: str) -> str:
     return f"{API_PREFIX}/market/products/{product_id}"
+
+
+def book_path() -> str:
+    return f"{API_PREFIX}/market/product_book"
+
+
+def book_params(product_id: str) -> dict[str, str]:
+    """Query for the top level of one product's book."""
+    return {"product_id": product_id, "limit": "1"}
 
 
 def candle_params(granularity: str, count: int, now: float) -> dict[str, str]:
@@ -121,6 +135,17 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
+
+
+def _size(value: Any) -> float | None:
+    """A resting size: a finite number >= 0, else unknown (None). A bad size costs the size, not the quote."""
+    x = _num(value)
+    return x if x is not None and x >= 0 else None
+
+
+def _positive(value: Any) -> float | None:
+    x = _num(value)
+    return x if x is not None and x > 0 else None
 
 
 def _int(value: Any) -> int | None:
@@ -209,9 +234,11 @@ def _ticker_quote(t: Any, exchange_time: datetime | None, received_at: datetime 
         return None, f"{pid}: ticker with an impossible book bid={bid} ask={ask}"
     if bid is None or ask is None or bid <= 0 or ask <= 0:
         bid = ask = None  # a one-sided or empty book is no book
+    sizes = (_size(t.get("best_bid_quantity")), _size(t.get("best_ask_quantity"))) if bid is not None else (None, None)
     kw = {"received_at": received_at} if received_at else {}
     try:
-        return Quote(product_id=pid, price=price, best_bid=bid, best_ask=ask, exchange_time=exchange_time, **kw), ""
+        quote = Quote(product_id=pid, price=price, best_bid=bid, best_ask=ask, bid_size=sizes[0], ask_size=sizes[1], exchange_time=exchange_time, **kw)
+        return quote, ""
     except ValueError as exc:  # what no reader would take (arena.wire): e.g. a product id of another shape
         return None, f"{pid[:40]}: ticker the arena cannot carry: {str(exc).splitlines()[-1][:120]}"
 
@@ -264,6 +291,53 @@ def parse_rest_ticker(product_id: str, body: Any, received_at: datetime | None =
         )
     except ValueError:  # what no reader would take (arena.wire)
         return None
+
+
+def parse_product_book(product_id: str, body: Any, received_at: datetime | None = None) -> Quote | None:
+    """Top of book with its sizes from `market/product_book?limit=1`: the best bid and ask levels, the last
+    trade price (`last`, else the mid) and the book's time. None when a side is empty or the body is junk."""
+    book = body.get("pricebook") if isinstance(body, dict) else None
+    if not isinstance(book, dict) or not isinstance(book.get("bids"), list) or not isinstance(book.get("asks"), list):
+        return None
+    if not book["bids"] or not book["asks"] or not isinstance(book["bids"][0], dict) or not isinstance(book["asks"][0], dict):
+        return None
+    best_bid, best_ask = book["bids"][0], book["asks"][0]
+    bid, ask = _positive(best_bid.get("price")), _positive(best_ask.get("price"))
+    if bid is None or ask is None or bid > ask:
+        return None
+    last = _positive(body.get("last"))
+    kw = {"received_at": received_at} if received_at else {}
+    try:
+        return Quote(
+            product_id=product_id,
+            price=last or (bid + ask) / 2,
+            best_bid=bid,
+            best_ask=ask,
+            bid_size=_size(best_bid.get("size")),
+            ask_size=_size(best_ask.get("size")),
+            exchange_time=parse_time(book.get("time")),
+            **kw,
+        )
+    except ValueError:  # what no reader would take (arena.wire)
+        return None
+
+
+def product_unavailable(body: Any) -> str | None:
+    """Why a product record says the product does not trade now, or None when it does."""
+    if isinstance(body, dict) and (body.get("trading_disabled") or body.get("is_disabled") or body.get("status", "online") != "online"):
+        return f"status={body.get('status')}"
+    return None
+
+
+def parse_product(product_id: str, body: Any, defaults: Product) -> Product:
+    """The record from `market/products/{id}`: its base and quote increments; what is missing or not a
+    positive number comes from `defaults`."""
+    if not isinstance(body, dict):
+        return defaults
+    base, quote = _positive(body.get("base_increment")), _positive(body.get("quote_increment"))
+    if base is None and quote is None:
+        return defaults
+    return Product(product_id, base or defaults.base_increment, quote or defaults.quote_increment, from_venue=True)
 
 
 def rest_error(body: Any) -> str:
