@@ -124,7 +124,7 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    import trading_tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
+    import arena.tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
 
     code = 0
     # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.

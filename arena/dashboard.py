@@ -38,7 +38,7 @@ from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME, AgentMetrics, MetricsTracker
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
-from arena.report import leaderboard_table
+from arena.leaderboard import leaderboard_table
 from arena.supervisor import ProcessStatus
 from arena.ui import (
     FLAT,
