@@ -33,8 +33,12 @@ _COLUMNS = [
     ("fees", "fees", 9),
     ("exposure_pct", "exposure", 10),
     ("cash", "cash", 11),
+    # export rows only: a ledger has no tokens (docs/METRICS.md "Tokens and dollars")
+    ("tokens", "tokens", 12),
+    ("model_cost_usd", "model $", 13),
+    ("return_per_dollar", "P&L/$", 14),
 ]
-_OPTIONAL = {"model_errors"}  # shown only when some row has the field
+_OPTIONAL = {"model_errors", "tokens", "model_cost_usd", "return_per_dollar"}  # shown only when some row has the field
 _UNAVAILABLE = 50  # priority offset for a column without any value
 NA = "—"  # not defined (yet): see docs/METRICS.md
 
@@ -75,6 +79,12 @@ def _cell(key: str, row: Mapping[str, Any], rank: str, short: bool = False) -> T
         return Text(f"{v:.1f}%")
     if key == "model_errors":
         return Text(f"{v:.0f}", style="red" if v else ui.FLAT)
+    if key == "tokens":
+        return Text(f"{v:,.0f}")
+    if key == "model_cost_usd":  # one agent's calls often cost less than a cent
+        return Text(f"${v:.4f}" if v < 1 else f"${v:,.2f}")
+    if key == "return_per_dollar":
+        return Text(f"{v:+,.0f}" if abs(v) >= 10 else f"{v:+.2f}", style=ui.UP if v > 0 else ui.DOWN if v < 0 else ui.FLAT)
     raise KeyError(key)
 
 

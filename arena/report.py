@@ -177,10 +177,10 @@ def ledger_leaderboard(
         "generated_at": utcnow().isoformat(),
         "source": source,
         "marks": {pid: m for pid, m in sorted(marks.items()) if pid in held or market},
-        "notes": [] if market else [
+        "notes": ([] if market else [
             "max DD, Sharpe, time in market and the buy-and-hold baseline need the price history: "
             "pass --market FILE (a coinbase_connector.py --record file)"
-        ],
+        ]) + ["a ledger has no tokens: model tokens and cost per agent are in the tools process's export (--export)"],
         "agents": [r.model_dump(mode="json") for r in rows.values()],
     }
 

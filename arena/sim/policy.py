@@ -77,6 +77,23 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def _tokens(chars: int) -> int:
+    return -(-chars // 4)  # about 4 characters a token, as tokenizers average on English text
+
+
+def usage_estimate(messages: list, tools: Any, answer: dict) -> tuple[int, int]:
+    """Plausible (prompt, completion) token counts: what a real provider bills is every message's text
+    and tool calls, the tool schemas and a few tokens of framing per message; the answer likewise."""
+    def size(m: dict) -> int:
+        calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
+        return 4 + _tokens(len(_text(m.get("content"))) + len(json.dumps(calls, default=str)) * bool(calls))
+
+    prompt = 3 + sum(size(m) for m in messages if isinstance(m, dict))
+    if tools:
+        prompt += _tokens(len(json.dumps(tools, default=str)))
+    return prompt, size(answer)
+
+
 def _tool_specs(tools: Any) -> dict[str, dict]:
     """Tool name -> JSON schema of its parameters."""
     specs = {}
@@ -244,15 +261,14 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
     message: dict = {"role": "assistant", "content": reply.text}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    prompt_chars = sum(len(_text(m.get("content"))) for m in messages)
-    out_chars = len(reply.text or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
+    in_tokens, out_tokens = usage_estimate(messages, body.get("tools"), message)
     return {
         "id": f"chatcmpl-{digest[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": out_chars // 4, "total_tokens": (prompt_chars + out_chars) // 4},
+        "usage": {"prompt_tokens": in_tokens, "completion_tokens": out_tokens, "total_tokens": in_tokens + out_tokens},
     }
 
 
