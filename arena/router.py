@@ -331,7 +331,8 @@ class Router:
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
         # reacted_to: the tools process starts the agent's metrics series at this snapshot
-        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat()}
+        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat(),
+                "strategy": self.strategy}  # the desk enforces this strategy's limits (arena.strategies)
         self._turn_consumers.wake()
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
