@@ -384,7 +384,8 @@ class Router:
         prompt = build_prompt(snapshot, self.previous)
         # reacted_to: the tools process starts the agent's metrics series at this snapshot
         deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat(),
-                TURN_KEY: run_id}  # the model client sums the turn's token usage under it
+                TURN_KEY: run_id,  # the model client sums the turn's token usage under it
+                "strategy": self.strategy}  # the desk enforces this strategy's limits (arena.strategies)
         if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
             deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
         self._turn_consumers.wake()

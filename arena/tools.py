@@ -75,8 +75,9 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
 
     A buy fills at the best ask, a sell at the best bid, of the latest market snapshot. You can only
     sell what you hold (no shorting) and only buy what your cash covers (fees included). Orders that
-    break a rule are rejected with the reason and change nothing. Returns the fill price, quantity,
-    notional, fee, your cash and position after the trade, and the age of the quote used.
+    break a rule or a risk limit (get_portfolio lists them) are rejected with the reason and change
+    nothing. Returns the fill price, quantity, notional, fee, your cash and position after the trade,
+    and the age of the quote used.
 
     Args:
         product_id: The product to trade, e.g. "BTC-USD".
@@ -85,9 +86,10 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
             product's minimum increment (1e-8 for BTC-USD, 0.1 for FARTCOIN-USD).
     """
     received_at = utcnow()
-    deadline = ctx.deps.get("deadline") if isinstance(ctx.deps, dict) else None  # the desk refuses a late call
+    deps = ctx.deps if isinstance(ctx.deps, dict) else {}  # the router's: turn deadline, strategy (its limits)
     return _desk(ctx, "execute_trade").execute_trade(
-        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at, deadline=deadline
+        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at,
+        deadline=deps.get("deadline"), strategy=deps.get("strategy"), turn=ctx.correlation_id,
     )
 
 
@@ -95,8 +97,9 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
 async def get_portfolio(ctx: ToolContext) -> dict:
     """Show your own account: cash, each position (quantity, average cost, market value at the best
     bid, unrealized P&L, average time held), realized P&L, fees paid, total value and return since
-    the start."""
-    return _desk(ctx, "get_portfolio").portfolio(ctx.agent_name)
+    the start, and the risk limits the desk enforces on your orders."""
+    strategy = ctx.deps.get("strategy") if isinstance(ctx.deps, dict) else None
+    return _desk(ctx, "get_portfolio").portfolio(ctx.agent_name, strategy)
 
 
 @agent_tool

@@ -162,6 +162,26 @@ def test_buys_never_spend_more_than_the_cash():
     assert orders == []  # 8% of $0.50 is below the minimum order
 
 
+def test_offline_models_keep_their_prompts_largest_order_rule():
+    """The desk refuses a buy over the strategy's largest-order limit; a policy reading its prompt (as a
+    model would) sizes its buys under it instead of being refused every turn."""
+    from arena.policies import Order
+    from arena.sim.policy import cap_orders
+    from arena.strategies import strategy_prompt
+
+    market = parse_market(render_snapshot(snapshot()))
+    holdings = Holdings(90_000.0, {"FARTCOIN-USD": 10_000.0})  # worth 90,000 + 10,000 x 0.799 at the bid
+    orders = [Order("BTC-USD", "buy", 0.1, "dip"), Order("FARTCOIN-USD", "sell", 10_000.0, "exit"), Order("BTC-USD", "buy", 0.00001, "tiny")]
+    capped = cap_orders(orders, strategy_prompt("scalper", "You are a scalper."), market, holdings)
+    value = 90_000 + 10_000 * market.quotes["FARTCOIN-USD"].bid
+    btc_ask = market.quotes["BTC-USD"].ask
+    assert capped[0].quantity * btc_ask <= 0.05 * value < (capped[0].quantity + 1e-8) * btc_ask  # the most that passes
+    assert _is_multiple(capped[0].quantity, Decimal("0.00000001"))
+    assert capped[1] == orders[1]  # sells are not limited
+    assert capped[2] == orders[2]  # already under the limit
+    assert cap_orders(orders, "You are a scalper. No rules stated.", market, holdings) == orders
+
+
 # ---------------------------------------------------------------------------------- the server
 
 
