@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-quote-age", type=float, default=30.0,
         help="a product without a fresh bid/ask for this many seconds is sent with stale=true; quiet products are "
-        "topped up from the REST ticker after half of it (default %(default)s)",
+        "topped up from the REST top of book after half of it (default %(default)s)",
     )
     p.add_argument("--candle-refresh", type=float, default=60.0, help="seconds between candle refreshes over REST (default %(default)s)")
     p.add_argument("--watchdog", type=float, default=10.0, help="reconnect when the WebSocket is silent this many seconds; heartbeats come every second (default %(default)s)")

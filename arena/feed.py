@@ -320,8 +320,8 @@ async def replay(path: Path, sink: SnapshotSink, speed: float = 1.0, on_first: C
         out = retime(snap, utcnow(), shift, speed)
         if await sink.publish(out):
             log.info("%s", describe(out))
-            if sink.published == 1:
-                announce_ready(None)
+            if sink.published == 1 and on_first:
+                on_first()
     return sink.published
 
 

@@ -55,9 +55,8 @@ class Quote(BaseModel):
     price: Price
     best_bid: Price | None = None
     best_ask: Price | None = None
-    # Resting size at the best bid / ask, in base currency units, when the venue tells (None: unknown).
-    bid_size: Amount | None = None
-    ask_size: Amount | None = None
+    bid_size: Amount | None = Field(None, description="Resting size at the best bid, when the venue tells (null: unknown).")
+    ask_size: Amount | None = Field(None, description="Resting size at the best ask, when the venue tells (null: unknown).")
     # The feed's own timestamp, shown only: not held to the future limit, so a connector whose clock is
     # behind the exchange's still publishes.
     exchange_time: AwareDatetime | None = None

@@ -121,6 +121,8 @@ UNITS: dict[tuple[str, str], str] = {
     ("Quote", "price"): "quote currency per base unit",
     ("Quote", "best_bid"): "quote currency per base unit",
     ("Quote", "best_ask"): "quote currency per base unit",
+    ("Quote", "bid_size"): "base units",
+    ("Quote", "ask_size"): "base units",
     ("Candle", "start"): "UNIX seconds (UTC), aligned to the granularity",
     ("Candle", "open"): "quote currency per base unit",
     ("Candle", "high"): "quote currency per base unit",

@@ -61,7 +61,20 @@ def test_ticker_frame_gives_quotes_with_book_and_exchange_time():
     assert f.channel == "ticker" and f.sequence_num == 12 and not f.skipped
     (q,) = f.quotes
     assert (q.product_id, q.price, q.best_bid, q.best_ask) == ("BTC-USD", 68900.5, 68900.0, 68901.0)
+    assert (q.bid_size, q.ask_size) == (1.5, 0.5), "best_bid_quantity / best_ask_quantity"
     assert q.exchange_time == datetime(2023, 2, 9, 20, 30, 37, 167359, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("bad", [None, "", "abc", "-1", "NaN", "inf", True])
+def test_a_bad_size_costs_the_size_not_the_quote(bad):
+    t = dict(TICKER["events"][0]["tickers"][0], best_bid_quantity=bad)
+    if bad is None:
+        del t["best_bid_quantity"]
+    f = cb.parse_frame(json.dumps({**TICKER, "events": [{"type": "update", "tickers": [t]}]}))
+    (q,) = f.quotes
+    assert (q.best_bid, q.bid_size, q.ask_size) == (68900.0, None, 0.5) and not f.skipped
+    zero = dict(t, best_bid_quantity="0")
+    assert cb.parse_frame(json.dumps({**TICKER, "events": [{"type": "update", "tickers": [zero]}]})).quotes[0].bid_size == 0.0
 
 
 def test_ticker_without_best_bid_ask_is_a_quote_without_book():
@@ -99,6 +112,9 @@ def test_one_sided_book_counts_as_no_book():
     t = {"type": "ticker", "product_id": "X-USD", "price": "2", "best_bid": "1.9", "best_ask": ""}
     (q,) = cb.parse_frame(json.dumps({**TICKER, "events": [{"type": "update", "tickers": [t]}]})).quotes
     assert q.best_bid is None and q.best_ask is None
+    sized = dict(t, best_bid_quantity="3", best_ask_quantity="4")
+    (q,) = cb.parse_frame(json.dumps({**TICKER, "events": [{"type": "update", "tickers": [sized]}]})).quotes
+    assert q.bid_size is None and q.ask_size is None, "no book, no sizes"
 
 
 @pytest.mark.parametrize("counter", [3049, "3049"])
@@ -203,6 +219,7 @@ def test_rest_ticker_top_of_book():
     }
     q = cb.parse_rest_ticker("BTC-USD", body)
     assert (q.price, q.best_bid, q.best_ask) == (68923.67, 68923.66, 68923.67)
+    assert q.bid_size is None and q.ask_size is None, "the REST ticker has no sizes"
     assert q.exchange_time == datetime(2026, 4, 7, 0, 28, 58, 544778, tzinfo=timezone.utc)
     no_trades = cb.parse_rest_ticker("BTC-USD", {"trades": [], "best_bid": "10", "best_ask": "12"})
     assert no_trades.price == 11.0
@@ -214,3 +231,56 @@ def test_rest_error_message_and_product_list():
     assert cb.rest_error({"error": "NOT_FOUND", "code": 5, "message": "product not found"}) == "NOT_FOUND: product not found"
     assert cb.rest_error("<html>bad gateway</html>") == "<html>bad gateway</html>"
     assert cb.product_list(["btc-usd,SOL-USD", "FARTCOIN-USD", "BTC-USD", " "]) == ["BTC-USD", "SOL-USD", "FARTCOIN-USD"]
+
+
+BOOK = {
+    "pricebook": {
+        "product_id": "BTC-USD",
+        "bids": [{"price": "68923.66", "size": "0.25"}],
+        "asks": [{"price": "68923.67", "size": "1.75"}],
+        "time": "2026-04-07T00:28:58.544778Z",
+    },
+    "last": "68923.67",
+    "mid_market": "68923.665",
+    "spread_bps": "0.0014",
+    "spread_absolute": "0.01",
+}
+
+
+def test_product_book_top_of_book_with_sizes():
+    q = cb.parse_product_book("BTC-USD", BOOK)
+    assert (q.price, q.best_bid, q.best_ask, q.bid_size, q.ask_size) == (68923.67, 68923.66, 68923.67, 0.25, 1.75)
+    assert q.exchange_time == datetime(2026, 4, 7, 0, 28, 58, 544778, tzinfo=timezone.utc)
+    no_last = cb.parse_product_book("BTC-USD", {"pricebook": BOOK["pricebook"]})
+    assert no_last.price == pytest.approx(68923.665)
+    junk_size = {"pricebook": {**BOOK["pricebook"], "bids": [{"price": "68923.66", "size": "x"}]}}
+    assert cb.parse_product_book("BTC-USD", junk_size).bid_size is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        "oops",
+        {"pricebook": {"bids": [], "asks": [{"price": "1", "size": "1"}]}},
+        {"pricebook": {"bids": [{"price": "2", "size": "1"}], "asks": [{"price": "1", "size": "1"}]}},
+        {"pricebook": {"bids": [{"price": "0", "size": "1"}], "asks": [{"price": "1", "size": "1"}]}},
+        {"pricebook": {"bids": ["x"], "asks": [{"price": "1", "size": "1"}]}},
+    ],
+)
+def test_product_book_without_a_two_sided_book_is_no_quote(body):
+    assert cb.parse_product_book("BTC-USD", body) is None
+
+
+def test_product_record_increments_with_defaults_for_what_is_missing():
+    from arena.exchanges.base import Product
+
+    defaults = Product("FARTCOIN-USD", 0.1, 0.0001)
+    body = {"product_id": "FARTCOIN-USD", "base_increment": "0.01", "quote_increment": "0.00001", "status": "online"}
+    assert cb.parse_product("FARTCOIN-USD", body, defaults) == Product("FARTCOIN-USD", 0.01, 0.00001, from_venue=True)
+    assert cb.parse_product("FARTCOIN-USD", {"base_increment": "0.01"}, defaults).quote_increment == 0.0001
+    for junk in (None, "x", {}, {"base_increment": "-1", "quote_increment": "abc"}):
+        assert cb.parse_product("FARTCOIN-USD", junk, defaults) is defaults
+    assert cb.product_unavailable(body) is None
+    assert cb.product_unavailable({**body, "trading_disabled": True}) == "status=online"
+    assert cb.product_unavailable({**body, "status": "delisted"}) == "status=delisted"

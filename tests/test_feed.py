@@ -243,6 +243,7 @@ async def test_connector_publishes_the_sims_book_and_candles(kafka):
                 assert set(s.quotes) == set(DEFAULT_PRODUCTS)
                 for pid, quote in s.quotes.items():
                     assert quote.best_bid < quote.best_ask and not quote.stale
+                    assert quote.bid_size > 0 and quote.ask_size > 0, "top-of-book sizes travel in the snapshot"
                     # the simulator's book at publish time, or a state it had within the last two intervals
                     assert (quote.best_bid, quote.best_ask) in sim_books(sim, pid, t - 2 * interval, t), (pid, quote)
                     assert quote.received_at <= s.published_at
