@@ -7,9 +7,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT
 
 
+@pytest.mark.processes
 def test_floor_bench_prints_its_json_result():
     out = subprocess.run(
         [sys.executable, "-m", "bench", "floor", "--json", "--messages", "20", "--throughput", "200", "--long-poll", "5"],

@@ -392,6 +392,7 @@ async def arena(tmp_path_factory):
 # ------------------------------------------------------------------------------------ the tests
 
 
+@pytest.mark.processes
 async def test_every_script_offers_the_kafka_security_flags():
     flags = ("--bootstrap-servers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--ssl-cafile")
     for script in SCRIPTS:
@@ -432,6 +433,7 @@ async def test_a_turn_takes_each_step_once_and_only_while_it_runs():
     assert "deadline" in step("r3", 0, deadline=time.time() - 1)
 
 
+@pytest.mark.processes
 async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
     """A broker that stalls and comes back is the same broker: nothing happens. One that goes away is
     reported at once, while no broker is there (its clients must not write into the next one: see
@@ -495,6 +497,7 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
         broker.stop()
 
 
+@pytest.mark.processes
 async def test_model_faults_cost_only_that_agents_turn(arena):
     tap, provider = arena.tap, arena.provider
     since = time.time()
@@ -538,6 +541,7 @@ async def test_model_faults_cost_only_that_agents_turn(arena):
     assert not arena.dead()
 
 
+@pytest.mark.processes
 async def test_malformed_records_on_every_topic_are_skipped(arena):
     tap, kafka = arena.tap, arena.kafka
     # Real chat requests tell where the routers' replies go (the sender id carries the router's pid).
@@ -598,6 +602,7 @@ async def test_malformed_records_on_every_topic_are_skipped(arena):
     assert not noisy, f"tracebacks in the output of {noisy}"
 
 
+@pytest.mark.processes
 async def test_killed_router_resumes_at_the_newest_tick(arena):
     tap = arena.tap
     arena.kill("rb")
@@ -655,6 +660,7 @@ async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float,
     raise AssertionError(f"the tools process never waited inside a ledger write: main thread {samples[-20:]}")
 
 
+@pytest.mark.processes
 async def test_killed_tools_lose_and_double_nothing(arena):
     tap = arena.tap
     locked_at, killed_at, samples = await _kill_tools_inside_a_ledger_write(arena)
@@ -734,6 +740,7 @@ async def test_killed_tools_lose_and_double_nothing(arena):
           f"the orders in flight at the kill: " + "; ".join(fate.values()))
 
 
+@pytest.mark.processes
 async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
     tap = arena.tap
     marks = {n: len(p.lines) for n, p in arena.procs.items()}
@@ -787,6 +794,7 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
     assert not arena.dead(), arena.dead()
 
 
+@pytest.mark.processes
 async def test_secrets_are_never_printed(arena):
     """SASL settings with the password in the environment, the API key in every environment: neither
     appears in any output, at any log level."""
@@ -817,6 +825,7 @@ async def test_secrets_are_never_printed(arena):
     assert f"Bearer {API_KEY}" in arena.provider.authorizations
 
 
+@pytest.mark.processes
 async def test_everything_stops_cleanly_after_all_that(arena):
     procs = dict(arena.procs)
     for p in procs.values():

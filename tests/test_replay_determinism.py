@@ -180,6 +180,7 @@ def leaderboard_facts(run: dict) -> dict:
     return out
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(600)  # two replays of ~30-60 s each, and a slower redo when a machine is busy
 def test_two_replays_of_a_recording_give_the_same_leaderboard(tmp_path):
     async def main() -> list[dict]:

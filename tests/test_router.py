@@ -238,6 +238,7 @@ def test_prompt_and_summary():
     assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.00"
 
 
+@pytest.mark.processes
 def test_cli_help_and_bad_arguments():
     run = lambda *a: subprocess.run([sys.executable, "deploy_router_node.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=30)
     help_ = run("--help")

@@ -43,11 +43,13 @@ class Proc:
             full_env.update(TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
             self.proc = subprocess.Popen(self.args, stdout=slave, stderr=subprocess.PIPE, env=full_env, **common)
             os.close(slave)
-            threading.Thread(target=self._pump_fd, args=(master,), daemon=True).start()
-            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
+            self._pumps = [threading.Thread(target=self._pump_fd, args=(master,), daemon=True),
+                           threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True)]  # fmt: skip
         else:
             self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, **common)
-            threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+            self._pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)]
+        for t in self._pumps:
+            t.start()
 
     @property
     def pid(self) -> int:
@@ -127,12 +129,15 @@ class Proc:
             self.proc.send_signal(sig)
 
     def wait_exit(self, timeout: float = 15.0) -> int:
-        """Wait for it to exit; after `timeout` it is killed."""
+        """Wait for it to exit (after `timeout` it is killed) and for its last lines."""
         try:
-            return self.proc.wait(timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            self.proc.wait()
+        for t in self._pumps:
+            t.join(5)
+        return self.proc.returncode
 
     def stop(self, sig: int = SIGINT, timeout: float = 15.0) -> int:
         self.signal(sig)
