@@ -265,6 +265,7 @@ def test_leaderboard_table_fits_narrow_widths_and_keeps_the_essentials():
     assert "no agents yet" in render(leaderboard_table([]))
 
 
+@pytest.mark.processes
 def test_the_arena_command_runs_report(ledger_file):
     proc = subprocess.run([sys.executable, "-m", "arena.cli", "report", str(ledger_file)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
