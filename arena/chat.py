@@ -42,6 +42,7 @@ from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
 from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
 from calfkit._vendor.pydantic_ai._run_context import get_current_run_context
 from calfkit._vendor.pydantic_ai.settings import ModelSettings
+from calfkit._vendor.pydantic_ai.usage import RequestUsage
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, ValidationError
 
 from arena import kafka as k
@@ -543,7 +544,28 @@ def provider_model(
     settings = OpenAIChatModelSettings(timeout=timeout_s)
     if reasoning_effort:
         settings["openai_reasoning_effort"] = reasoning_effort
-    return OpenAIChatModel(model_id, provider=OpenAIProvider(openai_client=client), settings=settings)
+
+    class _Model(OpenAIChatModel):
+        def _map_usage(self, response):
+            return counted_usage(response, super()._map_usage(response))
+
+    return _Model(model_id, provider=OpenAIProvider(openai_client=client), settings=settings)
+
+
+def counted_usage(response: Any, mapped: RequestUsage) -> RequestUsage:
+    """The usage of an OpenAI chat completion. calfkit's vendored pydantic-ai reads it through the
+    installed genai-prices, whose newer Usage has a field (output_reasoning_tokens) its RequestUsage
+    lacks: for any response reporting reasoning tokens (OpenAI always does, 0 or not) it silently
+    returns empty usage. Read the counts from the response itself then."""
+    raw = getattr(response, "usage", None)
+    if raw is None or mapped.input_tokens or mapped.output_tokens:
+        return mapped
+    cached = getattr(getattr(raw, "prompt_tokens_details", None), "cached_tokens", None) or 0
+    reasoning = getattr(getattr(raw, "completion_tokens_details", None), "reasoning_tokens", None)
+    details = dict(mapped.details or {})
+    if isinstance(reasoning, int):
+        details["reasoning_tokens"] = reasoning
+    return RequestUsage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0, cache_read_tokens=cached, details=details)
 
 
 def warm_up(model: Model) -> None:
