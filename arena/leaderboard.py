@@ -120,7 +120,7 @@ def leaderboard_table(
     if run_column:
         columns.append(ui.Column("run", [Text(str(d.get("run", "")), style="cyan") for d, _ in ordered], justify="left"))
     for key, header, priority in _COLUMNS:
-        if key in _OPTIONAL and not any(key in d for d in dicts):
+        if key in _OPTIONAL and not any(_num(d, key) is not None for d in dicts):
             continue
         cells = [_cell(key, d, label) for d, label in ordered]
         short = [_cell(key, d, label, short=True) for d, label in ordered] if key in _MONEY else None
