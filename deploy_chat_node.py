@@ -43,6 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="provider API key (default: env OPENAI_API_KEY). Prefer the env var: a command line is visible to other users",
     )
+    p.add_argument("--price-in", type=float, default=None, metavar="USD",
+                   help="price of a million input (prompt) tokens, for the cost shown per agent; give --price-out too "
+                   "(default: the model's published price from the genai-prices table, if it knows the model; the offline "
+                   "policy server's models are charged a NOTIONAL $0.15 in / $0.60 out so the demo shows dollars; otherwise unknown, shown as —)")
+    p.add_argument("--price-out", type=float, default=None, metavar="USD",
+                   help="price of a million output (completion, including reasoning) tokens; give --price-in too")
     p.add_argument("--max-workers", type=int, default=8, help="provider requests in flight at once (default %(default)s)")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the provider per request (default %(default)s)")
     p.add_argument("--max-retries", type=int, default=2, help="provider retries on 429/5xx/connection errors, with backoff (default %(default)s)")
@@ -59,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--connect-timeout must be positive")
     if args.max_retries < 0:
         p.error("--max-retries must be 0 or more")
+    if (args.price_in is None) != (args.price_out is None):
+        p.error("give both --price-in and --price-out, or neither")
+    if any(x is not None and not 0 <= x < 1e6 for x in (args.price_in, args.price_out)):
+        p.error("--price-in/--price-out are USD per million tokens: 0 or more")
     return args
 
 
@@ -76,6 +86,7 @@ def display_url(url: str) -> str:
 
 async def run(args: argparse.Namespace, api_key: str | None) -> int:
     from arena.chat import ChatNode, provider_model, redact_url, warm_up
+    from arena.pricing import Pricer
 
     model = provider_model(
         args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort,
@@ -85,8 +96,10 @@ async def run(args: argparse.Namespace, api_key: str | None) -> int:
     node = ChatNode(
         args.name, model, kafka_settings(args), max_workers=args.max_workers, timeout_s=args.timeout, base_url=url,
         secrets=(api_key, urlsplit(args.base_url or "").password),
+        pricer=Pricer(args.model_id, price_in=args.price_in, price_out=args.price_out, base_url=args.base_url or OPENAI_URL),
     )
     status(f"chat node '{args.name}' serving model {args.model_id} via base-url {url} (up to {args.max_workers} requests at once)")
+    status(f"token prices: {node.pricer.describe()}")
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

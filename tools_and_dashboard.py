@@ -36,6 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="refuse trades on a quote older than this (default %(default)s)")
     p.add_argument("--fee-bps", type=float, default=0.0,
                    help="trading fee in basis points of the notional, charged on every fill (default %(default)s)")
+    g = p.add_argument_group(
+        "risk limits", "arena-wide defaults the desk enforces on every order (a rejection names the rule and the numbers); "
+        "an agent whose router names a strategy gets that strategy's own limits (arena/strategies.py) and these for any "
+        "rule it leaves unset. Percentages are of the agent's total value at the best bids. Default: no limit")
+    g.add_argument("--max-order-pct", type=float, default=None, metavar="PCT", help="one buy's notional, at most this %% of total value")
+    g.add_argument("--max-position-pct", type=float, default=None, metavar="PCT",
+                   help="one product's value after a buy, at most this %% of total value")
+    g.add_argument("--max-invested-pct", type=float, default=None, metavar="PCT",
+                   help="all positions' value after a buy, at most this %% of total value")
+    g.add_argument("--min-cash-pct", type=float, default=None, metavar="PCT", help="cash after a buy, at least this %% of total value")
+    g.add_argument("--max-orders-per-turn", type=int, default=None, metavar="N", help="filled orders per agent turn (one run)")
+    g.add_argument("--cooldown", type=float, default=None, metavar="SECONDS",
+                   help="seconds an agent waits from one fill to its next order")
     p.add_argument("--no-dashboard", action="store_true",
                    help="headless: log lines and periodic standings instead of the live dashboard")
     p.add_argument("--export", default=None, metavar="PATH",
@@ -68,6 +81,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--fee-bps must be between 0 and 10000")
     if args.max_workers < 1:
         p.error("--max-workers must be at least 1")
+    from arena.strategies import Limits
+
+    try:
+        args.limits = Limits(max_order_pct=args.max_order_pct, max_position_pct=args.max_position_pct,
+                             max_invested_pct=args.max_invested_pct, min_cash_pct=args.min_cash_pct,
+                             max_orders_per_turn=args.max_orders_per_turn, cooldown_s=args.cooldown)
+    except ValueError as exc:
+        flags = {"max_order_pct": "--max-order-pct", "max_position_pct": "--max-position-pct", "max_invested_pct": "--max-invested-pct",
+                 "min_cash_pct": "--min-cash-pct", "max_orders_per_turn": "--max-orders-per-turn", "cooldown_s": "--cooldown"}
+        field, _, why = str(exc).partition(" ")
+        p.error(f"{flags.get(field, field)} {why}")
     return args
 
 
@@ -113,7 +137,7 @@ async def run(args: argparse.Namespace) -> int:
         metrics.on_agent(name)
     state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
                        log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
-    desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age)
+    desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits)
     stop = asyncio.Event()
     fatal: list[BaseException] = []  # a feed task that kept failing: stop, and exit non-zero
     service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state,
@@ -124,7 +148,7 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    import trading_tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
+    import arena.tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
 
     code = 0
     # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
@@ -149,7 +173,8 @@ async def run(args: argparse.Namespace) -> int:
             status(f"error: {exc} (is Kafka reachable at {kafka.bootstrap_servers}?)")
             return 1
         status(f"READY: execute_trade, get_portfolio, calculator served in {loop.time() - began:.2f}s "
-               f"(ledger {args.ledger}, fee {args.fee_bps:g} bps, max quote age {args.max_quote_age:g}s)")
+               f"(ledger {args.ledger}, fee {args.fee_bps:g} bps, max quote age {args.max_quote_age:g}s, "
+               f"arena-wide limits: {' '.join(args.limits.sentences()) or 'none'})")
         if args.no_dashboard:
             await headless(stop, lambda: state.sample(ledger.accounts()),
                            lambda: standings_line(ledger.accounts(), desk.quotes.quotes()), args.status_every)

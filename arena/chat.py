@@ -11,7 +11,8 @@ Wire protocol (JSON, the vendored pydantic-ai types serialized exactly as `Model
   chat node -> `request.reply_to`: ChatReply kind "accepted" as soon as a replica takes the request,
   then one ChatReply kind "response" (a ModelResponse) or "error" (a clear, secret-free message).
 The early "accepted" lets a router tell "no chat node running" (seconds) from "provider is slow"
-(its full timeout).
+(its full timeout). A "response" carries the provider's token usage and its estimated cost (`usage`);
+RemoteChatModel sums them per router turn (`take_turn_usage`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,12 +40,16 @@ from calfkit._vendor.pydantic_ai.exceptions import (
 )
 from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
 from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
+from calfkit._vendor.pydantic_ai._run_context import get_current_run_context
 from calfkit._vendor.pydantic_ai.settings import ModelSettings
+from calfkit._vendor.pydantic_ai.usage import RequestUsage
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, ValidationError
 
 from arena import kafka as k
 from arena.config import KafkaSettings, chat_reply_topic, chat_request_topic
+from arena.decisions import MAX_TOKENS, TURN_KEY, CostUSD, Tokens
 from arena.market import utcnow
+from arena.pricing import Pricer
 from arena.wire import CHAT_NODE_RE, Amount, AwareTime, ChatNodeName, Short, Text
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ ReplyTopic = Annotated[str, StringConstraints(pattern=REPLY_TOPIC_RE.pattern)]
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 MAX_MESSAGES = 10_000  # per conversation
 MAX_TIMEOUT_S = 86_400.0
+MAX_OPEN_TURNS = 1024
 
 
 def check_name(chat_node: str) -> str:
@@ -95,6 +102,48 @@ class ChatRequest(_Wire):
     parameters: ModelRequestParameters
 
 
+class TokenUsage(BaseModel):
+    """Tokens of one model call (or a sum of calls), as the provider reported them, and their cost.
+
+    input_tokens includes cached_tokens and output_tokens includes reasoning_tokens, as OpenAI reports
+    them; cost_usd is None when no price is known (never 0 for "unknown")."""
+
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+    cached_tokens: Tokens = 0
+    cost_usd: CostUSD | None = None
+    price: Short = ""  # where the price came from: "flags", "table", "notional" or "" (unknown)
+    calls: Tokens = 1  # model calls summed
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        cost = None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd
+        return TokenUsage(
+            input_tokens=min(self.input_tokens + other.input_tokens, MAX_TOKENS),
+            output_tokens=min(self.output_tokens + other.output_tokens, MAX_TOKENS),
+            reasoning_tokens=min(self.reasoning_tokens + other.reasoning_tokens, MAX_TOKENS),
+            cached_tokens=min(self.cached_tokens + other.cached_tokens, MAX_TOKENS),
+            cost_usd=cost, price=self.price if self.price == other.price else "mixed", calls=self.calls + other.calls,
+        )
+
+
+def usage_of(response: ModelResponse, pricer: Pricer | None = None) -> TokenUsage:
+    """A provider response's usage (pydantic-ai's RequestUsage), priced by `pricer` (None: unknown)."""
+    u = response.usage
+    details = u.details or {}
+    reasoning = details.get("reasoning_tokens", 0)
+    usage = TokenUsage(
+        input_tokens=min(max(int(u.input_tokens or 0), 0), MAX_TOKENS),
+        output_tokens=min(max(int(u.output_tokens or 0), 0), MAX_TOKENS),
+        reasoning_tokens=min(max(int(reasoning), 0), MAX_TOKENS) if isinstance(reasoning, int) else 0,
+        cached_tokens=min(max(int(u.cache_read_tokens or 0), 0), MAX_TOKENS),
+    )
+    if pricer is not None:
+        cost = pricer.cost(response.model_name or "", usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        usage.cost_usd, usage.price = cost.usd, cost.source
+    return usage
+
+
 class ChatReply(_Wire):
     """A chat node's answer: "accepted" first, then exactly one "response" or "error"."""
 
@@ -110,6 +159,7 @@ class ChatReply(_Wire):
     retryable: bool = False
     model: Short = ""  # the provider model id that served (or failed) it
     elapsed_ms: Amount | None = None  # provider call time on the node
+    usage: TokenUsage | None = None  # on "response": the provider's token counts and their estimated cost
 
 
 class _ReplyAddress(BaseModel):
@@ -182,6 +232,8 @@ class RemoteChatModel(Model):
       - no answer within `timeout_s` of sending,
       - the provider failed (HTTP 429/500, timeout, connection refused, bad key) -> the node's message.
     Replies come on `chat_reply_topic(instance_id)`; instance_id defaults to a fresh unique id.
+    Each answered call's usage is added to its turn's total when the agent run's deps name the turn
+    (deps[TURN_KEY], as Router puts it); `take_turn_usage(turn)` hands the total over once.
     """
 
     def __init__(
@@ -210,6 +262,7 @@ class RemoteChatModel(Model):
         self._reader: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self._served_by = ""  # last model id the node reported, for model_name
+        self._turn_usage: OrderedDict[str, TokenUsage] = OrderedDict()  # turn id -> its calls' usage so far
 
     # pydantic-ai Model interface --------------------------------------------------------------
     @property
@@ -277,7 +330,23 @@ class RemoteChatModel(Model):
                 retryable=reply.retryable,
             )
         self._served_by = reply.model or self._served_by
+        self._count(reply.usage or usage_of(reply.response))  # a node without `usage`: tokens, cost unknown
         return reply.response
+
+    def _count(self, usage: TokenUsage) -> None:
+        ctx = get_current_run_context()  # set by pydantic-ai around each model request of an agent run
+        deps = ctx.deps if ctx is not None else None
+        turn = deps.get(TURN_KEY) if isinstance(deps, dict) else None
+        if not isinstance(turn, str) or not turn:
+            return
+        known = self._turn_usage.get(turn)
+        self._turn_usage[turn] = usage if known is None else known + usage
+        while len(self._turn_usage) > MAX_OPEN_TURNS:  # turns whose router never took their usage
+            self._turn_usage.popitem(last=False)
+
+    def take_turn_usage(self, turn: str) -> TokenUsage | None:
+        """The summed usage of the calls made so far for `turn` (None: none answered), once."""
+        return self._turn_usage.pop(turn, None)
 
     # lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -475,7 +544,28 @@ def provider_model(
     settings = OpenAIChatModelSettings(timeout=timeout_s)
     if reasoning_effort:
         settings["openai_reasoning_effort"] = reasoning_effort
-    return OpenAIChatModel(model_id, provider=OpenAIProvider(openai_client=client), settings=settings)
+
+    class _Model(OpenAIChatModel):
+        def _map_usage(self, response):
+            return counted_usage(response, super()._map_usage(response))
+
+    return _Model(model_id, provider=OpenAIProvider(openai_client=client), settings=settings)
+
+
+def counted_usage(response: Any, mapped: RequestUsage) -> RequestUsage:
+    """The usage of an OpenAI chat completion. calfkit's vendored pydantic-ai reads it through the
+    installed genai-prices, whose newer Usage has a field (output_reasoning_tokens) its RequestUsage
+    lacks: for any response reporting reasoning tokens (OpenAI always does, 0 or not) it silently
+    returns empty usage. Read the counts from the response itself then."""
+    raw = getattr(response, "usage", None)
+    if raw is None or mapped.input_tokens or mapped.output_tokens:
+        return mapped
+    cached = getattr(getattr(raw, "prompt_tokens_details", None), "cached_tokens", None) or 0
+    reasoning = getattr(getattr(raw, "completion_tokens_details", None), "reasoning_tokens", None)
+    details = dict(mapped.details or {})
+    if isinstance(reasoning, int):
+        details["reasoning_tokens"] = reasoning
+    return RequestUsage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0, cache_read_tokens=cached, details=details)
 
 
 def warm_up(model: Model) -> None:
@@ -517,6 +607,7 @@ class ChatNode:
         timeout_s: float = 90.0,
         base_url: str = "",
         secrets: tuple[str | None, ...] = (),
+        pricer: Pricer | None = None,
     ):
         check_name(name)
         if max_workers < 1 or timeout_s <= 0:
@@ -529,6 +620,7 @@ class ChatNode:
         self.kafka = kafka
         self.timeout_s = timeout_s
         self.base_url = redact_url(base_url)
+        self.pricer = pricer or Pricer(model.model_name, base_url=base_url or None)
         self.redact = redactor(*secrets)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.topic = chat_request_topic(name)
@@ -660,10 +752,12 @@ class ChatNode:
         self.served += 1
         elapsed = (time.monotonic() - t0) * 1000
         calls = sum(1 for p in response.parts if getattr(p, "part_kind", "") == "tool-call")
-        log.info("served request %s from %s in %.0f ms (%d tool calls)", req.request_id[:8], req.sender, elapsed, calls)
+        usage = usage_of(response, self.pricer)
+        log.info("served request %s from %s in %.0f ms (%d tool calls, %d+%d tokens)", req.request_id[:8], req.sender, elapsed, calls,
+                 usage.input_tokens, usage.output_tokens)
         return ChatReply(
             request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="response",
-            response=response, model=response.model_name or self.model.model_name, elapsed_ms=elapsed,
+            response=response, model=response.model_name or self.model.model_name, elapsed_ms=elapsed, usage=usage,
         )
 
     def _error(self, req: ChatRequest, message: str, error_type: str, *, status_code: int | None = None, retryable: bool = False) -> ChatReply:

@@ -38,7 +38,7 @@ from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME, AgentMetrics, MetricsTracker
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
-from arena.report import leaderboard_table
+from arena.leaderboard import leaderboard_table
 from arena.supervisor import ProcessStatus
 from arena.ui import (
     FLAT,
@@ -105,6 +105,29 @@ METRIC_COLUMNS: list[tuple[str, str, Callable[[dict], Text | str], int]] = [
 ]
 
 
+def tokens_text(n: int | None) -> str:
+    """12 / 4.5k / 1.2M tokens; "—" unknown."""
+    if n is None:
+        return "—"
+    if n < 10_000:
+        return f"{n:,}"
+    return f"{n / 1000:.1f}k" if n < 1_000_000 else f"{n / 1_000_000:.2f}M"
+
+
+def usd_cost(x: float | None) -> str:
+    """A model cost: cents are too coarse for one agent's calls ($0.0027); "—" unknown."""
+    if x is None:
+        return "—"
+    return f"${x:.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def per_dollar(x: float | None) -> Text:
+    """P&L per dollar of inference, e.g. "+412" (dollars earned per dollar spent); "—" without a cost."""
+    if x is None:
+        return Text("—", style=FLAT)
+    return Text(f"{x:+,.0f}" if abs(x) >= 10 else f"{x:+.2f}", style="green" if x > 0 else "red" if x < 0 else FLAT)
+
+
 # ---------------------------------------------------------------------------------------------- state
 
 
@@ -122,6 +145,41 @@ class AgentActivity:
     last_error: str = ""
     last_tool_call_at: datetime | None = None
     tool_calls: dict[str, int] = field(default_factory=dict)
+    # Inference, summed over the finished turns' Decisions (docs/METRICS.md "Tokens and dollars").
+    model_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_reasoning: int = 0
+    tokens_cached: int = 0
+    cost_usd: float = 0.0  # of the priced calls
+    unpriced_calls: int = 0  # calls whose price was unknown: the agent's cost is then unknown
+
+    def add_usage(self, d: Decision) -> None:
+        if not d.model_calls:
+            return
+        self.model_calls += d.model_calls
+        self.tokens_in += d.tokens_in
+        self.tokens_out += d.tokens_out
+        self.tokens_reasoning += d.tokens_reasoning
+        self.tokens_cached += d.tokens_cached
+        if d.cost_usd is None:
+            self.unpriced_calls += d.model_calls
+        else:
+            self.cost_usd += d.cost_usd
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    @property
+    def model_cost_usd(self) -> float | None:
+        """What its model calls cost; None when any was unpriced (unknown, never shown as 0)."""
+        return None if self.unpriced_calls or not self.model_calls else self.cost_usd
+
+
+def return_per_dollar(pnl: float, cost_usd: float | None) -> float | None:
+    """P&L earned per dollar of inference; None without a (positive) cost."""
+    return pnl / cost_usd if cost_usd else None
 
 
 @dataclass(frozen=True)
@@ -254,6 +312,7 @@ class ArenaState:
             if decision.status == "started":
                 return
             a.last_status = decision.status
+            a.add_usage(decision)  # also an error's or timeout's calls: they were paid for
             if decision.status == "done":
                 a.turns += 1
                 a.last_reply_at = at
@@ -456,6 +515,15 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
                     "turns": a.turns if a else 0,
                     "skipped_turns": a.skipped if a else 0,
                     "last_reply_at": _iso(a.last_reply_at if a else None),
+                    # tokens and dollars of its model calls (None: the baseline, or an agent not heard from)
+                    "model_calls": a.model_calls if a else None,
+                    "tokens": a.tokens if a else None,
+                    "tokens_in": a.tokens_in if a else None,
+                    "tokens_out": a.tokens_out if a else None,
+                    "tokens_reasoning": a.tokens_reasoning if a else None,
+                    "tokens_cached": a.tokens_cached if a else None,
+                    "model_cost_usd": a.model_cost_usd if a else None,
+                    "return_per_dollar": return_per_dollar(s.value - INITIAL_CASH, a.model_cost_usd) if a else None,
                     "first_trade_at": _iso(s.account.first_trade_at),
                     "positions": [
                         {
@@ -771,6 +839,11 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
         Column("Rejected", [Text(str(s.account.rejected), style="bold red" if s.account.rejected else FLAT) for s in shown], priority=1),
         Column("Model err", errors, priority=1),
         Column("Last reply", [ago((f.now - a.last_reply_at).total_seconds()) if a and a.last_reply_at else "—" for a in acts], priority=6),
+        # inference: dropped first on a narrow screen
+        Column("Tokens", ["" if s.baseline else tokens_text(a.tokens if a else None) for s, a in zip(shown, acts)], priority=7),
+        Column("Model $", ["" if s.baseline else usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)], priority=7),
+        Column("P&L/$", ["" if s.baseline else per_dollar(return_per_dollar(s.value - INITIAL_CASH, a.model_cost_usd) if a else None)
+                         for s, a in zip(shown, acts)], priority=8),
     ]
     if f.state.metrics is not None:
         cols += [Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS]

@@ -8,6 +8,11 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from arena.wire import CHAT_NODE_RE, AgentName, AwareTime, Seq, Short, Text, utcnow
 
+MAX_TOKENS = 10**12  # per call or per turn: far beyond any context window, small enough to sum safely
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+TURN_KEY = "turn"  # the deps key under which a router names the turn each model call belongs to
+CostUSD = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
 
 class Decision(BaseModel):
     agent: AgentName
@@ -22,6 +27,14 @@ class Decision(BaseModel):
     finished_at: AwareTime | None = None
     chat_node: Annotated[str, StringConstraints(pattern=f"^$|{CHAT_NODE_RE.pattern}")] = ""
     strategy: Short = ""
+    # What the turn's model calls used and cost (summed over the calls answered so far, also on "error"
+    # and "timeout"); cost_usd None: no price known.
+    model_calls: Tokens = 0
+    tokens_in: Tokens = 0  # includes tokens_cached
+    tokens_out: Tokens = 0  # includes tokens_reasoning
+    tokens_reasoning: Tokens = 0
+    tokens_cached: Tokens = 0
+    cost_usd: CostUSD | None = None
 
     @property
     def latency_s(self) -> float | None:

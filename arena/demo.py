@@ -2,7 +2,8 @@
 
 Starts, as real subprocesses: the embedded broker, the Coinbase-compatible market simulator (or the
 real Coinbase feed with --live, or a recording with --replay), the connector, the offline policy server,
-two chat nodes, N routers and the tools process with the dashboard in the foreground. It is an arena
+two chat nodes, N routers, the live web page (arena web) and the tools process with the dashboard in
+the foreground. It is an arena
 file built in code (`demo_arena`), run the way `arena up` runs one."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from arena.config import DEFAULT_FETCH_WAIT_MS, fetch_wait_ms
-from arena.up import OFFLINE, Agent, Arena, ChatNode, Market, Output, RunOptions, run
+from arena.up import OFFLINE, Agent, Arena, ChatNode, Market, Output, RunOptions, Web, run
 
 log = logging.getLogger("arena.demo")
 
@@ -64,10 +65,14 @@ def parse_args(argv):
                    "4 ms per agent within 10-100: at 10 agents each hop waits up to 40 ms, but the broker is not "
                    "swamped by polls; see bench/README.md)")
     p.add_argument("--run-dir", default=None, help="folder for logs and the ledger (default runs/<timestamp>)")
+    p.add_argument("--web-port", type=int, default=8000, metavar="PORT", help="port of the live web page (arena web; default %(default)s, a free one when taken)")
+    p.add_argument("--no-web", action="store_true", help="no web page")
     p.add_argument("--no-dashboard", action="store_true", help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)")
     args = p.parse_args(argv)
     if args.agents < 1:
         p.error("--agents must be at least 1")
+    if not 0 <= args.web_port <= 65535:
+        p.error("--web-port must be 0-65535")
     if args.interval <= 0:
         p.error("--interval must be positive")
     if args.speed < 0:
@@ -97,6 +102,7 @@ def demo_arena(args) -> Arena:
         output=Output(run_dir=Path(args.run_dir) if args.run_dir else None, ledger=Path(args.ledger) if args.ledger else None),
         seed=args.seed,
         fetch_wait_ms=args.fetch_wait_ms,
+        web=None if args.no_web else Web(port=args.web_port),
         source="arena demo",
     )
 

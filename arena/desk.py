@@ -13,6 +13,7 @@ import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation, localcontext
@@ -20,6 +21,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 from arena.ledger import DuplicateCall, Ledger
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+from arena.strategies import STRATEGY_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ BASE_INCREMENTS: dict[str, float] = {
 DEFAULT_BASE_INCREMENT = 1e-8
 MAX_QUANTITY = 1e12  # no product in the arena trades anywhere near this many units
 MAX_ECHO = 40  # characters of a hostile argument echoed back / logged
+MAX_TURNS_TRACKED = 4096  # (agent, turn) order counts kept for --max-orders-per-turn; older turns are over
+LIMIT_SLACK = 1e-9  # relative: an order exactly at a limit passes despite float rounding
 
 
 def _echo(value: object) -> str:
@@ -57,6 +61,11 @@ def _usd(x: float) -> float:
 def _qty(q: float, increment: float) -> float:
     """A quantity without float noise, at the product's precision."""
     return round(q, _decimals(increment))
+
+
+def _show_qty(q: float, increment: float) -> str:
+    """A quantity written out at the product's precision (no exponent, no rounding up): one a model can send back."""
+    return f"{q:.{_decimals(increment)}f}".rstrip("0").rstrip(".") or "0"
 
 
 def _held(since: datetime | None, now: datetime) -> str:
@@ -116,6 +125,8 @@ class Desk:
         increments: dict[str, float] | None = None,
         on_trade: Callable[[Trade], None] | None = None,
         on_call: Callable[[str, str, datetime | None], None] | None = None,
+        limits: Limits | None = None,
+        strategy_limits: dict[str, Limits] | None = None,
     ):
         if not (math.isfinite(fee_bps) and 0 <= fee_bps < 10_000):
             raise ValueError("fee_bps must be between 0 and 10000")
@@ -128,6 +139,10 @@ class Desk:
         self.increments = {**BASE_INCREMENTS, **(increments or {})}
         self.on_trade = on_trade or (lambda trade: None)
         self.on_call = on_call or (lambda agent, tool, reacted_to: None)
+        self.limits = limits or Limits()  # arena-wide: for rules a strategy leaves unset, and unknown strategies
+        self.strategy_limits = STRATEGY_LIMITS if strategy_limits is None else strategy_limits
+        self._turn_orders: OrderedDict[tuple[str, str], int] = OrderedDict()  # fills per (agent, turn)
+        self._last_fill: dict[str, float] = {}  # agent -> epoch s of its latest fill (for the cooldown)
         # Money mutations are serialized: validation reads the account, the fill changes it.
         self._lock = threading.Lock()
 
@@ -141,6 +156,12 @@ class Desk:
             log.info("opened account for %s with $%s", agent, f"{INITIAL_CASH:,.2f}")
         self._notify(self.on_call, agent, tool, reacted_to)
         return acct
+
+    def limits_for(self, strategy: object) -> tuple[str | None, Limits]:
+        """(the strategy's name if it has limits of its own, the limits in force for it)."""
+        if isinstance(strategy, str) and strategy in self.strategy_limits:
+            return strategy, self.strategy_limits[strategy].over(self.limits)
+        return None, self.limits
 
     def increment(self, product_id: str) -> float:
         return self.increments.get(product_id, DEFAULT_BASE_INCREMENT)
@@ -160,17 +181,22 @@ class Desk:
         call_key: str | None = None,
         received_at: datetime | None = None,
         deadline: object = None,
+        strategy: object = None,
+        turn: object = None,
     ) -> dict:
         """Fill or reject one order for `agent`; returns the result for the model (never raises for bad input).
 
         `call_key` is the idempotency key: a key already in the ledger returns the logged result.
         `deadline`: the turn's deadline in epoch seconds, as the router put it in the run's deps; a call
         arriving after it is refused (nobody waits for its result). Not a finite number: no deadline.
+        `strategy`: the caller's strategy (its limits apply, see arena.strategies); `turn`: the run it
+        belongs to (for the orders-per-turn limit).
         """
         received_at = received_at or utcnow()
         call_key = call_key or uuid.uuid4().hex
         try:
-            result, trade = self._execute(agent, product_id, side, quantity, call_key, received_at, deadline)
+            result, trade = self._execute(agent, product_id, side, quantity, call_key, received_at, deadline, strategy,
+                                          turn if isinstance(turn, str) else None)
         except Exception as exc:
             # Raise only if the log shows that nothing happened: the tool then tells the model that nothing changed.
             try:
@@ -193,7 +219,8 @@ class Desk:
             log.exception("observer %s failed", getattr(observer, "__name__", observer))
 
     def _execute(self, agent: str, product_id: object, side: object, quantity: object, call_key: str,
-                 received_at: datetime, deadline: object) -> tuple[dict, Trade | None]:
+                 received_at: datetime, deadline: object, strategy: object = None,
+                 turn: str | None = None) -> tuple[dict, Trade | None]:
         """(result, the trade just logged or None)."""
         with self._lock:
             done = self.ledger.find(call_key)
@@ -207,7 +234,7 @@ class Desk:
                 # A Trade cannot carry an unknown side; the schema of the tool already refuses this.
                 return _rejection(f"side must be 'buy' or 'sell', not {_echo(side)}"), None
             try:
-                trade = self._fill(acct, call_key, pid, sd, quantity, received_at, _finite(deadline))
+                trade = self._fill(acct, call_key, pid, sd, quantity, received_at, _finite(deadline), strategy, turn)
             except Rejected as why:
                 trade = Trade(
                     trade_id=call_key,
@@ -232,10 +259,21 @@ class Desk:
                 self.ledger.record(call_key, trade, result)
             except DuplicateCall:  # written by someone else between find() and record()
                 return self.ledger.find(call_key).result, None
+            if trade.status == "filled":
+                self._count_fill(agent, turn)
         return result, trade
 
+    def _count_fill(self, agent: str, turn: str | None) -> None:
+        self._last_fill[agent] = time.time()
+        if turn is not None:
+            key = (agent, turn)
+            self._turn_orders[key] = self._turn_orders.get(key, 0) + 1
+            self._turn_orders.move_to_end(key)
+            while len(self._turn_orders) > MAX_TURNS_TRACKED:
+                self._turn_orders.popitem(last=False)
+
     def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime,
-              deadline: float | None = None) -> Trade:
+              deadline: float | None = None, strategy: object = None, turn: str | None = None) -> Trade:
         if deadline is not None and (late := time.time() - deadline) > 0:
             raise Rejected(f"turn deadline passed {late:.1f}s ago: the router gave up on this turn")
         if not isinstance(pid, str) or pid not in self.products():
@@ -262,7 +300,7 @@ class Desk:
                 raise Rejected(
                     f"insufficient cash: buying {q:g} {unit(pid)} at {price:,.8g} costs ${cost:,.2f}"
                     f"{f' (incl. fee ${fee:,.2f})' if fee else ''} but you have ${acct.cash:,.2f}; "
-                    f"the most you can buy now is {_qty(affordable, inc):g} {unit(pid)}"
+                    f"the most you can buy now is {_show_qty(affordable, inc)} {unit(pid)}"
                 )
         else:
             pos = acct.positions.get(pid)
@@ -272,6 +310,7 @@ class Desk:
                 raise Rejected(
                     f"cannot sell {q:g} {unit(pid)}: you hold {_qty(held, inc):g} {unit(pid)} (no short selling)"
                 )
+        self._check_limits(acct, pid, side, q, price, fee, quote, strategy, turn)
         return Trade(
             trade_id=call_key,
             agent=acct.agent,
@@ -285,6 +324,74 @@ class Desk:
             executed_at=utcnow(),
             latency_ms=(utcnow() - received_at).total_seconds() * 1000,
         )
+
+    def _check_limits(self, acct: Account, pid: str, side: str, q: float, price: float, fee: float, quote: Quote,
+                      strategy: object, turn: str | None) -> None:
+        """Rejected, naming the rule and the numbers, if the order breaks a limit in force for the caller."""
+        name, lim = self.limits_for(strategy)
+        whose = f" ({name} strategy)" if name else ""
+        if lim.max_orders_per_turn is not None and turn is not None:
+            n = self._turn_orders.get((acct.agent, turn), 0)
+            if n >= lim.max_orders_per_turn:
+                raise Rejected(f"limit 'orders per turn'{whose}: {n} orders already filled this turn; the most is "
+                               f"{lim.max_orders_per_turn}. Wait for the next turn")
+        if lim.cooldown_s:
+            since = time.time() - self._last_fill.get(acct.agent, -math.inf)
+            if since < lim.cooldown_s:
+                raise Rejected(f"limit 'cooldown'{whose}: your last order filled {since:.1f}s ago; the least between "
+                               f"orders is {lim.cooldown_s:g}s (another {lim.cooldown_s - since:.1f}s)")
+        if side != "buy":
+            return  # a sell lowers every exposure below, and an agent must always be able to get out
+        inc, u = self.increment(pid), unit(pid)
+        value = acct.total_value(self.quotes.quotes())  # before the order, as get_portfolio shows it
+        bid = mark_price(quote) or price
+        # After buying x units, marked at the best bids, the account is worth less by what x cost beyond
+        # its marked worth (spread and fee): every rule below is a linear bound on x.
+        unit_cost = price * (1 + self.fee_bps / 10_000)
+        held = acct.positions.get(pid)
+        position = held.market_value(quote) if held else 0.0
+        invested = value - acct.cash
+
+        def after(x: float) -> float:
+            return value - x * (unit_cost - bid)
+
+        def pct(x: float, of: float) -> float:
+            return x / of * 100 if of > 0 else math.inf
+
+        rules = []  # (rule, passes(x), what x would make of it)
+        if lim.max_order_pct is not None:
+            cap = value * lim.max_order_pct / 100
+            rules.append(("largest order", lambda x: x * price <= cap * (1 + LIMIT_SLACK),
+                          lambda x: f"this buy is ${x * price:,.2f}, {pct(x * price, value):.2f}% of your total value "
+                                    f"${value:,.2f}; the most is {lim.max_order_pct:g}% (${cap:,.2f})"))
+        if (p := lim.max_position_pct) is not None:
+            rules.append(("largest position", lambda x, p=p: position + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
+                          lambda x, p=p: f"after this buy {pid} would be {pct(position + x * bid, after(x)):.2f}% of your "
+                                         f"total value; the most is {p:g}%"))
+        if (p := lim.max_invested_pct) is not None:
+            rules.append(("most invested", lambda x, p=p: invested + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
+                          lambda x, p=p: f"after this buy {pct(invested + x * bid, after(x)):.2f}% of your total value "
+                                         f"would be invested; the most is {p:g}%"))
+        if (m := lim.min_cash_pct) is not None:
+            rules.append(("least cash", lambda x, m=m: acct.cash - x * unit_cost >= m / 100 * after(x) * (1 - LIMIT_SLACK),
+                          lambda x, m=m: f"after this buy cash would be {pct(acct.cash - x * unit_cost, after(x)):.2f}% of "
+                                         f"your total value; the least is {m:g}%"))
+        for rule, passes, what in rules:
+            if not passes(q):
+                raise Rejected(f"limit '{rule}'{whose}: {what(q)}; the most you can buy now is "
+                               f"{_show_qty(self._most(rules, q, inc), inc)} {u}")
+
+    @staticmethod
+    def _most(rules: list, q: float, inc: float) -> float:
+        """The largest multiple of `inc` below q that every rule lets through (each bound is monotone in x)."""
+        lo, hi = 0, math.floor(q / inc)  # lo passes (buying nothing breaks no rule the order could), hi does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if all(passes(mid * inc) for _, passes, _ in rules):
+                lo = mid
+            else:
+                hi = mid
+        return lo * inc
 
     def _fill_result(self, acct: Account, t: Trade) -> dict:
         inc = self.increment(t.product_id)
@@ -309,12 +416,12 @@ class Desk:
 
     # -- reporting -------------------------------------------------------------------------------
 
-    def portfolio(self, agent: str) -> dict:
-        """The agent's account as the model sees it, marked at the best bids."""
+    def portfolio(self, agent: str, strategy: object = None) -> dict:
+        """The agent's account as the model sees it, marked at the best bids, with the limits in force."""
         with self._lock:  # a consistent view: no fill lands halfway through
-            return self._portfolio(agent)
+            return self._portfolio(agent, strategy)
 
-    def _portfolio(self, agent: str) -> dict:
+    def _portfolio(self, agent: str, strategy: object = None) -> dict:
         acct, _ = self.ledger.open_account(agent)
         quotes, now = self.quotes.quotes(), utcnow()
         positions = []
@@ -347,7 +454,13 @@ class Desk:
             "fills": acct.trades,
             "rejected_orders": acct.rejected,
             "fee_bps": self.fee_bps,
+            "limits": self._limits_view(strategy),
         }
+
+
+    def _limits_view(self, strategy: object) -> dict:
+        name, lim = self.limits_for(strategy)
+        return {"strategy": name, **{k: v for k, v in lim.as_dict().items() if v is not None}, "rules": lim.sentences()}
 
 
 def _is_number(x: object) -> bool:

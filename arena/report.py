@@ -3,7 +3,7 @@
 A ledger holds trades but no prices: open positions are valued at the last fill price per product
 unless --prices or --market (a connector --record file) give better marks, and drawdown, Sharpe and the
 buy-and-hold baseline need --market's price history. The table says which marks it used.
-`leaderboard_table(rows)` is the one leaderboard renderable: the dashboard's final standings use it too.
+The table itself is arena/leaderboard.py, shared with the dashboard.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import math
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group
 from rich.text import Text
 
-from arena import ui
+from arena.leaderboard import NA, _num, leaderboard_table  # noqa: F401 - leaderboard_table re-exported
 from arena.market import Quote, utcnow
-from arena.metrics import AgentMetrics, PriceSample, compute, mark_of
+from arena.metrics import PriceSample, compute, mark_of
 from arena.portfolio import INITIAL_CASH, Trade, replay
 
 log = logging.getLogger("arena.report")
@@ -36,124 +36,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 class ReportError(Exception):
     """Input the report cannot use; the message says what is wrong and with which file."""
-
-
-# -- the table ------------------------------------------------------------------------------------
-
-# (key, header, priority): lower priority matters more; 0 is never dropped. A narrow table drops the
-# columns nobody has a value for first, then the highest numbers (arena.ui.fit_table).
-_COLUMNS = [
-    ("rank", "#", 0),
-    ("name", "agent", 0),
-    ("total_value", "value", 0),
-    ("return_pct", "return", 0),
-    ("max_drawdown_pct", "max DD", 2),
-    ("sharpe", "Sharpe", 3),
-    ("win_rate", "win rate", 4),
-    ("trades", "trades", 5),
-    ("model_errors", "model err", 6),  # export rows only (the dashboard counts them); absent otherwise
-    ("realized_pnl", "realized", 7),
-    ("unrealized_pnl", "unrealized", 8),
-    ("fees", "fees", 9),
-    ("exposure_pct", "exposure", 10),
-    ("cash", "cash", 11),
-]
-_OPTIONAL = {"model_errors"}  # shown only when some row has the field
-_UNAVAILABLE = 50  # priority offset for a column without any value
-NA = "—"  # not defined (yet): see docs/METRICS.md
-
-
-def _num(row: Mapping[str, Any], key: str) -> float | None:
-    v = row.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
-
-def _cell(key: str, row: Mapping[str, Any], rank: str, short: bool = False) -> Text:
-    """One cell; `short` is the condensed form a narrow table switches to (dollars without cents)."""
-    v = _num(row, key)
-    if key == "rank":
-        return Text(rank, style="dim")
-    if key == "name":
-        name = str(row.get("name", "?"))
-        return Text(name, style="italic") if row.get("baseline") else ui.agent_text(name)
-    if key == "trades":
-        rejected = _num(row, "rejected") or 0
-        return Text(f"{v or 0:.0f}") + (Text(f" ({rejected:.0f} rej)", style="yellow") if rejected else Text(""))
-    if v is None:
-        return Text(NA, style="dim")
-    if key in ("total_value", "fees", "cash"):
-        return Text(ui.money(v, cents=not short))
-    if key in ("realized_pnl", "unrealized_pnl"):
-        return ui.signed_money(v, cents=not short)
-    if key == "return_pct":
-        return ui.signed_pct(v)
-    if key == "max_drawdown_pct":
-        return Text(ui.pct(-v), style=ui.DOWN if v > 0 else ui.FLAT)
-    if key == "sharpe":
-        return Text(f"{v:.2f}")
-    if key == "win_rate":
-        return Text(f"{v:.0f}% of {_num(row, 'round_trips') or 0:.0f}")
-    if key == "exposure_pct":
-        return Text(f"{v:.1f}%")
-    if key == "model_errors":
-        return Text(f"{v:.0f}", style="red" if v else ui.FLAT)
-    raise KeyError(key)
-
-
-_MONEY = {"realized_pnl", "unrealized_pnl", "fees", "cash"}  # have a condensed form (the value keeps its cents)
-
-
-def leaderboard_table(
-    rows: Iterable[AgentMetrics | Mapping[str, Any]],
-    *,
-    title: str | None = None,
-    width: int | None = None,
-    run_column: bool = False,
-) -> RenderableType:
-    """The leaderboard: agents best value first and ranked; the benchmark row reads "base", unranked
-    and dimmed. Rows are AgentMetrics or export rows (dicts; a missing or undefined metric shows "—").
-    Drawn with arena.ui.fit_table like the dashboard: a table wider than `width` first drops cents,
-    then the columns nobody has a value for, then the least important ones. width=None fits whatever
-    console it is printed on. `run_column` adds a leading "run" column (rows ranked within their run).
-    """
-    dicts = [r.model_dump() if isinstance(r, AgentMetrics) else dict(r) for r in rows]
-    runs: dict[Any, list[dict]] = {}
-    for d in dicts:
-        runs.setdefault(d.get("run") if run_column else None, []).append(d)
-    ordered: list[tuple[dict, str]] = []
-    for group in runs.values():
-        group.sort(key=lambda d: _num(d, "total_value") or 0.0, reverse=True)
-        rank = 0
-        for d in group:
-            rank += not d.get("baseline")
-            ordered.append((d, "base" if d.get("baseline") else str(rank)))
-
-    columns = []
-    if run_column:
-        columns.append(ui.Column("run", [Text(str(d.get("run", "")), style="cyan") for d, _ in ordered], justify="left"))
-    for key, header, priority in _COLUMNS:
-        if key in _OPTIONAL and not any(key in d for d in dicts):
-            continue
-        cells = [_cell(key, d, label) for d, label in ordered]
-        short = [_cell(key, d, label, short=True) for d, label in ordered] if key in _MONEY else None
-        if priority and dicts and all(_num(d, key) is None for d in dicts):
-            priority += _UNAVAILABLE
-        columns.append(ui.Column(header, cells, priority=priority, justify="left" if key == "name" else "right", short=short))
-    for i, (d, _) in enumerate(ordered):
-        if d.get("baseline"):
-            for c in columns:
-                for cells in filter(None, (c.cells, c.short)):
-                    cells[i].stylize("dim")
-    if not dicts:
-        columns[1 + run_column].cells.append(Text("no agents yet", style="dim"))
-
-    def build(w: int) -> RenderableType:
-        table = ui.fit_table(columns, w, header_style="bold")
-        return Group(Text(title, style="bold"), table) if title else table
-
-    return build(width) if width is not None else ui.FitWidth(build)
 
 
 # -- reading inputs -------------------------------------------------------------------------------
@@ -295,10 +177,10 @@ def ledger_leaderboard(
         "generated_at": utcnow().isoformat(),
         "source": source,
         "marks": {pid: m for pid, m in sorted(marks.items()) if pid in held or market},
-        "notes": [] if market else [
+        "notes": ([] if market else [
             "max DD, Sharpe, time in market and the buy-and-hold baseline need the price history: "
             "pass --market FILE (a coinbase_connector.py --record file)"
-        ],
+        ]) + ["a ledger has no tokens: model tokens and cost per agent are in the tools process's export (--export)"],
         "agents": [r.model_dump(mode="json") for r in rows.values()],
     }
 

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from arena import auth
 from arena import kafka as k
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
-from arena.decisions import Decision
+from arena.decisions import TURN_KEY, Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
 from arena.wire import AGENT_NAME_RE, clip
 
@@ -355,7 +355,7 @@ class Router:
             tick_seq=snapshot.seq,
             tick_published_at=snapshot.published_at,
             status=status,
-            summary=summarize_snapshot(snapshot),
+            summary=clip(summarize_snapshot(snapshot)),  # a Decision is bounded (arena.wire)
             chat_node=self.chat_node,
             strategy=self.strategy,
             **kw,
@@ -383,7 +383,9 @@ class Router:
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
         # reacted_to: the tools process starts the agent's metrics series at this snapshot
-        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat()}
+        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat(),
+                TURN_KEY: run_id,  # the model client sums the turn's token usage under it
+                "strategy": self.strategy}  # the desk enforces this strategy's limits (arena.strategies)
         if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
             deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
         self._turn_consumers.wake()
@@ -400,12 +402,21 @@ class Router:
         finally:
             # A timed-out run's late steps wait for the next turn's wake, where the deadline guard drops them.
             self._turn_consumers.doze()
-        decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome))
+        decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome, **self._turn_usage(run_id)))
         self._steps.end(run_id)  # its late steps are refused from now on
         if decision.status == "done":
             self.previous = decision
         await self._publish(decision)
         return decision
+
+    def _turn_usage(self, run_id: str) -> dict:
+        """The Decision fields for the tokens and cost of the turn's answered model calls."""
+        take = getattr(self.model_client, "take_turn_usage", None)
+        usage = take(run_id) if callable(take) else None
+        if usage is None:
+            return {}
+        return dict(model_calls=usage.calls, tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
+                    tokens_reasoning=usage.reasoning_tokens, tokens_cached=usage.cached_tokens, cost_usd=usage.cost_usd)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set: read the market, run one turn per newest snapshot."""

@@ -74,7 +74,7 @@ class ToolsService:
         """Serve the tools and open the feeds."""
         from calfkit import Client, Worker  # ~3 s import: keep it off the --help path
 
-        import trading_tools
+        from arena import tools as trading_tools
 
         self._loop = asyncio.get_running_loop()
         # Fresh parts each time: a failed start is stopped and tried again

@@ -216,9 +216,9 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
     """A fresh arena on the recording: warm-up, replay, stop. Returns the run's facts and its export."""
     from arena import kafka as k
     from arena.broker import EmbeddedBroker, free_port
-    from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
+    from arena.config import DECISIONS_TOPIC, KafkaSettings
     from arena.decisions import Decision
-    from arena.feed import load_recording
+    from arena.feed import SnapshotSink, load_recording
     from arena.market import MarketSnapshot, utcnow
     from arena.supervisor import Supervisor
     from arena.tools_service import SERVED
@@ -276,7 +276,9 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
         for _ in range(2):  # the first pays every process's first-call costs; the second is a warm turn
             now, since = utcnow(), len(decisions)
             quotes = {pid: q.model_copy(update={"stale": True, "received_at": now}) for pid, q in snaps[0].quotes.items()}
-            await producer.send_and_wait(MARKET_TOPIC, k.encode(MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=snaps[0].candles)))
+            # as the connector publishes (its partition key; signed when ARENA_FEED_KEY is set)
+            if not await SnapshotSink(producer).publish(MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=snaps[0].candles)):
+                raise RuntimeError("could not publish the warm-up snapshot")
             await until(lambda: finished(0, since) >= set(names), 180, "the warm-up turns")
             warm = max(d.latency_s or 0.0 for d in decisions[since:] if d.tick_seq == 0 and d.status != "started")
         if speed is None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -63,7 +62,7 @@ class ChatNode:
     base_url: str = OFFLINE  # OpenAI-compatible API, or "offline"
     api_key_env: str | None = None  # the NAME of the variable holding the key ("" = the server needs none)
     reasoning_effort: str | None = None
-    price_in_per_mtok: float | None = None  # USD per million input tokens (kept for cost accounting)
+    price_in_per_mtok: float | None = None  # USD per million input tokens (the chat node's --price-in)
     price_out_per_mtok: float | None = None
 
     @property
@@ -94,6 +93,13 @@ class Output:
 
 
 @dataclass
+class Web:
+    """The live web page (`arena web`): on `port`, or on a free one when that is taken."""
+
+    port: int = 8000
+
+
+@dataclass
 class Arena:
     chat_nodes: list[ChatNode]
     agents: list[Agent]
@@ -103,6 +109,7 @@ class Arena:
     seed: int = 7  # the simulator's and the offline policies' seed
     bootstrap_servers: str | None = None  # an external Kafka cluster; None = the embedded broker
     fetch_wait_ms: int | None = None  # None: 4 ms per agent within 10-100
+    web: Web | None = None  # None: no web page
     source: str = "built-in"  # the file it came from
 
     def chat_node(self, name: str) -> ChatNode:
@@ -197,7 +204,7 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
     env = os.environ if env is None else env
     c = _Checker()
     top = c.table("the file", data, {"seed": (int,), "market": (dict,), "broker": (dict,), "tools": (dict,),
-                                     "output": (dict,), "chat_nodes": (list,), "agents": (list,)})
+                                     "output": (dict,), "web": (dict,), "chat_nodes": (list,), "agents": (list,)})
 
     m = c.table("[market]", top.get("market", {}), {"source": (str,), "interval": NUM, "products": (list,),
                                                     "recording": (str,), "speed": NUM})
@@ -228,6 +235,12 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
     c.check(tools.fee_bps >= 0, f"[tools].fee_bps must be >= 0, got {tools.fee_bps}")
     c.check(tools.max_quote_age > 0, f"[tools].max_quote_age must be positive, got {tools.max_quote_age}")
 
+    web = None
+    if "web" in top:
+        w = c.table("[web]", top["web"], {"port": (int,)})
+        web = Web(**w)
+        c.check(0 <= web.port <= 65535, f"[web].port must be 0-65535 (0: any free port), got {web.port}")
+
     o = c.table("[output]", top.get("output", {}), {"run_dir": (str,), "ledger": (str,), "export": (str,)})
     output = Output(**{key: Path(v) for key, v in o.items()})
 
@@ -248,7 +261,9 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
             c.check(node.reasoning_effort in REASONING_EFFORTS, f"{where}: reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}")
         for key in ("price_in_per_mtok", "price_out_per_mtok"):
             if getattr(node, key) is not None:
-                c.check(getattr(node, key) >= 0, f"{where}: {key} must be >= 0")
+                c.check(0 <= getattr(node, key) < 1e6, f"{where}: {key} must be >= 0 (USD per million tokens)")
+        c.check((node.price_in_per_mtok is None) == (node.price_out_per_mtok is None),
+                f"{where}: give both price_in_per_mtok and price_out_per_mtok, or neither")
         if node.api_key_env:
             if c.check(bool(ENV_NAME_RE.match(node.api_key_env)), f"{where}: api_key_env is the NAME of an environment variable "
                        f"(like \"OPENAI_API_KEY\"), never the key itself"):
@@ -294,7 +309,7 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
     if c.problems:
         raise ConfigError(source, c.problems)
     return Arena(chat_nodes=chat_nodes, agents=agents, market=market, tools=tools, output=output, seed=top.get("seed", 7),
-                 bootstrap_servers=b.get("bootstrap_servers"), fetch_wait_ms=b.get("fetch_wait_ms"), source=source)
+                 bootstrap_servers=b.get("bootstrap_servers"), fetch_wait_ms=b.get("fetch_wait_ms"), web=web, source=source)
 
 
 # -- running it -------------------------------------------------------------------------------------
@@ -397,6 +412,11 @@ async def run(arena: Arena, opts: RunOptions) -> int:
     output_watch = loop.create_task(watch_output())
     code = 0
     try:
+        web = None
+        if arena.web is not None:  # from the start, so the page holds the whole run
+            from arena.web import web_command
+
+            web = sup.start("web", [*web_command(arena.web.port, kafka), "--max-quote-age", f"{arena.tools.max_quote_age:g}"])
         products = ["--products", *market.products]
         if market.source == "live":
             ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
@@ -435,12 +455,23 @@ async def run(arena: Arena, opts: RunOptions) -> int:
         for r in routers:
             await sup.wait_ready(r)
         status(f"agents online: {', '.join(a.name for a in arena.agents)}")
+        if web is not None and not headless:  # before the dashboard takes the screen
+            from arena.web import web_url
+
+            await sup.wait_ready(web)
+            status(f"web page: {web_url(web.log_tail(200))}")
         status("starting tools + dashboard" + (" (headless)" if headless else "; Ctrl-C to stop"))
         tools = sup.start("tools", tools_args, foreground=not headless)
         if headless or replay:
             await sup.wait_ready(tools, marker=SERVED)  # its log: with the dashboard, stdout is the terminal
             if headless:
                 status("tools ready; trading")
+        if web is not None:
+            from arena.web import web_url
+
+            await sup.wait_ready(web)
+            if headless:
+                status(f"web page: {web_url(web.log_tail(200))}")
         if replay:
             conn = sup.start("connector", conn_args)
             if headless:
@@ -475,7 +506,7 @@ async def run(arena: Arena, opts: RunOptions) -> int:
     finally:
         output_watch.cancel()
         status("stopping ...")
-        sup.stop_all(order=["router", "chat", "tools", "connector"])
+        sup.stop_all(order=["router", "chat", "tools", "connector", "web"])
         await health.stop()
         if broker is not None:
             broker.stop()
@@ -495,6 +526,8 @@ def _chat_args(c: ChatNode, kafka: list[str], policy_port: int | None) -> list[s
     args = ["deploy_chat_node.py", *kafka, "--name", c.name, "--model-id", c.model, "--base-url", base_url]
     if c.reasoning_effort:
         args += ["--reasoning-effort", c.reasoning_effort]
+    if c.price_in_per_mtok is not None and c.price_out_per_mtok is not None:  # the cost shown per agent
+        args += ["--price-in", f"{c.price_in_per_mtok:g}", "--price-out", f"{c.price_out_per_mtok:g}"]
     return args
 
 
@@ -546,7 +579,8 @@ def summary(arena: Arena) -> str:
     market = {"simulator": f"simulator (seed {arena.seed}), every {m.interval:g}s, {', '.join(m.products)}",
               "live": f"live Coinbase feed, every {m.interval:g}s, {', '.join(m.products)}",
               "recording": f"recording {m.recording} at {f'{m.speed:g}x' if m.speed else 'full speed'}"}[m.source]
-    lines = [f"market: {market}", f"broker: {arena.bootstrap_servers or 'embedded'}", "chat nodes:"]
+    lines = [f"market: {market}", f"broker: {arena.bootstrap_servers or 'embedded'}",
+             f"web page: {f'port {arena.web.port}' if arena.web else 'none'}", "chat nodes:"]
     for c in arena.chat_nodes:
         key = f", key from ${c.api_key_env}" if c.api_key_env else ""
         lines.append(f"  {c.name}: {c.model} at {'the offline policy server' if c.offline else c.base_url}{key}")

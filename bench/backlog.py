@@ -145,11 +145,11 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         await arena.policy_server()
         slow_model = f"slow-{args.model_seconds:g}-momentum"  # sleeps, then trades like momentum
         chats = [arena.chat_node(f"slow_{arena.run}", slow_model), arena.chat_node(f"fast_{arena.run}", "momentum"), arena.tools()]
-        await asyncio.gather(*(c.wait_ready(120) for c in chats))
+        await asyncio.gather(*(c.ready(120) for c in chats))
         slow, fast = f"slow_{arena.run}", f"fast_{arena.run}"
         routers = [arena.router(slow, f"slow_{arena.run}", "momentum", "--turn-timeout", str(max(30.0, 6 * args.model_seconds))),
                    arena.router(fast, f"fast_{arena.run}", "momentum")]  # fmt: skip
-        await asyncio.gather(*(r.wait_ready(180) for r in routers))
+        await asyncio.gather(*(r.ready(180) for r in routers))
         rec = await Recorder(arena.kafka).start()
         seq = 0
 
@@ -177,7 +177,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             new = arena.router(fast, f"fast_{arena.run}", "momentum")
             launch_seq = seq
             pub_during_start = asyncio.create_task(ticks(3600))  # the stream does not pause for it
-            await new.wait_ready(180)
+            await new.ready(180)
             ready_seq = seq
             restart_ready_s = time.monotonic() - t_launch
             report.log(f"fast router restarted, READY in {restart_ready_s:.1f}s; ticks go on for {args.after:g}s")

@@ -32,7 +32,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
     async with Arena(report) as arena:
         await arena.policy_server()
         name = f"bench_{arena.run}"
-        chat = await arena.chat_node(name, "momentum", "--log-level", "INFO").wait_ready(120)
+        chat = await arena.chat_node(name, "momentum", "--log-level", "INFO").ready(120)
         results["chat_node_ready_s"] = round(chat.startup_s, 2)
         report.line(f"chat node launch -> READY: {chat.startup_s:.2f} s")
 

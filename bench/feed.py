@@ -24,7 +24,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, report: Report) -> int:
     async with Arena(report) as arena:
         t_sim = time.time()
-        sim = await arena.launch("market-sim", "-m", "arena.cli", "market-sim", "--port", "0").wait_ready(60)
+        sim = await arena.launch("market-sim", "-m", "arena.cli", "market-sim", "--port", "0").ready(60)
         port = sim.ready_line.split(" on ")[1].split()[0].rsplit(":", 1)[1]
         consumer = k.consumer(arena.kafka, MARKET_TOPIC, group_id=None, latest=False)
         await consumer.start()

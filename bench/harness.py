@@ -12,23 +12,19 @@ import datetime as dt
 import json
 import os
 import platform
-import pty
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from arena import kafka as k
-from arena.broker import EmbeddedBroker, free_port
-from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.broker import free_port
+from arena.config import KafkaSettings
 from arena.decisions import Decision
-from arena.market import Candle, MarketSnapshot, Quote, utcnow
-from arena.portfolio import Trade
+from arena.market import MarketSnapshot
+from tests.support import Proc, Stack, Watcher
+from tests.support import snapshot as market_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -139,81 +135,12 @@ def proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
 
 
-class Service:
-    """One arena script as a real subprocess (stdout+stderr collected); `ready_at` is the monotonic time
-    its first line containing READY arrived. With `tty=True` its stdout is a pseudo-terminal, so rich
-    draws the live dashboard exactly as in a user's terminal (the screen output is read and dropped)."""
+class Service(Proc):
+    """One arena script as a real subprocess (tests/support's Proc), of a kind (chat-node, router, ...)."""
 
-    def __init__(self, kind: str, args: list[str], env: dict[str, str], *, tty: bool = False, cols: int = 160, rows: int = 50):
+    def __init__(self, *args: str, kind: str, **kw):
+        super().__init__(*args, **kw)
         self.kind = kind
-        self.args = [sys.executable, *args]
-        self.lines: list[str] = []
-        self.ready_at: float | None = None
-        self.ready_line = ""
-        self.launched_at = time.monotonic()
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-        if tty:
-            master, slave = pty.openpty()
-            import fcntl
-            import struct
-            import termios
-
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            full_env.update(TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
-            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
-                                         env=full_env, start_new_session=True)  # fmt: skip
-            os.close(slave)
-            threading.Thread(target=self._pump_fd, args=(master,), daemon=True).start()
-            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
-        else:
-            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, env=full_env, start_new_session=True)  # fmt: skip
-            threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _see(self, line: str) -> None:
-        self.lines.append(line)
-        if self.ready_at is None and "READY" in line:
-            self.ready_at = time.monotonic()
-            self.ready_line = line
-
-    def _pump(self, stream) -> None:
-        for raw in iter(stream.readline, b""):
-            self._see(raw.decode(errors="replace").rstrip("\n"))
-
-    def _pump_fd(self, fd: int) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            if self.ready_at is None:  # only lines before the live screen matter
-                buf += chunk
-                *done, buf = buf.split(b"\n")
-                for raw in done:
-                    self._see(raw.decode(errors="replace").rstrip("\r"))
-        os.close(fd)
-
-    @property
-    def startup_s(self) -> float | None:
-        return None if self.ready_at is None else self.ready_at - self.launched_at
-
-    async def wait_ready(self, timeout: float) -> Service:
-        deadline = time.monotonic() + timeout
-        while self.ready_at is None:
-            if self.proc.poll() is not None:
-                await asyncio.sleep(0.2)
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} before READY:\n" + "\n".join(self.lines[-30:]))
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.kind}: no READY within {timeout:.0f}s:\n" + "\n".join(self.lines[-30:]))
-            await asyncio.sleep(0.01)
-        return self
 
     def rss_mb(self) -> float | None:
         return proc_rss_mb(self.pid)
@@ -221,19 +148,8 @@ class Service:
     def cpu_s(self) -> float | None:
         return proc_cpu_s(self.pid)
 
-    def signal(self, sig: int = signal.SIGINT) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
 
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
-class Arena:
+class Arena(Stack):
     """A fresh broker and the arena's processes, started like a user would; `close()` stops them all.
 
     Names are unique per run (the broker is fresh anyway). Every process gets
@@ -241,27 +157,21 @@ class Arena:
     """
 
     def __init__(self, report: Report, tuning: dict[str, int] | None = None):
+        # Each process in a session of its own: a Ctrl-C in the terminal reaches the benchmark alone,
+        # which stops its processes in order.
+        super().__init__(Path(tempfile.mkdtemp(prefix="arena-bench-")), {"OPENAI_API_KEY": "bench-not-a-key"}, new_session=True)
         self.report = report
         # What-if consumer tuning for the arena's scripts (see bench/tuned.py): env name -> value.
         self.tuning = {k: str(v) for k, v in (tuning or {}).items() if v is not None}
         self.run = uuid.uuid4().hex[:5]
-        self.tmp = Path(tempfile.mkdtemp(prefix="arena-bench-"))
-        self._broker_log = (self.tmp / "broker.log").open("wb")  # closed in close()
-        self.broker = EmbeddedBroker("127.0.0.1", free_port(), log=self._broker_log)
-        self.services: list[Service] = []
         self.policy_url = ""
 
     @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.broker.bootstrap)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "OPENAI_API_KEY": "bench-not-a-key"}
+    def services(self) -> list[Service]:
+        return self.all()
 
     async def __aenter__(self) -> Arena:  # noqa: PYI034
-        self.broker.start()
-        await self.broker.wait_ready()
+        await self.start_broker()
         self.report.log(f"broker on {self.broker.bootstrap} (pid {self.broker.proc.pid}); run id {self.run}")
         return self
 
@@ -269,18 +179,16 @@ class Arena:
         await self.close()
 
     def launch(self, kind: str, *args: str, tty: bool = False) -> Service:
-        env = self.env
+        env = {}
         if self.tuning and args and args[0].endswith(".py"):
             args = ("-m", "bench.tuned", *args)
-            env = {**env, **self.tuning}
-        svc = Service(kind, list(args), env, tty=tty)
-        self.services.append(svc)
-        return svc
+            env = self.tuning
+        return self.start(f"{kind} {len(self.procs) + 1}", *args, proc_type=Service, kind=kind, tty=tty, env=env)
 
     async def policy_server(self) -> Service:
         port = free_port()
         self.policy_url = f"http://127.0.0.1:{port}/v1"
-        return await self.launch("policy-server", "-m", "arena.cli", "policy-server", "--port", str(port)).wait_ready(60)
+        return await self.launch("policy-server", "-m", "arena.cli", "policy-server", "--port", str(port)).ready(60)
 
     def chat_node(self, name: str, model: str, *extra: str) -> Service:
         return self.launch("chat-node", "deploy_chat_node.py", "--name", name, "--model-id", model, "--base-url", self.policy_url,
@@ -352,98 +260,25 @@ class Arena:
             out["broker"] = c
         return out
 
-    async def close(self) -> None:
-        for svc in reversed(self.services):
-            svc.signal(signal.SIGINT)
-        for svc in reversed(self.services):
-            await asyncio.to_thread(svc.wait_exit, 20)
-        self.broker.stop()
-        self._broker_log.close()
-
 
 # ------------------------------------------------------------------------------------------ market + records
 
-BASE = {"BTC-USD": 97_000.0, "SOL-USD": 145.0, "FARTCOIN-USD": 0.81}
-
-
 def snapshot(seq: int, jump: float = 1.0) -> MarketSnapshot:
-    """Quotes at base * jump over flat 1-minute candles at base: the momentum policy buys every product on
-    a jump up (jump > 1.0005) and sells what it holds on a drop; `jump=1.0` leaves it holding still."""
-    now = utcnow()
-    minute = int(now.timestamp()) // 60 * 60
-    quotes, candles = {}, {}
-    for pid, base in BASE.items():
-        px = base * jump
-        quotes[pid] = Quote(product_id=pid, price=px, best_bid=px * 0.9999, best_ask=px * 1.0001, received_at=now)
-        flat = [Candle(start=minute - 60 * (20 - i), open=base, high=base, low=base, close=base, volume=5.0) for i in range(20)]
-        candles[pid] = {"ONE_MINUTE": flat}
-    return MarketSnapshot(seq=seq, quotes=quotes, candles=candles, source="bench")
+    return market_snapshot(seq, jump, source="bench")
 
 
-class Recorder:
+class Recorder(Watcher):
     """Publishes snapshots and records everything on the decisions and trades topics (and any extra topics)
     from now on, with this process's receipt time."""
 
     def __init__(self, kafka: KafkaSettings, *extra_topics: str):
-        self.consumer = k.consumer(kafka, DECISIONS_TOPIC, TRADES_TOPIC, *extra_topics, group_id=None)
-        self.producer = k.producer(kafka)
-        self.decisions: list[Decision] = []
-        self.trades: list[Trade] = []
-        self.extra: list[tuple[str, bytes, int]] = []  # (topic, value, record timestamp ms)
-        self.published: dict[int, MarketSnapshot] = {}
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> Recorder:
-        await asyncio.gather(self.consumer.start(), self.producer.start())
-        # Topics are auto-created on first produce: create ours now, so the consumer has partitions to pin.
-        for topic in self.consumer.subscription():
-            await self.producer.send_and_wait(topic, b"")
-        deadline = time.monotonic() + 10
-        while {tp.topic for tp in self.consumer.assignment()} != set(self.consumer.subscription()) and time.monotonic() < deadline:
-            await self.consumer.getmany(timeout_ms=50)
-        await self.consumer.seek_to_end()
-        for tp in self.consumer.assignment():
-            await self.consumer.position(tp)
-        self._task = asyncio.create_task(self._pump())
-        return self
-
-    async def _pump(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    if not r.value:
-                        continue
-                    if r.topic == DECISIONS_TOPIC:
-                        if (d := k.decode(Decision, r.value, r.topic)) is not None:
-                            self.decisions.append(d)
-                    elif r.topic == TRADES_TOPIC:
-                        if (t := k.decode(Trade, r.value, r.topic)) is not None:
-                            self.trades.append(t)
-                    else:
-                        self.extra.append((r.topic, r.value, r.timestamp))
+        super().__init__(kafka, *extra_topics, create_topics=True)
 
     async def publish(self, seq: int, jump: float = 1.0) -> MarketSnapshot:
-        snap = snapshot(seq, jump)
-        self.published[seq] = snap
-        await self.producer.send_and_wait(MARKET_TOPIC, k.encode(snap))
-        return snap
+        return await super().publish(snapshot(seq, jump))
 
     def of(self, status: str, agent: str | None = None) -> list[Decision]:
-        return [d for d in self.decisions if d.status == status and (agent is None or d.agent == agent)]
-
-    async def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            await asyncio.sleep(0.05)
-        return predicate()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(self.consumer.stop(), self.producer.stop(), return_exceptions=True)
+        return super().of(agent, status)
 
 
 def agent_counts(text: str) -> list[int]:
@@ -466,7 +301,7 @@ async def start_stack(arena: Arena, model: str, *, chat_nodes: int = 1, chat_arg
     await arena.policy_server()
     names = [f"bench{i}_{arena.run}" for i in range(chat_nodes)]
     parts = [arena.chat_node(n, model, *chat_args) for n in names] + [arena.tools(extra=tools_args)]
-    await asyncio.gather(*(p.wait_ready(120) for p in parts))
+    await asyncio.gather(*(p.ready(120) for p in parts))
     return names
 
 

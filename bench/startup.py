@@ -106,7 +106,7 @@ def scripts(arena: Arena, sim_port: int) -> dict[str, callable]:
 async def launch_once(arena: Arena, name: str, argv: list[str]) -> Service:
     svc = arena.launch(name, *argv)
     try:
-        await svc.wait_ready(120)
+        await svc.ready(120)
     finally:
         svc.signal()
         await asyncio.to_thread(svc.wait_exit, 20)
@@ -114,7 +114,7 @@ async def launch_once(arena: Arena, name: str, argv: list[str]) -> Service:
 
 
 async def startup_times(args: argparse.Namespace, report: Report, arena: Arena) -> dict:
-    sim = await arena.launch("market-sim", "-m", "arena.cli", "market-sim", "--port", "0").wait_ready(60)
+    sim = await arena.launch("market-sim", "-m", "arena.cli", "market-sim", "--port", "0").ready(60)
     sim_port = int(sim.ready_line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
     await arena.policy_server()
     wanted = {s.strip() for s in args.scripts.split(",") if s.strip()}
@@ -170,7 +170,7 @@ async def dashboard_cpu(args: argparse.Namespace, report: Report, arena: Arena, 
             if mode == "dashboard":
                 current.signal()
                 await asyncio.to_thread(current.wait_exit, 30)
-                current = await arena.tools(dashboard=True).wait_ready(120)
+                current = await arena.tools(dashboard=True).ready(120)
             trades0 = len(rec.trades)
             await asyncio.sleep(2)
             c0, t0 = current.cpu_s(), time.monotonic()

@@ -135,7 +135,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         async with Arena(report, tuning) as arena:
             tools = arena.tools(dashboard=(mode == "dashboard"))
-            await tools.wait_ready(120)
+            await tools.ready(120)
             report.log(f"tools process ({mode}) READY in {tools.startup_s:.2f}s")
             c0, t0 = tools.cpu_s(), time.monotonic()
             rt = await round_trips(arena, report, args.turns)

@@ -240,7 +240,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         report.log(f"produced {len(records)} records in {time.monotonic() - t0:.1f}s")
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
-        web = await arena.launch("web", "-m", "arena.cli", "web", "--port", str(port)).wait_ready(120)
+        web = await arena.launch("web", "-m", "arena.cli", "web", "--port", str(port)).ready(120)
         async with httpx.AsyncClient() as client:
             while (await get_json(client, url + "api/health"))["records"] < len(records):
                 await asyncio.sleep(0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,16 +32,68 @@ def kafka(broker) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=broker.bootstrap)
 
 
-# Tests that need a real broker (or start the arena's processes) are marked `processes`, so
-# `pytest -m "not processes"` is a fast lane of pure logic; `pytest` runs both.
+# The slow lane: a test that starts a process (an arena script, a broker, a browser, uv) is marked
+# `processes`, so `pytest -m "not processes"` is a fast lane of in-process logic; `pytest` runs both.
+# A test is marked when it uses a broker fixture, carries the mark itself, or is listed below (modules
+# this file marks without editing them: a test name, or "*" for every test of the module). The guard in
+# pytest_runtest_protocol fails an unmarked test that starts a process, so the lane stays honest.
 PROCESS_FIXTURES = {"broker", "kafka"}
+PROCESS_TESTS: dict[str, set[str]] = {
+    "test_chat.py": {"test_chat_node_without_a_key_for_openai_says_so"},
+    "test_cli_reference.py": {"test_reference_matches_argparse"},
+    "test_coinbase_sdk.py": {"*"},
+    "test_compat.py": {"test_lazy_providers_keep_the_provider_sdks_out_of_an_agent_process",
+                       "test_canary_calfkit_nodes_still_imports_every_provider_without_the_workaround"},
+    "test_demo.py": {"*"},
+    "test_demo_lifetime.py": {"*"},
+    "test_recording.py": {"test_cut_by_seconds_and_by_time", "test_cut_errors_name_the_problem",
+                          "test_join_follows_at_the_usual_spacing_and_keeps_candles_aligned"},
+    "test_requirements.py": {"*"},
+    "test_tools.py": {"test_tools_are_advertised_only_once_a_call_cannot_be_missed"},
+    "test_tournament.py": {"test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them"},
+    "test_up.py": {"test_a_bad_file_starts_nothing", "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part"},
+    "test_web.py": {"test_report_html_opens_offline_in_chromium", "test_live_page_in_chromium"},
+}
+# Programs a library runs on its own behalf, not the test: platform.processor() runs `uname -p`.
+INCIDENTAL = {"uname"}
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "processes: starts a broker or the arena's processes (slow lane)")
+    config.addinivalue_line("markers", "processes: starts a broker or another process (the slow lane)")
+
+
+def starts_processes(item) -> bool:
+    listed = PROCESS_TESTS.get(Path(str(item.fspath)).name, set())
+    return (bool(PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))) or "*" in listed
+            or getattr(item, "originalname", item.name) in listed)  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if starts_processes(item):
             item.add_marker(pytest.mark.processes)
+
+
+_running: list = []  # the test now running, when it is not marked `processes`
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self, args, *rest, **kw):
+    program = Path(str(args if isinstance(args, (str, bytes, os.PathLike)) else args[0])).name
+    if _running and program not in INCIDENTAL:
+        pytest.fail(f"{_running[0].nodeid} starts a process ({program}) but is not marked `processes`: "
+                    "mark it (pytest.mark.processes, or PROCESS_TESTS in tests/conftest.py)", pytrace=False)  # fmt: skip
+    _popen_init(self, args, *rest, **kw)
+
+
+subprocess.Popen.__init__ = _guarded_popen_init
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if item.get_closest_marker("processes") is None:
+        _running.append(item)
+    try:
+        yield
+    finally:
+        _running.clear()

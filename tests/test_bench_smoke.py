@@ -7,9 +7,12 @@ import json
 import subprocess
 import sys
 
-from tests.procs import ROOT
+import pytest
+
+from tests.support import ROOT
 
 
+@pytest.mark.processes
 def test_floor_bench_prints_its_json_result():
     out = subprocess.run(
         [sys.executable, "-m", "bench", "floor", "--json", "--messages", "20", "--throughput", "200", "--long-poll", "5"],
@@ -60,7 +63,7 @@ def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
         decisions=[turn("r1", 1, 0.1), turn("", 2, 2.2, "skipped", "superseded by #3 while a turn was running"),
                    turn("r2", 4, 3.1), turn("r3", 5, 4.1), turn("r4", 2, 4.2)],  # fmt: skip
         trades=[fill("r1", 2.5, 3), fill("r2", 3.3, 4), fill("r3", 4.3, 4), fill("r3", 4.5, 3), Trade(trade_id="k", agent="a", product_id="BTC-USD",
-                                                                                  side="buy", quantity=1.0, executed_at=at(4.4))],
+                                                                                  side="buy", quantity=1.0, price=1.0, executed_at=at(4.4))],
     )  # fmt: skip
     newest = Newest(rec)
     rows = [(r["seq"], r["newer_received"], r["newer_published"], r["newer_delivered"]) for r in turn_checks(rec, newest, "a")]

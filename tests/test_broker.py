@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import uuid
 
@@ -12,6 +11,7 @@ import pytest
 from arena import kafka as k
 from arena.broker import free_port
 from arena.market import MarketSnapshot, Quote
+from tests.support import Proc
 
 
 async def _drain(consumer, n_expected: int, timeout: float = 10.0) -> list:
@@ -69,24 +69,14 @@ def test_malformed_record_is_skipped():
     assert k.decode(MarketSnapshot, b'{"seq": "x"}', "t") is None
 
 
+@pytest.mark.processes
 def test_arena_broker_command_starts_and_stops_cleanly():
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arena.cli", "broker", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "Broker ready" in line:
-            break
-    assert f"127.0.0.1:{port}" in "".join(lines)
-    proc.send_signal(subprocess.signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
-    assert proc.returncode == 0, out
-    assert "Stopping broker" in out
+    proc = Proc("-m", "arena.cli", "broker", "--port", str(port))
+    proc.wait_for("Broker ready", 60)
+    assert f"127.0.0.1:{port}" in proc.output
+    assert proc.stop(timeout=10) == 0, proc.output
+    assert "Stopping broker" in proc.output
 
 
 async def test_broker_watch_reads_the_cluster_id_without_listing_every_topic(kafka):

@@ -300,3 +300,43 @@ def test_chat_node_without_a_key_for_openai_says_so():
     assert p.proc.wait(30) == 2
     time.sleep(0.1)
     assert "no API key" in p.output and "OPENAI_API_KEY" in p.output
+
+
+async def test_a_node_forwards_only_allowed_settings_and_answers_busy_beyond_its_cap(kafka, remote):
+    """In-process ChatNode: one provider call at a time and one request in hand at most; the next one is
+    told "busy" at once rather than queued. The provider sees only allow-listed model settings."""
+    from calfkit._vendor.pydantic_ai.messages import ModelResponse
+    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+
+    gate, seen = asyncio.Event(), []
+
+    async def provider(messages, info) -> ModelResponse:
+        seen.append(dict(info.model_settings or {}))
+        await gate.wait()
+        return ModelResponse(parts=[TextPart("done")])
+
+    name = f"capped-{RUN}"
+    node = ChatNode(name, FunctionModel(provider, model_name="gated"), kafka, max_workers=1, max_pending=1)
+    await node.start()
+    serving = asyncio.create_task(node.serve())
+    try:
+        model = remote(name, timeout_s=30)
+        settings = {"temperature": 0.25, "extra_body": {"model": "something-expensive"}, "extra_headers": {"Authorization": "x"}}
+        first = asyncio.create_task(model.request(first_turn(), settings, PARAMS))
+        deadline = time.monotonic() + 20
+        while not seen:
+            assert time.monotonic() < deadline and not first.done(), "the first request never reached the provider"
+            await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        with pytest.raises(ChatNodeError) as err:
+            await model.request(first_turn(), None, PARAMS)
+        assert err.value.kind == "busy" and err.value.retryable and "busy" in str(err.value)
+        assert time.monotonic() - t0 < 5  # told at once, not after its timeout
+        gate.set()
+        assert (await first).parts[0].content == "done"
+        assert seen[0]["temperature"] == 0.25 and "extra_body" not in seen[0] and "extra_headers" not in seen[0]
+    finally:
+        gate.set()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await node.stop()

@@ -509,3 +509,40 @@ def test_forged_names_do_not_grow_the_state_without_bound():
     assert grown < 256 * 1024, grown  # unbounded, the same 10,000 names cost ~22 MiB
     assert len(agent_color._colors) <= agent_color.max_names  # unbounded, each new name costs O(names met)
     render(st, {}, 160, 50, now=NOW)  # and the screen still draws
+
+
+def test_tokens_and_dollars_per_agent_on_screen_and_in_the_export():
+    """Each finished turn's usage (done, error and timeout alike: those calls were paid for) adds up per
+    agent; a cost is unknown ("—", None) once any call was unpriced, never 0; P&L per dollar needs a cost."""
+    st, accounts = arena()
+
+    def turn(agent: str, status: str, calls: int, t_in: int, t_out: int, cost: float | None, **kw) -> None:
+        st.on_decision(Decision(agent=agent, run_id=f"u{t_in}", tick_seq=241, tick_published_at=NOW, status=status,
+                                finished_at=NOW, model_calls=calls, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, **kw), now=NOW)
+
+    turn("alice", "done", 3, 4_000, 300, 0.0012, tokens_reasoning=120, tokens_cached=1_000)
+    turn("alice", "timeout", 1, 1_500, 0, 0.0003)
+    turn("alice", "started", 0, 0, 0, None)  # a start carries nothing
+    turn("bob", "done", 2, 2_000, 100, None)  # unpriced: bob's cost is unknown
+    turn("bob", "done", 1, 1_000, 50, 0.0002)
+    turn("carol", "error", 0, 0, 0, None)  # no call answered: nothing to count
+    board = leaderboard(st, accounts, now=NOW)
+    rows = {a["name"]: a for a in board["agents"]}
+    alice, bob, carol = rows["alice"], rows["bob"], rows["carol"]
+    assert (alice["model_calls"], alice["tokens_in"], alice["tokens_out"], alice["tokens"]) == (4, 5_500, 300, 5_800)
+    assert (alice["tokens_reasoning"], alice["tokens_cached"]) == (120, 1_000)
+    assert alice["model_cost_usd"] == pytest.approx(0.0015)
+    assert alice["return_per_dollar"] == pytest.approx((alice["total_value"] - INITIAL_CASH) / 0.0015)
+    assert (bob["model_calls"], bob["tokens"]) == (3, 3_150) and bob["model_cost_usd"] is None and bob["return_per_dollar"] is None
+    assert (carol["model_calls"], carol["tokens"]) == (0, 0) and carol["model_cost_usd"] is None
+    json.dumps(board)
+
+    wide = screen(st, accounts, 200, 50)
+    for header in ("Tokens", "Model $", "P&L/$"):
+        assert header in wide
+    alice_line = next(line for line in wide.splitlines() if " alice " in line and "$0.0015" in line)
+    assert "5,800" in alice_line
+    bob_line = next(line for line in wide.splitlines() if " bob " in line and "3,150" in line)
+    assert "$0.0" not in bob_line.split("3,150", 1)[1]  # bob's unknown cost is "—", not $0
+    narrow = screen(st, accounts, 80, 24)  # inference columns go first on a small screen
+    assert "Tokens" not in narrow and "Model $" not in narrow and "Value" in narrow

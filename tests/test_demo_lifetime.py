@@ -24,6 +24,7 @@ from arena.tools_service import SERVED
 from test_demo import _procs_with_marker
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(400)  # a whole demo comes up first (up to 240 s on a busy machine)
 GONE_WITHIN_S = 15.0  # "a few seconds", with room for a machine shared by several test runs
 
 

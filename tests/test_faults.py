@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ from arena.config import (
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
 from arena.portfolio import Trade, replay
-from tests.procs import ROOT, Proc
+from tests.support import ROOT, Proc, Stack, TopicReader
 
 # Generous bounds: on an idle 2-core machine the module takes ~2-3 minutes, most of it process start-up.
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
@@ -116,39 +116,24 @@ def main_thread_state(pid: int) -> str:
         return f"unreadable ({exc.strerror})"
 
 
-class Tap:
+class Tap(TopicReader):
     """Everything on the market, decisions, trades and activity topics, and execute_trade's calls and
     results, from now on (no group)."""
 
     TOPICS = (MARKET_TOPIC, DECISIONS_TOPIC, TRADES_TOPIC, ACTIVITY_TOPIC, TOOL_CALLS, TOOL_RESULTS)
 
     def __init__(self) -> None:
+        super().__init__(None)
         self.records: list[Seen] = []
-        self.consumer = None
-        self.started_at = 0.0
-        self._task: asyncio.Task | None = None
 
     async def start(self, kafka: KafkaSettings, *, tools: bool = True) -> None:
         """tools=False: not execute_trade's topics (on a new, empty broker a subscription's metadata
         request would create them before the tools process provisions them)."""
-        self.consumer = k.consumer(kafka, *(self.TOPICS if tools else self.TOPICS[:4]), group_id=None)
-        await self.consumer.start()
-        await k.positioned([self.consumer])  # from now on
-        self.started_at = time.time()
-        self._task = asyncio.create_task(self._pump())
+        self.kafka, self.topics = kafka, self.TOPICS if tools else self.TOPICS[:4]
+        await super().start()
 
-    async def _pump(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                now = time.time()
-                self.records += [Seen(r.topic, r.value or b"", tuple(r.headers or ()), now, r.timestamp / 1000) for r in records]
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.consumer is not None:
-            await self.consumer.stop()
+    def take(self, r) -> None:
+        self.records.append(Seen(r.topic, r.value or b"", tuple(r.headers or ()), time.time(), r.timestamp / 1000))
 
     def _models(self, topic, model, since):
         out = []
@@ -251,15 +236,8 @@ class Tap:
             out.setdefault(agent, []).append(f"{time.strftime('%H:%M:%S', time.localtime(r.at))} {','.join(last)}")
         return out
 
-    async def until(self, predicate, timeout: float, what: str) -> float:
-        """Wait for `predicate()`; returns the seconds it took."""
-        t0 = time.monotonic()
-        while not predicate():
-            if time.monotonic() - t0 > timeout:
-                tail = "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions()[-12:])
-                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last decisions: {tail}")
-            await asyncio.sleep(0.2)
-        return time.monotonic() - t0
+    def describe(self) -> str:
+        return "last decisions: " + "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions()[-12:])
 
 
 # --------------------------------------------------------------------- a provider that misbehaves
@@ -330,45 +308,14 @@ class FaultyProvider:
 # ------------------------------------------------------------------------------------ the arena
 
 
-@dataclass
-class Arena:
-    broker: EmbeddedBroker
-    ledger: str
-    export: str
-    tap: Tap
-    provider: FaultyProvider
-    procs: dict[str, Proc] = field(default_factory=dict)
-    retired: list[Proc] = field(default_factory=list)  # killed ones: their output still counts
-    argv: dict[str, list[str]] = field(default_factory=dict)
+class Arena(Stack):
+    """The stack, a tap on its topics and the misbehaving provider; every process gets the secrets."""
 
-    @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.broker.bootstrap)
-
-    def env(self) -> dict:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap, "OPENAI_API_KEY": API_KEY, "KAFKA_SASL_PASSWORD": SASL_PASSWORD}
-
-    def start(self, name: str, *argv: str) -> Proc:
-        self.argv[name] = list(argv)
-        self.procs[name] = Proc(*argv, env=self.env())
-        return self.procs[name]
-
-    def kill(self, name: str) -> None:
-        """SIGKILL: no shutdown code runs."""
-        old = self.procs[name]
-        old.proc.kill()
-        old.proc.wait()
-        self.retired.append(old)
-
-    def restart(self, name: str) -> Proc:
-        """The same command line again."""
-        return self.start(name, *self.argv[name])
-
-    def all(self) -> list[Proc]:
-        return [*self.retired, *self.procs.values()]
-
-    def dead(self) -> list[str]:
-        return [f"{n} (exit {p.proc.returncode})" for n, p in self.procs.items() if p.proc.poll() is not None]
+    def __init__(self, tmp: Path):
+        super().__init__(tmp, {"OPENAI_API_KEY": API_KEY, "KAFKA_SASL_PASSWORD": SASL_PASSWORD})
+        self.ledger, self.export = str(tmp / "ledger.db"), str(tmp / "leaderboard.json")
+        self.tap = Tap()
+        self.provider = FaultyProvider()
 
     def ledger_agents(self) -> set[str]:
         db = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
@@ -405,10 +352,8 @@ def router_argv(name: str, chat: str, *extra: str) -> list[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def arena(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faults")
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log=(tmp / "broker.log").open("ab")).start()
-    await broker.wait_ready()
-    a = Arena(broker, str(tmp / "ledger.db"), str(tmp / "leaderboard.json"), Tap(), FaultyProvider())
+    a = Arena(tmp_path_factory.mktemp("faults"))
+    await a.start_broker()
     t0 = time.monotonic()
     try:
         sim_port, policy_port = free_port(), free_port()
@@ -438,22 +383,16 @@ async def arena(tmp_path_factory):
         yield a
     finally:
         await a.tap.stop()
-        for p in a.procs.values():
-            if p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGINT)
-        for p in a.procs.values():
-            p.stop()
+        a.stop_processes(15)
         await a.provider.stop()
-        broker.stop()
-        # every output kept beside the broker's log, to read after a failed run
-        for name, p in [*((f"killed-{i}", p) for i, p in enumerate(a.retired)), *a.procs.items()]:
-            (tmp / f"{name.replace(' ', '-')}.log").write_text(p.output)
-        print(f"outputs of every process: {tmp}")
+        a.broker.stop()
+        print(f"outputs of every process: {a.write_logs()}")
 
 
 # ------------------------------------------------------------------------------------ the tests
 
 
+@pytest.mark.processes
 async def test_every_script_offers_the_kafka_security_flags():
     flags = ("--bootstrap-servers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--ssl-cafile")
     for script in SCRIPTS:
@@ -494,6 +433,7 @@ async def test_a_turn_takes_each_step_once_and_only_while_it_runs():
     assert "deadline" in step("r3", 0, deadline=time.time() - 1)
 
 
+@pytest.mark.processes
 async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
     """A broker that stalls and comes back is the same broker: nothing happens. One that goes away is
     reported at once, while no broker is there (its clients must not write into the next one: see
@@ -557,6 +497,7 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
         broker.stop()
 
 
+@pytest.mark.processes
 async def test_model_faults_cost_only_that_agents_turn(arena):
     tap, provider = arena.tap, arena.provider
     since = time.time()
@@ -600,6 +541,7 @@ async def test_model_faults_cost_only_that_agents_turn(arena):
     assert not arena.dead()
 
 
+@pytest.mark.processes
 async def test_malformed_records_on_every_topic_are_skipped(arena):
     tap, kafka = arena.tap, arena.kafka
     # Real chat requests tell where the routers' replies go (the sender id carries the router's pid).
@@ -660,6 +602,7 @@ async def test_malformed_records_on_every_topic_are_skipped(arena):
     assert not noisy, f"tracebacks in the output of {noisy}"
 
 
+@pytest.mark.processes
 async def test_killed_router_resumes_at_the_newest_tick(arena):
     tap = arena.tap
     arena.kill("rb")
@@ -717,6 +660,7 @@ async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float,
     raise AssertionError(f"the tools process never waited inside a ledger write: main thread {samples[-20:]}")
 
 
+@pytest.mark.processes
 async def test_killed_tools_lose_and_double_nothing(arena):
     tap = arena.tap
     locked_at, killed_at, samples = await _kill_tools_inside_a_ledger_write(arena)
@@ -796,16 +740,14 @@ async def test_killed_tools_lose_and_double_nothing(arena):
           f"the orders in flight at the kill: " + "; ".join(fate.values()))
 
 
+@pytest.mark.processes
 async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
     tap = arena.tap
     marks = {n: len(p.lines) for n, p in arena.procs.items()}
     await tap.stop()
-    port = arena.broker.port
-    arena.broker.proc.kill()  # a crash: no goodbye to anyone
-    arena.broker.proc.wait()
+    arena.kill_broker()
     await asyncio.sleep(1)
-    arena.broker = EmbeddedBroker("127.0.0.1", port, log=arena.broker._log).start()
-    await arena.broker.wait_ready()
+    await arena.start_broker()  # empty, on the same address
     back = time.monotonic()
     back_at = time.time()
     tap.records.clear()
@@ -852,6 +794,7 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
     assert not arena.dead(), arena.dead()
 
 
+@pytest.mark.processes
 async def test_secrets_are_never_printed(arena):
     """SASL settings with the password in the environment, the API key in every environment: neither
     appears in any output, at any log level."""
@@ -882,6 +825,7 @@ async def test_secrets_are_never_printed(arena):
     assert f"Bearer {API_KEY}" in arena.provider.authorizations
 
 
+@pytest.mark.processes
 async def test_everything_stops_cleanly_after_all_that(arena):
     procs = dict(arena.procs)
     for p in procs.values():

@@ -349,6 +349,7 @@ def test_a_second_ledger_on_the_same_file_is_refused_until_the_first_closes(tmp_
         assert again.account("alice").trades == 1 and again.account("alice").cash >= 0
 
 
+@pytest.mark.processes
 def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it_dies(tmp_path):
     from arena.report import read_ledger
 

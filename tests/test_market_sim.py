@@ -15,7 +15,7 @@ from arena.exchanges.coinbase import protocol as cb
 from arena.broker import free_port
 from arena.market import DEFAULT_PRODUCTS
 from arena.sim.coinbase import MarketSim
-from tests.procs import Proc
+from tests.support import Proc
 
 
 @pytest.fixture
@@ -187,6 +187,7 @@ async def test_same_seed_same_prices():
     assert a.markets["ZZZ-USD"].p == b.markets["ZZZ-USD"].p
 
 
+@pytest.mark.processes
 def test_market_sim_command_prints_urls_and_stops_cleanly():
     port = free_port()
     proc = Proc("-m", "arena.cli", "market-sim", "--port", str(port), "--seed", "3").wait_ready(20)

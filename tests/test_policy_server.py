@@ -21,7 +21,7 @@ from arena.policies import (
     round_down,
 )
 from arena.sim.policy import choose_auto
-from tests.procs import Proc
+from tests.support import Proc
 
 NOW = 1_764_100_800  # a minute boundary
 
@@ -162,6 +162,26 @@ def test_buys_never_spend_more_than_the_cash():
     assert orders == []  # 8% of $0.50 is below the minimum order
 
 
+def test_offline_models_keep_their_prompts_largest_order_rule():
+    """The desk refuses a buy over the strategy's largest-order limit; a policy reading its prompt (as a
+    model would) sizes its buys under it instead of being refused every turn."""
+    from arena.policies import Order
+    from arena.sim.policy import cap_orders
+    from arena.strategies import strategy_prompt
+
+    market = parse_market(render_snapshot(snapshot()))
+    holdings = Holdings(90_000.0, {"FARTCOIN-USD": 10_000.0})  # worth 90,000 + 10,000 x 0.799 at the bid
+    orders = [Order("BTC-USD", "buy", 0.1, "dip"), Order("FARTCOIN-USD", "sell", 10_000.0, "exit"), Order("BTC-USD", "buy", 0.00001, "tiny")]
+    capped = cap_orders(orders, strategy_prompt("scalper", "You are a scalper."), market, holdings)
+    value = 90_000 + 10_000 * market.quotes["FARTCOIN-USD"].bid
+    btc_ask = market.quotes["BTC-USD"].ask
+    assert capped[0].quantity * btc_ask <= 0.05 * value < (capped[0].quantity + 1e-8) * btc_ask  # the most that passes
+    assert _is_multiple(capped[0].quantity, Decimal("0.00000001"))
+    assert capped[1] == orders[1]  # sells are not limited
+    assert capped[2] == orders[2]  # already under the limit
+    assert cap_orders(orders, "You are a scalper. No rules stated.", market, holdings) == orders
+
+
 # ---------------------------------------------------------------------------------- the server
 
 
@@ -209,6 +229,7 @@ async def play(client, model: str, system: str | None = None) -> tuple[list, lis
     raise AssertionError("the policy never finished its turn")
 
 
+@pytest.mark.processes
 async def test_models_are_listed(server):
     async with httpx.AsyncClient() as h:
         data = (await h.get(server[1] + "/models")).json()
@@ -216,6 +237,7 @@ async def test_models_are_listed(server):
     assert {"momentum", "mean-revert", "random-walk", "hold", "auto", "error-500", "error-429", "bad-args", "unknown-tool"} <= ids
 
 
+@pytest.mark.processes
 async def test_momentum_turn_portfolio_then_trades_then_text(client):
     answers, _ = await play(client, "momentum")
     assert [a.tool_calls[0].function.name if a.tool_calls else "text" for a in answers] == ["get_portfolio", "execute_trade", "text"]
@@ -230,6 +252,7 @@ async def test_momentum_turn_portfolio_then_trades_then_text(client):
     assert answers[2].content and answers[-1].tool_calls is None
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("model", ["momentum", "mean-revert", "random-walk", "hold", "auto"])
 async def test_every_policy_is_deterministic_and_never_trades_stale(client, model):
     first, _ = await play(client, model)
@@ -243,6 +266,7 @@ async def test_every_policy_is_deterministic_and_never_trades_stale(client, mode
                 assert json.loads(c.function.arguments)["product_id"] != "SOL-USD"
 
 
+@pytest.mark.processes
 async def test_hold_never_trades_and_auto_follows_the_system_prompt(client):
     answers, _ = await play(client, "hold")
     assert [a.tool_calls[0].function.name if a.tool_calls else "text" for a in answers] == ["get_portfolio", "text"]
@@ -252,6 +276,7 @@ async def test_hold_never_trades_and_auto_follows_the_system_prompt(client):
     assert auto[-1].content.startswith("mean-revert")
 
 
+@pytest.mark.processes
 async def test_fault_models(client):
     with pytest.raises(openai.InternalServerError):
         await client.chat.completions.create(model="error-500", messages=conversation())
@@ -276,6 +301,7 @@ async def test_fault_models(client):
     assert r.choices[0].message.tool_calls[0].function.name == "get_portfolio"
 
 
+@pytest.mark.processes
 async def test_bad_requests_get_clear_errors(client, server):
     with pytest.raises(openai.BadRequestError, match="streaming is not supported"):
         await client.chat.completions.create(model="momentum", messages=conversation(), stream=True)
@@ -290,6 +316,7 @@ async def test_bad_requests_get_clear_errors(client, server):
     assert "no market data" in r.choices[0].message.content
 
 
+@pytest.mark.processes
 async def test_request_bodies_over_the_limit_are_refused_with_413(server, client):
     from arena.sim.policy import MAX_BODY_BYTES
 

@@ -24,22 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from arena import kafka as k
-from arena.broker import EmbeddedBroker, free_port
-from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
+from arena.broker import free_port
+from arena.config import DECISIONS_TOPIC, MARKET_TOPIC
 from arena.decisions import Decision
 from arena.feed import load_recording
 from arena.market import MarketSnapshot, utcnow
 from arena.metrics import BASELINE_NAME
 from arena.report import read_ledger
-from tests.procs import ROOT, Proc
+from tests.support import ROOT, Proc, Stack, Watcher, stop_all
 
 RECORDING = ROOT / "assets" / "sample_recording.jsonl"
 # One chat node on the policy server's `auto` model: each agent's strategy prompt picks its policy.
@@ -51,60 +49,42 @@ TURNS_OF_ROOM = 4
 COMPARED_METRICS = ("max_drawdown_pct", "win_rate", "round_trips", "wins", "exposure_pct", "time_in_market_pct", "samples")
 
 
-class Arena:
+class Arena(Stack):
     """The long-lived parts (broker, policy server, chat node) and a reader of every Decision."""
 
     def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.broker = EmbeddedBroker("127.0.0.1", free_port()).start()
-        self.kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap)
-        self.flags = ["--bootstrap-servers", self.broker.bootstrap]
-        self.procs: list[Proc] = []
-        self.decisions: list[Decision] = []
+        super().__init__(tmp)
+        self.spawned = 0
+
+    @property
+    def flags(self) -> list[str]:
+        return ["--bootstrap-servers", self.broker.bootstrap]
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return self.reader.decisions
 
     async def start(self) -> None:
-        await self.broker.wait_ready()
+        await self.start_broker()
         port = free_port()
         self.policy = self.spawn("-m", "arena.cli", "policy-server", "--port", str(port))
         self.chat = self.spawn("deploy_chat_node.py", *self.flags, "--name", "auto", "--model-id", "auto",
                                "--base-url", f"http://127.0.0.1:{port}/v1")  # fmt: skip
-        self.producer = k.producer(self.kafka)
-        self.reader = k.consumer(self.kafka, DECISIONS_TOPIC, group_id=None, latest=False)
-        await asyncio.gather(self.producer.start(), self.reader.start())
+        self.reader = await Watcher(self.kafka, topics=(DECISIONS_TOPIC,), from_start=True).start()
+        self.producer = self.reader.producer
 
     def spawn(self, *args: str) -> Proc:
-        p = Proc(*args)
-        self.procs.append(p)
-        return p
+        self.spawned += 1
+        return super().start(f"{self.spawned} {' '.join(args[:3])}", *args)
 
     async def read_decisions(self, until, timeout: float, what: str) -> None:
         """Read decisions until `until(self.decisions)` holds."""
-        deadline = time.monotonic() + timeout
-        while not until(self.decisions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not within {timeout:g}s; decisions: {[(d.agent, d.tick_seq, d.status) for d in self.decisions[-12:]]}")
-            for records in (await self.reader.getmany(timeout_ms=200)).values():
-                self.decisions += [d for d in (k.decode(Decision, r.value) for r in records) if d is not None]
+        if not await self.reader.wait_for(lambda: until(self.decisions), timeout):
+            raise TimeoutError(f"{what} not within {timeout:g}s; decisions: {[(d.agent, d.tick_seq, d.status) for d in self.decisions[-12:]]}")
 
     async def close(self) -> None:
-        await asyncio.gather(self.producer.stop(), self.reader.stop(), return_exceptions=True)
-        stop_all(self.procs)
-        self.broker.stop()
-
-
-def stop_all(procs: list[Proc], timeout: float = 20.0) -> None:
-    """One SIGINT to each at once (like Ctrl-C), then wait for them in order; once `timeout` has passed,
-    what is left gets a few seconds more, then is killed (the test does not judge their exit)."""
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.proc.wait(max(3.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.proc.kill()
-            p.proc.wait()
+        await self.reader.stop()
+        await super().close()
 
 
 def finished(decisions: list[Decision], tick: int, since: int) -> set[str]:
@@ -125,7 +105,7 @@ async def warm_up(arena: Arena) -> float:
     failed = {d.agent for d in turns if d.status != "done"}
     assert not failed, [(d.agent, d.status, d.reason) for d in turns] + [  # where it stuck: the chat node, those routers
         f"--- {' '.join(p.args[1:4])}:\n" + "\n".join(p.lines[-15:])
-        for p in arena.procs if p is arena.chat or any(name in p.args for name in failed)]
+        for p in arena.procs.values() if p is arena.chat or any(name in p.args for name in failed)]
     return max(d.latency_s for d in turns)
 
 
@@ -200,6 +180,7 @@ def leaderboard_facts(run: dict) -> dict:
     return out
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(600)  # two replays of ~30-60 s each, and a slower redo when a machine is busy
 def test_two_replays_of_a_recording_give_the_same_leaderboard(tmp_path):
     async def main() -> list[dict]:

@@ -265,6 +265,7 @@ def test_leaderboard_table_fits_narrow_widths_and_keeps_the_essentials():
     assert "no agents yet" in render(leaderboard_table([]))
 
 
+@pytest.mark.processes
 def test_the_arena_command_runs_report(ledger_file):
     proc = subprocess.run([sys.executable, "-m", "arena.cli", "report", str(ledger_file)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -325,3 +326,21 @@ def test_report_of_a_ledger_and_its_market_equals_the_live_tracker(tmp_path):
     for name, row in expected.items():
         for key, value in row.items():
             assert reported[name][key] == (pytest.approx(value) if isinstance(value, float) else value), (name, key)
+
+
+def test_report_shows_tokens_and_dollars_from_an_export_and_says_a_ledger_has_none(capsys, tmp_path, ledger_file):
+    rows = [dict(a) for a in EXPORT["agents"]]
+    rows[0].update(tokens=3_150, model_cost_usd=None, return_per_dollar=None)  # bob: unpriced model
+    rows[1].update(tokens=12_345, model_cost_usd=0.0042, return_per_dollar=1_234.56 / 0.0042)  # alice
+    rows[2].update(tokens=None, model_cost_usd=None, return_per_dollar=None)  # the baseline thinks for free
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({**EXPORT, "agents": rows}))
+    code, out, _ = run(capsys, str(path), "--width", "200")
+    assert code == 0
+    assert "tokens" in out and "model $" in out and "P&L/$" in out
+    alice = next(line for line in out.splitlines() if "alice" in line)
+    assert "12,345" in alice and "$0.0042" in alice and "+293,943" in alice
+    bob = next(line for line in out.splitlines() if "bob" in line)
+    assert "3,150" in bob and bob.rstrip().endswith("—") and "$0.0" not in bob  # unknown cost: "—", never $0
+    code, out, _ = run(capsys, str(ledger_file), "--width", "200")
+    assert code == 0 and "model $" not in out and "a ledger has no tokens" in out

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -18,12 +17,11 @@ import pytest_asyncio
 
 from arena import kafka as k
 from arena.broker import free_port
-from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
+from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
-from arena.market import Candle, MarketSnapshot, Quote, utcnow
-from arena.portfolio import Trade
+from arena.market import utcnow
 from arena.router import LatestSlot, Router, build_prompt, summarize_snapshot
-from tests.procs import ROOT, Proc
+from tests.support import BASE, ROOT, Proc, Watcher, snapshot, stop_all
 
 ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # async tests only: sync ones would warn
 
@@ -31,69 +29,6 @@ RUN = uuid.uuid4().hex[:5]  # names unique to this run: the broker is shared by 
 GOOD, FAILING, SLOW, MISSING = (f"{n}_{RUN}" for n in ("good", "failing", "slow", "nowhere"))
 TRIO = [f"{n}_{RUN}" for n in ("alice", "bob", "carol")]
 LOST, FAILED, SLOTH = f"dora_{RUN}", f"eve_{RUN}", f"sloth_{RUN}"  # no chat node, a failing provider, a slow model
-BASE = {"BTC-USD": 97_000.0, "SOL-USD": 145.0, "FARTCOIN-USD": 0.81}
-
-
-def snapshot(seq: int, jump: float = 1.0) -> MarketSnapshot:
-    """Flat candles at the base prices and quotes at base * jump: the momentum policy buys on a jump."""
-    now = utcnow()
-    minute = int(now.timestamp()) // 60 * 60
-    quotes, candles = {}, {}
-    for pid, base in BASE.items():
-        px = base * jump
-        quotes[pid] = Quote(product_id=pid, price=px, best_bid=px * 0.9999, best_ask=px * 1.0001, received_at=now)
-        flat = [Candle(start=minute - 60 * (20 - i), open=base, high=base, low=base, close=base, volume=5.0) for i in range(20)]
-        candles[pid] = {"ONE_MINUTE": flat}
-    return MarketSnapshot(seq=seq, quotes=quotes, candles=candles, source="test")
-
-
-class Watcher:
-    """Everything on the decisions and trades topics from now on (no group, newest first)."""
-
-    def __init__(self, kafka: KafkaSettings):
-        self.consumer = k.consumer(kafka, DECISIONS_TOPIC, TRADES_TOPIC, group_id=None)
-        self.producer = k.producer(kafka)
-        self.decisions: list[Decision] = []
-        self.trades: list[Trade] = []
-        self.published: dict[int, float] = {}  # seq -> time.time() when sent
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        await asyncio.gather(self.consumer.start(), self.producer.start())
-        await k.positioned([self.consumer])  # from now on
-        self._task = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                for r in records:  # what is not a valid record (a test's own poison) is skipped
-                    if r.topic == DECISIONS_TOPIC:
-                        if (d := k.decode_record(Decision, r)) is not None:
-                            self.decisions.append(d)
-                    elif (t := k.decode_record(Trade, r)) is not None:
-                        self.trades.append(t)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(self.consumer.stop(), self.producer.stop())
-
-    async def publish(self, snap: MarketSnapshot) -> None:
-        self.published[snap.seq] = time.time()
-        await self.producer.send_and_wait(MARKET_TOPIC, k.encode(snap))
-
-    def of(self, agent: str, *statuses: str, seqs=None) -> list[Decision]:
-        return [d for d in self.decisions if d.agent == agent and (not statuses or d.status in statuses)
-                and (seqs is None or d.tick_seq in seqs)]
-
-    async def until(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; decisions: "
-                                     + "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason}" for d in self.decisions))
-            await asyncio.sleep(0.1)
 
 
 def router(name: str, chat_node: str, *extra: str) -> Proc:
@@ -102,15 +37,7 @@ def router(name: str, chat_node: str, *extra: str) -> Proc:
 
 def stop_cleanly(*procs: Proc) -> None:
     """Ctrl-C every one at once, then check each exited 0 with its goodbye and no traceback."""
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            p.proc.kill()
-            p.proc.wait()
+    stop_all(list(procs), 30)
     for p in procs:
         said_goodbye = "Stopped." in p.output or "READY" not in p.output  # Ctrl-C during start-up: no goodbye
         assert p.proc.returncode == 0 and said_goodbye and "Traceback" not in p.output, p.output
@@ -237,7 +164,7 @@ async def test_slow_model_never_builds_a_backlog(arena):
     assert [d.tick_seq for d in started] == sorted(d.tick_seq for d in started)
     assert len(started) <= 3 and len(w.of(name, "skipped", seqs=set(seqs))) >= 8
     for d in started:  # each turn took the newest tick there was, not the next in line
-        newer = [s for s in seqs if s > d.tick_seq and w.published[s] < d.started_at.timestamp() - 0.5]
+        newer = [s for s in seqs if s > d.tick_seq and w.sent_at[s] < d.started_at.timestamp() - 0.5]
         assert not newer, f"turn on #{d.tick_seq} started while #{newer} had long been published"
     assert not w.of(name, "error", "timeout")
 
@@ -311,6 +238,7 @@ def test_prompt_and_summary():
     assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.00"
 
 
+@pytest.mark.processes
 def test_cli_help_and_bad_arguments():
     run = lambda *a: subprocess.run([sys.executable, "deploy_router_node.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=30)
     help_ = run("--help")

@@ -11,7 +11,7 @@ import pytest
 
 from arena.broker import EmbeddedBroker, free_port
 from arena.startup import StartupFailed, start_patiently
-from tests.procs import Proc
+from tests.support import Proc
 
 
 class Flaky:
@@ -72,6 +72,7 @@ async def test_start_patiently_stops_on_request_while_trying_or_waiting():
     assert f.attempts == f.undone == 1
 
 
+@pytest.mark.processes
 def test_every_part_started_before_its_broker_comes_up_with_it(tmp_path):
     port = free_port()
     at = ["--bootstrap-servers", f"127.0.0.1:{port}"]
@@ -103,6 +104,7 @@ def test_every_part_started_before_its_broker_comes_up_with_it(tmp_path):
             broker.stop()
 
 
+@pytest.mark.processes
 def test_a_part_without_a_broker_gives_up_at_connect_timeout_with_a_clear_error():
     p = Proc("deploy_chat_node.py", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--name", "lonely",
              "--base-url", "http://127.0.0.1:9/v1", "--connect-timeout", "3")  # fmt: skip

@@ -320,6 +320,22 @@ async def test_a_call_after_its_turn_deadline_is_refused_and_changes_nothing(are
         assert r["status"] == "filled", (garbage, r)
 
 
+async def test_the_strategy_the_router_names_sets_the_limits_in_force(arena):
+    """deps["strategy"] (as a router sends it): get_portfolio shows that strategy's limits and the desk
+    enforces them; a turn without one trades as before (no arena-wide limits in this module's tools)."""
+    scalper = {"strategy": "scalper", "deadline": time.time() + 30}
+    p = await arena.one(BOB, "get_portfolio", deps=scalper)
+    assert p["limits"]["strategy"] == "scalper" and p["limits"]["max_order_pct"] == 5
+    assert "One buy order is at most 5% of total account value." in p["limits"]["rules"]
+    dollars = p["total_value"] * 0.06  # 6% of total value in one order
+    order = {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": round(dollars / FART["ask"], 1)}
+    r = await arena.one(BOB, "execute_trade", order, deps=scalper)
+    assert r["status"] == "rejected" and "limit 'largest order' (scalper strategy)" in r["error"] and "the most is 5%" in r["error"], r
+    most = float(r["error"].split("the most you can buy now is ")[1].split()[0])
+    assert (await arena.one(BOB, "execute_trade", {**order, "quantity": most}, deps=scalper))["status"] == "filled"
+    assert (await arena.one(BOB, "get_portfolio"))["limits"] == {"strategy": None, "rules": []}
+
+
 async def test_calculator_refuses_hostile_expressions_quickly(arena):
     exprs = {"c1": "9**9**9", "c2": "1" * 1_000_000, "c3": "__import__('os').system('echo hi')", "c4": "(1).real",
              "c5": "x + 1", "c6": "-" * 1500 + "1", "c7": "2 * (3 + 4)"}

@@ -77,6 +77,7 @@ chat_node = "mr"
 """
 
 
+@pytest.mark.timeout(900)  # two whole arenas one after the other, on a machine that may be busy
 def test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them(tmp_path):
     (tmp_path / "arena.toml").write_text(DETERMINISTIC)
     out = tmp_path / "out"

@@ -67,6 +67,7 @@ def test_a_valid_file_loads_with_its_paths_resolved(tmp_path):
 
 def test_the_examples_load(tmp_path):
     offline = up.load(EXAMPLES / "offline.toml", env={})
+    assert offline.web is not None and up.load(EXAMPLES / "openai.toml", env={"OPENAI_API_KEY": "k", "GROQ_API_KEY": "k"}).web
     assert all(c.offline for c in offline.chat_nodes) and len(offline.agents) >= 3
     assert any(a.prompt_file for a in offline.agents)
     real = up.load(EXAMPLES / "openai.toml", env={"OPENAI_API_KEY": "k1", "GROQ_API_KEY": "k2"})
@@ -87,6 +88,8 @@ def test_the_key_reaches_its_chat_node_through_the_environment_only(tmp_path, mo
     gpt = arena.chat_node("gpt")
     assert up._chat_env(gpt) == {"OPENAI_API_KEY": "sk-secret"}
     assert "sk-secret" not in " ".join(up._chat_args(gpt, ["--bootstrap-servers", "x:1"], None))
+    gpt.price_in_per_mtok, gpt.price_out_per_mtok = 0.15, 0.6
+    assert up._chat_args(gpt, [], None)[-4:] == ["--price-in", "0.15", "--price-out", "0.6"]
     assert up._router_args(arena.agents[1], [])[-2:] == ["--strategy-file", str((tmp_path / "bob.md").resolve())]
 
 
@@ -115,9 +118,12 @@ MISTAKES = [
     (("name = \"alice\"", "name = \"buy-and-hold (baseline)\""), "that name is the baseline's"),
     (("base_url = \"https://api.example.com/v1\"", "base_url = \"api.example.com\""), "base_url must be an http(s) URL"),
     (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nreasoning_effort = \"max\""), "reasoning_effort must be one of"),
-    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nprice_in_per_mtok = -1"), "price_in_per_mtok must be >= 0"),
+    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nprice_in_per_mtok = -1\nprice_out_per_mtok = 1"), "price_in_per_mtok must be >= 0"),
+    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nprice_in_per_mtok = 1"), "give both price_in_per_mtok and price_out_per_mtok"),
     (("seed = 3", "seed = 3\n[tools]\nfee_bps = -2"), "[tools].fee_bps must be >= 0"),
     (("seed = 3", "seed = 3\n[broker]\nfetch_wait_ms = 5000"), "[broker].fetch_wait_ms must be 1-1000"),
+    (("seed = 3", "seed = 3\n[web]\nport = 70000"), "[web].port must be 0-65535"),
+    (("seed = 3", "seed = 3\n[web]\nhost = \"0.0.0.0\""), "[web]: unknown key 'host'"),
     (("seed = 3", "seed = [3"), "not valid TOML"),
 ]
 
@@ -173,6 +179,7 @@ def _trades_by_agent(ledger: Path) -> dict[str, int]:
         return {}
 
 
+@pytest.mark.timeout(600)
 def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     run_dir, export = tmp_path / "run", tmp_path / "board.json"
@@ -197,6 +204,7 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
         for pid in _procs_with_marker(marker):
             os.kill(pid, signal.SIGKILL)
     assert "agents online: alice, bob, carol" in output and "stopping" in output, output
+    assert "web page: http://" in output, output  # the example has a [web] table
     assert not _procs_with_marker(marker), "a part outlived Ctrl-C"
     rows = {a["name"]: a for a in json.loads(export.read_text())["agents"]}
     assert all(rows[name]["trades"] >= 1 for name in agents), rows

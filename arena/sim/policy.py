@@ -26,16 +26,20 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from arena.policies import (
+    MIN_NOTIONAL,
     POLICIES,
     Holdings,
     Market,
     Order,
     decide,
+    increment,
     parse_market,
     parse_portfolio,
+    round_down,
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,23 @@ def _text(content: Any) -> str:
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
         return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
     return "" if content is None else str(content)
+
+
+def _tokens(chars: int) -> int:
+    return -(-chars // 4)  # about 4 characters a token, as tokenizers average on English text
+
+
+def usage_estimate(messages: list, tools: Any, answer: dict) -> tuple[int, int]:
+    """Plausible (prompt, completion) token counts: what a real provider bills is every message's text
+    and tool calls, the tool schemas and a few tokens of framing per message; the answer likewise."""
+    def size(m: dict) -> int:
+        calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
+        return 4 + _tokens(len(_text(m.get("content"))) + len(json.dumps(calls, default=str)) * bool(calls))
+
+    prompt = 3 + sum(size(m) for m in messages if isinstance(m, dict))
+    if tools:
+        prompt += _tokens(len(json.dumps(tools, default=str)))
+    return prompt, size(answer)
 
 
 def _tool_specs(tools: Any) -> dict[str, dict]:
@@ -170,10 +191,35 @@ def plan(model: str, turn: Turn, tools: dict[str, dict], seed: int) -> Reply:
         return Reply(calls=[(portfolio_tool, {})])
     holdings = parse_portfolio(turn.results.get(portfolio_calls[-1][0])) if portfolio_calls else parse_portfolio(None)
     orders, notes = decide(policy, turn.market, holdings, random_seed(seed, turn))
+    orders = cap_orders(orders, turn.system, turn.market, holdings)
     if not orders or not trade_tool:
         return Reply(f"{policy}: no trade. " + "; ".join(notes) + _cash_note(holdings))
     text = f"{policy}: " + "; ".join(f"{o.side} {o.quantity:.10g} {o.product_id} ({o.why})" for o in orders)
     return Reply(text, [(trade_tool, trade_arguments(o, tools[trade_tool])) for o in orders])
+
+
+# The largest-order rule as arena.strategies.Limits.sentences() writes it into a strategy's prompt.
+_ORDER_CAP = re.compile(r"One buy order is at most (\d+(?:\.\d+)?)% of total account value")
+
+
+def cap_orders(orders: list[Order], system: str, market: Market, holdings: Holdings) -> list[Order]:
+    """What a model that reads its risk rules does: no buy above the prompt's largest-order limit (the
+    policies size buys by cash alone). The desk enforces every limit; this only keeps the offline
+    agents from walking into the one their sizing would break on every turn."""
+    m = _ORDER_CAP.search(system)
+    if not m:
+        return orders
+    value = holdings.cash + sum(qty * (market.quotes[pid].bid or 0.0) for pid, qty in holdings.positions.items() if pid in market.quotes)
+    cap = float(m[1]) / 100 * value
+    out = []
+    for o in orders:
+        if o.side == "buy":
+            ask = market.quotes[o.product_id].ask
+            o = replace(o, quantity=round_down(min(o.quantity, cap / ask), increment(o.product_id, ask)))
+            if o.quantity * ask < MIN_NOTIONAL:
+                continue
+        out.append(o)
+    return out
 
 
 _SNAPSHOT_NO = re.compile(r"\(snapshot #(-?\d+)\)")
@@ -244,15 +290,14 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
     message: dict = {"role": "assistant", "content": reply.text}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    prompt_chars = sum(len(_text(m.get("content"))) for m in messages)
-    out_chars = len(reply.text or "") + sum(len(c["function"]["arguments"]) for c in tool_calls)
+    in_tokens, out_tokens = usage_estimate(messages, body.get("tools"), message)
     return {
         "id": f"chatcmpl-{digest[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": out_chars // 4, "total_tokens": (prompt_chars + out_chars) // 4},
+        "usage": {"prompt_tokens": in_tokens, "completion_tokens": out_tokens, "total_tokens": in_tokens + out_tokens},
     }
 
 

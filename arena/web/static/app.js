@@ -146,7 +146,8 @@
     { k: "exposure_pct", h: "Exposure", m: true, f: function (a, v) { return num(v) ? v.toFixed(0) + "%" : "—"; } },
     { k: "turns", h: "Turns", f: function (a) { return a.baseline ? "" : a.turns || 0; } },
     { k: "tokens", h: "Tokens", opt: true, f: function (a) { return num(a.tokens) ? a.tokens.toLocaleString("en-US") : "—"; } },
-    { k: "model_cost_usd", h: "Model $", opt: true, f: function (a) { return money(a.model_cost_usd); } },
+    { k: "model_cost_usd", h: "Model $", opt: true, f: function (a) { return !num(a.model_cost_usd) ? "—" : a.model_cost_usd < 1 ? "$" + a.model_cost_usd.toFixed(4) : money(a.model_cost_usd); } },
+    { k: "return_per_dollar", h: "P&L/$", opt: true, f: function (a) { var v = a.return_per_dollar; return !num(v) ? "—" : (v > 0 ? "+" : "") + (Math.abs(v) >= 10 ? Math.round(v).toLocaleString("en-US") : v.toFixed(2)); }, c: function (a) { return cls(a.return_per_dollar); } },
     { k: "last_reply_at", h: "Last reply", f: function (a) { return a.baseline ? "" : !a.last_reply_at ? "—" : STATIC ? hms(a.last_reply_at) : ago(since(a.last_reply_at)) + " ago"; } }
   ];
   function metricOf(a, c) { return c.m ? (a.metrics || {})[c.k] : a[c.k]; }
