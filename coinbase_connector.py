@@ -106,5 +106,6 @@ async def serve(settings, cfg: FeedConfig, venue: exchanges.Exchange, ready, arg
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     return await run(settings, cfg, venue, stop=stop, on_first=ready, record=args.record, replay_path=args.replay, speed=args.speed)
 
+
 if __name__ == "__main__":
     sys.exit(main())
