@@ -654,15 +654,18 @@ class ChatNode:
             async def on_partitions_assigned(self, partitions):
                 assigned.set()
 
-        # Auto-commit also commits before every rebalance, so a partition moving to another replica
-        # resumes where this one stopped.
-        self._consumer = k.consumer(self.kafka, group_id=self.group_id, latest=True)
+        # A group's first start reads from the earliest request: a router may send before this node has
+        # joined (every part starts at once), and a request too old to serve is answered "expired".
+        # Later starts resume at the group's committed offsets. Auto-commit also commits before every
+        # rebalance, so a partition moving to another replica resumes where this one stopped.
+        self._consumer = k.consumer(self.kafka, group_id=self.group_id, latest=False)
         self._consumer.subscribe([self.topic], listener=_Joined())
         await self._consumer.start()
         await asyncio.wait_for(assigned.wait(), join_timeout_s)
         partitions = self._consumer.assignment()
-        for tp in partitions:
-            await self._consumer.position(tp)  # resolve "latest" now, so no request slips past
+        positions = {tp: await self._consumer.position(tp) for tp in partitions}  # resolved now
+        if positions:  # committed at once: a member evicted before its first auto-commit rejoins here
+            await self._consumer.commit(positions)
         if not partitions:
             log.warning("no partitions assigned (more replicas than partitions?): this replica stands by")
 

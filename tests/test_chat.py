@@ -340,3 +340,34 @@ async def test_a_node_forwards_only_allowed_settings_and_answers_busy_beyond_its
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await node.stop()
+
+
+async def test_a_request_sent_before_its_chat_node_joined_is_served(kafka, remote):
+    """Every part of an arena starts at once: a router's first request can reach the topic before the
+    chat node's group has joined. The node's first start reads from the earliest request."""
+    from calfkit._vendor.pydantic_ai.messages import ModelResponse
+    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+
+    async def provider(messages, info) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("late, but served")])
+
+    name = f"late-{RUN}"
+    pending = asyncio.create_task(remote(name, timeout_s=40, ack_timeout_s=40).request(first_turn(), None, PARAMS))
+    reader = k.consumer(kafka, chat_request_topic(name), group_id=None, latest=False)
+    await reader.start()
+    try:  # the request is on the topic before any node of that name exists
+        deadline = time.monotonic() + 20
+        while not any(r.value for rs in (await reader.getmany(timeout_ms=200)).values() for r in rs):
+            assert time.monotonic() < deadline and not pending.done(), "the request never reached its topic"
+    finally:
+        await reader.stop()
+    node = ChatNode(name, FunctionModel(provider, model_name="late"), kafka)
+    await node.start()
+    serving = asyncio.create_task(node.serve())
+    try:
+        reply = await asyncio.wait_for(pending, 30)
+        assert reply.parts[0].content == "late, but served"
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await node.stop()

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from arena import kafka as k
 from arena.broker import free_port
 from arena.chat import ChatReply, ChatRequest, _ReplyAddress, forwarded_settings, redact_url, redactor
-from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings, chat_request_topic
+from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings, chat_request_topic
 from arena.decisions import Decision
 from arena.market import Candle, MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME
@@ -491,7 +491,21 @@ async def test_the_leaderboard_never_saw_a_forged_snapshot(arena):
     last = await arena.real()
     await arena.until(lambda: all(w.of(a, "done", "skipped", seqs={last}) for a in TRADERS), "the turns on the last snapshot")
     stop_cleanly(*(arena.procs[n] for n in TRADERS))
-    await asyncio.sleep(1.0)  # the routers' last decisions reach the tools
+    # The tools have taken the last snapshot and every turn when their published leaderboard says so.
+    done = {a: len(w.of(a, "done")) for a in TRADERS}
+    board = k.consumer(arena.kafka, LEADERBOARD_TOPIC, group_id=None, latest=False)
+    await board.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the tools never published a leaderboard with the last snapshot and turns"
+            records = [r for rs in (await board.getmany(timeout_ms=500)).values() for r in rs if r.key == b"leaderboard"]
+            latest = json.loads(records[-1].value) if records else None
+            if latest and latest["feed"]["snapshot_seq"] == arena.published[-1] and all(
+                    next((a["turns"] for a in latest["agents"] if a["name"] == n), None) == done[n] for n in TRADERS):
+                break
+    finally:
+        await board.stop()
     assert arena.procs["tools"].stop(signal.SIGINT) == 0, arena.procs["tools"].output[-3000:]
     export = json.loads(arena.export.read_text())
     assert export["feed"]["snapshot_seq"] == arena.published[-1]  # the last real one (until() may publish after `last`)
