@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ValidationError
 
 from arena import auth
+from arena.compat.started_consumers import consumers_started  # noqa: F401 - re-exported: the call sites' name
 from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -47,26 +47,6 @@ def consumer(settings: KafkaSettings, *topics: str, group_id: str | None, latest
     )
 
 
-@contextmanager
-def consumers_started() -> Iterator[list[AIOKafkaConsumer]]:
-    """Every aiokafka consumer started in this process inside the block, calfkit's included.
-
-    calfkit 0.13 gives no handle on the consumers behind its client inbox, node subscribers and
-    fan-out tables; recording their start is the one seam that finds them all."""
-    started: list[AIOKafkaConsumer] = []
-    original = AIOKafkaConsumer.start
-
-    async def start(self: AIOKafkaConsumer) -> None:
-        started.append(self)
-        await original(self)
-
-    AIOKafkaConsumer.start = start  # type: ignore[method-assign]
-    try:
-        yield started
-    finally:
-        AIOKafkaConsumer.start = original  # type: ignore[method-assign]
-
-
 async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0) -> None:
     """Wait until every consumer has its partitions and a fetch position on each.
 
@@ -86,21 +66,6 @@ async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0)
     except asyncio.TimeoutError:
         waiting = sorted(t for c in consumers if not c.assignment() for t in c.subscription())
         raise TimeoutError(f"consumers not positioned within {timeout_s:g}s (unassigned: {', '.join(waiting) or 'none'})") from None
-
-
-def advertise_when_positioned(worker, consumers: list[AIOKafkaConsumer]) -> None:
-    """Hold back a calfkit Worker's capability adverts until `consumers` are positioned.
-
-    calfkit publishes a tool's advert as soon as its consumers have started, before they resolve
-    "latest" (measured: 21-36 of a tools process's 36 partitions unpositioned at that moment), and an
-    agent calls a tool the moment it sees the advert: that call would be skipped and its turn would
-    wait out its whole timeout. Worker hooks run in the order registered, and the worker registers its
-    advert publisher only when it starts, so a hook registered before `start()` runs first."""
-
-    async def hold(_ctx) -> None:
-        await positioned(list(consumers))
-
-    worker.after_startup(hold)
 
 
 class Dozing:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from arena import kafka as k
+from arena.compat.worker_adverts import advertise_when_positioned
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.desk import Desk
@@ -105,7 +106,7 @@ class ToolsService:
         self._health = k.consumer(self.kafka, HEALTH_TOPIC, group_id=None, latest=False)
         with k.consumers_started() as started:
             for w in self._workers:
-                k.advertise_when_positioned(w, started)
+                advertise_when_positioned(w, started)
             await asyncio.gather(
                 *(w.start() for w in self._workers),
                 self._producer.start(),
