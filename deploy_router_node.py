@@ -19,6 +19,7 @@ from pathlib import Path
 from arena import service
 from arena.config import add_kafka_args, kafka_settings
 from arena.router import AGENT_NAME_RE, market_group
+from arena.tool_names import TOOL_NAMES
 
 # ---------------------------------------------------------------------------------------------------
 # Strategy prompts: plain text, edit freely. The agent's system prompt is STRATEGIES[name] followed by
@@ -99,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="deploy_router_node.py",
         description="Run one trading agent: a calfkit Agent that thinks through a named chat node, trades with "
-        "the shared tools (execute_trade, get_portfolio, calculator) and takes one turn per newest market "
+        f"the shared tools ({', '.join(TOOL_NAMES)}) and takes one turn per newest market "
         "snapshot. Ticks that arrive while a turn runs are skipped, never queued.",
         epilog="environment: ARENA_AGENT_KEY, this agent's key from the tools' --agent-keys file: each turn then "
         "carries a proof that it is this agent's, and tools started with --agent-keys refuse calls without one. "
@@ -189,7 +190,7 @@ class Agent(service.Service):
     def ready(self, elapsed_s: float) -> str:
         a = self.args
         return (f"READY agent '{a.name}' serving in {elapsed_s:.1f}s: market group {market_group(a.name)}, "
-                f"tools execute_trade/get_portfolio/calculator, chat node '{a.chat_node_name}'")
+                f"tools {'/'.join(TOOL_NAMES)}, chat node '{a.chat_node_name}'")
 
     def startup_failed(self, exc) -> None:
         service.error(f"{exc} (is the broker at {self.kafka.bootstrap_servers} running?)")

@@ -16,6 +16,7 @@ import sys
 
 from arena import service
 from arena.config import add_kafka_args, kafka_settings
+from arena.tool_names import TOOL_NAMES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,7 +120,7 @@ class ToolsProcess(service.Service):
 
     def ready(self, elapsed_s: float) -> str:
         a = self.args
-        return (f"READY: execute_trade, get_portfolio, calculator served in {elapsed_s:.2f}s "
+        return (f"READY: {', '.join(TOOL_NAMES)} served in {elapsed_s:.2f}s "
                 f"(ledger {a.ledger}, fee {a.fee_bps:g} bps, max quote age {a.max_quote_age:g}s)")
 
     def startup_failed(self, exc) -> None:

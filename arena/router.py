@@ -21,11 +21,11 @@ from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
+from arena.tool_names import TOOL_NAMES
 from arena.wire import AGENT_NAME_RE, clip
 
 log = logging.getLogger(__name__)
 
-TOOL_NAMES = ("execute_trade", "get_portfolio", "calculator")
 
 T = TypeVar("T")
 

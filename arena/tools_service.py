@@ -20,6 +20,7 @@ from arena.desk import Desk
 from arena.market import MarketSnapshot, utcnow
 from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
+from arena.tool_names import TOOL_NAMES
 
 log = logging.getLogger("arena.tools")
 SERVED = "tools served"  # logged once the tools answer
@@ -127,7 +128,7 @@ class ToolsService:
             board = LeaderboardPublisher(self._producer, self.state, self.desk.ledger.accounts, kafka=self.kafka)
             self._tasks.append(asyncio.create_task(board.run(), name="leaderboard"))
         # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
-        log.info("%s: execute_trade, get_portfolio, calculator", SERVED)
+        log.info("%s: %s", SERVED, ", ".join(TOOL_NAMES))
 
     async def _start_market(self) -> None:
         """Open the market feed positioned at the latest snapshot of each partition, so prices are
