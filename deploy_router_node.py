@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
-import time
 from pathlib import Path
 
+from arena import service
 from arena.config import add_kafka_args, kafka_settings
-from arena.reconnect import BrokerWatch, restart_in_place
 from arena.router import AGENT_NAME_RE, market_group
-from arena.startup import StartupFailed, start_patiently
 from arena.strategies import strategy_prompt
+from arena.tool_names import TOOL_NAMES
 
 # ---------------------------------------------------------------------------------------------------
 # Strategy prompts: plain text, edit freely. The agent's system prompt is STRATEGIES[name], then its
@@ -90,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="deploy_router_node.py",
         description="Run one trading agent: a calfkit Agent that thinks through a named chat node, trades with "
-        "the shared tools (execute_trade, get_portfolio, calculator) and takes one turn per newest market "
+        f"the shared tools ({', '.join(TOOL_NAMES)}) and takes one turn per newest market "
         "snapshot. Ticks that arrive while a turn runs are skipped, never queued.",
         epilog="environment: ARENA_AGENT_KEY, this agent's key from the tools' --agent-keys file: each turn then "
         "carries a proof that it is this agent's, and tools started with --agent-keys refuse calls without one. "
@@ -102,8 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     strategy.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
     strategy.add_argument("--strategy-file", type=Path, default=None, metavar="PATH", help="strategy prompt from this text file instead (plain text, like the STRATEGIES; the house rules follow it as for those); the agent's strategy is named after the file")
     p.add_argument("--turn-timeout", type=float, default=60.0, help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to keep trying to start (broker not there yet, or just restarted and refusing) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
-    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the libraries' messages on stderr (default %(default)s)")
+    service.add_service_args(p)
     add_kafka_args(p)
     args = p.parse_args(argv)
     if not AGENT_NAME_RE.match(args.name):
@@ -117,8 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not args.prompt:
             p.error(f"--strategy-file: {args.strategy_file} is empty")
         args.strategy = args.strategy_file.stem
-    if not args.turn_timeout > 0 or not args.connect_timeout > 0:
-        p.error("--turn-timeout and --connect-timeout must be positive")
+    if not args.turn_timeout > 0:
+        p.error("--turn-timeout must be positive")
     return args
 
 
@@ -128,12 +125,9 @@ def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(BriefFormatter(level == "DEBUG"))
     logging.basicConfig(level=level, handlers=[handler])
+    service.quiet_libraries(level)
     # Garbage on the agent's inbox: one short line, not the whole record.
     logging.getLogger("arena.router.faststream").addFilter(BriefRecordErrors(tracebacks=level == "DEBUG"))
-
-
-def status(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def report(decision) -> None:
@@ -143,101 +137,78 @@ def report(decision) -> None:
         return
     head = f"{d.agent} #{d.tick_seq} {d.status}"
     if d.status == "done":
-        status(f"{head} in {d.latency_s:.2f}s: {' '.join(d.output.split())[:200]}")
+        service.status(f"{head} in {d.latency_s:.2f}s: {' '.join(d.output.split())[:200]}")
     elif d.status == "skipped":
-        status(f"{head}: {d.reason}")
+        service.status(f"{head}: {d.reason}")
     else:
-        status(f"{head} after {d.latency_s:.2f}s: {d.reason}")
+        service.status(f"{head} after {d.latency_s:.2f}s: {d.reason}")
 
 
-async def serve(args: argparse.Namespace) -> int:
-    from arena.chat import RemoteChatModel
-    from arena.router import Router
+class Agent(service.Service):
+    """One trading agent, run by arena.service: a fresh Router for each start attempt."""
 
-    kafka = kafka_settings(args)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    log = logging.getLogger("arena.router")
 
-    def make_router() -> Router:
+    def __init__(self, args: argparse.Namespace):
+        super().__init__(kafka_settings(args), args.connect_timeout)
+        self.args, self.what, self.router = args, f"agent '{args.name}'", None
+
+    async def start(self) -> None:
+        from arena.chat import RemoteChatModel
+        from arena.router import Router
+
+        a = self.args
         model = RemoteChatModel(
-            args.chat_node_name,
-            kafka,
-            timeout_s=args.turn_timeout,  # no model call outlives its turn
-            ack_timeout_s=min(10.0, args.turn_timeout / 2),  # a missing chat node is reported well within a turn
+            a.chat_node_name, self.kafka,
+            timeout_s=a.turn_timeout,  # no model call outlives its turn
+            ack_timeout_s=min(10.0, a.turn_timeout / 2),  # a missing chat node is reported well within a turn
         )
-        return Router(
-            name=args.name,
-            system_prompt=strategy_prompt(args.strategy, args.prompt) + HOUSE_RULES,
-            model_client=model,
-            kafka=kafka,
-            chat_node=args.chat_node_name,
-            strategy=args.strategy,
-            turn_timeout_s=args.turn_timeout,
-            on_decision=report,
-        )
+        self.router = Router(name=a.name, system_prompt=strategy_prompt(a.strategy, a.prompt) + HOUSE_RULES, model_client=model, kafka=self.kafka,
+                             chat_node=a.chat_node_name, strategy=a.strategy, turn_timeout_s=a.turn_timeout, on_decision=report)
+        await self.router.start()
 
-    began = time.monotonic()
-    router: Router | None = None
-    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
-    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting agent '{args.name}' in place"), stop.set()), stop=stop)
+    async def stop(self) -> None:
+        if self.router is not None:
+            await self.router.stop()
 
-    async def attempt() -> None:
-        nonlocal router
-        router = make_router()
-        await router.start()
-        await watch.start()
+    async def serve(self, stop: asyncio.Event) -> int:
+        await self.router.run(stop)
+        return 0
 
-    async def undo() -> None:
-        await watch.stop()
-        if router is not None:
-            await router.stop()
+    def ready(self, elapsed_s: float) -> str:
+        a = self.args
+        return (f"READY agent '{a.name}' serving in {elapsed_s:.1f}s: market group {market_group(a.name)}, "
+                f"tools {'/'.join(TOOL_NAMES)}, chat node '{a.chat_node_name}'")
 
-    status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
-    try:
-        if not await start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what=f"agent '{args.name}'", status=status):
-            status("Interrupted during start-up.")
-            return 0
-    except StartupFailed as exc:
-        print(f"error: {exc} (is the broker at {kafka.bootstrap_servers} running?)", file=sys.stderr)
-        return 1
-    status(f"READY agent '{args.name}' serving in {time.monotonic() - began:.1f}s: market group {market_group(args.name)}, "
-           f"tools execute_trade/get_portfolio/calculator, chat node '{args.chat_node_name}'")
-    code = 0
-    try:
-        await router.run(stop)
-    except Exception as exc:
-        logging.getLogger("arena.router").exception("agent loop failed")
-        print(f"error: agent '{args.name}' stopped: {exc}", file=sys.stderr)
-        code = 1
-    await watch.stop()
-    if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
-        restart_in_place(watch)
-    status(f"Stopping agent '{args.name}' ...")
-    await router.stop()
-    status("Stopped.")
-    return code
+    def startup_failed(self, exc) -> None:
+        service.error(f"{exc} (is the broker at {self.kafka.bootstrap_servers} running?)")
+
+    def interrupted(self) -> None:
+        service.status("Interrupted during start-up.")
+
+    def stopping(self) -> str:
+        return f"Stopping agent '{self.args.name}' ..."
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        if served:
+            service.status("Stopped.")
+        return code
 
 
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
+def build(argv: list[str] | None) -> Agent:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    service.status(f"Starting agent '{args.name}' (strategy {args.strategy}, chat node '{args.chat_node_name}') ...")
+    # calfkit takes seconds to import: do it before the connect timeout starts counting.
+    import arena.chat  # noqa: F401
+    from arena.router import preload_calfkit
+
+    preload_calfkit()
+    return Agent(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.log_level)
-    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C until the event loop takes the signals over
-    status(f"Starting agent '{args.name}' (strategy {args.strategy}, chat node '{args.chat_node_name}') ...")
-    try:
-        # calfkit takes seconds to import: do it before the connect timeout starts counting.
-        import arena.chat  # noqa: F401
-        from arena.router import preload_calfkit
-
-        preload_calfkit()
-        return asyncio.run(serve(args))
-    except KeyboardInterrupt:  # a signal before the handlers were installed
-        return 0
+    return service.main(lambda: build(argv))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
-import signal
 import sys
 
+from arena import service
 from arena.config import add_kafka_args, kafka_settings
-from arena.reconnect import BrokerWatch, restart_in_place
-from arena.startup import StartupFailed, start_patiently
+from arena.tool_names import TOOL_NAMES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,8 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where logs go while the live dashboard is on screen (default %(default)s)")
     p.add_argument("--status-every", type=float, default=30.0, metavar="SECONDS",
                    help="headless: seconds between standings lines (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds to keep trying to serve the tools (broker not there yet, or just restarted) before giving up; once running, a broker that goes away is waited for without limit (default %(default)s)")
+    service.add_service_args(p, log_level=False)  # logs: INFO, the headless mode's output
     p.add_argument("--agent-keys", default=None, metavar="FILE",
                    help="agent name -> key (a JSON object or TOML table); then a tool call is served only with a proof "
                    "from that agent's router (its env ARENA_AGENT_KEY), and agents not in the file cannot trade "
@@ -108,117 +105,112 @@ def setup_logging() -> None:
     logging.getLogger("arena.tools.faststream").addFilter(BriefRecordErrors())  # garbage on a tool's inbox: one line
 
 
-def status(msg: str) -> None:
-    print(msg, flush=True)
+class ToolsProcess(service.Service):
+    """The tools, the ledger behind them and the dashboard, run by arena.service."""
+
+    what = "the tools"
+    restart_note = " (the ledger keeps every account)"
+    log = logging.getLogger("arena.tools")
+
+    def __init__(self, args: argparse.Namespace, ledger):
+        from arena.dashboard import ArenaState, LiveDashboard
+        from arena.desk import Desk, QuoteBook
+        from arena.metrics import MetricsTracker
+        from arena.tools_service import ToolsService
+
+        super().__init__(kafka_settings(args), args.connect_timeout)
+        self.args, self.ledger, self.fatal = args, ledger, []  # fatal: a feed task that kept failing
+        # Leaderboard metrics (docs/METRICS.md): the whole log now, then every trade and snapshot via the state.
+        metrics = MetricsTracker(fee_bps=args.fee_bps)
+        for trade in ledger.trades():
+            metrics.on_trade(trade)
+        for name in ledger.accounts():
+            metrics.on_agent(name)
+        self.state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
+                                log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
+        self.desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits)
+        self.tools = ToolsService(self.kafka, self.desk, max_workers=args.max_workers, state=self.state,
+                                  on_fatal=lambda exc: (self.fatal.append(exc), self.stop_requested.set()))
+        self.dashboard = LiveDashboard(self.state, ledger.accounts, print_final=False)  # final standings: after the drain
+
+    async def start(self) -> None:
+        await self.tools.start()
+
+    async def stop(self) -> None:
+        await self.tools.stop()
+
+    def connecting(self) -> str:
+        return f"Connecting to Kafka at {self.kafka.bootstrap_servers} and serving the tools ..."
+
+    def ready(self, elapsed_s: float) -> str:
+        a = self.args
+        return (f"READY: {', '.join(TOOL_NAMES)} served in {elapsed_s:.2f}s "
+                f"(ledger {a.ledger}, fee {a.fee_bps:g} bps, max quote age {a.max_quote_age:g}s, "
+                f"arena-wide limits: {' '.join(a.limits.sentences()) or 'none'})")
+
+    def startup_failed(self, exc) -> None:
+        service.status(f"error: {exc} (is Kafka reachable at {self.kafka.bootstrap_servers}?)")
+
+    def serve_failed(self, exc: Exception) -> None:
+        self.log.exception("tools process failed")
+        service.status(f"error: {exc}")
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        from arena.tools_service import headless, standings_line
+
+        accounts = self.ledger.accounts
+        if self.args.no_dashboard:
+            await headless(stop, lambda: self.state.sample(accounts()),
+                           lambda: standings_line(accounts(), self.desk.quotes.quotes()), self.args.status_every)
+        else:
+            await self.dashboard.run(stop)
+            await stop.wait()
+        if self.fatal:
+            service.status(f"error: {self.fatal[0]}")
+            return 1
+        return 0
+
+    def abandon(self) -> None:
+        self.ledger.close()
+
+    def stopping(self) -> str:
+        return "Stopping: finishing in-flight tool calls ..."
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        from arena.dashboard import final_standings_table, leaderboard, write_export
+
+        args, accounts = self.args, self.ledger.accounts
+        if args.export:
+            write_export(args.export, leaderboard(self.state, accounts()))
+        if args.no_dashboard:
+            self.dashboard.console.print(final_standings_table(self.state, accounts()))
+            if args.export:
+                service.status(f"Leaderboard written to {args.export}")
+        else:
+            self.dashboard.console.print(self.dashboard.final_standings())
+        self.ledger.close()
+        return code
 
 
-async def run(args: argparse.Namespace) -> int:
+def build(argv: list[str] | None) -> ToolsProcess | int:
+    args = parse_args(argv)
+    setup_logging()
     from arena.ledger import Ledger, LedgerLocked
 
-    kafka = kafka_settings(args)
-    status(f"Opening ledger {args.ledger} ...")
+    service.status(f"Opening ledger {args.ledger} ...")
     try:  # first: a second tools process on this ledger stops here, before any other work
         ledger = Ledger(args.ledger, synchronous=args.sync)
     except LedgerLocked as exc:  # two writers would spend the same cash twice
-        status(f"error: {exc}; one tools process per ledger: stop that one, or pass another --ledger")
+        service.status(f"error: {exc}; one tools process per ledger: stop that one, or pass another --ledger")
         return 1
-
-    from arena.dashboard import ArenaState, LiveDashboard, final_standings_table, leaderboard, write_export
-    from arena.desk import Desk, QuoteBook
-    from arena.metrics import MetricsTracker
-    from arena.tools_service import ToolsService, headless, standings_line
-
-    status(f"  {len(ledger.accounts())} accounts, {len(ledger)} trades restored")
-    # Leaderboard metrics (docs/METRICS.md): the whole log now, then every trade and snapshot via the state.
-    metrics = MetricsTracker(fee_bps=args.fee_bps)
-    for trade in ledger.trades():
-        metrics.on_trade(trade)
-    for name in ledger.accounts():
-        metrics.on_agent(name)
-    state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
-                       log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
-    desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits)
-    stop = asyncio.Event()
-    fatal: list[BaseException] = []  # a feed task that kept failing: stop, and exit non-zero
-    service = ToolsService(kafka, desk, max_workers=args.max_workers, state=state,
-                           on_fatal=lambda exc: (fatal.append(exc), stop.set()))
-    dashboard = LiveDashboard(state, ledger.accounts, print_final=False)  # final standings: after the drain
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
+    service.status(f"  {len(ledger.accounts())} accounts, {len(ledger)} trades restored")
     import arena.tools  # noqa: F401 - calfkit takes seconds to import: not on the connect timeout's clock
 
-    code = 0
-    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
-    watch = BrokerWatch(kafka, lambda why: (status(f"{why}: restarting the tools process in place (the ledger keeps "
-                                                   "every account)"), stop.set()), stop=stop)
-
-    async def attempt() -> None:
-        await service.start()
-        await watch.start()
-
-    async def undo() -> None:
-        await watch.stop()
-        await service.stop()
-
-    began = loop.time()
-    try:
-        status(f"Connecting to Kafka at {kafka.bootstrap_servers} and serving the tools ...")
-        try:
-            if not await start_patiently(attempt, undo, stop=stop, timeout_s=args.connect_timeout, what="the tools", status=status):
-                return 0
-        except StartupFailed as exc:
-            status(f"error: {exc} (is Kafka reachable at {kafka.bootstrap_servers}?)")
-            return 1
-        status(f"READY: execute_trade, get_portfolio, calculator served in {loop.time() - began:.2f}s "
-               f"(ledger {args.ledger}, fee {args.fee_bps:g} bps, max quote age {args.max_quote_age:g}s, "
-               f"arena-wide limits: {' '.join(args.limits.sentences()) or 'none'})")
-        if args.no_dashboard:
-            await headless(stop, lambda: state.sample(ledger.accounts()),
-                           lambda: standings_line(ledger.accounts(), desk.quotes.quotes()), args.status_every)
-        else:
-            await dashboard.run(stop)
-            await stop.wait()
-        if fatal:
-            status(f"error: {fatal[0]}")
-            code = 1
-    except Exception as exc:
-        logging.getLogger("arena.tools").exception("tools process failed")
-        status(f"error: {exc}")
-        code = 1
-    finally:
-        await watch.stop()
-        if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
-            ledger.close()
-            restart_in_place(watch)
-        status("Stopping: finishing in-flight tool calls ...")
-        await service.stop()
-        if args.export:
-            write_export(args.export, leaderboard(state, ledger.accounts()))
-        if args.no_dashboard:
-            dashboard.console.print(final_standings_table(state, ledger.accounts()))
-            if args.export:
-                status(f"Leaderboard written to {args.export}")
-        else:
-            dashboard.console.print(dashboard.final_standings())
-        ledger.close()
-    return code
+    return ToolsProcess(args, ledger)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the loop's handlers take over: exit quietly
-    try:
-        code = asyncio.run(run(args))
-    except KeyboardInterrupt:  # a signal before the handlers were installed
-        return 0
-    # All is flushed and closed: spare the interpreter's final garbage collection of this large heap
-    # (calfkit, pydantic), which kept the process alive 3-17 s after Ctrl-C on a busy 2-core machine.
-    gc.freeze()
-    return code
+    return service.main(lambda: build(argv))
 
 
 if __name__ == "__main__":

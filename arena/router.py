@@ -17,14 +17,15 @@ from typing import Any, Generic, TypeVar
 
 from arena import auth
 from arena import kafka as k
+from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
+from arena.tool_names import TOOL_NAMES
 from arena.wire import AGENT_NAME_RE, clip
 
 log = logging.getLogger(__name__)
 
-TOOL_NAMES = ("execute_trade", "get_portfolio", "calculator")
 
 T = TypeVar("T")
 
@@ -102,20 +103,6 @@ def fault_reason(exc: BaseException) -> str:
         msg = messages[-1] if messages else exc.report.error_type
         return f"{types[-1]}: {msg}" if types and not msg.startswith(types[-1]) else msg
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _tune_client_inbox(client: Any, fetch_max_wait_ms: int) -> None:
-    """Shorten the long-poll of the calfkit client's reply inbox (default 500 ms per run step).
-
-    calfkit 0.13 has no setting for it (and putting fetch_max_wait_ms in the connection profile
-    breaks its ktables readers), so set it on the inbox subscriber's consumer arguments before
-    the broker starts.
-    """
-    for sub in client.broker.subscribers:
-        if client.inbox_topic in getattr(sub, "topics", ()):
-            sub._connection_args["fetch_max_wait_ms"] = fetch_max_wait_ms
-            return
-    log.warning("calfkit client inbox subscriber not found; replies keep the default fetch wait")
 
 
 def _control_plane(topic: str) -> bool:
@@ -242,7 +229,7 @@ class Router:
             **({"security": security} if security else {}),
         )
         wait = CONSUMER_TUNING["fetch_max_wait_ms"]
-        _tune_client_inbox(self._client, wait)
+        tune_client_inbox(self._client, wait)
         self._worker = Worker(
             self._client,
             nodes=[self._build_agent()],

@@ -19,6 +19,7 @@ from arena.calc import calculate
 from arena.desk import Desk, OutcomeUnknown
 from arena.market import utcnow
 from arena.portfolio import INITIAL_CASH
+from arena.tool_names import TOOL_NAMES
 
 __all__ = ["INITIAL_CASH", "TOOLS", "calculator", "execute_trade", "get_portfolio", "provide_desk"]
 
@@ -120,6 +121,7 @@ async def calculator(ctx: ToolContext, expression: str) -> str:
 
 
 TOOLS = [execute_trade, get_portfolio, calculator]
+assert tuple(t.name for t in TOOLS) == TOOL_NAMES, "arena/tool_names.py names every tool, in this order"
 
 
 def _fault_to_result(ctx: Any, fault: Any) -> dict:

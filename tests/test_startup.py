@@ -110,3 +110,44 @@ def test_a_part_without_a_broker_gives_up_at_connect_timeout_with_a_clear_error(
              "--base-url", "http://127.0.0.1:9/v1", "--connect-timeout", "3")  # fmt: skip
     assert p.proc.wait(60) == 1, p.output
     assert "error: chat node 'lonely' did not start within 3s" in p.output, p.output
+
+
+class _Unowned(Exception):
+    """Raised by the test's own SIGTERM handler: the runner did not take the signal over."""
+
+
+def _unowned(*_):
+    raise _Unowned
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_the_event_loop_ends_a_part_quietly(sig):
+    import os
+
+    from arena import service
+
+    before = signal.signal(signal.SIGTERM, _unowned)
+    try:
+        def build():
+            os.kill(os.getpid(), sig)  # handled in this thread before the next line runs
+            raise AssertionError("the signal did not interrupt the build")
+
+        assert service.main(build) == 0
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("script, args, line, sig", [
+    ("deploy_router_node.py", ["--name", "early"], "Starting agent 'early'", signal.SIGTERM),
+    ("tools_and_dashboard.py", ["--no-dashboard", "--ledger", "{tmp}/l.db"], "trades restored", signal.SIGINT),
+])  # fmt: skip
+def test_ctrl_c_while_a_script_still_imports_ends_it_quietly(tmp_path, script, args, line, sig):
+    # Both say a line, then import calfkit (seconds) before their event loop runs: a signal lands there.
+    p = Proc(script, "--bootstrap-servers", f"127.0.0.1:{free_port()}", *(a.format(tmp=tmp_path) for a in args))
+    try:
+        p.wait_for(line, 60)
+        p.proc.send_signal(sig)
+        assert p.proc.wait(30) == 0, p.output
+        assert "Traceback" not in p.output and "READY" not in p.output and "Connecting" not in p.output, p.output
+    finally:
+        p.stop()

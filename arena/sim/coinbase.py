@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import random
-import re
 import signal
 import sys
 import time
@@ -42,6 +41,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from arena.compat.websockets_get_body import body_tolerant_connection
 from arena.exchanges.coinbase.protocol import API_PREFIX, GRANULARITY_SECONDS, MAX_CANDLES_PER_REQUEST, product_list
 from arena.market import DEFAULT_PRODUCTS
 
@@ -375,42 +375,6 @@ class _Client:
         self.beats = self.candles = None
 
 
-class _Connection(ServerConnection):
-    """Coinbase answers a GET that carries a body, and the official SDK sends `{}` with every one;
-    websockets refuses any request body before a handshake and hangs up. So the request head and its
-    Content-Length body are held until complete, and websockets gets the head alone."""
-
-    _held: bytearray | None = None  # None once the request has been passed on
-
-    def connection_made(self, transport) -> None:
-        self._held = bytearray()
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._held is None:
-            return super().data_received(data)
-        self._held += data
-        end = self._held.find(b"\r\n\r\n")
-        if end < 0 and len(self._held) < MAX_REQUEST_BODY:
-            return  # the head is not complete yet
-        head, body_len = self._held[: end + 4], 0
-        match = re.search(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", head, re.IGNORECASE) if end >= 0 else None
-        if match and 0 < int(match[1]) <= MAX_REQUEST_BODY:
-            body_len = int(match[1])
-            if len(self._held) < end + 4 + body_len:
-                return  # the body is not complete yet
-            head = head[: match.start()] + head[match.end() :]
-        data = bytes(head + self._held[end + 4 + body_len :]) if body_len else bytes(self._held)
-        self._held = None
-        super().data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self._held:  # a request cut short: websockets judges what there is
-            data, self._held = bytes(self._held), None
-            super().data_received(data)
-        return super().eof_received()
-
-
 def _grpc_error(status: int, message: str) -> dict:
     codes = {400: ("INVALID_ARGUMENT", 3), 404: ("NOT_FOUND", 5), 429: ("RESOURCE_EXHAUSTED", 8), 500: ("INTERNAL", 13), 503: ("UNAVAILABLE", 14)}
     name, code = codes.get(status, ("UNKNOWN", 2))
@@ -441,7 +405,7 @@ class MarketSim:
             process_request=self._process_request,
             logger=logging.getLogger("arena.sim.ws"),
             max_size=1024 * 1024,
-            create_connection=_Connection,
+            create_connection=body_tolerant_connection(MAX_REQUEST_BODY),
         )
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._tick(m), name=f"tick {m.product_id}") for m in self.markets.values()]

@@ -1,0 +1,41 @@
+"""The pydantic-ai types the arena uses, from the copy calfkit vendors.
+
+Symptom: calfkit 0.13 runs on its own vendored pydantic-ai (`calfkit._vendor.pydantic_ai`), a private
+package: a chat node's model, its messages and errors must be those classes, not an installed
+pydantic-ai's, or calfkit does not recognise them.
+Fix: import them here, once; arena code imports from this module.
+Can go when calfkit exposes these types publicly (or depends on pydantic-ai proper): then import from
+there and delete this module.
+"""
+
+from __future__ import annotations
+
+from calfkit._vendor.pydantic_ai._run_context import get_current_run_context
+from calfkit._vendor.pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, UnexpectedModelBehavior
+from calfkit._vendor.pydantic_ai.messages import ModelMessage, ModelResponse
+from calfkit._vendor.pydantic_ai.models import Model, ModelRequestParameters
+from calfkit._vendor.pydantic_ai.settings import ModelSettings
+from calfkit._vendor.pydantic_ai.usage import RequestUsage
+
+__all__ = [
+    "Model",
+    "ModelAPIError",
+    "ModelHTTPError",
+    "ModelMessage",
+    "ModelRequestParameters",
+    "ModelResponse",
+    "ModelSettings",
+    "RequestUsage",
+    "UnexpectedModelBehavior",
+    "get_current_run_context",
+    "openai_chat",
+]
+
+
+def openai_chat():
+    """(OpenAIChatModel, OpenAIChatModelSettings, OpenAIProvider), imported on first use (the OpenAI SDK
+    is slow to import and only a chat node needs it)."""
+    from calfkit._vendor.pydantic_ai.models.openai import OpenAIChatModel, OpenAIChatModelSettings
+    from calfkit._vendor.pydantic_ai.providers.openai import OpenAIProvider
+
+    return OpenAIChatModel, OpenAIChatModelSettings, OpenAIProvider

@@ -1,0 +1,214 @@
+"""How every long-running part runs: one start/stop sequence for the tools process, chat nodes, agents
+and the viewer.
+
+A part is a `Service` (what to start, what to serve, what to say); `main(build)` runs it:
+
+1. Ctrl-C or SIGTERM at any moment ends the part quietly with exit code 0: while the interpreter
+   imports and `build` runs (before the event loop), while connecting, while serving (then as an
+   orderly stop). One rule for every part.
+2. Connect patiently (arena/startup.py): try each second until --connect-timeout, beside the part's
+   own warm-up; the broker watch (arena/reconnect.py) starts with the part's clients.
+3. Print the part's READY line, then serve until stopped.
+4. Stop in one order: the broker watch first; if the broker was replaced, restart in place (nothing to
+   stop gracefully on a broker that is gone); otherwise the part's stop line, its clients, its goodbye.
+
+Only scripts call `main`; the parts themselves (ToolsService, ChatNode, Router, ...) never print READY
+nor touch signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from arena.config import KafkaSettings
+from arena.reconnect import BrokerWatch, restart_in_place
+from arena.startup import StartupFailed, start_patiently
+
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+DEFAULT_LOG_LEVEL = "INFO"
+# Chatty at INFO (a line per message, request or reconnect): shown only with --log-level DEBUG.
+LIBRARY_LOGGERS = ("aiokafka", "faststream", "calfkit", "ktables", "httpx", "openai",
+                   "arena.router.faststream", "arena.tools.faststream")
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+
+
+def status(msg: str) -> None:
+    """A status line on stdout, at once (a supervisor or test reads it while the part runs)."""
+    print(msg, flush=True)
+
+
+def error(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_service_args(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
+    """The flags every long-running part shares (the broker's are arena.config.add_kafka_args)."""
+    parser.add_argument(
+        "--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, metavar="SECONDS",
+        help="seconds to keep trying to start (the broker not there yet, or just restarted) before giving up; "
+        "once running, a broker that goes away is waited for without limit (default %(default)s)",
+    )
+    if log_level:
+        parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=LOG_LEVELS,
+                            help="level of the log messages on stderr; the libraries' own INFO messages (one per "
+                            "Kafka message or HTTP request) show only at DEBUG (default %(default)s)")
+
+
+def quiet_libraries(level: str | int) -> None:
+    """The libraries log at WARNING unless the part logs at DEBUG."""
+    level = logging.getLevelName(level) if isinstance(level, str) else level
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(logging.WARNING, level))
+
+
+class Service:
+    """One long-running part. Subclasses fill in start/stop/serve and the lines they say; `run` does
+    the sequence. `stop_requested` is set by Ctrl-C, SIGTERM, a replaced broker, or the part itself."""
+
+    what = "the part"  # in "could not start {what}" and "restarting {what} in place"
+    restart_note = ""  # appended to the restart line, e.g. what survives the restart
+    log = logging.getLogger("arena.service")
+
+    def __init__(self, kafka: KafkaSettings, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S):
+        self.kafka = kafka
+        self.connect_timeout_s = connect_timeout_s
+        self.stop_requested = asyncio.Event()
+
+    # -- the part's own work --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the part's clients and serve; called again (after `stop`) when an attempt failed."""
+
+    async def stop(self) -> None:
+        """Close whatever `start` opened; safe after a failed or partial start."""
+
+    async def warm_up(self) -> None:
+        """Work that runs beside connecting (e.g. loading a model), before READY."""
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        """Run until `stop` is set; the exit code. An exception is logged and exits 1."""
+        await stop.wait()
+        return 0
+
+    def abandon(self) -> None:
+        """Before a restart in place: release what the fresh process must find free (a ledger lock)."""
+
+    # -- what it says ---------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """Every line the runner prints passes here (a part with secrets in its errors hides them)."""
+        return text
+
+    def connecting(self) -> str | None:
+        return f"Connecting to Kafka at {self.kafka.bootstrap_servers} ..."
+
+    def ready(self, elapsed_s: float) -> str:
+        raise NotImplementedError
+
+    def startup_failed(self, exc: StartupFailed) -> None:
+        error(self.redact(f"{exc} (is Kafka reachable at {self.kafka.bootstrap_servers}?)"))
+
+    def interrupted(self) -> None:
+        """Ctrl-C while connecting (everything started is stopped already)."""
+
+    def serve_failed(self, exc: Exception) -> None:
+        self.log.exception("%s failed", self.what)
+        error(self.redact(f"{self.what} stopped: {exc}"))
+
+    def stopping(self) -> str | None:
+        return None
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        """After the part is stopped (served: READY was printed); prints any goodbye; the exit code."""
+        return code
+
+
+async def run(service: Service) -> int:
+    """Connect, READY, serve, stop (see the module doc). The exit code."""
+    stop = service.stop_requested
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    say = lambda msg: status(service.redact(msg))  # noqa: E731
+
+    def replaced(why: str) -> None:
+        say(f"{why}: restarting {service.what} in place{service.restart_note}")
+        stop.set()
+
+    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
+    watch = BrokerWatch(service.kafka, replaced, stop=stop)
+
+    async def attempt() -> None:
+        await service.start()
+        await watch.start()
+
+    async def undo() -> None:
+        await watch.stop()
+        await service.stop()
+
+    if line := service.connecting():
+        say(line)
+    began = loop.time()
+    try:
+        up, _ = await asyncio.gather(
+            start_patiently(attempt, undo, stop=stop, timeout_s=service.connect_timeout_s, what=service.what, status=say),
+            service.warm_up(),
+        )
+    except StartupFailed as exc:
+        service.startup_failed(exc)
+        return await service.finish(1, served=False)
+    if not up:
+        service.interrupted()
+        return await service.finish(0, served=False)
+    say(service.ready(loop.time() - began))
+    try:
+        code = await service.serve(stop)
+    except Exception as exc:
+        service.serve_failed(exc)
+        code = 1
+    await watch.stop()
+    if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
+        service.abandon()
+        restart_in_place(watch)
+    if line := service.stopping():
+        say(line)
+    await service.stop()
+    return await service.finish(code, served=True)
+
+
+def own_signals() -> None:
+    """Until the event loop takes the signals over, SIGTERM ends the part like Ctrl-C: quietly."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def main(build: Callable[[], Service | int]) -> int:
+    """A script's whole life: `build()` (parse flags, set up logging, slow imports: none of it on the
+    connect timeout's clock) returns the Service, or an exit code to stop at once; then `run` it."""
+    own_signals()
+    try:
+        service = build()
+        if isinstance(service, int):
+            return service
+        code = asyncio.run(run(service))
+    except KeyboardInterrupt:  # a signal before the loop's handlers were installed
+        return 0
+    # All is flushed and closed: spare the interpreter's final garbage collection of this large heap
+    # (calfkit, pydantic), which only delays the exit (docs/RELIABILITY.md).
+    gc.freeze()
+    return code
