@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from arena import kafka as k
 from arena.broker import free_port
 from arena.chat import ChatReply, RemoteChatModel, TokenUsage, provider_model, usage_of
-from arena.config import MARKET_TOPIC, KafkaSettings, chat_reply_topic
+from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.portfolio import INITIAL_CASH
 from arena.pricing import NOTIONAL_PRICE, Pricer
