@@ -849,6 +849,16 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
         ]
     if f.state.metrics is not None:
         cols += [Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS]
+    if any(a.model_calls for a in f.state.activity.values()):
+        inference = [
+            Column("Tokens", ["" if s.baseline else tokens_text(a.tokens if a else None) for s, a in zip(shown, acts)], priority=7),
+            Column("Model $", ["" if s.baseline else usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)], priority=7),
+            Column("P&L/$", ["" if s.baseline else per_dollar(return_per_dollar(s.value - INITIAL_CASH, a.model_cost_usd) if a else None)
+                             for s, a in zip(shown, acts)], priority=8),
+        ]
+        # Shown only where the rest fits uncondensed: dollars never lose their cents to make room for them.
+        if table_width(cols + inference) <= width:
+            cols += inference
     table = fit_table(cols, width)
     if any(s.baseline for s in shown):  # the benchmark row reads dim: a reference, not a contender
         lines = table.split("\n", allow_blank=True)

@@ -544,5 +544,8 @@ def test_tokens_and_dollars_per_agent_on_screen_and_in_the_export():
     assert "5,800" in alice_line
     bob_line = next(line for line in wide.splitlines() if " bob " in line and "3,150" in line)
     assert "$0.0" not in bob_line.split("3,150", 1)[1]  # bob's unknown cost is "—", not $0
-    narrow = screen(st, accounts, 80, 24)  # inference columns go first on a small screen
-    assert "Tokens" not in narrow and "Model $" not in narrow and "Value" in narrow
+    # they go first on a smaller screen: before any dollar column loses its cents
+    for width, height in ((120, 40), (80, 24)):
+        text = screen(st, accounts, width, height)
+        assert "Tokens" not in text and "Model $" not in text and "Value" in text
+    assert money(alice["total_value"]) in screen(st, accounts, 120, 40)

@@ -247,3 +247,34 @@ async def test_a_router_turn_sums_its_model_calls_and_the_export_totals_them(bro
     assert row["tokens"] == turn.tokens_in + turn.tokens_out
     assert row["model_cost_usd"] == pytest.approx(turn.cost_usd)
     assert row["return_per_dollar"] == pytest.approx((row["total_value"] - INITIAL_CASH) / turn.cost_usd)
+
+
+def test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from arena.dashboard import leaderboard, write_export
+    from arena.web.report import write
+    from tests.test_web import _browser, tools_state
+
+    st, accounts = tools_state()
+    for name, cost in (("alice", 0.0042), ("bob", None)):
+        st.on_decision(Decision(agent=name, run_id="t", tick_seq=1, tick_published_at="2026-01-01T00:00:00Z", status="done",
+                                finished_at="2026-01-01T00:00:01Z", model_calls=2, tokens_in=12_000, tokens_out=345, cost_usd=cost))
+    board = leaderboard(st, accounts)
+    export = tmp_path / "leaderboard.json"
+    write_export(export, board)
+    out = write(tmp_path / "run.html", [export])
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_context(viewport={"width": 1800, "height": 900}, offline=True).new_page()
+        page.goto(out.as_uri())
+        page.wait_for_selector("body[data-rendered]")
+        heads = page.eval_on_selector_all("#board th", "ths => ths.map(t => t.textContent)")
+        assert {"Tokens", "Model $", "P&L/$"} <= set(heads)
+        cell = lambda agent, key: page.inner_text(f'#board tr[data-agent="{agent}"] td[data-k="{key}"]')  # noqa: E731
+        alice = next(a for a in board["agents"] if a["name"] == "alice")
+        assert cell("alice", "tokens") == "12,345" and cell("alice", "model_cost_usd") == "$0.0042"
+        per = alice["return_per_dollar"]
+        assert cell("alice", "return_per_dollar") == (f"{per:+,.0f}" if abs(per) >= 10 else f"{per:+.2f}")
+        assert cell("bob", "tokens") == "12,345" and cell("bob", "model_cost_usd") == "—" and cell("bob", "return_per_dollar") == "—"
+        browser.close()
