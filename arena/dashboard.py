@@ -840,13 +840,6 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
         Column("Model err", errors, priority=1),
         Column("Last reply", [ago((f.now - a.last_reply_at).total_seconds()) if a and a.last_reply_at else "—" for a in acts], priority=6),
     ]
-    if any(a is not None and (a.tokens or a.model_cost_usd is not None) for a in acts):
-        cols += [  # inference, once any model reported usage: dropped first on a narrow screen
-            Column("Tokens", ["" if s.baseline else tokens_text(a.tokens if a else None) for s, a in zip(shown, acts)], priority=7),
-            Column("Model $", ["" if s.baseline else usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)], priority=7),
-            Column("P&L/$", ["" if s.baseline else per_dollar(return_per_dollar(s.value - INITIAL_CASH, a.model_cost_usd) if a else None)
-                             for s, a in zip(shown, acts)], priority=8),
-        ]
     if f.state.metrics is not None:
         cols += [Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS]
     if any(a.model_calls for a in f.state.activity.values()):
