@@ -53,6 +53,7 @@ PROCESS_TESTS: dict[str, set[str]] = {
     "test_startup.py": {"test_a_signal_before_the_event_loop_ends_a_part_quietly",
                         "test_ctrl_c_while_a_script_still_imports_ends_it_quietly"},
     "test_tools.py": {"test_tools_are_advertised_only_once_a_call_cannot_be_missed"},
+    "test_tokens.py": {"test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar"},
     "test_tournament.py": {"test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them"},
     "test_up.py": {"test_a_bad_file_starts_nothing", "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part"},
     "test_web.py": {"test_report_html_opens_offline_in_chromium", "test_live_page_in_chromium"},
