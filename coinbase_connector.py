@@ -43,23 +43,55 @@ def build_parser() -> argparse.ArgumentParser:
                    help="venue to read market data from (default %(default)s)")  # fmt: skip
     p.add_argument("--interval", type=float, default=60.0, help="seconds between snapshots (default %(default)s)")
     p.add_argument(
-        "--products", nargs="+", default=list(DEFAULT_PRODUCTS), metavar="ID",
+        "--products",
+        nargs="+",
+        default=list(DEFAULT_PRODUCTS),
+        metavar="ID",
         help=f"product ids, space or comma separated (default {' '.join(DEFAULT_PRODUCTS)})",
     )
     cb = exchanges.get(exchanges.DEFAULT_EXCHANGE)
-    p.add_argument("--ws-url", help=f"market data WebSocket (default: the exchange's own, {cb.ws_url_default} for {cb.name})")
-    p.add_argument("--rest-url", help=f"REST base URL for products, candles and top of book (default: the exchange's own, {cb.rest_url_default} for {cb.name})")
     p.add_argument(
-        "--max-quote-age", type=float, default=30.0,
+        "--ws-url", help=f"market data WebSocket (default: the exchange's own, {cb.ws_url_default} for {cb.name})"
+    )
+    p.add_argument(
+        "--rest-url",
+        help=f"REST base URL for products, candles and top of book (default: the exchange's own, {cb.rest_url_default} for {cb.name})",
+    )
+    p.add_argument(
+        "--max-quote-age",
+        type=float,
+        default=30.0,
         help="a product without a fresh bid/ask for this many seconds is sent with stale=true; quiet products are "
         "topped up from the REST top of book after half of it (default %(default)s)",
     )
-    p.add_argument("--candle-refresh", type=float, default=60.0, help="seconds between candle refreshes over REST (default %(default)s)")
-    p.add_argument("--watchdog", type=float, default=10.0, help="reconnect when the WebSocket is silent this many seconds; heartbeats come every second (default %(default)s)")
-    p.add_argument("--record", type=Path, metavar="PATH", help="append every published snapshot to this JSON-lines file")
+    p.add_argument(
+        "--candle-refresh",
+        type=float,
+        default=60.0,
+        help="seconds between candle refreshes over REST (default %(default)s)",
+    )
+    p.add_argument(
+        "--watchdog",
+        type=float,
+        default=10.0,
+        help="reconnect when the WebSocket is silent this many seconds; heartbeats come every second (default %(default)s)",
+    )
+    p.add_argument(
+        "--record", type=Path, metavar="PATH", help="append every published snapshot to this JSON-lines file"
+    )
     p.add_argument("--replay", type=Path, metavar="PATH", help="publish a recording instead of connecting, then exit")
-    p.add_argument("--speed", type=float, default=1.0, help="replay speed: 2 = twice as fast, 0 = as fast as possible (default %(default)s)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default %(default)s)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="replay speed: 2 = twice as fast, 0 = as fast as possible (default %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default %(default)s)",
+    )
     add_kafka_args(p)
     return p
 
@@ -82,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     if not products:
         parser.error("--products needs at least one product id")
 
-    logging.basicConfig(stream=sys.stdout, level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        stream=sys.stdout, level=args.log_level, format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"
+    )
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # we report its connection and publish failures ourselves
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     venue = exchanges.create(args.exchange, exchanges.VenueOptions(
@@ -104,7 +138,9 @@ async def serve(settings, cfg: FeedConfig, venue: exchanges.Exchange, ready, arg
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    return await run(settings, cfg, venue, stop=stop, on_first=ready, record=args.record, replay_path=args.replay, speed=args.speed)
+    return await run(
+        settings, cfg, venue, stop=stop, on_first=ready, record=args.record, replay_path=args.replay, speed=args.speed
+    )
 
 
 if __name__ == "__main__":

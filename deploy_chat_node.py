@@ -34,21 +34,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="OpenAI-compatible API base URL, e.g. http://127.0.0.1:8100/v1 for `arena policy-server` (default: OpenAI)",
     )
-    p.add_argument("--reasoning-effort", default=None, choices=["minimal", "low", "medium", "high"], help="reasoning effort for reasoning models (default: the provider's)")
+    p.add_argument(
+        "--reasoning-effort",
+        default=None,
+        choices=["minimal", "low", "medium", "high"],
+        help="reasoning effort for reasoning models (default: the provider's)",
+    )
     p.add_argument(
         "--api-key",
         default=None,
         help="provider API key (default: env OPENAI_API_KEY). Prefer the env var: a command line is visible to other users",
     )
-    p.add_argument("--price-in", type=float, default=None, metavar="USD",
-                   help="price of a million input (prompt) tokens, for the cost shown per agent; give --price-out too "
-                   "(default: the model's published price from the genai-prices table, if it knows the model; the offline "
-                   "policy server's models are charged a NOTIONAL $0.15 in / $0.60 out so the demo shows dollars; otherwise unknown, shown as —)")
-    p.add_argument("--price-out", type=float, default=None, metavar="USD",
-                   help="price of a million output (completion, including reasoning) tokens; give --price-in too")
-    p.add_argument("--max-workers", type=int, default=8, help="provider requests in flight at once (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the provider per request (default %(default)s)")
-    p.add_argument("--max-retries", type=int, default=2, help="provider retries on 429/5xx/connection errors, with backoff (default %(default)s)")
+    p.add_argument(
+        "--price-in",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="price of a million input (prompt) tokens, for the cost shown per agent; give --price-out too "
+        "(default: the model's published price from the genai-prices table, if it knows the model; the offline "
+        "policy server's models are charged a NOTIONAL $0.15 in / $0.60 out so the demo shows dollars; otherwise unknown, shown as —)",
+    )
+    p.add_argument(
+        "--price-out",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="price of a million output (completion, including reasoning) tokens; give --price-in too",
+    )
+    p.add_argument(
+        "--max-workers", type=int, default=8, help="provider requests in flight at once (default %(default)s)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds to wait for the provider per request (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="provider retries on 429/5xx/connection errors, with backoff (default %(default)s)",
+    )
     service.add_service_args(p)
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -83,17 +107,30 @@ class ChatNodeService(service.Service):
         super().__init__(kafka_settings(args), args.connect_timeout)
         self.name, self.what = args.name, f"chat node '{args.name}'"
         self.model = provider_model(
-            args.model_id, base_url=args.base_url, api_key=api_key, reasoning_effort=args.reasoning_effort,
-            timeout_s=args.timeout, max_retries=args.max_retries,
+            args.model_id,
+            base_url=args.base_url,
+            api_key=api_key,
+            reasoning_effort=args.reasoning_effort,
+            timeout_s=args.timeout,
+            max_retries=args.max_retries,
         )
         url = redact_url(display_url(args.base_url or OPENAI_URL))
         self.node = ChatNode(
-            args.name, self.model, self.kafka, max_workers=args.max_workers, timeout_s=args.timeout, base_url=url,
+            args.name,
+            self.model,
+            self.kafka,
+            max_workers=args.max_workers,
+            timeout_s=args.timeout,
+            base_url=url,
             secrets=(api_key, urlsplit(args.base_url or "").password),
-            pricer=Pricer(args.model_id, price_in=args.price_in, price_out=args.price_out, base_url=args.base_url or OPENAI_URL),
+            pricer=Pricer(
+                args.model_id, price_in=args.price_in, price_out=args.price_out, base_url=args.base_url or OPENAI_URL
+            ),
         )
-        self.serving = (f"chat node '{args.name}' serving model {args.model_id} via base-url {url} (up to {args.max_workers} requests at once);"
-                        f" token prices: {self.node.pricer.describe()}")
+        self.serving = (
+            f"chat node '{args.name}' serving model {args.model_id} via base-url {url} (up to {args.max_workers} requests at once);"
+            f" token prices: {self.node.pricer.describe()}"
+        )
 
     async def start(self) -> None:
         await self.node.start(lambda msg: service.status(self.redact(msg)))
@@ -147,7 +184,11 @@ def build(argv: list[str] | None) -> ChatNodeService | int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service.quiet_libraries(args.log_level)
     if args.api_key:
-        print("warning: --api-key on the command line is visible to other users of this machine; prefer env OPENAI_API_KEY", file=sys.stderr, flush=True)
+        print(
+            "warning: --api-key on the command line is visible to other users of this machine; prefer env OPENAI_API_KEY",
+            file=sys.stderr,
+            flush=True,
+        )
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     if not api_key and args.base_url is None:
         service.error("no API key for OpenAI: set env OPENAI_API_KEY (or use --base-url for a local provider)")

@@ -83,7 +83,6 @@ How the arena works:
 - End every turn with exactly one short sentence of reasoning: what you did and why."""
 
 
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="deploy_router_node.py",
@@ -94,12 +93,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "carries a proof that it is this agent's, and tools started with --agent-keys refuse calls without one. "
         "ARENA_FEED_KEY: drop market snapshots not signed with it (set it on the connector too).",
     )
-    p.add_argument("--name", required=True, help="agent name: its account, its consumer group, its colour (letters, digits, - and _)")
-    p.add_argument("--chat-node-name", default="default", help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)")
+    p.add_argument(
+        "--name",
+        required=True,
+        help="agent name: its account, its consumer group, its colour (letters, digits, - and _)",
+    )
+    p.add_argument(
+        "--chat-node-name",
+        default="default",
+        help="the chat node this agent thinks with (deploy_chat_node.py --name; default %(default)s)",
+    )
     strategy = p.add_mutually_exclusive_group()
-    strategy.add_argument("--strategy", default="default", choices=sorted(STRATEGIES), help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)")
-    strategy.add_argument("--strategy-file", type=Path, default=None, metavar="PATH", help="strategy prompt from this text file instead (plain text, like the STRATEGIES; the house rules follow it as for those); the agent's strategy is named after the file")
-    p.add_argument("--turn-timeout", type=float, default=60.0, help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)")
+    strategy.add_argument(
+        "--strategy",
+        default="default",
+        choices=sorted(STRATEGIES),
+        help="strategy prompt, from STRATEGIES at the top of this file (default %(default)s)",
+    )
+    strategy.add_argument(
+        "--strategy-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="strategy prompt from this text file instead (plain text, like the STRATEGIES; the house rules follow it as for those); the agent's strategy is named after the file",
+    )
+    p.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=60.0,
+        help="seconds one turn (all model and tool calls) may take before it is abandoned (default %(default)s)",
+    )
     service.add_service_args(p)
     add_kafka_args(p)
     args = p.parse_args(argv)
@@ -159,12 +182,21 @@ class Agent(service.Service):
 
         a = self.args
         model = RemoteChatModel(
-            a.chat_node_name, self.kafka,
+            a.chat_node_name,
+            self.kafka,
             timeout_s=a.turn_timeout,  # no model call outlives its turn
             ack_timeout_s=min(10.0, a.turn_timeout / 2),  # a missing chat node is reported well within a turn
         )
-        self.router = Router(name=a.name, system_prompt=strategy_prompt(a.strategy, a.prompt) + HOUSE_RULES, model_client=model, kafka=self.kafka,
-                             chat_node=a.chat_node_name, strategy=a.strategy, turn_timeout_s=a.turn_timeout, on_decision=report)
+        self.router = Router(
+            name=a.name,
+            system_prompt=strategy_prompt(a.strategy, a.prompt) + HOUSE_RULES,
+            model_client=model,
+            kafka=self.kafka,
+            chat_node=a.chat_node_name,
+            strategy=a.strategy,
+            turn_timeout_s=a.turn_timeout,
+            on_decision=report,
+        )
         await self.router.start()
 
     async def stop(self) -> None:
@@ -177,8 +209,10 @@ class Agent(service.Service):
 
     def ready(self, elapsed_s: float) -> str:
         a = self.args
-        return (f"READY agent '{a.name}' serving in {elapsed_s:.1f}s: market group {market_group(a.name)}, "
-                f"tools {'/'.join(TOOL_NAMES)}, chat node '{a.chat_node_name}'")
+        return (
+            f"READY agent '{a.name}' serving in {elapsed_s:.1f}s: market group {market_group(a.name)}, "
+            f"tools {'/'.join(TOOL_NAMES)}, chat node '{a.chat_node_name}'"
+        )
 
     def startup_failed(self, exc) -> None:
         service.error(f"{exc} (is the broker at {self.kafka.bootstrap_servers} running?)")

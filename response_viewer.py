@@ -27,7 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "market snapshot, outcome and latency. Starts at the newest events; agents started later appear "
         "on their own.",
     )
-    p.add_argument("--agent", action="append", metavar="NAME", help="show only this agent (repeatable; default: all agents)")
+    p.add_argument(
+        "--agent", action="append", metavar="NAME", help="show only this agent (repeatable; default: all agents)"
+    )
     service.add_service_args(p)
     add_kafka_args(p)
     return p.parse_args(argv)
@@ -55,7 +57,9 @@ class Viewer(service.Service):
 
         # No group: nothing to join or commit, every viewer sees everything, and "latest" means now.
         # A person reads this: a 100 ms long-poll is instant enough and idles far cheaper than 10 ms.
-        self.consumer = k.consumer(self.kafka, ACTIVITY_TOPIC, DECISIONS_TOPIC, group_id=None, latest=True, fetch_max_wait_ms=100)
+        self.consumer = k.consumer(
+            self.kafka, ACTIVITY_TOPIC, DECISIONS_TOPIC, group_id=None, latest=True, fetch_max_wait_ms=100
+        )
         await self.consumer.start()
         await k.positioned([self.consumer])  # pin "newest" now: events from here on are shown
 
@@ -90,17 +94,28 @@ class Viewer(service.Service):
     async def pump(self) -> None:
         while True:
             batches = await self.consumer.getmany(timeout_ms=500)
-            records = sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp if isinstance(r.timestamp, int) else 0)
+            records = sorted(
+                (r for rs in batches.values() for r in rs),
+                key=lambda r: r.timestamp if isinstance(r.timestamp, int) else 0,
+            )
             for r in records:
                 try:
                     self.show(r)
                 except Exception as exc:  # one record: the viewer goes on with the next
-                    self.log.error("could not show the record on %s partition %s offset %s: %r", r.topic, r.partition, r.offset, exc)
+                    self.log.error(
+                        "could not show the record on %s partition %s offset %s: %r",
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        exc,
+                    )
 
     async def serve(self, stop: asyncio.Event) -> int:
         from arena import kafka as k
 
-        task = asyncio.ensure_future(k.supervised("the viewer's feed", self.pump))  # restarted if it fails; exit 1 if it keeps failing
+        task = asyncio.ensure_future(
+            k.supervised("the viewer's feed", self.pump)
+        )  # restarted if it fails; exit 1 if it keeps failing
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         task.cancel()
@@ -117,7 +132,9 @@ class Viewer(service.Service):
 
 def build(argv: list[str] | None) -> Viewer:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     service.quiet_libraries(args.log_level)
     return Viewer(args)
 

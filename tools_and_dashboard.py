@@ -25,45 +25,115 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "SQLite ledger, and show the live dashboard. Each agent gets a $100,000 paper account on its first call.",
     )
     add_kafka_args(p)
-    p.add_argument("--ledger", default="arena_ledger.db",
-                   help="SQLite ledger file, the store of record; reopened on restart (default %(default)s)")
-    p.add_argument("--sync", choices=["normal", "full"], default="normal",
-                   help="ledger durability: normal survives the process being killed; full also survives power loss "
-                   "(an fsync per trade, several times slower) (default %(default)s)")
-    p.add_argument("--max-quote-age", type=float, default=30.0, metavar="SECONDS",
-                   help="refuse trades on a quote older than this (default %(default)s)")
-    p.add_argument("--fee-bps", type=float, default=0.0,
-                   help="trading fee in basis points of the notional, charged on every fill (default %(default)s)")
+    p.add_argument(
+        "--ledger",
+        default="arena_ledger.db",
+        help="SQLite ledger file, the store of record; reopened on restart (default %(default)s)",
+    )
+    p.add_argument(
+        "--sync",
+        choices=["normal", "full"],
+        default="normal",
+        help="ledger durability: normal survives the process being killed; full also survives power loss "
+        "(an fsync per trade, several times slower) (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-quote-age",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="refuse trades on a quote older than this (default %(default)s)",
+    )
+    p.add_argument(
+        "--fee-bps",
+        type=float,
+        default=0.0,
+        help="trading fee in basis points of the notional, charged on every fill (default %(default)s)",
+    )
     g = p.add_argument_group(
-        "risk limits", "arena-wide defaults the desk enforces on every order (a rejection names the rule and the numbers); "
+        "risk limits",
+        "arena-wide defaults the desk enforces on every order (a rejection names the rule and the numbers); "
         "an agent whose router names a strategy gets that strategy's own limits (arena/strategies.py) and these for any "
-        "rule it leaves unset. Percentages are of the agent's total value at the best bids. Default: no limit")
-    g.add_argument("--max-order-pct", type=float, default=None, metavar="PCT", help="one buy's notional, at most this %% of total value")
-    g.add_argument("--max-position-pct", type=float, default=None, metavar="PCT",
-                   help="one product's value after a buy, at most this %% of total value")
-    g.add_argument("--max-invested-pct", type=float, default=None, metavar="PCT",
-                   help="all positions' value after a buy, at most this %% of total value")
-    g.add_argument("--min-cash-pct", type=float, default=None, metavar="PCT", help="cash after a buy, at least this %% of total value")
-    g.add_argument("--max-orders-per-turn", type=int, default=None, metavar="N", help="filled orders per agent turn (one run)")
-    g.add_argument("--cooldown", type=float, default=None, metavar="SECONDS",
-                   help="seconds an agent waits from one fill to its next order")
-    p.add_argument("--no-dashboard", action="store_true",
-                   help="headless: log lines and periodic standings instead of the live dashboard")
-    p.add_argument("--export", default=None, metavar="PATH",
-                   help="write the leaderboard JSON here on exit (Ctrl-C or SIGTERM), and every 5 s while the dashboard "
-                   "is on screen: standings, metrics (docs/METRICS.md), the buy-and-hold baseline row, process health "
-                   "(default: none)")
-    p.add_argument("--max-workers", type=int, default=8,
-                   help="tool calls each tool runs concurrently (calfkit Worker max_workers; default %(default)s)")
-    p.add_argument("--log-file", default="runs/tools.log",
-                   help="where logs go while the live dashboard is on screen (default %(default)s)")
-    p.add_argument("--status-every", type=float, default=30.0, metavar="SECONDS",
-                   help="headless: seconds between standings lines (default %(default)s)")
+        "rule it leaves unset. Percentages are of the agent's total value at the best bids. Default: no limit",
+    )
+    g.add_argument(
+        "--max-order-pct",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="one buy's notional, at most this %% of total value",
+    )
+    g.add_argument(
+        "--max-position-pct",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="one product's value after a buy, at most this %% of total value",
+    )
+    g.add_argument(
+        "--max-invested-pct",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="all positions' value after a buy, at most this %% of total value",
+    )
+    g.add_argument(
+        "--min-cash-pct",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="cash after a buy, at least this %% of total value",
+    )
+    g.add_argument(
+        "--max-orders-per-turn", type=int, default=None, metavar="N", help="filled orders per agent turn (one run)"
+    )
+    g.add_argument(
+        "--cooldown",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds an agent waits from one fill to its next order",
+    )
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="headless: log lines and periodic standings instead of the live dashboard",
+    )
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="PATH",
+        help="write the leaderboard JSON here on exit (Ctrl-C or SIGTERM), and every 5 s while the dashboard "
+        "is on screen: standings, metrics (docs/METRICS.md), the buy-and-hold baseline row, process health "
+        "(default: none)",
+    )
+    p.add_argument(
+        "--max-workers",
+        type=int,
+        default=8,
+        help="tool calls each tool runs concurrently (calfkit Worker max_workers; default %(default)s)",
+    )
+    p.add_argument(
+        "--log-file",
+        default="runs/tools.log",
+        help="where logs go while the live dashboard is on screen (default %(default)s)",
+    )
+    p.add_argument(
+        "--status-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="headless: seconds between standings lines (default %(default)s)",
+    )
     service.add_service_args(p, log_level=False)  # logs: INFO, the headless mode's output
-    p.add_argument("--agent-keys", default=None, metavar="FILE",
-                   help="agent name -> key (a JSON object or TOML table); then a tool call is served only with a proof "
-                   "from that agent's router (its env ARENA_AGENT_KEY), and agents not in the file cannot trade "
-                   "(default: none; names are still checked). Market data: env ARENA_FEED_KEY, as on the connector")
+    p.add_argument(
+        "--agent-keys",
+        default=None,
+        metavar="FILE",
+        help="agent name -> key (a JSON object or TOML table); then a tool call is served only with a proof "
+        "from that agent's router (its env ARENA_AGENT_KEY), and agents not in the file cannot trade "
+        "(default: none; names are still checked). Market data: env ARENA_FEED_KEY, as on the connector",
+    )
     args = p.parse_args(argv)
     if args.agent_keys is not None:
         from arena import auth
@@ -81,12 +151,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from arena.strategies import Limits
 
     try:
-        args.limits = Limits(max_order_pct=args.max_order_pct, max_position_pct=args.max_position_pct,
-                             max_invested_pct=args.max_invested_pct, min_cash_pct=args.min_cash_pct,
-                             max_orders_per_turn=args.max_orders_per_turn, cooldown_s=args.cooldown)
+        args.limits = Limits(
+            max_order_pct=args.max_order_pct,
+            max_position_pct=args.max_position_pct,
+            max_invested_pct=args.max_invested_pct,
+            min_cash_pct=args.min_cash_pct,
+            max_orders_per_turn=args.max_orders_per_turn,
+            cooldown_s=args.cooldown,
+        )
     except ValueError as exc:
-        flags = {"max_order_pct": "--max-order-pct", "max_position_pct": "--max-position-pct", "max_invested_pct": "--max-invested-pct",
-                 "min_cash_pct": "--min-cash-pct", "max_orders_per_turn": "--max-orders-per-turn", "cooldown_s": "--cooldown"}
+        flags = {
+            "max_order_pct": "--max-order-pct",
+            "max_position_pct": "--max-position-pct",
+            "max_invested_pct": "--max-invested-pct",
+            "min_cash_pct": "--min-cash-pct",
+            "max_orders_per_turn": "--max-orders-per-turn",
+            "cooldown_s": "--cooldown",
+        }
         field, _, why = str(exc).partition(" ")
         p.error(f"{flags.get(field, field)} {why}")
     return args
@@ -126,12 +207,26 @@ class ToolsProcess(service.Service):
             metrics.on_trade(trade)
         for name in ledger.accounts():
             metrics.on_agent(name)
-        self.state = ArenaState(max_quote_age_s=args.max_quote_age, fee_bps=args.fee_bps, metrics=metrics,
-                                log_path=None if args.no_dashboard else args.log_file, export_path=args.export)
-        self.desk = Desk(ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits)
-        self.tools = ToolsService(self.kafka, self.desk, max_workers=args.max_workers, state=self.state,
-                                  on_fatal=lambda exc: (self.fatal.append(exc), self.stop_requested.set()))
-        self.dashboard = LiveDashboard(self.state, ledger.accounts, print_final=False)  # final standings: after the drain
+        self.state = ArenaState(
+            max_quote_age_s=args.max_quote_age,
+            fee_bps=args.fee_bps,
+            metrics=metrics,
+            log_path=None if args.no_dashboard else args.log_file,
+            export_path=args.export,
+        )
+        self.desk = Desk(
+            ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits
+        )
+        self.tools = ToolsService(
+            self.kafka,
+            self.desk,
+            max_workers=args.max_workers,
+            state=self.state,
+            on_fatal=lambda exc: (self.fatal.append(exc), self.stop_requested.set()),
+        )
+        self.dashboard = LiveDashboard(
+            self.state, ledger.accounts, print_final=False
+        )  # final standings: after the drain
 
     async def start(self) -> None:
         await self.tools.start()
@@ -144,9 +239,11 @@ class ToolsProcess(service.Service):
 
     def ready(self, elapsed_s: float) -> str:
         a = self.args
-        return (f"READY: {', '.join(TOOL_NAMES)} served in {elapsed_s:.2f}s "
-                f"(ledger {a.ledger}, fee {a.fee_bps:g} bps, max quote age {a.max_quote_age:g}s, "
-                f"arena-wide limits: {' '.join(a.limits.sentences()) or 'none'})")
+        return (
+            f"READY: {', '.join(TOOL_NAMES)} served in {elapsed_s:.2f}s "
+            f"(ledger {a.ledger}, fee {a.fee_bps:g} bps, max quote age {a.max_quote_age:g}s, "
+            f"arena-wide limits: {' '.join(a.limits.sentences()) or 'none'})"
+        )
 
     def startup_failed(self, exc) -> None:
         service.status(f"error: {exc} (is Kafka reachable at {self.kafka.bootstrap_servers}?)")
@@ -160,8 +257,12 @@ class ToolsProcess(service.Service):
 
         accounts = self.ledger.accounts
         if self.args.no_dashboard:
-            await headless(stop, lambda: self.state.sample(accounts()),
-                           lambda: standings_line(accounts(), self.desk.quotes.quotes()), self.args.status_every)
+            await headless(
+                stop,
+                lambda: self.state.sample(accounts()),
+                lambda: standings_line(accounts(), self.desk.quotes.quotes()),
+                self.args.status_every,
+            )
         else:
             await self.dashboard.run(stop)
             await stop.wait()

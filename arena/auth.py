@@ -17,9 +17,10 @@ import hashlib
 import hmac
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from arena.wire import AGENT_NAME_RE
 
@@ -53,7 +54,11 @@ def signature_problem(key: bytes, value: bytes | None, headers) -> str | None:
     sigs = [v for k, v in headers or () if k == SIGNATURE_HEADER]
     if not sigs:
         return f"unsigned (no {SIGNATURE_HEADER} header) while {FEED_KEY_ENV} is set"
-    if len(sigs) > 1 or not isinstance(sigs[0], (bytes, bytearray)) or not hmac.compare_digest(bytes(sigs[0]), sign(key, value or b"")):
+    if (
+        len(sigs) > 1
+        or not isinstance(sigs[0], (bytes, bytearray))
+        or not hmac.compare_digest(bytes(sigs[0]), sign(key, value or b""))
+    ):
         return f"bad {SIGNATURE_HEADER} signature (not signed with this {FEED_KEY_ENV})"
     return None
 

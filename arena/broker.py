@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
     def interrupt(*_):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the shutdown

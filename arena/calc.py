@@ -158,7 +158,9 @@ def evaluate(expression: str):
     except simpleeval.FeatureNotAvailable as exc:
         raise CalcError(f"not allowed: {str(exc).replace('Sorry, ', '')}; {ALLOWED}") from None
     except simpleeval.NameNotDefined as exc:
-        raise CalcError(f"unknown name {exc.name!r}; names: {', '.join(NAMES)}; functions: {', '.join(FUNCTIONS)}") from None
+        raise CalcError(
+            f"unknown name {exc.name!r}; names: {', '.join(NAMES)}; functions: {', '.join(FUNCTIONS)}"
+        ) from None
     except simpleeval.FunctionNotDefined as exc:
         raise CalcError(f"unknown function {exc.func_name!r}; functions: {', '.join(FUNCTIONS)}") from None
     except simpleeval.InvalidExpression as exc:

@@ -25,10 +25,10 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import pydantic_core
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -100,7 +100,9 @@ class ChatRequest(_Wire):
     # the router stops waiting after this; a node drops work older than it
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
     messages: Annotated[list[Annotated[ModelMessage, Discriminator("kind")]], Field(max_length=MAX_MESSAGES)]
-    model_settings: Annotated[dict[str, Any], Field(max_length=64)] | None = None  # the node forwards only FORWARDED_SETTINGS
+    model_settings: Annotated[dict[str, Any], Field(max_length=64)] | None = (
+        None  # the node forwards only FORWARDED_SETTINGS
+    )
     parameters: ModelRequestParameters
 
 
@@ -125,7 +127,9 @@ class TokenUsage(BaseModel):
             output_tokens=min(self.output_tokens + other.output_tokens, MAX_TOKENS),
             reasoning_tokens=min(self.reasoning_tokens + other.reasoning_tokens, MAX_TOKENS),
             cached_tokens=min(self.cached_tokens + other.cached_tokens, MAX_TOKENS),
-            cost_usd=cost, price=self.price if self.price == other.price else "mixed", calls=self.calls + other.calls,
+            cost_usd=cost,
+            price=self.price if self.price == other.price else "mixed",
+            calls=self.calls + other.calls,
         )
 
 
@@ -182,7 +186,15 @@ class ChatNodeError(ModelAPIError):
     `kind`: "unavailable" (no node took the request), "timeout", "kafka", or the node's error_type.
     """
 
-    def __init__(self, chat_node: str, message: str, *, kind: str = "error", status_code: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        chat_node: str,
+        message: str,
+        *,
+        kind: str = "error",
+        status_code: int | None = None,
+        retryable: bool = False,
+    ):
         super().__init__(model_name=f"chat-node:{chat_node}", message=message)
         self.chat_node = chat_node
         self.kind = kind
@@ -255,7 +267,9 @@ class RemoteChatModel(Model):
         self.kafka = kafka or KafkaSettings()
         self.timeout_s = timeout_s
         self.ack_timeout_s = min(ack_timeout_s, timeout_s)
-        self.instance_id = _sanitize_topic_part(instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.instance_id = _sanitize_topic_part(
+            instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         self.request_topic = chat_request_topic(chat_node)
         self.reply_topic = chat_reply_topic(self.instance_id)
         self._pending: dict[str, _Pending] = {}
@@ -299,7 +313,9 @@ class RemoteChatModel(Model):
             try:
                 await self._producer.send_and_wait(self.request_topic, k.encode(req), key=request_id.encode())
             except Exception as exc:
-                raise ChatNodeError(self.chat_node, f"could not send the request to chat node '{self.chat_node}': {exc}", kind="kafka") from exc
+                raise ChatNodeError(
+                    self.chat_node, f"could not send the request to chat node '{self.chat_node}': {exc}", kind="kafka"
+                ) from exc
             try:
                 await asyncio.wait_for(pending.accepted.wait(), self.ack_timeout_s)
             except asyncio.TimeoutError:
@@ -326,7 +342,9 @@ class RemoteChatModel(Model):
         if reply.kind == "error" or reply.response is None:
             raise ChatNodeError(
                 self.chat_node,
-                f"chat node '{self.chat_node}'" + (f" ({reply.model})" if reply.model else "") + f": {reply.error or 'no response'}",
+                f"chat node '{self.chat_node}'"
+                + (f" ({reply.model})" if reply.model else "")
+                + f": {reply.error or 'no response'}",
                 kind=reply.error_type or "error",
                 status_code=reply.status_code,
                 retryable=reply.retryable,
@@ -376,7 +394,9 @@ class RemoteChatModel(Model):
             except Exception as exc:
                 await consumer.stop()
                 await producer.stop()
-                raise ChatNodeError(self.chat_node, f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}", kind="kafka") from exc
+                raise ChatNodeError(
+                    self.chat_node, f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}", kind="kafka"
+                ) from exc
             self._producer, self._consumer = producer, consumer
             self._reader = asyncio.create_task(self._read_replies(), name=f"chat-replies-{self.chat_node}")
 
@@ -410,7 +430,13 @@ class RemoteChatModel(Model):
                     try:
                         self._take_reply(record)
                     except Exception as exc:  # one record: the others, and the reader, go on
-                        log.error("could not take the chat reply on %s partition %s offset %s: %r", record.topic, record.partition, record.offset, exc)
+                        log.error(
+                            "could not take the chat reply on %s partition %s offset %s: %r",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            exc,
+                        )
 
     def _take_reply(self, record) -> None:
         if not record.value:
@@ -431,7 +457,9 @@ class RemoteChatModel(Model):
 
 
 # A URL query parameter that carries a credential (Azure's ?api-key=, ?key=, ?token=, ?sig=, ...): its value.
-_QUERY_SECRET = re.compile(r"([?&][^=&\s#]*(?:key|token|secret|sig|password|passwd|auth|credential)[^=&\s#]*=)[^&\s#\"']+", re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"([?&][^=&\s#]*(?:key|token|secret|sig|password|passwd|auth|credential)[^=&\s#]*=)[^&\s#\"']+", re.IGNORECASE
+)
 
 
 def redact_url(url: str) -> str:
@@ -470,7 +498,9 @@ class _ForwardedSettings(BaseModel):
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)] | None = None
-    stop_sequences: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=16)] | None = None
+    stop_sequences: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=16)] | None = (
+        None
+    )
 
 
 FORWARDED_SETTINGS = tuple(_ForwardedSettings.model_fields)
@@ -509,7 +539,12 @@ def describe_failure(exc: BaseException, *, base_url: str, timeout_s: float) -> 
     if isinstance(exc, ModelHTTPError):
         code = exc.status_code
         detail = _http_detail(exc.body)
-        hint = {401: " (check the API key)", 403: " (key not allowed to use this model)", 404: " (unknown model id or base URL)", 429: " (rate limited)"}.get(code, "")
+        hint = {
+            401: " (check the API key)",
+            403: " (key not allowed to use this model)",
+            404: " (unknown model id or base URL)",
+            429: " (rate limited)",
+        }.get(code, "")
         msg = f"provider returned HTTP {code}{hint}" + (f": {_short(detail)}" if detail else "")
         return msg, "http", code, code in (408, 409, 429) or code >= 500
     if isinstance(exc, asyncio.TimeoutError) or "timed out" in str(exc).lower():
@@ -566,7 +601,12 @@ def counted_usage(response: Any, mapped: RequestUsage) -> RequestUsage:
     details = dict(mapped.details or {})
     if isinstance(reasoning, int):
         details["reasoning_tokens"] = reasoning
-    return RequestUsage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0, cache_read_tokens=cached, details=details)
+    return RequestUsage(
+        input_tokens=raw.prompt_tokens or 0,
+        output_tokens=raw.completion_tokens or 0,
+        cache_read_tokens=cached,
+        details=details,
+    )
 
 
 def warm_up(model: Model) -> None:
@@ -642,7 +682,9 @@ class ChatNode:
         try:
             await self._producer.start()
         except KafkaConnectionError:
-            raise ConnectionError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: is the broker running? (uv run arena broker)") from None
+            raise ConnectionError(
+                f"cannot reach Kafka at {self.kafka.bootstrap_servers}: is the broker running? (uv run arena broker)"
+            ) from None
         # The topic must exist before subscribing, or the group would only notice it minutes later.
         await self._producer.send_and_wait(self.topic, b"")
         status(f"joining consumer group {self.group_id} on {self.topic} ...")
@@ -688,7 +730,13 @@ class ChatNode:
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:  # one request: the others, and the node, go on
-                        log.error("could not take the request on %s partition %s offset %s: %r", record.topic, record.partition, record.offset, exc)
+                        log.error(
+                            "could not take the request on %s partition %s offset %s: %r",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            exc,
+                        )
 
     async def _take(self, record) -> None:
         if not record.value:
@@ -699,14 +747,35 @@ class ChatNode:
             return
         age = (utcnow() - req.sent_at).total_seconds()
         if age > req.timeout_s:
-            log.info("dropping request %s from %s: %.0fs old, its router stopped waiting", req.request_id[:8], req.sender, age)
+            log.info(
+                "dropping request %s from %s: %.0fs old, its router stopped waiting",
+                req.request_id[:8],
+                req.sender,
+                age,
+            )
             return
         if len(self._requests) >= self.max_pending:
-            log.warning("busy: answering request %s from %s with an error (%d requests taken already)", req.request_id[:8], req.sender, len(self._requests))
-            reply = self._error(req, f"the chat node is busy ({self.max_pending} requests in hand); try again", "busy", retryable=True)
+            log.warning(
+                "busy: answering request %s from %s with an error (%d requests taken already)",
+                req.request_id[:8],
+                req.sender,
+                len(self._requests),
+            )
+            reply = self._error(
+                req, f"the chat node is busy ({self.max_pending} requests in hand); try again", "busy", retryable=True
+            )
             await self._deliver(req.reply_to, reply)  # inline: a flood is read no faster than it is answered
             return
-        self._send(req.reply_to, ChatReply(request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="accepted", model=self.model.model_name))
+        self._send(
+            req.reply_to,
+            ChatReply(
+                request_id=req.request_id,
+                chat_node=self.name,
+                replica=self.replica,
+                kind="accepted",
+                model=self.model.model_name,
+            ),
+        )
         task = self._spawn(self._serve_one(req))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
@@ -719,8 +788,13 @@ class ChatNode:
         self._send(
             addr.reply_to,
             ChatReply(
-                request_id=addr.request_id, chat_node=self.name, replica=self.replica, kind="error", error_type="malformed",
-                error="the chat node could not read the request (router and chat node versions differ?)", model=self.model.model_name,
+                request_id=addr.request_id,
+                chat_node=self.name,
+                replica=self.replica,
+                kind="error",
+                error_type="malformed",
+                error="the chat node could not read the request (router and chat node versions differ?)",
+                model=self.model.model_name,
             ),
         )
 
@@ -729,11 +803,19 @@ class ChatNode:
             async with self._workers:
                 remaining = req.timeout_s - (utcnow() - req.sent_at).total_seconds()
                 if remaining <= 0.5:
-                    reply = self._error(req, "the chat node was too busy to start before the router's timeout", "expired", retryable=True)
+                    reply = self._error(
+                        req,
+                        "the chat node was too busy to start before the router's timeout",
+                        "expired",
+                        retryable=True,
+                    )
                 else:
                     reply = await self._call_provider(req, min(self.timeout_s, remaining))
         except asyncio.CancelledError:
-            self._send(req.reply_to, self._error(req, "the chat node stopped while serving the request", "stopped", retryable=True))
+            self._send(
+                req.reply_to,
+                self._error(req, "the chat node stopped while serving the request", "stopped", retryable=True),
+            )
             raise
         self._send(req.reply_to, reply)
 
@@ -741,46 +823,100 @@ class ChatNode:
         settings, dropped = forwarded_settings(req.model_settings)
         if new := set(dropped) - self._dropped_settings:  # once per key: a router may send the same every time
             self._dropped_settings |= new
-            log.warning("not forwarding model setting(s) %s from %s to the provider (not allowed, or out of range)", ", ".join(sorted(new)), req.sender)
+            log.warning(
+                "not forwarding model setting(s) %s from %s to the provider (not allowed, or out of range)",
+                ", ".join(sorted(new)),
+                req.sender,
+            )
         settings["timeout"] = timeout_s
         t0 = time.monotonic()
         try:
-            response = await asyncio.wait_for(self.model.request(req.messages, settings, req.parameters), timeout_s + 1.0)
+            response = await asyncio.wait_for(
+                self.model.request(req.messages, settings, req.parameters), timeout_s + 1.0
+            )
         except Exception as exc:
             msg, error_type, status_code, retryable = describe_failure(exc, base_url=self.base_url, timeout_s=timeout_s)
             self.failed += 1
             reply = self._error(req, msg, error_type, status_code=status_code, retryable=retryable)
             reply.elapsed_ms = (time.monotonic() - t0) * 1000
-            log.warning("request %s from %s failed after %.0f ms: %s", req.request_id[:8], req.sender, reply.elapsed_ms, reply.error)
+            log.warning(
+                "request %s from %s failed after %.0f ms: %s",
+                req.request_id[:8],
+                req.sender,
+                reply.elapsed_ms,
+                reply.error,
+            )
             return reply
         self.served += 1
         elapsed = (time.monotonic() - t0) * 1000
         calls = sum(1 for p in response.parts if getattr(p, "part_kind", "") == "tool-call")
         usage = usage_of(response, self.pricer)
-        log.info("served request %s from %s in %.0f ms (%d tool calls, %d+%d tokens)", req.request_id[:8], req.sender, elapsed, calls,
-                 usage.input_tokens, usage.output_tokens)
+        log.info(
+            "served request %s from %s in %.0f ms (%d tool calls, %d+%d tokens)",
+            req.request_id[:8],
+            req.sender,
+            elapsed,
+            calls,
+            usage.input_tokens,
+            usage.output_tokens,
+        )
         return ChatReply(
-            request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="response",
-            response=response, model=response.model_name or self.model.model_name, elapsed_ms=elapsed, usage=usage,
+            request_id=req.request_id,
+            chat_node=self.name,
+            replica=self.replica,
+            kind="response",
+            response=response,
+            model=response.model_name or self.model.model_name,
+            elapsed_ms=elapsed,
+            usage=usage,
         )
 
-    def _error(self, req: ChatRequest, message: str, error_type: str, *, status_code: int | None = None, retryable: bool = False) -> ChatReply:
+    def _error(
+        self,
+        req: ChatRequest,
+        message: str,
+        error_type: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool = False,
+    ) -> ChatReply:
         return ChatReply(
-            request_id=req.request_id, chat_node=self.name, replica=self.replica, kind="error",
-            error=self.redact(message), error_type=error_type, status_code=status_code, retryable=retryable,
+            request_id=req.request_id,
+            chat_node=self.name,
+            replica=self.replica,
+            kind="error",
+            error=self.redact(message),
+            error_type=error_type,
+            status_code=status_code,
+            retryable=retryable,
             model=self.model.model_name,
         )
 
     async def _deliver(self, topic: str, reply: ChatReply) -> None:
         if not REPLY_TOPIC_RE.match(topic):  # the models check it already; a reply never goes anywhere else
-            log.error("not sending the %s reply for %s to %r: not a reply topic", reply.kind, reply.request_id[:8], topic[:80])
+            log.error(
+                "not sending the %s reply for %s to %r: not a reply topic", reply.kind, reply.request_id[:8], topic[:80]
+            )
             return
         try:
             await self._producer.send_and_wait(topic, k.encode(reply), key=reply.request_id.encode())
         except Exception as exc:
-            log.error("could not send the %s reply for %s to %s: %s", reply.kind, reply.request_id[:8], topic, self.redact(str(exc)))
+            log.error(
+                "could not send the %s reply for %s to %s: %s",
+                reply.kind,
+                reply.request_id[:8],
+                topic,
+                self.redact(str(exc)),
+            )
             if reply.kind == "response":  # e.g. too large: tell the router instead of letting it time out
-                failed = reply.model_copy(update={"kind": "error", "response": None, "error_type": "internal", "error": self.redact(f"the chat node could not deliver the response: {exc}")})
+                failed = reply.model_copy(
+                    update={
+                        "kind": "error",
+                        "response": None,
+                        "error_type": "internal",
+                        "error": self.redact(f"the chat node could not deliver the response: {exc}"),
+                    }
+                )
                 self._send(topic, failed)
 
     def _send(self, topic: str, reply: ChatReply) -> None:

@@ -12,7 +12,10 @@ COMMANDS = {
     "demo": ("arena.demo", "run a whole arena offline with one command"),
     "up": ("arena.up", "run a whole arena described by one TOML file (arena.toml)"),
     "recording": ("arena.recording", "cut, join or make market recordings (for replays and tournaments)"),
-    "tournament": ("arena.tournament", "every agent of an arena file on one recording, K runs, compared with confidence intervals"),
+    "tournament": (
+        "arena.tournament",
+        "every agent of an arena file on one recording, K runs, compared with confidence intervals",
+    ),
     "report": ("arena.report", "print a leaderboard from an export or a ledger file"),
     "web": ("arena.web", "serve the live arena as a web page and a JSON API"),
 }

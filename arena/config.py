@@ -49,7 +49,10 @@ class KafkaSettings:
     ssl_cafile: str | None = None
 
     def __repr__(self) -> str:  # settings end up in logs and tracebacks: never the password
-        shown = ("<hidden>" if f.name == "sasl_password" and self.sasl_password else repr(getattr(self, f.name)) for f in fields(self))
+        shown = (
+            "<hidden>" if f.name == "sasl_password" and self.sasl_password else repr(getattr(self, f.name))
+            for f in fields(self)
+        )
         return f"KafkaSettings({', '.join(f'{f.name}={v}' for f, v in zip(fields(self), shown))})"
 
     def aiokafka_kwargs(self) -> dict:
@@ -73,14 +76,18 @@ class KafkaSettings:
             return None
         import ssl
 
-        from faststream.security import SASLPlaintext, SASLScram256, SASLScram512, BaseSecurity
+        from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
         ctx = ssl.create_default_context(cafile=self.ssl_cafile) if "SSL" in self.security_protocol else None
         use_ssl = ctx is not None
         if not self.sasl_mechanism:
             return BaseSecurity(ssl_context=ctx, use_ssl=use_ssl)
-        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[self.sasl_mechanism]
-        return cls(username=self.sasl_username or "", password=self.sasl_password or "", ssl_context=ctx, use_ssl=use_ssl)
+        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[
+            self.sasl_mechanism
+        ]
+        return cls(
+            username=self.sasl_username or "", password=self.sasl_password or "", ssl_context=ctx, use_ssl=use_ssl
+        )
 
 
 def add_kafka_args(parser: argparse.ArgumentParser) -> None:

@@ -35,10 +35,10 @@ from rich.table import Table
 from rich.text import Text
 
 from arena.decisions import Decision
+from arena.leaderboard import leaderboard_table
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME, AgentMetrics, MetricsTracker
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
-from arena.leaderboard import leaderboard_table
 from arena.supervisor import ProcessStatus
 from arena.ui import (
     FLAT,
@@ -301,7 +301,9 @@ class ArenaState:
                 self.fills.append(trade)
             else:
                 what = f"{trade.side.upper()} {qty(trade.quantity, trade.product_id)}"
-                self.problems.append(Problem(trade.executed_at, trade.agent, "rejected", what, _clip(trade.reason or "no reason given")))
+                self.problems.append(
+                    Problem(trade.executed_at, trade.agent, "rejected", what, _clip(trade.reason or "no reason given"))
+                )
 
     def on_decision(self, decision: Decision, *, now: datetime | None = None) -> None:
         now = now or utcnow()
@@ -326,7 +328,9 @@ class ArenaState:
             elif decision.status == "skipped":
                 a.skipped += 1
 
-    def on_tool_call(self, agent: str, tool: str, *, now: datetime | None = None, reacted_to: datetime | None = None) -> None:
+    def on_tool_call(
+        self, agent: str, tool: str, *, now: datetime | None = None, reacted_to: datetime | None = None
+    ) -> None:
         """A tool call; reacted_to: when the snapshot the agent is deciding on was published."""
         now = now or utcnow()
         with self._lock:
@@ -403,7 +407,9 @@ class ArenaState:
             since = self.last_reply_at or self.first_decision_at
             silent = (now - since).total_seconds()
             if silent > self.reply_timeout_s:
-                problems.append(f"no model reply for {ago(silent)}" if self.last_reply_at else f"no model reply yet ({ago(silent)})")
+                problems.append(
+                    f"no model reply for {ago(silent)}" if self.last_reply_at else f"no model reply yet ({ago(silent)})"
+                )
             failing = sorted(n for n, a in self.activity.items() if a.last_status in ("error", "timeout"))
             if failing:
                 problems.append("model failing: " + ", ".join(failing))
@@ -481,7 +487,18 @@ def _metrics_of(state: ArenaState, name: str, account: Account) -> dict:
     return {}
 
 
-_ROW_KEYS = {"name", "baseline", "total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees", "trades", "rejected"}
+_ROW_KEYS = {
+    "name",
+    "baseline",
+    "total_value",
+    "return_pct",
+    "cash",
+    "realized_pnl",
+    "unrealized_pnl",
+    "fees",
+    "trades",
+    "rejected",
+}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -558,7 +575,12 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
             "starting_cash": INITIAL_CASH,
             "positions_marked_at": "best bid",
             "fee_bps": state.fee_bps,
-            "feed": {"status": health.level, "problems": health.problems, "age_s": health.feed_age_s, "snapshot_seq": state.snapshot_seq},
+            "feed": {
+                "status": health.level,
+                "problems": health.problems,
+                "age_s": health.feed_age_s,
+                "snapshot_seq": state.snapshot_seq,
+            },
             "processes": [p.model_dump(mode="json") for _, p in sorted(state.processes.items())],
             "agents": agents,
             "products": products,
@@ -580,7 +602,9 @@ def save_screenshot(
     title: str = "The Agents Trading Arena",
 ) -> None:
     """The dashboard as it would look in a width x height terminal, saved as SVG (e.g. for the README)."""
-    console = Console(width=width, height=height, record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    console = Console(
+        width=width, height=height, record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor"
+    )
     console.print(render(state, accounts, width, height, now=now))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     console.save_svg(str(path), title=title)
@@ -703,7 +727,9 @@ def value_chart(
         run, run_style = [], ""
         for c in range(plot_w):  # consecutive cells of one colour become one span
             b = bits[r][c]
-            ch, st = (chr(0x2800 + b), agent_color(owner[r][c])) if b else ("┈", "grey35") if r == base_row else (" ", "")
+            ch, st = (
+                (chr(0x2800 + b), agent_color(owner[r][c])) if b else ("┈", "grey35") if r == base_row else (" ", "")
+            )
             if st != run_style and run:
                 out.append("".join(run), style=run_style)
                 run = []
@@ -752,7 +778,9 @@ def _title(text: str, note: str = "") -> Text:
     return t
 
 
-def _section(f: _Frame, title: Text, body: Callable[[int, int], RenderableType], width: int, height: int) -> RenderableType:
+def _section(
+    f: _Frame, title: Text, body: Callable[[int, int], RenderableType], width: int, height: int
+) -> RenderableType:
     """A titled box of exactly width x height; its body is built for the inner size. In compact mode
     the frame is a single title line (more rows for data on small terminals)."""
     if f.compact:
@@ -807,7 +835,9 @@ def _market_body(f: _Frame, width: int, rows: int) -> RenderableType:
 
 def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
     if not f.standings:
-        return _empty(f"no agents yet: each appears with {money(INITIAL_CASH, cents=False)} on its first trade or decision")
+        return _empty(
+            f"no agents yet: each appears with {money(INITIAL_CASH, cents=False)} on its first trade or decision"
+        )
     shown = f.standings[: max(1, rows - 1)]
     more = len(f.standings) - len(shown)
     if more:
@@ -822,9 +852,16 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
     cols = [
         Column("#", ["base" if s.baseline else str(s.rank) for s in shown], priority=0),
         Column("Agent", names, justify="left", flex=True, min_width=14),
-        Column("Value", [money(s.value) for s in shown], priority=0, short=[money(s.value, cents=False) for s in shown]),
+        Column(
+            "Value", [money(s.value) for s in shown], priority=0, short=[money(s.value, cents=False) for s in shown]
+        ),
         Column("Return", [signed_pct(s.ret) for s in shown], priority=0),
-        Column("Cash", [money(s.account.cash) for s in shown], priority=4, short=[money(s.account.cash, cents=False) for s in shown]),
+        Column(
+            "Cash",
+            [money(s.account.cash) for s in shown],
+            priority=4,
+            short=[money(s.account.cash, cents=False) for s in shown],
+        ),
         Column(
             "Realized",
             [signed_money(s.account.realized_pnl) for s in shown],
@@ -832,22 +869,56 @@ def _leaderboard_body(f: _Frame, width: int, rows: int) -> RenderableType:
             short=[signed_money(s.account.realized_pnl, cents=False) for s in shown],
         ),
         Column(
-            "Unrealized", [signed_money(s.unrealized) for s in shown], priority=2, short=[signed_money(s.unrealized, cents=False) for s in shown]
+            "Unrealized",
+            [signed_money(s.unrealized) for s in shown],
+            priority=2,
+            short=[signed_money(s.unrealized, cents=False) for s in shown],
         ),
-        Column("Fees", [money(-s.account.fees_paid) for s in shown], priority=5, short=[money(-s.account.fees_paid, cents=False) for s in shown]),
+        Column(
+            "Fees",
+            [money(-s.account.fees_paid) for s in shown],
+            priority=5,
+            short=[money(-s.account.fees_paid, cents=False) for s in shown],
+        ),
         Column("Fills", [str(s.account.trades) for s in shown], priority=1),
-        Column("Rejected", [Text(str(s.account.rejected), style="bold red" if s.account.rejected else FLAT) for s in shown], priority=1),
+        Column(
+            "Rejected",
+            [Text(str(s.account.rejected), style="bold red" if s.account.rejected else FLAT) for s in shown],
+            priority=1,
+        ),
         Column("Model err", errors, priority=1),
-        Column("Last reply", [ago((f.now - a.last_reply_at).total_seconds()) if a and a.last_reply_at else "—" for a in acts], priority=6),
+        Column(
+            "Last reply",
+            [ago((f.now - a.last_reply_at).total_seconds()) if a and a.last_reply_at else "—" for a in acts],
+            priority=6,
+        ),
     ]
     if f.state.metrics is not None:
-        cols += [Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS]
+        cols += [
+            Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS
+        ]
     if any(a.model_calls for a in f.state.activity.values()):
         inference = [
-            Column("Tokens", ["" if s.baseline else tokens_text(a.tokens if a else None) for s, a in zip(shown, acts)], priority=7),
-            Column("Model $", ["" if s.baseline else usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)], priority=7),
-            Column("P&L/$", ["" if s.baseline else per_dollar(return_per_dollar(s.value - INITIAL_CASH, a.model_cost_usd) if a else None)
-                             for s, a in zip(shown, acts)], priority=8),
+            Column(
+                "Tokens",
+                ["" if s.baseline else tokens_text(a.tokens if a else None) for s, a in zip(shown, acts)],
+                priority=7,
+            ),
+            Column(
+                "Model $",
+                ["" if s.baseline else usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)],
+                priority=7,
+            ),
+            Column(
+                "P&L/$",
+                [
+                    ""
+                    if s.baseline
+                    else per_dollar(return_per_dollar(s.value - INITIAL_CASH, a.model_cost_usd) if a else None)
+                    for s, a in zip(shown, acts)
+                ],
+                priority=8,
+            ),
         ]
         # Shown only where the rest fits uncondensed: dollars never lose their cents to make room for them.
         if table_width(cols + inference) <= width:
@@ -1005,13 +1076,21 @@ def _header(f: _Frame, width: int, lines: int) -> list[Text]:
     first = Text(no_wrap=True, overflow="ellipsis")
     first.append(f" {marker[0]} ", style=marker[1])
     if h.problems:
-        first.append("  " + " · ".join(h.problems), style="bold red" if h.level in ("down", "waiting") else "bold yellow")
+        first.append(
+            "  " + " · ".join(h.problems), style="bold red" if h.level in ("down", "waiting") else "bold yellow"
+        )
     state = f.state
     facts = [f"{f.now.strftime('%H:%M:%S')} UTC"]
     if h.feed_age_s is not None:
         facts.append(f"feed {ago(h.feed_age_s)} ago #{state.snapshot_seq}")
-    facts.append(f"reply {ago((f.now - state.last_reply_at).total_seconds())} ago" if state.last_reply_at else "no reply yet")
-    facts.append(f"tool call {ago((f.now - state.last_tool_call_at).total_seconds())} ago" if state.last_tool_call_at else "no tool call yet")
+    facts.append(
+        f"reply {ago((f.now - state.last_reply_at).total_seconds())} ago" if state.last_reply_at else "no reply yet"
+    )
+    facts.append(
+        f"tool call {ago((f.now - state.last_tool_call_at).total_seconds())} ago"
+        if state.last_tool_call_at
+        else "no tool call yet"
+    )
     facts.append(f"up {ago((f.now - state.started_at).total_seconds())}")
     first.append("   " + " · ".join(facts), style="grey70")
     first.truncate(width, overflow="ellipsis")
@@ -1089,7 +1168,9 @@ def _side_by_side(left: RenderableType, right: RenderableType, left_w: int, righ
 UNBOUNDED = 10**6
 
 
-def render(state: ArenaState, accounts: dict[str, Account], width: int, height: int, *, now: datetime | None = None) -> RenderableType:
+def render(
+    state: ArenaState, accounts: dict[str, Account], width: int, height: int, *, now: datetime | None = None
+) -> RenderableType:
     """The whole screen for a `width` x `height` terminal, exactly `height` lines. Small screens get
     compact sections and fewer columns; what does not fit is dropped by priority, never squeezed empty."""
     now = now or utcnow()
@@ -1109,9 +1190,12 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
 
         market_title = _title("Market", f"quotes STALE after {ago(state.max_quote_age_s)}")
         board_title = _title(
-            "Leaderboard", f"start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid · fee {state.fee_bps:g} bps"
+            "Leaderboard",
+            f"start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid · fee {state.fee_bps:g} bps",
         )
-        chart_title = _title("Portfolio value", f"UTC · sampled every {ago(state.history.interval_s)} · marked at best bid")
+        chart_title = _title(
+            "Portfolio value", f"UTC · sampled every {ago(state.history.interval_s)} · marked at best bid"
+        )
         market_h = frame_h + 1 + n_quotes
         board_min = frame_h + 1 + min(n_agents, 3)
         board_want = frame_h + 1 + n_agents
@@ -1142,7 +1226,10 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
                 if pos_h:
                     right.append(_section(f, pos_title, lambda w, r: _positions_body(f, w, r), right_w, pos_h))
                 return _side_by_side(
-                    _section(f, chart_title, lambda w, r: _chart_body(f, w, r), left_w, h), Group(*right), left_w, right_w
+                    _section(f, chart_title, lambda w, r: _chart_body(f, w, r), left_w, h),
+                    Group(*right),
+                    left_w,
+                    right_w,
                 )
 
             blocks = [
@@ -1190,7 +1277,9 @@ def render(state: ArenaState, accounts: dict[str, Account], width: int, height: 
         return Fixed(Group(*parts), height)
 
 
-def final_standings_table(state: ArenaState, accounts: dict[str, Account], *, now: datetime | None = None) -> RenderableType:
+def final_standings_table(
+    state: ArenaState, accounts: dict[str, Account], *, now: datetime | None = None
+) -> RenderableType:
     """The standings printed into the scrollback after the live screen closes: every agent and the
     baseline with their metrics, drawn like `arena report` draws the export (one leaderboard table), as
     many columns as the terminal width allows; then any process that died during the run."""
@@ -1200,13 +1289,18 @@ def final_standings_table(state: ArenaState, accounts: dict[str, Account], *, no
         return Text("No agent traded in this run.")
     title = Text.assemble(
         ("Final standings", "bold"),
-        (f"  {now.strftime('%Y-%m-%d %H:%M:%S')} UTC · start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid", "grey62"),
+        (
+            f"  {now.strftime('%Y-%m-%d %H:%M:%S')} UTC · start {money(INITIAL_CASH, cents=False)} each · positions marked at best bid",
+            "grey62",
+        ),
     )
     parts: list[RenderableType] = [title, leaderboard_table([{**a["metrics"], **a} for a in board["agents"]])]
     with state._lock:
         down = state.processes_down()
     if down:
-        parts.append(Text("Exited during the run: " + ", ".join(f"{p.name} ({exit_code(p)})" for p in down), style="bold red"))
+        parts.append(
+            Text("Exited during the run: " + ", ".join(f"{p.name} ({exit_code(p)})" for p in down), style="bold red")
+        )
     return Group(*parts)
 
 
@@ -1221,12 +1315,16 @@ def logs_to_file(path: str) -> Iterator[None]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     terminal_streams = {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}
-    loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
     swapped: list[tuple[logging.Logger, logging.Handler, int]] = []
     for lg in loggers:
         for i, h in enumerate(list(lg.handlers)):
             if type(h) is logging.StreamHandler or (
-                isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and getattr(h, "stream", None) in terminal_streams
+                isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)
+                and getattr(h, "stream", None) in terminal_streams
             ):
                 swapped.append((lg, h, i))
                 lg.handlers[i] = handler
@@ -1299,13 +1397,17 @@ class LiveDashboard:
             if live_screen:
                 from rich.live import Live
 
-                with logs_to_file(self.state.log_path), Live(
-                    console=self.console,
-                    screen=True,
-                    auto_refresh=False,
-                    redirect_stdout=False,
-                    redirect_stderr=False,
-                ) as live, self._redraw_on_resize(lambda: live.update(self.frame(), refresh=True)):
+                with (
+                    logs_to_file(self.state.log_path),
+                    Live(
+                        console=self.console,
+                        screen=True,
+                        auto_refresh=False,
+                        redirect_stdout=False,
+                        redirect_stderr=False,
+                    ) as live,
+                    self._redraw_on_resize(lambda: live.update(self.frame(), refresh=True)),
+                ):
                     await self._loop(stop, lambda: live.update(self.frame(), refresh=True), next_export)
             else:
                 await self._loop(stop, lambda: self.state.sample(self.accounts()), next_export)

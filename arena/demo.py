@@ -46,28 +46,65 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--agents", type=int, default=3, help="number of agents (routers), at least 1 (default %(default)s)")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between market snapshots (default %(default)s; with --replay the recording keeps its own pace)")
-    p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        help="seconds between market snapshots (default %(default)s; with --replay the recording keeps its own pace)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard",
+    )
     p.add_argument("--export", default=None, help="write the final leaderboard as JSON to this path")
-    p.add_argument("--seed", type=int, default=7, help="seed for the market simulator and random policies (default %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=7, help="seed for the market simulator and random policies (default %(default)s)"
+    )
     p.add_argument("--ledger", default=None, help="ledger database path (default: ledger.db in the run folder)")
     feed = p.add_mutually_exclusive_group()
-    feed.add_argument("--live", action="store_true", help="use the real Coinbase feed instead of the simulator (needs internet)")
-    feed.add_argument("--replay", type=Path, default=None, metavar="PATH",
-                      help="publish this market recording (coinbase_connector.py --record; e.g. assets/sample_recording.jsonl) "
-                      "instead of the simulator, once every agent and the tools are up; the arena keeps running after it "
-                      "ends (Ctrl-C or --duration stops it)")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="with --replay: 2 = twice the recorded pace, 0 = as fast as possible (agents skip the snapshots "
-                   "that arrive while they think) (default %(default)s)")
-    p.add_argument("--fetch-wait-ms", type=fetch_wait_ms, default=None,
-                   help="every process's consumer fetch wait, 1-1000 ms (default: env ARENA_FETCH_WAIT_MS, else "
-                   "4 ms per agent within 10-100: at 10 agents each hop waits up to 40 ms, but the broker is not "
-                   "swamped by polls; see bench/README.md)")
+    feed.add_argument(
+        "--live", action="store_true", help="use the real Coinbase feed instead of the simulator (needs internet)"
+    )
+    feed.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="publish this market recording (coinbase_connector.py --record; e.g. assets/sample_recording.jsonl) "
+        "instead of the simulator, once every agent and the tools are up; the arena keeps running after it "
+        "ends (Ctrl-C or --duration stops it)",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="with --replay: 2 = twice the recorded pace, 0 = as fast as possible (agents skip the snapshots "
+        "that arrive while they think) (default %(default)s)",
+    )
+    p.add_argument(
+        "--fetch-wait-ms",
+        type=fetch_wait_ms,
+        default=None,
+        help="every process's consumer fetch wait, 1-1000 ms (default: env ARENA_FETCH_WAIT_MS, else "
+        "4 ms per agent within 10-100: at 10 agents each hop waits up to 40 ms, but the broker is not "
+        "swamped by polls; see bench/README.md)",
+    )
     p.add_argument("--run-dir", default=None, help="folder for logs and the ledger (default runs/<timestamp>)")
-    p.add_argument("--web-port", type=int, default=8000, metavar="PORT", help="port of the live web page (arena web; default %(default)s, a free one when taken)")
+    p.add_argument(
+        "--web-port",
+        type=int,
+        default=8000,
+        metavar="PORT",
+        help="port of the live web page (arena web; default %(default)s, a free one when taken)",
+    )
     p.add_argument("--no-web", action="store_true", help="no web page")
-    p.add_argument("--no-dashboard", action="store_true", help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)")
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)",
+    )
     args = p.parse_args(argv)
     if args.agents < 1:
         p.error("--agents must be at least 1")
@@ -79,7 +116,9 @@ def parse_args(argv):
         p.error("--speed must be >= 0")
     if args.fetch_wait_ms is None:
         try:
-            args.fetch_wait_ms = fetch_wait_ms(os.environ.get("ARENA_FETCH_WAIT_MS") or str(min(100, max(DEFAULT_FETCH_WAIT_MS, 4 * args.agents))))
+            args.fetch_wait_ms = fetch_wait_ms(
+                os.environ.get("ARENA_FETCH_WAIT_MS") or str(min(100, max(DEFAULT_FETCH_WAIT_MS, 4 * args.agents)))
+            )
         except argparse.ArgumentTypeError as exc:
             p.error(f"ARENA_FETCH_WAIT_MS: {exc}")
     if args.replay is not None and not args.replay.is_file():
@@ -97,9 +136,13 @@ def demo_arena(args) -> Arena:
         market = Market(source="simulator", interval=args.interval)
     return Arena(
         chat_nodes=[ChatNode(name=name, model=model, base_url=OFFLINE) for name, model in CHAT_NODES.items()],
-        agents=[Agent(name=name, strategy=strategy, chat_node=chat) for name, strategy, chat in agent_plan(args.agents)],
+        agents=[
+            Agent(name=name, strategy=strategy, chat_node=chat) for name, strategy, chat in agent_plan(args.agents)
+        ],
         market=market,
-        output=Output(run_dir=Path(args.run_dir) if args.run_dir else None, ledger=Path(args.ledger) if args.ledger else None),
+        output=Output(
+            run_dir=Path(args.run_dir) if args.run_dir else None, ledger=Path(args.ledger) if args.ledger else None
+        ),
         seed=args.seed,
         fetch_wait_ms=args.fetch_wait_ms,
         web=None if args.no_web else Web(port=args.web_port),
@@ -110,5 +153,7 @@ def demo_arena(args) -> Arena:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    opts = RunOptions(duration=args.duration, export=Path(args.export) if args.export else None, headless=args.no_dashboard)
+    opts = RunOptions(
+        duration=args.duration, export=Path(args.export) if args.export else None, headless=args.no_dashboard
+    )
     return asyncio.run(run(demo_arena(args), opts))

@@ -195,17 +195,30 @@ class Desk:
         received_at = received_at or utcnow()
         call_key = call_key or uuid.uuid4().hex
         try:
-            result, trade = self._execute(agent, product_id, side, quantity, call_key, received_at, deadline, strategy,
-                                          turn if isinstance(turn, str) else None)
+            result, trade = self._execute(
+                agent,
+                product_id,
+                side,
+                quantity,
+                call_key,
+                received_at,
+                deadline,
+                strategy,
+                turn if isinstance(turn, str) else None,
+            )
         except Exception as exc:
             # Raise only if the log shows that nothing happened: the tool then tells the model that nothing changed.
             try:
                 done = self.ledger.find(call_key)
             except Exception:
-                raise OutcomeUnknown(f"{_echo(exc)}; whether this order was recorded is unknown: see get_portfolio") from exc
+                raise OutcomeUnknown(
+                    f"{_echo(exc)}; whether this order was recorded is unknown: see get_portfolio"
+                ) from exc
             if done is None:
                 raise
-            log.exception("call %s from %s failed after its outcome was recorded; answering from the log", call_key, agent)
+            log.exception(
+                "call %s from %s failed after its outcome was recorded; answering from the log", call_key, agent
+            )
             return {**done.result, "warning": f"an error followed the recording of this order: {_echo(exc)}"}
         if trade is not None:
             self._notify(self.on_trade, trade)
@@ -218,9 +231,18 @@ class Desk:
         except Exception:
             log.exception("observer %s failed", getattr(observer, "__name__", observer))
 
-    def _execute(self, agent: str, product_id: object, side: object, quantity: object, call_key: str,
-                 received_at: datetime, deadline: object, strategy: object = None,
-                 turn: str | None = None) -> tuple[dict, Trade | None]:
+    def _execute(
+        self,
+        agent: str,
+        product_id: object,
+        side: object,
+        quantity: object,
+        call_key: str,
+        received_at: datetime,
+        deadline: object,
+        strategy: object = None,
+        turn: str | None = None,
+    ) -> tuple[dict, Trade | None]:
         """(result, the trade just logged or None)."""
         with self._lock:
             done = self.ledger.find(call_key)
@@ -272,8 +294,18 @@ class Desk:
             while len(self._turn_orders) > MAX_TURNS_TRACKED:
                 self._turn_orders.popitem(last=False)
 
-    def _fill(self, acct: Account, call_key: str, pid: object, side: str, quantity: object, received_at: datetime,
-              deadline: float | None = None, strategy: object = None, turn: str | None = None) -> Trade:
+    def _fill(
+        self,
+        acct: Account,
+        call_key: str,
+        pid: object,
+        side: str,
+        quantity: object,
+        received_at: datetime,
+        deadline: float | None = None,
+        strategy: object = None,
+        turn: str | None = None,
+    ) -> Trade:
         if deadline is not None and (late := time.time() - deadline) > 0:
             raise Rejected(f"turn deadline passed {late:.1f}s ago: the router gave up on this turn")
         if not isinstance(pid, str) or pid not in self.products():
@@ -287,7 +319,9 @@ class Desk:
         if quote.stale:
             raise Rejected(f"the {pid} quote is marked stale (the feed has not updated it); wait for a fresh one")
         if age > self.max_quote_age_s:
-            raise Rejected(f"the latest {pid} quote is {age:.0f}s old (limit {self.max_quote_age_s:g}s); wait for a fresh one")
+            raise Rejected(
+                f"the latest {pid} quote is {age:.0f}s old (limit {self.max_quote_age_s:g}s); wait for a fresh one"
+            )
         price = quote.best_ask if side == "buy" else quote.best_bid
         if price is None or not math.isfinite(price) or price <= 0:
             raise Rejected(f"no {'ask' if side == 'buy' else 'bid'} price for {pid} right now")
@@ -325,21 +359,35 @@ class Desk:
             latency_ms=(utcnow() - received_at).total_seconds() * 1000,
         )
 
-    def _check_limits(self, acct: Account, pid: str, side: str, q: float, price: float, fee: float, quote: Quote,
-                      strategy: object, turn: str | None) -> None:
+    def _check_limits(
+        self,
+        acct: Account,
+        pid: str,
+        side: str,
+        q: float,
+        price: float,
+        fee: float,
+        quote: Quote,
+        strategy: object,
+        turn: str | None,
+    ) -> None:
         """Rejected, naming the rule and the numbers, if the order breaks a limit in force for the caller."""
         name, lim = self.limits_for(strategy)
         whose = f" ({name} strategy)" if name else ""
         if lim.max_orders_per_turn is not None and turn is not None:
             n = self._turn_orders.get((acct.agent, turn), 0)
             if n >= lim.max_orders_per_turn:
-                raise Rejected(f"limit 'orders per turn'{whose}: {n} orders already filled this turn; the most is "
-                               f"{lim.max_orders_per_turn}. Wait for the next turn")
+                raise Rejected(
+                    f"limit 'orders per turn'{whose}: {n} orders already filled this turn; the most is "
+                    f"{lim.max_orders_per_turn}. Wait for the next turn"
+                )
         if lim.cooldown_s:
             since = time.time() - self._last_fill.get(acct.agent, -math.inf)
             if since < lim.cooldown_s:
-                raise Rejected(f"limit 'cooldown'{whose}: your last order filled {since:.1f}s ago; the least between "
-                               f"orders is {lim.cooldown_s:g}s (another {lim.cooldown_s - since:.1f}s)")
+                raise Rejected(
+                    f"limit 'cooldown'{whose}: your last order filled {since:.1f}s ago; the least between "
+                    f"orders is {lim.cooldown_s:g}s (another {lim.cooldown_s - since:.1f}s)"
+                )
         if side != "buy":
             return  # a sell lowers every exposure below, and an agent must always be able to get out
         inc, u = self.increment(pid), unit(pid)
@@ -361,25 +409,55 @@ class Desk:
         rules = []  # (rule, passes(x), what x would make of it)
         if lim.max_order_pct is not None:
             cap = value * lim.max_order_pct / 100
-            rules.append(("largest order", lambda x: x * price <= cap * (1 + LIMIT_SLACK),
-                          lambda x: f"this buy is ${x * price:,.2f}, {pct(x * price, value):.2f}% of your total value "
-                                    f"${value:,.2f}; the most is {lim.max_order_pct:g}% (${cap:,.2f})"))
+            rules.append(
+                (
+                    "largest order",
+                    lambda x: x * price <= cap * (1 + LIMIT_SLACK),
+                    lambda x: (
+                        f"this buy is ${x * price:,.2f}, {pct(x * price, value):.2f}% of your total value "
+                        f"${value:,.2f}; the most is {lim.max_order_pct:g}% (${cap:,.2f})"
+                    ),
+                )
+            )
         if (p := lim.max_position_pct) is not None:
-            rules.append(("largest position", lambda x, p=p: position + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
-                          lambda x, p=p: f"after this buy {pid} would be {pct(position + x * bid, after(x)):.2f}% of your "
-                                         f"total value; the most is {p:g}%"))
+            rules.append(
+                (
+                    "largest position",
+                    lambda x, p=p: position + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
+                    lambda x, p=p: (
+                        f"after this buy {pid} would be {pct(position + x * bid, after(x)):.2f}% of your "
+                        f"total value; the most is {p:g}%"
+                    ),
+                )
+            )
         if (p := lim.max_invested_pct) is not None:
-            rules.append(("most invested", lambda x, p=p: invested + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
-                          lambda x, p=p: f"after this buy {pct(invested + x * bid, after(x)):.2f}% of your total value "
-                                         f"would be invested; the most is {p:g}%"))
+            rules.append(
+                (
+                    "most invested",
+                    lambda x, p=p: invested + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
+                    lambda x, p=p: (
+                        f"after this buy {pct(invested + x * bid, after(x)):.2f}% of your total value "
+                        f"would be invested; the most is {p:g}%"
+                    ),
+                )
+            )
         if (m := lim.min_cash_pct) is not None:
-            rules.append(("least cash", lambda x, m=m: acct.cash - x * unit_cost >= m / 100 * after(x) * (1 - LIMIT_SLACK),
-                          lambda x, m=m: f"after this buy cash would be {pct(acct.cash - x * unit_cost, after(x)):.2f}% of "
-                                         f"your total value; the least is {m:g}%"))
+            rules.append(
+                (
+                    "least cash",
+                    lambda x, m=m: acct.cash - x * unit_cost >= m / 100 * after(x) * (1 - LIMIT_SLACK),
+                    lambda x, m=m: (
+                        f"after this buy cash would be {pct(acct.cash - x * unit_cost, after(x)):.2f}% of "
+                        f"your total value; the least is {m:g}%"
+                    ),
+                )
+            )
         for rule, passes, what in rules:
             if not passes(q):
-                raise Rejected(f"limit '{rule}'{whose}: {what(q)}; the most you can buy now is "
-                               f"{_show_qty(self._most(rules, q, inc), inc)} {u}")
+                raise Rejected(
+                    f"limit '{rule}'{whose}: {what(q)}; the most you can buy now is "
+                    f"{_show_qty(self._most(rules, q, inc), inc)} {u}"
+                )
 
     @staticmethod
     def _most(rules: list, q: float, inc: float) -> float:
@@ -456,7 +534,6 @@ class Desk:
             "fee_bps": self.fee_bps,
             "limits": self._limits_view(strategy),
         }
-
 
     def _limits_view(self, strategy: object) -> dict:
         name, lim = self.limits_for(strategy)

@@ -101,8 +101,14 @@ class CandleStore:
 class SnapshotSink:
     """Publishes snapshots to MARKET_TOPIC and, with `record`, appends each published one as a JSON line."""
 
-    def __init__(self, producer, record: Path | None = None, topic: str = MARKET_TOPIC, timeout: float = 10.0,
-                 key: bytes | None = None):
+    def __init__(
+        self,
+        producer,
+        record: Path | None = None,
+        topic: str = MARKET_TOPIC,
+        timeout: float = 10.0,
+        key: bytes | None = None,
+    ):
         self.producer, self.topic, self.timeout = producer, topic, timeout
         self.key = key if key is not None else auth.feed_key()  # ARENA_FEED_KEY: sign every snapshot
         self._record = open(record, "a", encoding="utf-8") if record else None
@@ -115,7 +121,9 @@ class SnapshotSink:
             return False
         try:
             headers = [(auth.SIGNATURE_HEADER, auth.sign(self.key, data))] if self.key else None
-            await asyncio.wait_for(self.producer.send_and_wait(self.topic, data, key=MARKET_KEY, headers=headers), self.timeout)
+            await asyncio.wait_for(
+                self.producer.send_and_wait(self.topic, data, key=MARKET_KEY, headers=headers), self.timeout
+            )
         except Exception as exc:  # broker gone: this snapshot is lost, the next one may make it
             log.error("could not publish snapshot #%d: %s", snap.seq, exc or type(exc).__name__)
             return False
@@ -134,7 +142,11 @@ def describe(snap: MarketSnapshot) -> str:
     """One status line: bid/ask per product, stale marks, candle counts."""
     parts = []
     for pid, q in snap.quotes.items():
-        book = f"{q.best_bid:.10g}/{q.best_ask:.10g}" if q.best_bid is not None and q.best_ask is not None else f"last {q.price:.10g}"
+        book = (
+            f"{q.best_bid:.10g}/{q.best_ask:.10g}"
+            if q.best_bid is not None and q.best_ask is not None
+            else f"last {q.price:.10g}"
+        )
         parts.append(f"{pid} {book}" + (" STALE" if q.stale else ""))
     n_candles = sum(len(cs) for by in snap.candles.values() for cs in by.values())
     return f"published snapshot #{snap.seq}: {'  '.join(parts) or 'no quotes'}  ({n_candles} candles)"
@@ -323,7 +335,6 @@ async def replay(path: Path, sink: SnapshotSink, speed: float = 1.0, on_first: C
             if sink.published == 1 and on_first:
                 on_first()
     return sink.published
-
 
 
 # --- the whole connector ----------------------------------------------------------------------------

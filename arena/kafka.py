@@ -31,7 +31,9 @@ def producer(settings: KafkaSettings, **kw) -> AIOKafkaProducer:
     )
 
 
-def consumer(settings: KafkaSettings, *topics: str, group_id: str | None, latest: bool = True, **kw) -> AIOKafkaConsumer:
+def consumer(
+    settings: KafkaSettings, *topics: str, group_id: str | None, latest: bool = True, **kw
+) -> AIOKafkaConsumer:
     """A consumer tuned for latency. `group_id=None` reads without a group (no join wait)."""
     tuning = dict(CONSUMER_TUNING)
     if group_id is None:
@@ -65,7 +67,9 @@ async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0)
         await asyncio.wait_for(asyncio.gather(*(one(c) for c in consumers)), timeout_s)
     except asyncio.TimeoutError:
         waiting = sorted(t for c in consumers if not c.assignment() for t in c.subscription())
-        raise TimeoutError(f"consumers not positioned within {timeout_s:g}s (unassigned: {', '.join(waiting) or 'none'})") from None
+        raise TimeoutError(
+            f"consumers not positioned within {timeout_s:g}s (unassigned: {', '.join(waiting) or 'none'})"
+        ) from None
 
 
 class Dozing:
@@ -165,7 +169,15 @@ class _Rejections:
             return
         extra = f" (+{suppressed} more rejected on {topic} since, not logged)" if suppressed else ""
         self._window[topic] = (start, logged + 1, 0)
-        log.warning("skipping malformed %s record on %s partition %s offset %s: %s%s", model, topic, partition, offset, reason, extra)
+        log.warning(
+            "skipping malformed %s record on %s partition %s offset %s: %s%s",
+            model,
+            topic,
+            partition,
+            offset,
+            reason,
+            extra,
+        )
 
 
 _rejections = _Rejections()
@@ -207,8 +219,9 @@ class TaskFailed(RuntimeError):
     """A supervised task that kept failing."""
 
 
-async def supervised(name: str, run: Callable[[], Awaitable[None]], *, restarts: int = 5, window_s: float = 60.0,
-                     pause_s: float = 0.5) -> None:
+async def supervised(
+    name: str, run: Callable[[], Awaitable[None]], *, restarts: int = 5, window_s: float = 60.0, pause_s: float = 0.5
+) -> None:
     """Run `run()` until it returns or is cancelled; each time it raises, log the cause and start it again.
 
     More than `restarts` failures within `window_s` raise TaskFailed (with the last cause): the process
@@ -224,7 +237,11 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]], *, restarts:
             now = time.monotonic()
             failures = [t for t in failures if now - t < window_s] + [now]
             if len(failures) > restarts:
-                log.error("%s failed %d times within %gs, giving up: %s", name, len(failures), window_s, rejection_reason(exc))
+                log.error(
+                    "%s failed %d times within %gs, giving up: %s", name, len(failures), window_s, rejection_reason(exc)
+                )
                 raise TaskFailed(f"{name} keeps failing: {rejection_reason(exc)}") from exc
-            log.error("%s failed (%s); restarting it", name, rejection_reason(exc), exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "%s failed (%s); restarting it", name, rejection_reason(exc), exc_info=log.isEnabledFor(logging.DEBUG)
+            )
             await asyncio.sleep(pause_s)

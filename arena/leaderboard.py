@@ -84,7 +84,9 @@ def _cell(key: str, row: Mapping[str, Any], rank: str, short: bool = False) -> T
     if key == "model_cost_usd":  # one agent's calls often cost less than a cent
         return Text(f"${v:.4f}" if v < 1 else f"${v:,.2f}")
     if key == "return_per_dollar":
-        return Text(f"{v:+,.0f}" if abs(v) >= 10 else f"{v:+.2f}", style=ui.UP if v > 0 else ui.DOWN if v < 0 else ui.FLAT)
+        return Text(
+            f"{v:+,.0f}" if abs(v) >= 10 else f"{v:+.2f}", style=ui.UP if v > 0 else ui.DOWN if v < 0 else ui.FLAT
+        )
     raise KeyError(key)
 
 
@@ -118,7 +120,9 @@ def leaderboard_table(
 
     columns = []
     if run_column:
-        columns.append(ui.Column("run", [Text(str(d.get("run", "")), style="cyan") for d, _ in ordered], justify="left"))
+        columns.append(
+            ui.Column("run", [Text(str(d.get("run", "")), style="cyan") for d, _ in ordered], justify="left")
+        )
     for key, header, priority in _COLUMNS:
         if key in _OPTIONAL and not any(_num(d, key) is not None for d in dicts):
             continue
@@ -126,7 +130,9 @@ def leaderboard_table(
         short = [_cell(key, d, label, short=True) for d, label in ordered] if key in _MONEY else None
         if priority and dicts and all(_num(d, key) is None for d in dicts):
             priority += _UNAVAILABLE
-        columns.append(ui.Column(header, cells, priority=priority, justify="left" if key == "name" else "right", short=short))
+        columns.append(
+            ui.Column(header, cells, priority=priority, justify="left" if key == "name" else "right", short=short)
+        )
     for i, (d, _) in enumerate(ordered):
         if d.get("baseline"):
             for c in columns:

@@ -165,7 +165,9 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def open_account(self, agent: str, at: datetime | None = None, reacted_to: datetime | None = None) -> tuple[Account, bool]:
+    def open_account(
+        self, agent: str, at: datetime | None = None, reacted_to: datetime | None = None
+    ) -> tuple[Account, bool]:
         """The agent's account, created (durably, with INITIAL_CASH) on first use. Returns (account, created).
 
         reacted_to: the snapshot its first call decided on, kept so that `arena report` starts the
@@ -192,7 +194,8 @@ class Ledger:
                 with self._transaction():
                     if trade.agent not in self._accounts:
                         self._db.execute(
-                            "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)", (trade.agent, trade.executed_at.isoformat())
+                            "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)",
+                            (trade.agent, trade.executed_at.isoformat()),
                         )
                     self._db.execute(
                         "INSERT INTO trades(call_key, agent, status, trade, result) VALUES (?, ?, ?, ?, ?)",

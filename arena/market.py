@@ -55,8 +55,12 @@ class Quote(BaseModel):
     price: Price
     best_bid: Price | None = None
     best_ask: Price | None = None
-    bid_size: Amount | None = Field(None, description="Resting size at the best bid, when the venue tells (null: unknown).")
-    ask_size: Amount | None = Field(None, description="Resting size at the best ask, when the venue tells (null: unknown).")
+    bid_size: Amount | None = Field(
+        None, description="Resting size at the best bid, when the venue tells (null: unknown)."
+    )
+    ask_size: Amount | None = Field(
+        None, description="Resting size at the best ask, when the venue tells (null: unknown)."
+    )
     # The feed's own timestamp, shown only: not held to the future limit, so a connector whose clock is
     # behind the exchange's still publishes.
     exchange_time: AwareDatetime | None = None
@@ -102,7 +106,13 @@ class MarketSnapshot(BaseModel):
     quotes: Annotated[dict[ProductId, Quote], Field(max_length=MAX_PRODUCTS)]  # product_id -> latest quote
     # product -> granularity -> oldest first
     candles: Annotated[
-        dict[ProductId, Annotated[dict[Granularity, Annotated[list[Candle], Field(max_length=MAX_CANDLES)]], Field(max_length=MAX_GRANULARITIES)]],
+        dict[
+            ProductId,
+            Annotated[
+                dict[Granularity, Annotated[list[Candle], Field(max_length=MAX_CANDLES)]],
+                Field(max_length=MAX_GRANULARITIES),
+            ],
+        ],
         Field(max_length=MAX_PRODUCTS),
     ] = Field(default_factory=dict)
     source: Short = "coinbase"
@@ -121,7 +131,10 @@ class MarketSnapshot(BaseModel):
         a forger (or a fast clock) cannot outrank the snapshots after it or keep its quotes young."""
         if self.published_at <= now and all(q.received_at <= now for q in self.quotes.values()):
             return self
-        quotes = {pid: q if q.received_at <= now else q.model_copy(update={"received_at": now}) for pid, q in self.quotes.items()}
+        quotes = {
+            pid: q if q.received_at <= now else q.model_copy(update={"received_at": now})
+            for pid, q in self.quotes.items()
+        }
         return self.model_copy(update={"published_at": min(self.published_at, now), "quotes": quotes})
 
     def age_s(self, now: datetime | None = None) -> float:
@@ -149,7 +162,9 @@ def render_snapshot(snapshot: MarketSnapshot, now: datetime | None = None) -> st
     lines.append("product | last | bid | ask | spread | quote age")
     for pid, q in sorted(snapshot.quotes.items()):
         age = f"{q.age_s(now):.0f}s" + (" STALE - do not trade on it" if q.stale else "")
-        lines.append(f"{pid} | {_fmt_price(q.price)} | {_fmt_price(q.best_bid)} | {_fmt_price(q.best_ask)} | {_fmt_price(q.spread)} | {age}")
+        lines.append(
+            f"{pid} | {_fmt_price(q.price)} | {_fmt_price(q.best_bid)} | {_fmt_price(q.best_ask)} | {_fmt_price(q.spread)} | {age}"
+        )
     # Sizes as a table of their own, only when the feed sent any: the quote table above keeps its columns.
     sized = [(pid, q) for pid, q in sorted(snapshot.quotes.items()) if q.bid_size is not None or q.ask_size is not None]
     if sized:
@@ -164,5 +179,7 @@ def render_snapshot(snapshot: MarketSnapshot, now: datetime | None = None) -> st
             lines.append(f"{pid} {gran} candles (oldest first): time open high low close volume")
             for c in cs:
                 t = datetime.fromtimestamp(c.start, timezone.utc).strftime("%H:%M")
-                lines.append(f"{t} {_fmt_price(c.open)} {_fmt_price(c.high)} {_fmt_price(c.low)} {_fmt_price(c.close)} {c.volume:.4g}")
+                lines.append(
+                    f"{t} {_fmt_price(c.open)} {_fmt_price(c.high)} {_fmt_price(c.low)} {_fmt_price(c.close)} {c.volume:.4g}"
+                )
     return "\n".join(lines)

@@ -81,8 +81,22 @@ class _Agent:
     """Running state for one agent: its account fold and O(1) summaries of its value series."""
 
     __slots__ = (
-        "account", "round_trips", "wins", "samples", "first_t", "last_t", "last_value",
-        "peak", "max_dd", "n_ret", "mean_ret", "m2_ret", "in_market", "series", "since", "pending",
+        "account",
+        "round_trips",
+        "wins",
+        "samples",
+        "first_t",
+        "last_t",
+        "last_value",
+        "peak",
+        "max_dd",
+        "n_ret",
+        "mean_ret",
+        "m2_ret",
+        "in_market",
+        "series",
+        "since",
+        "pending",
     )
 
     def __init__(self, name: str, initial_cash: float, keep_series: bool):
@@ -118,8 +132,21 @@ class _Agent:
             return self
         copy = _Agent(self.account.agent, 0.0, keep_series=False)
         copy.account = self.account.model_copy(deep=True)
-        for name in ("round_trips", "wins", "samples", "first_t", "last_t", "last_value", "peak", "max_dd",
-                     "n_ret", "mean_ret", "m2_ret", "in_market", "since"):
+        for name in (
+            "round_trips",
+            "wins",
+            "samples",
+            "first_t",
+            "last_t",
+            "last_value",
+            "peak",
+            "max_dd",
+            "n_ret",
+            "mean_ret",
+            "m2_ret",
+            "in_market",
+            "since",
+        ):
             setattr(copy, name, getattr(self, name))
         copy.pending = list(self.pending)
         copy.settle(None)
@@ -273,7 +300,9 @@ class MetricsTracker:
             self._start_baseline(t, prices)
 
     def _start_baseline(self, t: datetime, prices: Mapping[str, Mark]) -> None:
-        asks = {pid: a for pid, m in sorted(prices.items()) if (a := ask_of(m)) is not None and math.isfinite(a) and a > 0}
+        asks = {
+            pid: a for pid, m in sorted(prices.items()) if (a := ask_of(m)) is not None and math.isfinite(a) and a > 0
+        }
         if not asks:
             return  # no quotes yet: the arena has not started
         self._baseline_pending = False
@@ -284,8 +313,18 @@ class MetricsTracker:
         for pid, ask in asks.items():
             qty = budget / (ask * (1 + fee_rate))  # spends exactly the budget, fee included
             # Not validated: its name is no agent name on purpose (no agent can trade as the baseline).
-            agent.apply(Trade.model_construct(trade_id=f"baseline:{pid}", agent=BASELINE_NAME, product_id=pid, side="buy",
-                              quantity=qty, price=ask, fee=qty * ask * fee_rate, executed_at=t))
+            agent.apply(
+                Trade.model_construct(
+                    trade_id=f"baseline:{pid}",
+                    agent=BASELINE_NAME,
+                    product_id=pid,
+                    side="buy",
+                    quantity=qty,
+                    price=ask,
+                    fee=qty * ask * fee_rate,
+                    executed_at=t,
+                )
+            )
 
     # -- results --------------------------------------------------------------------------------
 
@@ -384,8 +423,13 @@ def compute(
     snapshot its first call reacted to (its series starts there, as the live tracker's does; None:
     from the sample before its first trade, or the first sample).
     """
-    tracker = MetricsTracker(initial_cash=initial_cash, interval_s=interval_s, fee_bps=fee_bps, baseline=baseline,
-                             min_sharpe_returns=min_sharpe_returns)
+    tracker = MetricsTracker(
+        initial_cash=initial_cash,
+        interval_s=interval_s,
+        fee_bps=fee_bps,
+        baseline=baseline,
+        min_sharpe_returns=min_sharpe_returns,
+    )
     traded = {t.agent for t in trades}
     reacted = agents if isinstance(agents, Mapping) else dict.fromkeys(agents)
     for name, reacted_to in reacted.items():
@@ -407,4 +451,3 @@ def value_series(
     """Each agent's total value at every price sample from the one before its first trade on."""
     tracker = MetricsTracker(initial_cash=initial_cash, fee_bps=fee_bps, baseline=baseline, keep_series=True)
     return _replay(tracker, trades, price_history).series()
-

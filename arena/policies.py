@@ -81,7 +81,9 @@ def parse_market(text: str) -> Market | None:
     while i < len(lines) and lines[i].strip():
         cells = [c.strip() for c in lines[i].split("|")]
         if len(cells) >= 6:
-            market.quotes[cells[0]] = QuoteRow(cells[0], _num(cells[1]), _num(cells[2]), _num(cells[3]), "STALE" in cells[5])
+            market.quotes[cells[0]] = QuoteRow(
+                cells[0], _num(cells[1]), _num(cells[2]), _num(cells[3]), "STALE" in cells[5]
+            )
         i += 1
     product = gran = None
     for line in lines[i:]:
@@ -90,7 +92,12 @@ def parse_market(text: str) -> Market | None:
             market.closes.setdefault(product, {})[gran] = []
             continue
         parts = line.split()
-        if product and len(parts) == 6 and re.fullmatch(r"\d\d:\d\d", parts[0]) and (close := _num(parts[4])) is not None:
+        if (
+            product
+            and len(parts) == 6
+            and re.fullmatch(r"\d\d:\d\d", parts[0])
+            and (close := _num(parts[4])) is not None
+        ):
             market.closes[product][gran].append(close)
         elif not line.strip():
             product = gran = None
@@ -140,7 +147,11 @@ def parse_portfolio(text: str | None) -> Holdings:
         return Holdings(INITIAL_CASH, {}, known=False)
     positions = {
         pm[1]: float(pm[2])
-        for pm in re.finditer(r"\b([A-Z0-9]+-[A-Z]+)\b[^\n]*?(?:quantity|qty|size|units)\D{0,5}(\d+(?:\.\d+)?(?:[eE]-?\d+)?)", text, re.IGNORECASE)
+        for pm in re.finditer(
+            r"\b([A-Z0-9]+-[A-Z]+)\b[^\n]*?(?:quantity|qty|size|units)\D{0,5}(\d+(?:\.\d+)?(?:[eE]-?\d+)?)",
+            text,
+            re.IGNORECASE,
+        )
         if float(pm[2]) > 0
     }
     return Holdings(float(m[1].replace(",", "")), positions)

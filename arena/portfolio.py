@@ -19,7 +19,9 @@ Side = Literal["buy", "sell"]
 class Trade(BaseModel):
     """One execute_trade outcome. Fills change money; rejections are recorded for visibility only."""
 
-    trade_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)]  # idempotency key: the tool call id (a redelivered call maps to the same trade)
+    trade_id: Annotated[
+        str, Field(min_length=1, max_length=MAX_ID)
+    ]  # idempotency key: the tool call id (a redelivered call maps to the same trade)
     agent: AgentName
     product_id: Annotated[str, Field(max_length=100)]  # a product id on a fill; on a rejection, what was asked for
     side: Side
@@ -39,7 +41,9 @@ class Trade(BaseModel):
             if not PRODUCT_ID_RE.match(self.product_id):
                 raise ValueError(f"a fill of {self.product_id!r}, which is not a product id")
             if self.price <= 0 or self.quantity <= 0:
-                raise ValueError(f"a fill needs a positive price and quantity (price {self.price}, quantity {self.quantity})")
+                raise ValueError(
+                    f"a fill needs a positive price and quantity (price {self.price}, quantity {self.quantity})"
+                )
         return self
 
     @property

@@ -45,7 +45,14 @@ def per_million(tokens_in: int, tokens_out: int, price_in: float, price_out: flo
 class Pricer:
     """Prices a chat node's responses (see the module docstring for the order)."""
 
-    def __init__(self, model_id: str, *, price_in: float | None = None, price_out: float | None = None, base_url: str | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        price_in: float | None = None,
+        price_out: float | None = None,
+        base_url: str | None = None,
+    ):
         if (price_in is None) != (price_out is None):
             raise ValueError("give both --price-in and --price-out, or neither")
         for p in (price_in, price_out):
@@ -78,7 +85,9 @@ class Pricer:
         return Cost(usd, "table" if usd is not None else "")
 
 
-def table_price(model: str, tokens_in: int, tokens_out: int, cached_in: int = 0, *, base_url: str | None = None) -> float | None:
+def table_price(
+    model: str, tokens_in: int, tokens_out: int, cached_in: int = 0, *, base_url: str | None = None
+) -> float | None:
     """The genai-prices snapshot's price for the call, or None for a model it does not know."""
     try:
         from genai_prices import Usage, calc_price

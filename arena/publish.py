@@ -142,8 +142,16 @@ class LeaderboardPublisher:
     `state` is the tools process's arena.dashboard.ArenaState, `accounts` returns the ledger's accounts.
     """
 
-    def __init__(self, producer, state, accounts: Callable[[], dict], *, kafka: KafkaSettings | None = None,
-                 every_s: float = 0.5, heartbeat_s: float = 10.0):
+    def __init__(
+        self,
+        producer,
+        state,
+        accounts: Callable[[], dict],
+        *,
+        kafka: KafkaSettings | None = None,
+        every_s: float = 0.5,
+        heartbeat_s: float = 10.0,
+    ):
         self.producer = producer
         self.kafka = kafka  # to create the topic compacted before the first record
         self.state = state
@@ -163,7 +171,9 @@ class LeaderboardPublisher:
 
         board = leaderboard(self.state, self.accounts())
         out: list[tuple[bytes, bytes]] = []
-        baseline = next((a["total_value"] for a in board["agents"] if a["baseline"] and a["name"] == BASELINE_NAME), None)
+        baseline = next(
+            (a["total_value"] for a in board["agents"] if a["baseline"] and a["name"] == BASELINE_NAME), None
+        )
         for sample in board["value_history"]["samples"]:
             at, values = datetime.fromisoformat(sample["t"]), sample["values"]
             if self._last_sample is not None and at <= self._last_sample:
@@ -171,16 +181,24 @@ class LeaderboardPublisher:
             vals = dict(values)
             if baseline is not None:
                 vals[BASELINE_NAME] = baseline
-            out.append(((SAMPLE_PREFIX + at.isoformat()).encode(), json.dumps({"t": at.isoformat(), "values": vals}).encode()))
+            out.append(
+                ((SAMPLE_PREFIX + at.isoformat()).encode(), json.dumps({"t": at.isoformat(), "values": vals}).encode())
+            )
             self._last_sample = at
         board["value_history"]["samples"] = []
         signature = _signature(board)
-        due = now_s >= self._next_allowed and (signature != self._signature or now_s - self._last_sent >= self.heartbeat_s)
+        due = now_s >= self._next_allowed and (
+            signature != self._signature or now_s - self._last_sent >= self.heartbeat_s
+        )
         if force or due:
             raw = json.dumps(board, default=str).encode()
             if len(raw) > k.MAX_MESSAGE_BYTES:
                 if not self._too_big_logged:
-                    log.warning("leaderboard record of %d bytes is over the %d-byte limit: not published", len(raw), k.MAX_MESSAGE_BYTES)
+                    log.warning(
+                        "leaderboard record of %d bytes is over the %d-byte limit: not published",
+                        len(raw),
+                        k.MAX_MESSAGE_BYTES,
+                    )
                     self._too_big_logged = True
             else:
                 out.append((BOARD_KEY, raw))
@@ -222,4 +240,3 @@ class LeaderboardPublisher:
     async def _final(self) -> None:
         await self.publish(force=True)
         await self.producer.flush()
-

@@ -115,7 +115,9 @@ class BrokerWatch:
                     log.warning("broker at %s not answering (%s); waiting for it", self.kafka.bootstrap_servers, exc)
                 continue
             if down_since is not None:
-                log.warning("broker at %s answers again after %.1fs", self.kafka.bootstrap_servers, loop.time() - down_since)
+                log.warning(
+                    "broker at %s answers again after %.1fs", self.kafka.bootstrap_servers, loop.time() - down_since
+                )
                 down_since = None
             if current != self.cluster_id:
                 await self._tell(
@@ -156,16 +158,19 @@ class BrokerWatch:
             if not gone:
                 await asyncio.sleep(self.interval_s)  # a broker that drops idle connections is not hammered
                 continue
-            reason = (f"the Kafka broker at {self.kafka.bootstrap_servers} went away (it closed its connections "
-                      f"and refuses new ones; an in-memory broker comes back empty)")
+            reason = (
+                f"the Kafka broker at {self.kafka.bootstrap_servers} went away (it closed its connections "
+                f"and refuses new ones; an in-memory broker comes back empty)"
+            )
             self.gone = True
             if self.on_lost is None:
                 await self._tell(self.on_replaced, reason)
                 return
             await self._tell(self.on_lost, reason, renewed=True)
 
-    async def _tell(self, callback: Callable[[str], object], reason: str, cluster_id: str | None = None,
-                    renewed: bool = False) -> None:
+    async def _tell(
+        self, callback: Callable[[str], object], reason: str, cluster_id: str | None = None, renewed: bool = False
+    ) -> None:
         """Call `callback(reason)`. cluster_id: the new broker's (skip if already reported). renewed: the
         callback renewed the clients, so whatever broker answers now is the one to compare with."""
         async with self._telling:

@@ -158,7 +158,10 @@ def ledger_leaderboard(
     marks: dict[str, dict] = {}
     for t in trades:
         if t.status == "filled" and t.price > 0:
-            marks[t.product_id] = {"price": t.price, "from": f"last fill: a {t.side} at {t.executed_at:%Y-%m-%d %H:%M:%S}"}
+            marks[t.product_id] = {
+                "price": t.price,
+                "from": f"last fill: a {t.side} at {t.executed_at:%Y-%m-%d %H:%M:%S}",
+            }
     for t, quotes in market:
         for pid, q in quotes.items():
             if (m := mark_of(q)) is not None and m > 0:
@@ -169,18 +172,29 @@ def ledger_leaderboard(
         fills = [t for t in trades if t.status == "filled" and t.notional > 0]
         fee_bps = fills[0].fee / fills[0].notional * 10_000 if fills else 0.0
     rows = compute(
-        trades, market, initial_cash=initial_cash, interval_s=interval_s, fee_bps=fee_bps,
-        baseline=bool(market), marks={pid: m["price"] for pid, m in marks.items()}, agents=agents,
+        trades,
+        market,
+        initial_cash=initial_cash,
+        interval_s=interval_s,
+        fee_bps=fee_bps,
+        baseline=bool(market),
+        marks={pid: m["price"] for pid, m in marks.items()},
+        agents=agents,
     )
     held = {pid for acc in replay(trades).values() for pid in acc.positions}  # the marks that matter
     return {
         "generated_at": utcnow().isoformat(),
         "source": source,
         "marks": {pid: m for pid, m in sorted(marks.items()) if pid in held or market},
-        "notes": ([] if market else [
-            "max DD, Sharpe, time in market and the buy-and-hold baseline need the price history: "
-            "pass --market FILE (a coinbase_connector.py --record file)"
-        ]) + ["a ledger has no tokens: model tokens and cost per agent are in the tools process's export (--export)"],
+        "notes": (
+            []
+            if market
+            else [
+                "max DD, Sharpe, time in market and the buy-and-hold baseline need the price history: "
+                "pass --market FILE (a coinbase_connector.py --record file)"
+            ]
+        )
+        + ["a ledger has no tokens: model tokens and cost per agent are in the tools process's export (--export)"],
         "agents": [r.model_dump(mode="json") for r in rows.values()],
     }
 
@@ -241,7 +255,7 @@ def _run_labels(sources: Sequence[str]) -> list[str]:
     labels = []
     for i, stem in enumerate(stems):
         clash = stems.count(stem) > 1
-        labels.append(f"{stem}#{stems[:i + 1].count(stem)}" if clash else stem)
+        labels.append(f"{stem}#{stems[: i + 1].count(stem)}" if clash else stem)
     return labels
 
 
@@ -289,23 +303,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Print the leaderboard from tools-process exports (--export JSON) or ledger files (SQLite). "
         "Several files are compared in one table with a run column. Metric definitions: docs/METRICS.md.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="export JSON or ledger SQLite file(s); the format is detected")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="export JSON or ledger SQLite file(s); the format is detected"
+    )
     p.add_argument("--json", action="store_true", help="print the computed leaderboard as JSON instead of a table")
-    p.add_argument("--prices", type=_parse_prices, default=None, metavar="P=X,...",
-                   help="ledger files: value open positions at these prices, e.g. BTC-USD=95000,SOL-USD=180 "
-                   "(default: the last bid in --market, else each product's last fill price)")
-    p.add_argument("--market", type=Path, default=None, metavar="FILE",
-                   help="ledger files: a market recording (coinbase_connector.py --record) for the price history: "
-                   "enables drawdown, Sharpe, time in market and the buy-and-hold baseline (default: none)")
-    p.add_argument("--fee-bps", type=_number(0, inclusive=True), default=None,
-                   help="the baseline's fee in basis points (default: the ledger's own fee rate, from its first fill)")
-    p.add_argument("--interval", type=_number(0, inclusive=False), default=None, metavar="SECONDS",
-                   help="sampling interval used to annualize Sharpe (default: the mean spacing of the samples)")
-    p.add_argument("--width", type=_number(40, inclusive=True, kind=int), default=None,
-                   help="table width in columns, at least 40 (default: the terminal's)")
-    p.add_argument("--html", type=Path, default=None, metavar="OUT",
-                   help="also write the run as one self-contained HTML page (leaderboard, value curves, positions, trades; "
-                   "opens with no network) from an export, a ledger (curves need --market), or an export and its ledger")
+    p.add_argument(
+        "--prices",
+        type=_parse_prices,
+        default=None,
+        metavar="P=X,...",
+        help="ledger files: value open positions at these prices, e.g. BTC-USD=95000,SOL-USD=180 "
+        "(default: the last bid in --market, else each product's last fill price)",
+    )
+    p.add_argument(
+        "--market",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="ledger files: a market recording (coinbase_connector.py --record) for the price history: "
+        "enables drawdown, Sharpe, time in market and the buy-and-hold baseline (default: none)",
+    )
+    p.add_argument(
+        "--fee-bps",
+        type=_number(0, inclusive=True),
+        default=None,
+        help="the baseline's fee in basis points (default: the ledger's own fee rate, from its first fill)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_number(0, inclusive=False),
+        default=None,
+        metavar="SECONDS",
+        help="sampling interval used to annualize Sharpe (default: the mean spacing of the samples)",
+    )
+    p.add_argument(
+        "--width",
+        type=_number(40, inclusive=True, kind=int),
+        default=None,
+        help="table width in columns, at least 40 (default: the terminal's)",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="also write the run as one self-contained HTML page (leaderboard, value curves, positions, trades; "
+        "opens with no network) from an export, a ledger (curves need --market), or an export and its ledger",
+    )
     return p.parse_args(argv)
 
 

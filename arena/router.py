@@ -214,7 +214,9 @@ class Router:
             tools=[Tools(*TOOL_NAMES)],
             publish_topic=ACTIVITY_TOPIC,  # every step of every agent on one topic, for observers
             before_node=self._steps,
-            on_tool_error=[surface_to_model()],  # a failing tool call becomes an error the model reads; the turn goes on
+            on_tool_error=[
+                surface_to_model()
+            ],  # a failing tool call becomes an error the model reads; the turn goes on
         )
 
     async def start(self) -> None:
@@ -241,7 +243,9 @@ class Router:
         model_start = getattr(self.model_client, "start", None)
         self._producer = k.producer(self.kafka)
         # No offsets are committed: a restarted router starts at the newest tick, never a backlog.
-        self._market = k.consumer(self.kafka, MARKET_TOPIC, group_id=market_group(self.name), latest=True, enable_auto_commit=False)
+        self._market = k.consumer(
+            self.kafka, MARKET_TOPIC, group_id=market_group(self.name), latest=True, enable_auto_commit=False
+        )
         try:
             with k.consumers_started() as started:
                 await asyncio.gather(
@@ -254,6 +258,7 @@ class Router:
         except BaseException:
             await self.stop()
             raise
+
         # Between turns only the market needs reading: the rest (the agent's inbox, calfkit's reply
         # inbox and fan-out tables, the chat replies) doze, so N idle routers cost the broker N
         # fetchers, not 6N. A turn wakes them before it sends anything. calfkit's control plane
@@ -309,7 +314,14 @@ class Router:
             try:
                 self.offer(snapshot)
             except Exception as exc:
-                log.error("could not take snapshot #%s (%s partition %s offset %s): %r", snapshot.seq, r.topic, r.partition, r.offset, exc)
+                log.error(
+                    "could not take snapshot #%s (%s partition %s offset %s): %r",
+                    snapshot.seq,
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    exc,
+                )
 
     def offer(self, snapshot: MarketSnapshot) -> None:
         """Hand a snapshot to the turn loop if it is the newest one seen; every other one is reported
@@ -370,9 +382,13 @@ class Router:
         await self._publish(started)
         prompt = build_prompt(snapshot, self.previous)
         # reacted_to: the tools process starts the agent's metrics series at this snapshot
-        deps = {"deadline": time.time() + self.turn_timeout_s, "tick_seq": snapshot.seq, "reacted_to": snapshot.published_at.isoformat(),
-                TURN_KEY: run_id,  # the model client sums the turn's token usage under it
-                "strategy": self.strategy}  # the desk enforces this strategy's limits (arena.strategies)
+        deps = {
+            "deadline": time.time() + self.turn_timeout_s,
+            "tick_seq": snapshot.seq,
+            "reacted_to": snapshot.published_at.isoformat(),
+            TURN_KEY: run_id,  # the model client sums the turn's token usage under it
+            "strategy": self.strategy,
+        }  # the desk enforces this strategy's limits (arena.strategies)
         if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
             deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
         self._turn_consumers.wake()
@@ -402,8 +418,14 @@ class Router:
         usage = take(run_id) if callable(take) else None
         if usage is None:
             return {}
-        return dict(model_calls=usage.calls, tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
-                    tokens_reasoning=usage.reasoning_tokens, tokens_cached=usage.cached_tokens, cost_usd=usage.cost_usd)
+        return dict(
+            model_calls=usage.calls,
+            tokens_in=usage.input_tokens,
+            tokens_out=usage.output_tokens,
+            tokens_reasoning=usage.reasoning_tokens,
+            tokens_cached=usage.cached_tokens,
+            cost_usd=usage.cost_usd,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set: read the market, run one turn per newest snapshot."""

@@ -33,8 +33,16 @@ from arena.startup import StartupFailed, start_patiently
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 DEFAULT_LOG_LEVEL = "INFO"
 # Chatty at INFO (a line per message, request or reconnect): shown only with --log-level DEBUG.
-LIBRARY_LOGGERS = ("aiokafka", "faststream", "calfkit", "ktables", "httpx", "openai",
-                   "arena.router.faststream", "arena.tools.faststream")
+LIBRARY_LOGGERS = (
+    "aiokafka",
+    "faststream",
+    "calfkit",
+    "ktables",
+    "httpx",
+    "openai",
+    "arena.router.faststream",
+    "arena.tools.faststream",
+)
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 
 
@@ -60,14 +68,21 @@ def seconds(text: str) -> float:
 def add_service_args(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
     """The flags every long-running part shares (the broker's are arena.config.add_kafka_args)."""
     parser.add_argument(
-        "--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, metavar="SECONDS",
+        "--connect-timeout",
+        type=seconds,
+        default=DEFAULT_CONNECT_TIMEOUT_S,
+        metavar="SECONDS",
         help="seconds to keep trying to start (the broker not there yet, or just restarted) before giving up; "
         "once running, a broker that goes away is waited for without limit (default %(default)s)",
     )
     if log_level:
-        parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=LOG_LEVELS,
-                            help="level of the log messages on stderr; the libraries' own INFO messages (one per "
-                            "Kafka message or HTTP request) show only at DEBUG (default %(default)s)")
+        parser.add_argument(
+            "--log-level",
+            default=DEFAULT_LOG_LEVEL,
+            choices=LOG_LEVELS,
+            help="level of the log messages on stderr; the libraries' own INFO messages (one per "
+            "Kafka message or HTTP request) show only at DEBUG (default %(default)s)",
+        )
 
 
 def quiet_libraries(level: str | int) -> None:
@@ -167,7 +182,9 @@ async def run(service: Service) -> int:
     began = loop.time()
     try:
         up, _ = await asyncio.gather(
-            start_patiently(attempt, undo, stop=stop, timeout_s=service.connect_timeout_s, what=service.what, status=say),
+            start_patiently(
+                attempt, undo, stop=stop, timeout_s=service.connect_timeout_s, what=service.what, status=say
+            ),
             service.warm_up(),
         )
     except StartupFailed as exc:

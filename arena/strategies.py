@@ -36,15 +36,22 @@ class Limits:
                 raise ValueError(f"{name} must be more than 0 and at most 100, not {v}")
         if self.min_cash_pct is not None and not (math.isfinite(self.min_cash_pct) and 0 <= self.min_cash_pct < 100):
             raise ValueError(f"min_cash_pct must be at least 0 and below 100, not {self.min_cash_pct}")
-        if self.max_orders_per_turn is not None and (isinstance(self.max_orders_per_turn, bool) or not isinstance(self.max_orders_per_turn, int)
-                                                     or self.max_orders_per_turn < 1):
-            raise ValueError(f"max_orders_per_turn must be a whole number of at least 1, not {self.max_orders_per_turn}")
+        if self.max_orders_per_turn is not None and (
+            isinstance(self.max_orders_per_turn, bool)
+            or not isinstance(self.max_orders_per_turn, int)
+            or self.max_orders_per_turn < 1
+        ):
+            raise ValueError(
+                f"max_orders_per_turn must be a whole number of at least 1, not {self.max_orders_per_turn}"
+            )
         if self.cooldown_s is not None and not (math.isfinite(self.cooldown_s) and self.cooldown_s >= 0):
             raise ValueError(f"cooldown_s must be 0 or more, not {self.cooldown_s}")
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, with `defaults` for every rule left unset."""
-        return replace(self, **{f.name: getattr(defaults, f.name) for f in fields(self) if getattr(self, f.name) is None})
+        return replace(
+            self, **{f.name: getattr(defaults, f.name) for f in fields(self) if getattr(self, f.name) is None}
+        )
 
     def sentences(self) -> list[str]:
         """The rules as the model reads them, in the order the desk checks them."""
@@ -58,7 +65,9 @@ class Limits:
         if self.min_cash_pct is not None:
             out.append(f"Always keep at least {self.min_cash_pct:g}% of total value in cash.")
         if self.max_orders_per_turn is not None:
-            out.append(f"At most {self.max_orders_per_turn} filled order{'s' if self.max_orders_per_turn > 1 else ''} per turn.")
+            out.append(
+                f"At most {self.max_orders_per_turn} filled order{'s' if self.max_orders_per_turn > 1 else ''} per turn."
+            )
         if self.cooldown_s:
             out.append(f"At least {self.cooldown_s:g} seconds between one fill and your next order.")
         return out
@@ -68,10 +77,18 @@ class Limits:
 
 
 STRATEGY_LIMITS: dict[str, Limits] = {
-    "default": Limits(max_order_pct=10, max_position_pct=25, max_invested_pct=60, min_cash_pct=40, max_orders_per_turn=4),
-    "momentum": Limits(max_order_pct=15, max_position_pct=30, max_invested_pct=75, min_cash_pct=25, max_orders_per_turn=4),
-    "brainrot": Limits(max_order_pct=10, max_position_pct=30, max_invested_pct=50, min_cash_pct=50, max_orders_per_turn=4),
-    "scalper": Limits(max_order_pct=5, max_position_pct=15, max_invested_pct=30, min_cash_pct=70, max_orders_per_turn=4),
+    "default": Limits(
+        max_order_pct=10, max_position_pct=25, max_invested_pct=60, min_cash_pct=40, max_orders_per_turn=4
+    ),
+    "momentum": Limits(
+        max_order_pct=15, max_position_pct=30, max_invested_pct=75, min_cash_pct=25, max_orders_per_turn=4
+    ),
+    "brainrot": Limits(
+        max_order_pct=10, max_position_pct=30, max_invested_pct=50, min_cash_pct=50, max_orders_per_turn=4
+    ),
+    "scalper": Limits(
+        max_order_pct=5, max_position_pct=15, max_invested_pct=30, min_cash_pct=70, max_orders_per_turn=4
+    ),
 }
 
 
@@ -80,8 +97,10 @@ def risk_rules(strategy: str, limits: dict[str, Limits] = STRATEGY_LIMITS) -> st
     rules = limits[strategy].sentences() if strategy in limits else []
     if not rules:
         return ""
-    return ("Risk rules (hard limits: the desk rejects any order that breaks one; get_portfolio shows them):\n"
-            + "\n".join(f"- {r}" for r in rules))
+    return (
+        "Risk rules (hard limits: the desk rejects any order that breaks one; get_portfolio shows them):\n"
+        + "\n".join(f"- {r}" for r in rules)
+    )
 
 
 def strategy_prompt(strategy: str, prose: str) -> str:

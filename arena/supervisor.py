@@ -59,7 +59,9 @@ class Supervisor:
         self.children: list[Child] = []
         self.on_status = lambda status: None  # set by the owner to publish health
 
-    def start(self, name: str, script_args: list[str], *, foreground: bool = False, env: dict[str, str] | None = None) -> Child:
+    def start(
+        self, name: str, script_args: list[str], *, foreground: bool = False, env: dict[str, str] | None = None
+    ) -> Child:
         """Start `python SCRIPT_ARGS...`; `env`: variables for this child only (e.g. its API key)."""
         child = Child(name, lifeline.command(script_args), self.run_dir / f"{name.replace(' ', '-')}.log", foreground)
         out = None if foreground else open(child.log_path, "ab")
@@ -85,7 +87,9 @@ class Supervisor:
                 self.on_status(ProcessStatus(name=child.name, status="ready"))
                 return
             if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}; last log lines:\n{child.log_tail()}")
+                raise RuntimeError(
+                    f"{child.name} exited with code {child.proc.returncode}; last log lines:\n{child.log_tail()}"
+                )
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{child.name} not ready after {timeout:.0f}s; log: {child.log_path}\n{child.log_tail()}")
 
@@ -95,7 +99,9 @@ class Supervisor:
         for c in self.children:
             if not c.stopping and c.proc.poll() is not None:
                 c.stopping = True
-                self.on_status(ProcessStatus(name=c.name, status="exited", detail=f"code {c.proc.returncode}, log {c.log_path}"))
+                self.on_status(
+                    ProcessStatus(name=c.name, status="exited", detail=f"code {c.proc.returncode}, log {c.log_path}")
+                )
                 out.append(c)
         return out
 

@@ -89,8 +89,15 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
     received_at = utcnow()
     deps = ctx.deps if isinstance(ctx.deps, dict) else {}  # the router's: turn deadline, strategy (its limits)
     return _desk(ctx, "execute_trade").execute_trade(
-        ctx.agent_name, product_id, side, quantity, call_key=call_key(ctx), received_at=received_at,
-        deadline=deps.get("deadline"), strategy=deps.get("strategy"), turn=ctx.correlation_id,
+        ctx.agent_name,
+        product_id,
+        side,
+        quantity,
+        call_key=call_key(ctx),
+        received_at=received_at,
+        deadline=deps.get("deadline"),
+        strategy=deps.get("strategy"),
+        turn=ctx.correlation_id,
     )
 
 
@@ -130,7 +137,10 @@ def _fault_to_result(ctx: Any, fault: Any) -> dict:
     call changed nothing, or OutcomeUnknown when it cannot tell."""
     message = getattr(fault, "message", None) or str(fault)
     unknown = isinstance(getattr(ctx, "exception", None), OutcomeUnknown)
-    return {"status": "error", "error": f"the tool failed: {message[:500]}{'' if unknown else '. Nothing was changed.'}"}
+    return {
+        "status": "error",
+        "error": f"the tool failed: {message[:500]}{'' if unknown else '. Nothing was changed.'}",
+    }
 
 
 for _tool in TOOLS:

@@ -35,8 +35,15 @@ def _describe(t: Trade) -> str:
 class ToolsService:
     """Serves the desk to every agent; `start()` returns once the tools answer, `stop()` drains."""
 
-    def __init__(self, kafka: KafkaSettings, desk: Desk, *, max_workers: int = 8, state=None,
-                 on_fatal: Callable[[BaseException], None] | None = None):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        desk: Desk,
+        *,
+        max_workers: int = 8,
+        state=None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ):
         self.kafka = kafka
         # A feed task that keeps failing is fatal: the process must not serve on without it.
         self.on_fatal = on_fatal or (lambda exc: log.critical("%s", exc))
@@ -125,6 +132,7 @@ class ToolsService:
         ]
         if self.state is not None:  # the leaderboard for the web page (arena web), on LEADERBOARD_TOPIC
             from arena.publish import LeaderboardPublisher
+
             board = LeaderboardPublisher(self._producer, self.state, self.desk.ledger.accounts, kafka=self.kafka)
             self._tasks.append(asyncio.create_task(board.run(), name="leaderboard"))
         # Also on stderr (the log), which a supervisor can watch when stdout is the dashboard's terminal.
@@ -234,8 +242,14 @@ class ToolsService:
                     try:
                         take(r, item)
                     except Exception as exc:
-                        log.error("could not apply the %s record on %s partition %s offset %s: %r",
-                                  model.__name__, r.topic, r.partition, r.offset, exc)
+                        log.error(
+                            "could not apply the %s record on %s partition %s offset %s: %r",
+                            model.__name__,
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            exc,
+                        )
 
     async def _publish_trades(self) -> None:
         while True:
@@ -255,7 +269,9 @@ def standings_line(accounts: dict, quotes: dict, top: int = 8) -> str:
     return "standings: " + (" | ".join(parts) if parts else "no agents yet")
 
 
-async def headless(stop: asyncio.Event, tick: Callable[[], None], status: Callable[[], str], every_s: float = 30.0) -> None:
+async def headless(
+    stop: asyncio.Event, tick: Callable[[], None], status: Callable[[], str], every_s: float = 30.0
+) -> None:
     """Without the dashboard: `tick` every second (the value history), a status line every `every_s`."""
     loop = asyncio.get_running_loop()
     next_status = loop.time() + every_s
@@ -267,4 +283,3 @@ async def headless(stop: asyncio.Event, tick: Callable[[], None], status: Callab
             if loop.time() >= next_status:
                 print(status(), flush=True)
                 next_status = loop.time() + every_s
-

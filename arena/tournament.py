@@ -36,7 +36,18 @@ from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
-from arena.up import Arena, ConfigError, Console, Market, _chat_args, _chat_env, _router_args, fetch_wait_for, load, status
+from arena.up import (
+    Arena,
+    ConfigError,
+    Console,
+    Market,
+    _chat_args,
+    _chat_env,
+    _router_args,
+    fetch_wait_for,
+    load,
+    status,
+)
 
 log = logging.getLogger("arena.tournament")
 
@@ -49,7 +60,9 @@ BOOTSTRAP_SAMPLES = 4000
 # -- statistics (pure) ------------------------------------------------------------------------------
 
 
-def bootstrap_ci(values: list[float], *, samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ci(
+    values: list[float], *, samples: int = BOOTSTRAP_SAMPLES, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean; None without values. Seeded: the same runs give the
     same interval. Identical values give a zero-width interval at that value."""
     if not values:
@@ -68,8 +81,13 @@ def describe(values: list[float]) -> dict:
     """Mean, 95% bootstrap interval, spread and count of the values that exist (None ones are left out)."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     ci = bootstrap_ci(vals)
-    return {"mean": statistics.fmean(vals) if vals else None, "ci95": list(ci) if ci else None,
-            "min": min(vals) if vals else None, "max": max(vals) if vals else None, "n": len(vals)}
+    return {
+        "mean": statistics.fmean(vals) if vals else None,
+        "ci95": list(ci) if ci else None,
+        "min": min(vals) if vals else None,
+        "max": max(vals) if vals else None,
+        "n": len(vals),
+    }
 
 
 def _value(row: dict, metric: str) -> float | None:
@@ -93,7 +111,7 @@ def kendalls_w(rank_table: list[dict[str, int]]) -> float | None:
     totals = [sum(r[name] for r in rank_table) for name in names]
     mean = m * (n + 1) / 2
     s = sum((t - mean) ** 2 for t in totals)
-    return 12 * s / (m * m * (n ** 3 - n))
+    return 12 * s / (m * m * (n**3 - n))
 
 
 def compare(boards: list[dict]) -> dict:
@@ -107,24 +125,48 @@ def compare(boards: list[dict]) -> dict:
         rows = [run.get(name) for run in by_run]
         entry = {m: describe([_value(r, m) if r else None for r in rows]) for m in METRICS}
         entry["trades"] = describe([r.get("trades") if r else None for r in rows])
-        diffs = [r["return_pct"] - run[BASELINE_NAME]["return_pct"] for r, run in zip(rows, by_run) if r and BASELINE_NAME in run]
+        diffs = [
+            r["return_pct"] - run[BASELINE_NAME]["return_pct"]
+            for r, run in zip(rows, by_run)
+            if r and BASELINE_NAME in run
+        ]
         entry["vs_buy_and_hold"] = {**describe(diffs), "wins": sum(d > 0 for d in diffs)}
         agents[name] = entry
     rank_table = [ranks(b) for b in boards]
     for name in names:
         rs = [r[name] for r in rank_table if name in r]
-        agents[name]["rank"] = {"mean": statistics.fmean(rs), "best": min(rs), "worst": max(rs), "each_run": rs,
-                                "modal_share": max(rs.count(x) for x in set(rs)) / len(rs)}
+        agents[name]["rank"] = {
+            "mean": statistics.fmean(rs),
+            "best": min(rs),
+            "worst": max(rs),
+            "each_run": rs,
+            "modal_share": max(rs.count(x) for x in set(rs)) / len(rs),
+        }
     pairs = []
     for a, b in combinations(names, 2):
         diffs = [run[a]["return_pct"] - run[b]["return_pct"] for run in by_run if a in run and b in run]
-        pairs.append({"a": a, "b": b, "return_diff": describe(diffs), "a_wins": sum(d > 0 for d in diffs),
-                      "b_wins": sum(d < 0 for d in diffs)})
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "return_diff": describe(diffs),
+                "a_wins": sum(d > 0 for d in diffs),
+                "b_wins": sum(d < 0 for d in diffs),
+            }
+        )
     baseline = describe([run[BASELINE_NAME]["return_pct"] for run in by_run if BASELINE_NAME in run])
     order = sorted(names, key=lambda n: -(agents[n]["return_pct"]["mean"] or -math.inf))
-    return {"runs": len(boards), "agents": {n: agents[n] for n in order}, "pairs": pairs, "buy_and_hold": {"return_pct": baseline},
-            "ranking": {"order_by_mean_return": order, "kendalls_w": kendalls_w(rank_table),
-                        "same_order_every_run": len({tuple(sorted(r, key=r.get)) for r in rank_table}) == 1}}
+    return {
+        "runs": len(boards),
+        "agents": {n: agents[n] for n in order},
+        "pairs": pairs,
+        "buy_and_hold": {"return_pct": baseline},
+        "ranking": {
+            "order_by_mean_return": order,
+            "kendalls_w": kendalls_w(rank_table),
+            "same_order_every_run": len({tuple(sorted(r, key=r.get)) for r in rank_table}) == 1,
+        },
+    }
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -139,8 +181,14 @@ def _fmt(d: dict | None, digits: int = 3, pct: bool = False, signed: bool = Fals
     return f"{d['mean']:{sign}.{digits}f}{unit} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
 
 
-CSV_FIELDS = ["agent", "runs", "mean_rank", "best_rank", "worst_rank",
-              *(f"{m}_{s}" for m in (*METRICS, "vs_buy_and_hold") for s in ("mean", "ci_low", "ci_high", "n"))]
+CSV_FIELDS = [
+    "agent",
+    "runs",
+    "mean_rank",
+    "best_rank",
+    "worst_rank",
+    *(f"{m}_{s}" for m in (*METRICS, "vs_buy_and_hold") for s in ("mean", "ci_low", "ci_high", "n")),
+]
 
 
 def write_results(out: Path, summary: dict) -> None:
@@ -150,11 +198,23 @@ def write_results(out: Path, summary: dict) -> None:
         w = csv.DictWriter(f, CSV_FIELDS)
         w.writeheader()
         for name, a in comp["agents"].items():
-            row = {"agent": name, "runs": comp["runs"], "mean_rank": a["rank"]["mean"], "best_rank": a["rank"]["best"], "worst_rank": a["rank"]["worst"]}
+            row = {
+                "agent": name,
+                "runs": comp["runs"],
+                "mean_rank": a["rank"]["mean"],
+                "best_rank": a["rank"]["best"],
+                "worst_rank": a["rank"]["worst"],
+            }
             for m in (*METRICS, "vs_buy_and_hold"):
                 d = a[m]
-                row.update({f"{m}_mean": d["mean"], f"{m}_ci_low": d["ci95"][0] if d["ci95"] else None,
-                            f"{m}_ci_high": d["ci95"][1] if d["ci95"] else None, f"{m}_n": d["n"]})
+                row.update(
+                    {
+                        f"{m}_mean": d["mean"],
+                        f"{m}_ci_low": d["ci95"][0] if d["ci95"] else None,
+                        f"{m}_ci_high": d["ci95"][1] if d["ci95"] else None,
+                        f"{m}_n": d["n"],
+                    }
+                )
             w.writerow(row)
     (out / "index.html").write_text(render_html(summary))
 
@@ -165,21 +225,27 @@ def render_html(summary: dict) -> str:
         f"<tr><td>{e(n)}</td><td>{a['rank']['mean']:.2f} ({a['rank']['best']}-{a['rank']['worst']})</td>"
         f"<td>{e(_fmt(a['return_pct'], pct=True, signed=True))}</td><td>{e(_fmt(a['vs_buy_and_hold'], pct=True, signed=True))}</td>"
         f"<td>{e(_fmt(a['sharpe'], 2))}</td><td>{e(_fmt(a['max_drawdown_pct'], pct=True))}</td><td>{e(_fmt(a['trades'], 1))}</td></tr>"
-        for n, a in comp["agents"].items())
-    pairs = "".join(f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{e(_fmt(p['return_diff'], pct=True, signed=True))}</td>"
-                    f"<td>{p['a_wins']} : {p['b_wins']}</td></tr>" for p in comp["pairs"])
-    runs = "".join(f"<tr><td><a href=\"{e(r['dir'])}/leaderboard.json\">{e(r['dir'])}</a></td><td>{r['seed']}</td>"
-                   f"<td>{r['speed']:.2f}</td><td>{e('; '.join(map(str, r['not_in_time'])) or 'every turn in time')}</td></tr>"
-                   for r in summary["runs"])
+        for n, a in comp["agents"].items()
+    )
+    pairs = "".join(
+        f"<tr><td>{e(p['a'])} − {e(p['b'])}</td><td>{e(_fmt(p['return_diff'], pct=True, signed=True))}</td>"
+        f"<td>{p['a_wins']} : {p['b_wins']}</td></tr>"
+        for p in comp["pairs"]
+    )
+    runs = "".join(
+        f'<tr><td><a href="{e(r["dir"])}/leaderboard.json">{e(r["dir"])}</a></td><td>{r["seed"]}</td>'
+        f"<td>{r['speed']:.2f}</td><td>{e('; '.join(map(str, r['not_in_time'])) or 'every turn in time')}</td></tr>"
+        for r in summary["runs"]
+    )
     w = comp["ranking"]["kendalls_w"]
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Arena tournament</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head>
 <body><h1>Arena tournament</h1>
-<p>{e(summary['arena'])} on {e(summary['recording'])}: {comp['runs']} runs. Mean [95% bootstrap interval] over runs.
-Buy-and-hold return {e(_fmt(comp['buy_and_hold']['return_pct'], pct=True, signed=True))}.
-Ranking agreement (Kendall's W): {'—' if w is None else f'{w:.2f}'}.</p>
+<p>{e(summary["arena"])} on {e(summary["recording"])}: {comp["runs"]} runs. Mean [95% bootstrap interval] over runs.
+Buy-and-hold return {e(_fmt(comp["buy_and_hold"]["return_pct"], pct=True, signed=True))}.
+Ranking agreement (Kendall's W): {"—" if w is None else f"{w:.2f}"}.</p>
 <table><tr><th>agent</th><th>rank mean (best-worst)</th><th>return</th><th>vs buy-and-hold</th><th>Sharpe</th><th>max drawdown</th><th>trades</th></tr>{rows}</table>
 <h2>Paired differences of return</h2>
 <table><tr><th>pair</th><th>difference</th><th>runs won</th></tr>{pairs}</table>
@@ -198,15 +264,26 @@ def print_table(summary: dict) -> None:
     for col in ("agent", "rank", "return", "vs buy-and-hold", "Sharpe", "max DD", "trades"):
         t.add_column(col, justify="left" if col == "agent" else "right")
     for n, a in comp["agents"].items():
-        t.add_row(n, f"{a['rank']['mean']:.2f} ({a['rank']['best']}-{a['rank']['worst']})", _fmt(a["return_pct"], pct=True, signed=True),
-                  _fmt(a["vs_buy_and_hold"], pct=True, signed=True), _fmt(a["sharpe"], 2), _fmt(a["max_drawdown_pct"], pct=True), _fmt(a["trades"], 1))
+        t.add_row(
+            n,
+            f"{a['rank']['mean']:.2f} ({a['rank']['best']}-{a['rank']['worst']})",
+            _fmt(a["return_pct"], pct=True, signed=True),
+            _fmt(a["vs_buy_and_hold"], pct=True, signed=True),
+            _fmt(a["sharpe"], 2),
+            _fmt(a["max_drawdown_pct"], pct=True),
+            _fmt(a["trades"], 1),
+        )
     console = RichConsole(width=160)
     console.print(t)
     w = comp["ranking"]["kendalls_w"]
-    console.print(f"buy-and-hold: {_fmt(comp['buy_and_hold']['return_pct'], pct=True, signed=True)}; ranking agreement (Kendall's W): "
-                  f"{'—' if w is None else f'{w:.2f}'}; same order every run: {comp['ranking']['same_order_every_run']}")
+    console.print(
+        f"buy-and-hold: {_fmt(comp['buy_and_hold']['return_pct'], pct=True, signed=True)}; ranking agreement (Kendall's W): "
+        f"{'—' if w is None else f'{w:.2f}'}; same order every run: {comp['ranking']['same_order_every_run']}"
+    )
     for p in comp["pairs"]:
-        console.print(f"  {p['a']} − {p['b']}: {_fmt(p['return_diff'], pct=True, signed=True)}, runs won {p['a_wins']}:{p['b_wins']}")
+        console.print(
+            f"  {p['a']} − {p['b']}: {_fmt(p['return_diff'], pct=True, signed=True)}, runs won {p['a_wins']}:{p['b_wins']}"
+        )
 
 
 # -- one run ----------------------------------------------------------------------------------------
@@ -235,7 +312,9 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
     await broker.wait_ready()
     kafka = ["--bootstrap-servers", broker.bootstrap]
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-    sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "ARENA_FETCH_WAIT_MS": str(fetch_wait_for(arena))})
+    sup = Supervisor(
+        run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "ARENA_FETCH_WAIT_MS": str(fetch_wait_for(arena))}
+    )
     producer = k.producer(settings)
     reader = k.consumer(settings, DECISIONS_TOPIC, group_id=None, latest=False)
     decisions: list[Decision] = []
@@ -260,14 +339,38 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
         children = []
         if any(c.offline for c in arena.chat_nodes):
             port = free_port()
-            children.append(sup.start("policy-server", ["-m", "arena.cli", "policy-server", "--port", str(port), "--seed", str(seed)]))
+            children.append(
+                sup.start(
+                    "policy-server", ["-m", "arena.cli", "policy-server", "--port", str(port), "--seed", str(seed)]
+                )
+            )
         else:
             port = None
-        children += [sup.start(f"chat {c.name}", _chat_args(c, kafka, port if c.offline else None), env=_chat_env(c)) for c in arena.chat_nodes]
+        children += [
+            sup.start(f"chat {c.name}", _chat_args(c, kafka, port if c.offline else None), env=_chat_env(c))
+            for c in arena.chat_nodes
+        ]
         children += [sup.start(f"router {a.name}", _router_args(a, kafka)) for a in arena.agents]
-        tools = sup.start("tools", ["tools_and_dashboard.py", *kafka, "--no-dashboard", "--ledger", str(run_dir / "ledger.db"),
-                                    "--export", str(export), "--log-file", str(run_dir / "tools.log"), "--status-every", "3600",
-                                    "--fee-bps", f"{arena.tools.fee_bps:g}", "--max-quote-age", f"{arena.tools.max_quote_age:g}"])
+        tools = sup.start(
+            "tools",
+            [
+                "tools_and_dashboard.py",
+                *kafka,
+                "--no-dashboard",
+                "--ledger",
+                str(run_dir / "ledger.db"),
+                "--export",
+                str(export),
+                "--log-file",
+                str(run_dir / "tools.log"),
+                "--status-every",
+                "3600",
+                "--fee-bps",
+                f"{arena.tools.fee_bps:g}",
+                "--max-quote-age",
+                f"{arena.tools.max_quote_age:g}",
+            ],
+        )
         for c in children:
             await sup.wait_ready(c, timeout=180)
         await sup.wait_ready(tools, timeout=180, marker=SERVED)
@@ -275,19 +378,31 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
         warm = 0.0
         for _ in range(2):  # the first pays every process's first-call costs; the second is a warm turn
             now, since = utcnow(), len(decisions)
-            quotes = {pid: q.model_copy(update={"stale": True, "received_at": now}) for pid, q in snaps[0].quotes.items()}
+            quotes = {
+                pid: q.model_copy(update={"stale": True, "received_at": now}) for pid, q in snaps[0].quotes.items()
+            }
             # as the connector publishes (its partition key; signed when ARENA_FEED_KEY is set)
-            if not await SnapshotSink(producer).publish(MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=snaps[0].candles)):
+            if not await SnapshotSink(producer).publish(
+                MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=snaps[0].candles)
+            ):
                 raise RuntimeError("could not publish the warm-up snapshot")
             await until(lambda: finished(0, since) >= set(names), 180, "the warm-up turns")
             warm = max(d.latency_s or 0.0 for d in decisions[since:] if d.tick_seq == 0 and d.status != "started")
         if speed is None:
             speed = min(MAX_SPEED, max(MIN_SPEED, spacing / (TURNS_OF_ROOM * max(warm, 0.05))))
-        status(f"{run_dir.name}: warm turn {warm:.2f}s; replaying {len(snaps)} snapshots at {speed:.2f}x "
-               f"(one every {spacing / speed:.1f}s)")
+        status(
+            f"{run_dir.name}: warm turn {warm:.2f}s; replaying {len(snaps)} snapshots at {speed:.2f}x "
+            f"(one every {spacing / speed:.1f}s)"
+        )
         since = len(decisions)
-        feed = sup.start("connector", ["coinbase_connector.py", *kafka, "--replay", str(recording), "--speed", f"{speed:.4f}"])
-        await until(lambda: finished(len(snaps), since) >= set(names), len(snaps) * spacing / speed + 180, "the last snapshot's turns")
+        feed = sup.start(
+            "connector", ["coinbase_connector.py", *kafka, "--replay", str(recording), "--speed", f"{speed:.4f}"]
+        )
+        await until(
+            lambda: finished(len(snaps), since) >= set(names),
+            len(snaps) * spacing / speed + 180,
+            "the last snapshot's turns",
+        )
         feed.stopping = True
         sup.stop_all(order=["router", "chat", "tools", "connector"])  # the tools write the export on the way out
     finally:
@@ -301,8 +416,14 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
         nxt = published.get(d.tick_seq + 1)
         if d.status == "done" and nxt is not None and d.finished_at and d.finished_at > nxt:
             not_in_time.append(f"{d.agent} #{d.tick_seq} late")
-    return {"dir": run_dir.name, "seed": seed, "speed": speed, "warm_turn_s": warm, "not_in_time": not_in_time,
-            "board": json.loads(export.read_text())}
+    return {
+        "dir": run_dir.name,
+        "seed": seed,
+        "speed": speed,
+        "warm_turn_s": warm,
+        "not_in_time": not_in_time,
+        "board": json.loads(export.read_text()),
+    }
 
 
 async def tournament(arena: Arena, recording: Path, runs: int, out: Path, speed: float | None) -> dict:
@@ -314,10 +435,14 @@ async def tournament(arena: Arena, recording: Path, runs: int, out: Path, speed:
         status(f"run {i} of {runs} (seed {seed})")
         result = await one_run(arena, recording, out / f"run-{i}", seed=seed, speed=speed)
         if result["not_in_time"] and speed is None:
-            status(f"run {i}: turns not in time at {result['speed']:.2f}x ({', '.join(result['not_in_time'][:5])}); again, twice as slow")
+            status(
+                f"run {i}: turns not in time at {result['speed']:.2f}x ({', '.join(result['not_in_time'][:5])}); again, twice as slow"
+            )
             result = await one_run(arena, recording, out / f"run-{i}", seed=seed, speed=result["speed"] / 2)
         if result["not_in_time"]:
-            status(f"run {i}: not every turn in time: {', '.join(result['not_in_time'][:8])} (kept, flagged in the summary)")
+            status(
+                f"run {i}: not every turn in time: {', '.join(result['not_in_time'][:8])} (kept, flagged in the summary)"
+            )
         results.append(result)
     boards = [r.pop("board") for r in results]
     summary = {"arena": arena.source, "recording": str(recording), "runs": results, "comparison": compare(boards)}
@@ -333,10 +458,32 @@ def parse_args(argv):
         "between agents, and how stable the ranking is. A table here, and JSON, CSV and an HTML page in --out.",
     )
     p.add_argument("file", type=Path, help="the arena file (TOML); its [market] is replaced by --replay")
-    p.add_argument("--replay", type=Path, required=True, metavar="REC", help="the market recording every run replays (coinbase_connector.py --record; e.g. assets/sample_recording.jsonl)")
-    p.add_argument("--runs", type=int, default=5, help="how many runs (default %(default)s); run k gives the offline policies seed SEED+k-1")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for every run's logs, ledger and leaderboard, and summary.json, summary.csv, index.html")
-    p.add_argument("--speed", type=float, default=None, help="replay pace (2 = twice the recorded pace; default: chosen per run so the recording's spacing holds several warm turns)")
+    p.add_argument(
+        "--replay",
+        type=Path,
+        required=True,
+        metavar="REC",
+        help="the market recording every run replays (coinbase_connector.py --record; e.g. assets/sample_recording.jsonl)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="how many runs (default %(default)s); run k gives the offline policies seed SEED+k-1",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for every run's logs, ledger and leaderboard, and summary.json, summary.csv, index.html",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="replay pace (2 = twice the recorded pace; default: chosen per run so the recording's spacing holds several warm turns)",
+    )
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")

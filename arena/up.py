@@ -147,7 +147,9 @@ def _toml(path: Path) -> dict:
         try:
             import tomli as tomllib  # type: ignore[no-redef]
         except ImportError:
-            raise ConfigError(str(path), ["reading TOML on Python 3.10 needs the tomli package (pip install tomli)"]) from None
+            raise ConfigError(
+                str(path), ["reading TOML on Python 3.10 needs the tomli package (pip install tomli)"]
+            ) from None
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -175,7 +177,11 @@ class _Checker:
                 continue
             types = known[key]
             if isinstance(item, bool) and bool not in types or not isinstance(item, types):
-                kind = "a number" if types == NUM else {str: "a string", int: "an integer", dict: "a table", list: "a list"}[types[0]]
+                kind = (
+                    "a number"
+                    if types == NUM
+                    else {str: "a string", int: "an integer", dict: "a table", list: "a list"}[types[0]]
+                )
                 self.problems.append(f"{where}.{key}: expected {kind}, got {item!r}")
                 continue
             out[key] = item
@@ -203,13 +209,30 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
 
     env = os.environ if env is None else env
     c = _Checker()
-    top = c.table("the file", data, {"seed": (int,), "market": (dict,), "broker": (dict,), "tools": (dict,),
-                                     "output": (dict,), "web": (dict,), "chat_nodes": (list,), "agents": (list,)})
+    top = c.table(
+        "the file",
+        data,
+        {
+            "seed": (int,),
+            "market": (dict,),
+            "broker": (dict,),
+            "tools": (dict,),
+            "output": (dict,),
+            "web": (dict,),
+            "chat_nodes": (list,),
+            "agents": (list,),
+        },
+    )
 
-    m = c.table("[market]", top.get("market", {}), {"source": (str,), "interval": NUM, "products": (list,),
-                                                    "recording": (str,), "speed": NUM})
+    m = c.table(
+        "[market]",
+        top.get("market", {}),
+        {"source": (str,), "interval": NUM, "products": (list,), "recording": (str,), "speed": NUM},
+    )
     market = Market()
-    if "source" in m and c.check(m["source"] in SOURCES, f"[market].source: {m['source']!r} is not one of {', '.join(SOURCES)}"):
+    if "source" in m and c.check(
+        m["source"] in SOURCES, f"[market].source: {m['source']!r} is not one of {', '.join(SOURCES)}"
+    ):
         market.source = m["source"]
     if "interval" in m and c.check(m["interval"] > 0, f"[market].interval must be positive, got {m['interval']}"):
         market.interval = float(m["interval"])
@@ -217,14 +240,16 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
         market.speed = float(m["speed"])
     if "products" in m:
         bad = [p for p in m["products"] if not (isinstance(p, str) and PRODUCT_RE.match(p))]
-        if c.check(m["products"] and not bad, f"[market].products: expected product ids like \"BTC-USD\", got {bad or 'none'}"):
+        if c.check(
+            m["products"] and not bad, f'[market].products: expected product ids like "BTC-USD", got {bad or "none"}'
+        ):
             market.products = list(m["products"])
     if "recording" in m:
         market.recording = (base / m["recording"]).resolve()
-        c.check(market.source == "recording", "[market].recording is only for source = \"recording\"")
+        c.check(market.source == "recording", '[market].recording is only for source = "recording"')
         c.check(market.recording.is_file(), f"[market].recording: no such file {market.recording}")
     elif market.source == "recording":
-        c.problems.append("[market]: source = \"recording\" needs recording = \"PATH\"")
+        c.problems.append('[market]: source = "recording" needs recording = "PATH"')
 
     b = c.table("[broker]", top.get("broker", {}), {"bootstrap_servers": (str,), "fetch_wait_ms": (int,)})
     if "fetch_wait_ms" in b:
@@ -247,69 +272,131 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
     chat_nodes: list[ChatNode] = []
     for i, raw in enumerate(top.get("chat_nodes", [])):
         where = f"[[chat_nodes]] #{i + 1}"
-        n = c.table(where, raw, {"name": (str,), "model": (str,), "base_url": (str,), "api_key_env": (str,),
-                                 "reasoning_effort": (str,), "price_in_per_mtok": NUM, "price_out_per_mtok": NUM})
-        if not c.check("name" in n, f"{where}: needs a name") or not c.check("model" in n, f"{where} ({n['name']}): needs a model"):
+        n = c.table(
+            where,
+            raw,
+            {
+                "name": (str,),
+                "model": (str,),
+                "base_url": (str,),
+                "api_key_env": (str,),
+                "reasoning_effort": (str,),
+                "price_in_per_mtok": NUM,
+                "price_out_per_mtok": NUM,
+            },
+        )
+        if not c.check("name" in n, f"{where}: needs a name") or not c.check(
+            "model" in n, f"{where} ({n['name']}): needs a model"
+        ):
             continue
         where = f"chat node {n['name']!r}"
         node = ChatNode(**n)
         c.check(bool(CHAT_NAME_RE.fullmatch(node.name)), f"{where}: a name is 1-100 letters, digits, '.', '-' or '_'")
         c.check(all(x.name != node.name for x in chat_nodes), f"{where}: two chat nodes with this name")
-        c.check(node.offline or node.base_url.startswith(("http://", "https://")),
-                f"{where}: base_url must be an http(s) URL, or \"{OFFLINE}\" for the offline policy server")
+        c.check(
+            node.offline or node.base_url.startswith(("http://", "https://")),
+            f'{where}: base_url must be an http(s) URL, or "{OFFLINE}" for the offline policy server',
+        )
         if node.reasoning_effort is not None:
-            c.check(node.reasoning_effort in REASONING_EFFORTS, f"{where}: reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}")
+            c.check(
+                node.reasoning_effort in REASONING_EFFORTS,
+                f"{where}: reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}",
+            )
         for key in ("price_in_per_mtok", "price_out_per_mtok"):
             if getattr(node, key) is not None:
                 c.check(0 <= getattr(node, key) < 1e6, f"{where}: {key} must be >= 0 (USD per million tokens)")
-        c.check((node.price_in_per_mtok is None) == (node.price_out_per_mtok is None),
-                f"{where}: give both price_in_per_mtok and price_out_per_mtok, or neither")
+        c.check(
+            (node.price_in_per_mtok is None) == (node.price_out_per_mtok is None),
+            f"{where}: give both price_in_per_mtok and price_out_per_mtok, or neither",
+        )
         if node.api_key_env:
-            if c.check(bool(ENV_NAME_RE.match(node.api_key_env)), f"{where}: api_key_env is the NAME of an environment variable "
-                       f"(like \"OPENAI_API_KEY\"), never the key itself"):
-                c.check(bool(env.get(node.api_key_env)), f"{where}: the environment variable {node.api_key_env} (api_key_env) is not set")
+            if c.check(
+                bool(ENV_NAME_RE.match(node.api_key_env)),
+                f"{where}: api_key_env is the NAME of an environment variable "
+                f'(like "OPENAI_API_KEY"), never the key itself',
+            ):
+                c.check(
+                    bool(env.get(node.api_key_env)),
+                    f"{where}: the environment variable {node.api_key_env} (api_key_env) is not set",
+                )
         elif node.api_key_env is None and not node.offline:
-            c.problems.append(f"{where}: name the environment variable that holds its API key (api_key_env = \"OPENAI_API_KEY\"), "
-                              f"or api_key_env = \"\" for a server that needs none")
+            c.problems.append(
+                f'{where}: name the environment variable that holds its API key (api_key_env = "OPENAI_API_KEY"), '
+                f'or api_key_env = "" for a server that needs none'
+            )
         chat_nodes.append(node)
 
     strategies = builtin_strategies()
     agents: list[Agent] = []
     for i, raw in enumerate(top.get("agents", [])):
         where = f"[[agents]] #{i + 1}"
-        a = c.table(where, raw, {"name": (str,), "chat_node": (str,), "strategy": (str,), "prompt_file": (str,), "turn_timeout": NUM})
-        if not c.check("name" in a, f"{where}: needs a name") or not c.check("chat_node" in a, f"{where} ({a['name']}): needs a chat_node"):
+        a = c.table(
+            where,
+            raw,
+            {"name": (str,), "chat_node": (str,), "strategy": (str,), "prompt_file": (str,), "turn_timeout": NUM},
+        )
+        if not c.check("name" in a, f"{where}: needs a name") or not c.check(
+            "chat_node" in a, f"{where} ({a['name']}): needs a chat_node"
+        ):
             continue
         where = f"agent {a['name']!r}"
-        agent = Agent(name=a["name"], chat_node=a["chat_node"], strategy=a.get("strategy"),
-                      turn_timeout=float(a["turn_timeout"]) if "turn_timeout" in a else None)
-        c.check(bool(AGENT_NAME_RE.match(agent.name)), f"{where}: a name is 1-64 letters, digits, '-' or '_', starting with a letter or digit")
+        agent = Agent(
+            name=a["name"],
+            chat_node=a["chat_node"],
+            strategy=a.get("strategy"),
+            turn_timeout=float(a["turn_timeout"]) if "turn_timeout" in a else None,
+        )
+        c.check(
+            bool(AGENT_NAME_RE.match(agent.name)),
+            f"{where}: a name is 1-64 letters, digits, '-' or '_', starting with a letter or digit",
+        )
         c.check(agent.name != BASELINE_NAME, f"{where}: that name is the baseline's")
         c.check(all(x.name != agent.name for x in agents), f"{where}: two agents with this name")
         known_nodes = [x.name for x in chat_nodes]
-        c.check(agent.chat_node in known_nodes, f"{where}: unknown chat node {agent.chat_node!r} (the file defines: {', '.join(known_nodes) or 'none'})")
+        c.check(
+            agent.chat_node in known_nodes,
+            f"{where}: unknown chat node {agent.chat_node!r} (the file defines: {', '.join(known_nodes) or 'none'})",
+        )
         if agent.turn_timeout is not None:
             c.check(agent.turn_timeout > 0, f"{where}: turn_timeout must be positive")
         if "prompt_file" in a:
             agent.prompt_file = (base / a["prompt_file"]).resolve()
             if c.check(agent.strategy is None, f"{where}: give strategy or prompt_file, not both"):
                 try:
-                    c.check(bool(agent.prompt_file.read_text().strip()), f"{where}: prompt_file {agent.prompt_file} is empty")
+                    c.check(
+                        bool(agent.prompt_file.read_text().strip()),
+                        f"{where}: prompt_file {agent.prompt_file} is empty",
+                    )
                 except (OSError, UnicodeDecodeError) as exc:
-                    c.problems.append(f"{where}: cannot read prompt_file {agent.prompt_file}: {getattr(exc, 'strerror', None) or exc}")
+                    c.problems.append(
+                        f"{where}: cannot read prompt_file {agent.prompt_file}: {getattr(exc, 'strerror', None) or exc}"
+                    )
         elif agent.strategy is None:
             agent.strategy = "default"
         if agent.strategy is not None:
-            c.check(agent.strategy in strategies, f"{where}: unknown strategy {agent.strategy!r} (built in: {', '.join(sorted(strategies))}; "
-                    f"or prompt_file = \"PATH\")")
+            c.check(
+                agent.strategy in strategies,
+                f"{where}: unknown strategy {agent.strategy!r} (built in: {', '.join(sorted(strategies))}; "
+                f'or prompt_file = "PATH")',
+            )
         agents.append(agent)
     c.check(bool(top.get("chat_nodes")), "no chat nodes: add at least one [[chat_nodes]] table")
     c.check(bool(top.get("agents")), "no agents: add at least one [[agents]] table")
 
     if c.problems:
         raise ConfigError(source, c.problems)
-    return Arena(chat_nodes=chat_nodes, agents=agents, market=market, tools=tools, output=output, seed=top.get("seed", 7),
-                 bootstrap_servers=b.get("bootstrap_servers"), fetch_wait_ms=b.get("fetch_wait_ms"), web=web, source=source)
+    return Arena(
+        chat_nodes=chat_nodes,
+        agents=agents,
+        market=market,
+        tools=tools,
+        output=output,
+        seed=top.get("seed", 7),
+        bootstrap_servers=b.get("bootstrap_servers"),
+        fetch_wait_ms=b.get("fetch_wait_ms"),
+        web=web,
+        source=source,
+    )
 
 
 # -- running it -------------------------------------------------------------------------------------
@@ -357,7 +444,9 @@ def fetch_wait_for(arena: Arena) -> int:
         return arena.fetch_wait_ms
     from arena.config import fetch_wait_ms
 
-    return fetch_wait_ms(os.environ.get("ARENA_FETCH_WAIT_MS") or str(min(100, max(DEFAULT_FETCH_WAIT_MS, 4 * len(arena.agents)))))
+    return fetch_wait_ms(
+        os.environ.get("ARENA_FETCH_WAIT_MS") or str(min(100, max(DEFAULT_FETCH_WAIT_MS, 4 * len(arena.agents))))
+    )
 
 
 async def run(arena: Arena, opts: RunOptions) -> int:
@@ -416,35 +505,74 @@ async def run(arena: Arena, opts: RunOptions) -> int:
         if arena.web is not None:  # from the start, so the page holds the whole run
             from arena.web import web_command
 
-            web = sup.start("web", [*web_command(arena.web.port, kafka), "--max-quote-age", f"{arena.tools.max_quote_age:g}"])
+            web = sup.start(
+                "web", [*web_command(arena.web.port, kafka), "--max-quote-age", f"{arena.tools.max_quote_age:g}"]
+            )
         products = ["--products", *market.products]
         if market.source == "live":
             ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
         elif market.source == "simulator":
             port = free_port()
-            sim = sup.start("market-sim", ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(arena.seed), *products])
+            sim = sup.start(
+                "market-sim",
+                ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(arena.seed), *products],
+            )
             await sup.wait_ready(sim)
             ws, rest = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
             status(f"market simulator ready ({ws})")
         policy = None
         if any(c.offline for c in arena.chat_nodes):
             policy_port = free_port()
-            policy = sup.start("policy-server", ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(arena.seed)])
+            policy = sup.start(
+                "policy-server",
+                ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(arena.seed)],
+            )
         if replay:  # started last, so every agent sees the recording from its first snapshot
-            conn_args = ["coinbase_connector.py", *kafka, "--replay", str(market.recording), "--speed", f"{market.speed:g}"]
+            conn_args = [
+                "coinbase_connector.py",
+                *kafka,
+                "--replay",
+                str(market.recording),
+                "--speed",
+                f"{market.speed:g}",
+            ]
             conn = None
         else:
-            conn_args = ["coinbase_connector.py", *kafka, "--ws-url", ws, "--rest-url", rest, "--interval", f"{market.interval:g}", *products]
+            conn_args = [
+                "coinbase_connector.py",
+                *kafka,
+                "--ws-url",
+                ws,
+                "--rest-url",
+                rest,
+                "--interval",
+                f"{market.interval:g}",
+                *products,
+            ]
             conn = sup.start("connector", conn_args)
-        tools_args = ["tools_and_dashboard.py", *kafka, "--ledger", ledger, "--export", export, "--log-file", str(run_dir / "tools.log"),
-                      "--fee-bps", f"{arena.tools.fee_bps:g}", "--max-quote-age", f"{arena.tools.max_quote_age:g}"]
+        tools_args = [
+            "tools_and_dashboard.py",
+            *kafka,
+            "--ledger",
+            ledger,
+            "--export",
+            export,
+            "--log-file",
+            str(run_dir / "tools.log"),
+            "--fee-bps",
+            f"{arena.tools.fee_bps:g}",
+            "--max-quote-age",
+            f"{arena.tools.max_quote_age:g}",
+        ]
         if headless:
             tools_args.append("--no-dashboard")
         if policy is not None:
             await sup.wait_ready(policy)
             status("policy server ready (offline models)")
-        chats = [sup.start(f"chat {c.name}", _chat_args(c, kafka, policy_port if c.offline else None), env=_chat_env(c))
-                 for c in arena.chat_nodes]
+        chats = [
+            sup.start(f"chat {c.name}", _chat_args(c, kafka, policy_port if c.offline else None), env=_chat_env(c))
+            for c in arena.chat_nodes
+        ]
         routers = [sup.start(f"router {a.name}", _router_args(a, kafka)) for a in arena.agents]
         if conn is not None:
             await sup.wait_ready(conn, timeout=90)
@@ -486,7 +614,9 @@ async def run(arena: Arena, opts: RunOptions) -> int:
                     status("replay finished: every snapshot of the recording published")
             for c in sup.dead():  # the dashboard shows these from the health topic
                 if headless:
-                    status(f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}")
+                    status(
+                        f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}"
+                    )
                 if c is tools:
                     stop.set()
                     code = 1
@@ -563,11 +693,34 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", type=Path, help="the arena file (TOML)")
-    p.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard")
-    p.add_argument("--export", type=Path, default=None, help="write the final leaderboard as JSON to this path (default: the file's [output].export, else leaderboard.json in the run folder)")
-    p.add_argument("--run-dir", type=Path, default=None, help="folder for logs and the ledger (default: the file's [output].run_dir, else runs/<timestamp>)")
-    p.add_argument("--check", action="store_true", help="only check the file: print what it would start, or every problem, and exit")
-    p.add_argument("--no-dashboard", action="store_true", help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard",
+    )
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="write the final leaderboard as JSON to this path (default: the file's [output].export, else leaderboard.json in the run folder)",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="folder for logs and the ledger (default: the file's [output].run_dir, else runs/<timestamp>)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check the file: print what it would start, or every problem, and exit",
+    )
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)",
+    )
     args = p.parse_args(argv)
     if args.duration is not None and not args.duration > 0:
         p.error("--duration must be positive")
@@ -576,11 +729,17 @@ def parse_args(argv):
 
 def summary(arena: Arena) -> str:
     m = arena.market
-    market = {"simulator": f"simulator (seed {arena.seed}), every {m.interval:g}s, {', '.join(m.products)}",
-              "live": f"live Coinbase feed, every {m.interval:g}s, {', '.join(m.products)}",
-              "recording": f"recording {m.recording} at {f'{m.speed:g}x' if m.speed else 'full speed'}"}[m.source]
-    lines = [f"market: {market}", f"broker: {arena.bootstrap_servers or 'embedded'}",
-             f"web page: {f'port {arena.web.port}' if arena.web else 'none'}", "chat nodes:"]
+    market = {
+        "simulator": f"simulator (seed {arena.seed}), every {m.interval:g}s, {', '.join(m.products)}",
+        "live": f"live Coinbase feed, every {m.interval:g}s, {', '.join(m.products)}",
+        "recording": f"recording {m.recording} at {f'{m.speed:g}x' if m.speed else 'full speed'}",
+    }[m.source]
+    lines = [
+        f"market: {market}",
+        f"broker: {arena.bootstrap_servers or 'embedded'}",
+        f"web page: {f'port {arena.web.port}' if arena.web else 'none'}",
+        "chat nodes:",
+    ]
     for c in arena.chat_nodes:
         key = f", key from ${c.api_key_env}" if c.api_key_env else ""
         lines.append(f"  {c.name}: {c.model} at {'the offline policy server' if c.offline else c.base_url}{key}")

@@ -25,8 +25,8 @@ from rich.text import Text
 
 from arena.decisions import Decision
 from arena.kafka import rejection_reason
-from arena.wire import AGENT_NAME_RE
 from arena.ui import agent_color, hms, money, price, qty
+from arena.wire import AGENT_NAME_RE
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _retry_text(content: Any) -> str:
     if isinstance(content, list):
         msgs = [str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in content]
         loc = [".".join(map(str, e.get("loc") or ())) if isinstance(e, dict) else "" for e in content]
-        return _clip("; ".join(f"{l}: {m}" if l else m for l, m in zip(loc, msgs)))
+        return _clip("; ".join(f"{where}: {m}" if where else m for where, m in zip(loc, msgs)))
     return _clip(str(content))
 
 
@@ -92,7 +92,9 @@ def describe_result(content: Any) -> tuple[str, bool]:
             return _clip(str(content.get("error") or content.get("reason") or _json(content))), True
         if status == "filled" and {"side", "quantity", "product_id", "price"} <= content.keys():
             pid = str(content["product_id"])
-            parts = [f"filled {content['side']} {qty(float(content['quantity']), pid)} @ {price(float(content['price']))}"]
+            parts = [
+                f"filled {content['side']} {qty(float(content['quantity']), pid)} @ {price(float(content['price']))}"
+            ]
             if "fee" in content:
                 parts.append(f"fee {money(float(content['fee']))}")
             if "cash_after" in content:
@@ -135,11 +137,21 @@ def steps_from_envelope(agent: str, run_id: str, envelope: Any) -> list[Step]:
             elif kind == "tool-call":
                 step = Step(agent, run_id, (i, j), "call", tool=part.tool_name, body=format_args(part.args))
             elif kind == "retry-prompt":
-                step = Step(agent, run_id, (i, j), "rejected", tool=part.tool_name or "", body=_retry_text(part.content), failed=True)
+                step = Step(
+                    agent,
+                    run_id,
+                    (i, j),
+                    "rejected",
+                    tool=part.tool_name or "",
+                    body=_retry_text(part.content),
+                    failed=True,
+                )
             elif kind == "tool-return":
                 content = part.content
                 if isinstance(content, dict) and content.get("part_kind") == "retry-prompt":  # a call calfkit refused
-                    step = Step(agent, run_id, (i, j), "rejected", tool=part.tool_name, body=_retry_text(content), failed=True)
+                    step = Step(
+                        agent, run_id, (i, j), "rejected", tool=part.tool_name, body=_retry_text(content), failed=True
+                    )
                 else:
                     body, failed = describe_result(content)
                     step = Step(agent, run_id, (i, j), "result", tool=part.tool_name, body=body, failed=failed)
@@ -180,8 +192,13 @@ def render_step(step: Step, at: datetime, *, agent_width: int = 10) -> Table:
         return _row(at, step.agent, Text("✗", style="bold red"), body, agent_width=agent_width)
     style = "red" if step.failed else ""
     body = Text.assemble((f"{step.tool}: ", "bold red" if step.failed else "bold"), (step.body, style))
-    return _row(at, step.agent, Text("✗" if step.failed else "←", style="bold red" if step.failed else "green"), body,
-                agent_width=agent_width)
+    return _row(
+        at,
+        step.agent,
+        Text("✗" if step.failed else "←", style="bold red" if step.failed else "green"),
+        body,
+        agent_width=agent_width,
+    )
 
 
 def render_decision(d: Decision, *, skipped: int = 0, agent_width: int = 10) -> Table | None:
@@ -193,11 +210,15 @@ def render_decision(d: Decision, *, skipped: int = 0, agent_width: int = 10) -> 
         return _row(at, d.agent, Text("▶", style="bold"), body, agent_width=agent_width)
     latency = f" in {d.latency_s:.2f}s" if d.latency_s is not None else ""
     if d.status == "done":
-        body = Text.assemble((f"#{d.tick_seq} done{latency}", "bold green"), (": " if d.output else "", ""), (_clip(d.output), ""))
+        body = Text.assemble(
+            (f"#{d.tick_seq} done{latency}", "bold green"), (": " if d.output else "", ""), (_clip(d.output), "")
+        )
         return _row(at, d.agent, Text("✓", style="bold green"), body, agent_width=agent_width)
     if d.status in ("error", "timeout"):
         label = "model error" if d.status == "error" else "timed out"
-        body = Text.assemble((f"#{d.tick_seq} {label}{latency.replace(' in ', ' after ')}: ", "bold red"), (_clip(d.reason), "red"))
+        body = Text.assemble(
+            (f"#{d.tick_seq} {label}{latency.replace(' in ', ' after ')}: ", "bold red"), (_clip(d.reason), "red")
+        )
         return _row(at, d.agent, Text("✗", style="bold red"), body, agent_width=agent_width)
     return None  # "skipped": counted and mentioned on the agent's next turn
 
@@ -246,7 +267,10 @@ class ActivityFeed:
             return []
         run_id = _header(headers, "correlation_id")
         at = at or datetime.now(timezone.utc)
-        return [render_step(s, at, agent_width=self.agent_width) for s in self.new_steps(steps_from_envelope(agent, run_id, envelope))]
+        return [
+            render_step(s, at, agent_width=self.agent_width)
+            for s in self.new_steps(steps_from_envelope(agent, run_id, envelope))
+        ]
 
     def on_decision(self, d: Decision) -> list[Table]:
         if not self.wants(d.agent):

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-        p.add_argument("--json", action="store_true", help="print only the JSON result on stdout (progress stays on stderr)")
+        p.add_argument(
+            "--json", action="store_true", help="print only the JSON result on stdout (progress stays on stderr)"
+        )
         mod.add_args(p)
         p.set_defaults(func=mod.run)
     args = parser.parse_args(argv)

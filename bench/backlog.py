@@ -37,8 +37,12 @@ DELIVERED_S = 1.0
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, default=0.25, help="seconds between ticks (default %(default)s)")
-    p.add_argument("--seconds", type=float, default=20.0, help="seconds of ticks before the restart (default %(default)s)")
-    p.add_argument("--model-seconds", type=float, default=1.0, help="the slow model's time per call (default %(default)s)")
+    p.add_argument(
+        "--seconds", type=float, default=20.0, help="seconds of ticks before the restart (default %(default)s)"
+    )
+    p.add_argument(
+        "--model-seconds", type=float, default=1.0, help="the slow model's time per call (default %(default)s)"
+    )
     p.add_argument("--down", type=float, default=5.0, help="seconds the fast router is down (default %(default)s)")
     p.add_argument("--after", type=float, default=5.0, help="seconds of ticks after its restart (default %(default)s)")
 
@@ -85,7 +89,9 @@ class Newest:
 def turn_checks(rec: Recorder, newest: Newest, agent: str) -> list[dict]:
     """For each turn of `agent`: tick age at start, newer ticks received / published before the start."""
     rows = []
-    for d in sorted((d for d in rec.decisions if d.agent == agent and d.status == "started"), key=lambda d: d.started_at):
+    for d in sorted(
+        (d for d in rec.decisions if d.agent == agent and d.status == "started"), key=lambda d: d.started_at
+    ):
         t = d.started_at.timestamp()
         rows.append({
             "seq": d.tick_seq,
@@ -144,7 +150,11 @@ async def run(args: argparse.Namespace, report: Report) -> int:
     async with Arena(report) as arena:
         await arena.policy_server()
         slow_model = f"slow-{args.model_seconds:g}-momentum"  # sleeps, then trades like momentum
-        chats = [arena.chat_node(f"slow_{arena.run}", slow_model), arena.chat_node(f"fast_{arena.run}", "momentum"), arena.tools()]
+        chats = [
+            arena.chat_node(f"slow_{arena.run}", slow_model),
+            arena.chat_node(f"fast_{arena.run}", "momentum"),
+            arena.tools(),
+        ]
         await asyncio.gather(*(c.ready(120) for c in chats))
         slow, fast = f"slow_{arena.run}", f"fast_{arena.run}"
         routers = [arena.router(slow, f"slow_{arena.run}", "momentum", "--turn-timeout", str(max(30.0, 6 * args.model_seconds))),
@@ -194,16 +204,24 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             s["ticks_published"] = len(rec.published)
             s["skipped_records"] = len(rec.of("skipped", name))
             f = s["fills"] = fill_checks(rec, newest, name)
-            report.line(f"{label} router: {s['turns']} turns on {len(rec.published)} ticks; tick age at turn start {fmt_dist(s['tick_age_at_start_ms'])}")
-            report.line(f"    turns started on an older tick than the newest received: {s['turns_with_newer_tick_received']}; "
-                        f"newer one already published (in flight): {s['turns_with_newer_tick_published']} (max {s['max_newer_published']} ticks); "
-                        f"published {DELIVERED_S:g}s before the start: {s['turns_with_newer_tick_published_1s_before']}")
-            report.line(f"    fills: {f['count']}; age of the decided-on tick at the fill {fmt_dist(f['decided_tick_age_at_fill_ms'])}")
-            report.line(f"    at the fill, a newer tick than the decided-on one was published: {f['decided_on_older_than_newest_published']} "
-                        f"(max {f['max_ticks_behind_published']} ticks); received by the router (lower bound): {f['decided_on_older_than_newest_received']}; "
-                        f"priced on an older quote than the newest published: {f['priced_on_older_than_newest_published']} "
-                        f"(max {f['max_price_ticks_behind_published']} ticks), than one published {DELIVERED_S:g}s before: "
-                        f"{f['priced_on_older_than_a_tick_published_1s_before']}; fills without their turn: {f['unmatched']}")
+            report.line(
+                f"{label} router: {s['turns']} turns on {len(rec.published)} ticks; tick age at turn start {fmt_dist(s['tick_age_at_start_ms'])}"
+            )
+            report.line(
+                f"    turns started on an older tick than the newest received: {s['turns_with_newer_tick_received']}; "
+                f"newer one already published (in flight): {s['turns_with_newer_tick_published']} (max {s['max_newer_published']} ticks); "
+                f"published {DELIVERED_S:g}s before the start: {s['turns_with_newer_tick_published_1s_before']}"
+            )
+            report.line(
+                f"    fills: {f['count']}; age of the decided-on tick at the fill {fmt_dist(f['decided_tick_age_at_fill_ms'])}"
+            )
+            report.line(
+                f"    at the fill, a newer tick than the decided-on one was published: {f['decided_on_older_than_newest_published']} "
+                f"(max {f['max_ticks_behind_published']} ticks); received by the router (lower bound): {f['decided_on_older_than_newest_received']}; "
+                f"priced on an older quote than the newest published: {f['priced_on_older_than_newest_published']} "
+                f"(max {f['max_price_ticks_behind_published']} ticks), than one published {DELIVERED_S:g}s before: "
+                f"{f['priced_on_older_than_a_tick_published_1s_before']}; fills without their turn: {f['unmatched']}"
+            )
 
         after = sorted((d for d in rec.decisions if d.agent == fast and d.status == "started" and d.started_at.timestamp() > 0
                         and d.tick_seq > missed[0] - 1), key=lambda d: d.started_at)  # fmt: skip
@@ -217,18 +235,26 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             "first_tick_decided_after_restart": first.tick_seq if first else None,
             "missed_ticks_decided": decided_missed,
         }
-        report.line(f"restart: ticks #{missed[0]}-#{missed[1]} published while down, #{launch_seq + 1}-#{ready_seq} while it started "
-                    f"(READY in {restart_ready_s:.1f}s; {new.ready_line.split(':')[0].split(' in ')[-1]} after its imports); first decision after the restart on #{first.tick_seq if first else None}; "
-                    f"missed ticks decided: {decided_missed or 'none'}")
+        report.line(
+            f"restart: ticks #{missed[0]}-#{missed[1]} published while down, #{launch_seq + 1}-#{ready_seq} while it started "
+            f"(READY in {restart_ready_s:.1f}s; {new.ready_line.split(':')[0].split(' in ')[-1]} after its imports); first decision after the restart on #{first.tick_seq if first else None}; "
+            f"missed ticks decided: {decided_missed or 'none'}"
+        )
     # A turn must start on the newest tick delivered, and the desk must price at the newest tick delivered.
     # (The newest *received* is read off the router's own records, which a router that queued ticks would
     # not write: not a target.) A fill comes a model's think after its turn started, so a slow model's are
     # decided on older ticks by construction: reported above, not a target.
     both = (results["slow"], results["fast"])
     targets = {
-        "turns_started_with_a_tick_published_1s_before_newer": target(sum(r["turns_with_newer_tick_published_1s_before"] for r in both), 0),
-        "fills_priced_older_than_a_tick_published_1s_before": target(sum(r["fills"]["priced_on_older_than_a_tick_published_1s_before"] for r in both), 0),
-        "slow_router_fills": target(results["slow"]["fills"]["count"], 1, at_most=False),  # the slow router must trade, or nothing was measured
+        "turns_started_with_a_tick_published_1s_before_newer": target(
+            sum(r["turns_with_newer_tick_published_1s_before"] for r in both), 0
+        ),
+        "fills_priced_older_than_a_tick_published_1s_before": target(
+            sum(r["fills"]["priced_on_older_than_a_tick_published_1s_before"] for r in both), 0
+        ),
+        "slow_router_fills": target(
+            results["slow"]["fills"]["count"], 1, at_most=False
+        ),  # the slow router must trade, or nothing was measured
         "missed_ticks_decided_after_restart": target(len(results["restart"]["missed_ticks_decided"]), 0),
     }
     report.emit(results, targets)

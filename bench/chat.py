@@ -37,7 +37,11 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         report.line(f"chat node launch -> READY: {chat.startup_s:.2f} s")
 
         async with httpx.AsyncClient() as h:
-            body = {"model": "momentum", "messages": [{"role": "user", "content": render_snapshot(snapshot())}], "tools": TOOLS}
+            body = {
+                "model": "momentum",
+                "messages": [{"role": "user", "content": render_snapshot(snapshot())}],
+                "tools": TOOLS,
+            }
             direct = []
             for _ in range(args.requests):
                 t = time.perf_counter()
@@ -54,7 +58,9 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             t = time.perf_counter()
             await model.request(first_turn(), None, PARAMS)
             results["first_request_ms"] = round((time.perf_counter() - t) * 1000, 1)
-            report.line(f"RemoteChatModel.start() {results['remote_model_start_ms']} ms; first request {results['first_request_ms']} ms")
+            report.line(
+                f"RemoteChatModel.start() {results['remote_model_start_ms']} ms; first request {results['first_request_ms']} ms"
+            )
             sem = asyncio.Semaphore(args.concurrency)
             times: list[float] = []
 
@@ -72,7 +78,7 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         await asyncio.sleep(0.3)  # the node's last log lines
         node_s = [float(ln.split(" in ")[-1].split(" ms")[0]) / 1000 for ln in chat.lines if "served request" in ln][1:]
         results["round_trip_ms"] = dist_ms(times)
-        results["provider_ms"] = dist_ms(node_s[-len(times):])
+        results["provider_ms"] = dist_ms(node_s[-len(times) :])
         results["requests_per_s"] = round(args.requests / wall, 1)
         report.line(f"RemoteChatModel round trip (x{args.concurrency}):    {fmt_dist(results['round_trip_ms'])}")
         report.line(f"  of which the chat node's provider call: {fmt_dist(results['provider_ms'])}")

@@ -27,10 +27,23 @@ from arena.metrics import MetricsTracker
 from arena.portfolio import Account, Trade
 from bench.harness import Report, dist_ms
 
-NAMES = ["momentum-gpt", "scalper-llama", "brainrot-qwen", "default-gpt", "contrarian", "breakout", "vwap", "pairs", "news", "random-walk"]
+NAMES = [
+    "momentum-gpt",
+    "scalper-llama",
+    "brainrot-qwen",
+    "default-gpt",
+    "contrarian",
+    "breakout",
+    "vwap",
+    "pairs",
+    "news",
+    "random-walk",
+]
 
 
-def synthetic_arena(n_agents: int, minutes: int, seed: int = 7, metrics: bool = True) -> tuple[ArenaState, dict[str, Account], datetime]:
+def synthetic_arena(
+    n_agents: int, minutes: int, seed: int = 7, metrics: bool = True
+) -> tuple[ArenaState, dict[str, Account], datetime]:
     rnd = random.Random(seed)
     start = datetime(2026, 11, 25, 14, 0, 0, tzinfo=timezone.utc)
     st = ArenaState(max_quote_age_s=30, fee_bps=10, log_path="runs/tools.log", export_path="runs/standings.json",
@@ -60,7 +73,11 @@ def synthetic_arena(n_agents: int, minutes: int, seed: int = 7, metrics: bool = 
                 acc = accounts.setdefault(n, Account(agent=n))
                 held = acc.positions[p].quantity if p in acc.positions else 0.0
                 side = "sell" if held and rnd.random() < 0.5 else "buy"
-                qty = round(rnd.choice([2000, 5000, 10000]) / q.price, 6) if side == "buy" else held * rnd.choice([0.5, 1.0])
+                qty = (
+                    round(rnd.choice([2000, 5000, 10000]) / q.price, 6)
+                    if side == "buy"
+                    else held * rnd.choice([0.5, 1.0])
+                )
                 px = q.best_ask if side == "buy" else q.best_bid
                 t = Trade(trade_id=f"t{step}-{n}", agent=n, product_id=p, side=side, quantity=qty, price=px, fee=qty * px * 0.001,
                           executed_at=now, latency_ms=rnd.uniform(3, 40), quote_age_s=rnd.uniform(0.1, 2))  # fmt: skip
@@ -78,17 +95,23 @@ def synthetic_arena(n_agents: int, minutes: int, seed: int = 7, metrics: bool = 
                                         finished_at=now + timedelta(seconds=60)), now=now)  # fmt: skip
         st.sample(accounts, now=now)
     # the feed stopped updating one product 95 s ago: the screen must say so
-    st.quotes["FARTCOIN-USD"] = st.quotes["FARTCOIN-USD"].model_copy(update={"received_at": now - timedelta(seconds=95)})
+    st.quotes["FARTCOIN-USD"] = st.quotes["FARTCOIN-USD"].model_copy(
+        update={"received_at": now - timedelta(seconds=95)}
+    )
     return st, accounts, now
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=int, default=10, help="agents in the arena (default %(default)s)")
-    p.add_argument("--minutes", type=int, default=40, help="minutes of history, one snapshot per 5 s (default %(default)s)")
+    p.add_argument(
+        "--minutes", type=int, default=40, help="minutes of history, one snapshot per 5 s (default %(default)s)"
+    )
     p.add_argument("--frames", type=int, default=40, help="frames drawn per size (default %(default)s)")
     p.add_argument("--svg", default=None, help="also save a 160x50 screenshot (4 agents) as SVG here")
     p.add_argument("--seed", type=int, default=6, help="random seed of the synthetic market (default %(default)s)")
-    p.add_argument("--no-metrics", action="store_true", help="without the metrics tracker (leaderboard metrics and baseline)")
+    p.add_argument(
+        "--no-metrics", action="store_true", help="without the metrics tracker (leaderboard metrics and baseline)"
+    )
 
 
 async def run(args: argparse.Namespace, report: Report) -> int:

@@ -51,11 +51,30 @@ HOPS_BEFORE_FILL = 8
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agents", type=agent_counts, default=[1, 10, 50], help="router counts to measure, comma separated (default 1,10,50)")
-    p.add_argument("--ticks", type=int, default=10, help="ticks measured per agent count; each gives 3 fills per router (default %(default)s)")
-    p.add_argument("--gap", type=float, default=0.3, help="seconds between one tick's last turn and the next tick (default %(default)s)")
-    p.add_argument("--chat-nodes", type=int, default=1, help="chat nodes the routers share round-robin (default %(default)s)")
-    p.add_argument("--chat-max-workers", type=int, default=8, help="deploy_chat_node.py --max-workers (default %(default)s)")
+    p.add_argument(
+        "--agents",
+        type=agent_counts,
+        default=[1, 10, 50],
+        help="router counts to measure, comma separated (default 1,10,50)",
+    )
+    p.add_argument(
+        "--ticks",
+        type=int,
+        default=10,
+        help="ticks measured per agent count; each gives 3 fills per router (default %(default)s)",
+    )
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.3,
+        help="seconds between one tick's last turn and the next tick (default %(default)s)",
+    )
+    p.add_argument(
+        "--chat-nodes", type=int, default=1, help="chat nodes the routers share round-robin (default %(default)s)"
+    )
+    p.add_argument(
+        "--chat-max-workers", type=int, default=8, help="deploy_chat_node.py --max-workers (default %(default)s)"
+    )
     p.add_argument("--start-concurrency", type=int, default=4, help="routers starting at once (default %(default)s)")
     add_tuning_args(p)
 
@@ -92,7 +111,9 @@ class ChatLog:
 async def _follow_chat(kafka, chat_nodes: list[str], log: ChatLog, stop) -> None:
     import asyncio
 
-    req_consumer = k.consumer(kafka, *(chat_request_topic(n) for n in chat_nodes), group_id=None, latest=False, metadata_max_age_ms=1000)
+    req_consumer = k.consumer(
+        kafka, *(chat_request_topic(n) for n in chat_nodes), group_id=None, latest=False, metadata_max_age_ms=1000
+    )
     rep_consumer = k.consumer(kafka, group_id=None, latest=False, metadata_max_age_ms=1000)
     rep_consumer.subscribe(pattern=r"^arena\.chat\.replies\..*")
     await asyncio.gather(req_consumer.start(), rep_consumer.start())
@@ -110,7 +131,9 @@ def _ts(x: datetime) -> float:
     return x.timestamp()
 
 
-def analyse(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], sender_of: dict[str, str], floor_p50_ms: float) -> dict:
+def analyse(
+    rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], sender_of: dict[str, str], floor_p50_ms: float
+) -> dict:
     started = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status == "started"}
     finished = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status in ("done", "error", "timeout")}
     by_sender: dict[str, list[ChatRequest]] = defaultdict(list)
@@ -128,7 +151,11 @@ def analyse(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], send
         if turn is None:
             continue
         dl = _ts(turn.started_at) - _ts(tick.published_at)
-        calls = [r for r in by_sender.get(sender_of.get(t.agent, "?"), []) if _ts(turn.started_at) <= _ts(r.sent_at) <= _ts(t.executed_at)]
+        calls = [
+            r
+            for r in by_sender.get(sender_of.get(t.agent, "?"), [])
+            if _ts(turn.started_at) <= _ts(r.sent_at) <= _ts(t.executed_at)
+        ]
         m = sum((chat.responses[r.request_id].elapsed_ms or 0) / 1000 for r in calls if r.request_id in chat.responses)
         tl = (t.latency_ms or 0) / 1000
         calls.sort(key=lambda r: r.sent_at)
@@ -136,7 +163,9 @@ def analyse(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], send
             # the turn's timeline up to the fill, from the records' own timestamps
             r1, r2 = calls[0], calls[1]
             done1, done2 = chat.response_ms[r1.request_id] / 1000, chat.response_ms[r2.request_id] / 1000
-            stages["1 turn start -> model call 1 sent (prompt hop + agent step)"].append(_ts(r1.sent_at) - _ts(turn.started_at))
+            stages["1 turn start -> model call 1 sent (prompt hop + agent step)"].append(
+                _ts(r1.sent_at) - _ts(turn.started_at)
+            )
             stages["2 model call 1 -> its answer sent (hop + provider)"].append(done1 - _ts(r1.sent_at))
             stages["3 answer 1 -> model call 2 sent (hop + get_portfolio round trip)"].append(_ts(r2.sent_at) - done1)
             stages["4 model call 2 -> its answer sent (hop + provider)"].append(done2 - _ts(r2.sent_at))
@@ -176,7 +205,9 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         floor = dist_ms(await latency(arena.kafka, 200, k.encode(snapshot(1))))
         results["floor_ms"] = floor
         report.line(f"floor (raw publish -> consume, same broker): {fmt_dist(floor)}")
-        chat_nodes = await start_stack(arena, "momentum", chat_nodes=args.chat_nodes, chat_args=("--max-workers", str(args.chat_max_workers)))
+        chat_nodes = await start_stack(
+            arena, "momentum", chat_nodes=args.chat_nodes, chat_args=("--max-workers", str(args.chat_max_workers))
+        )
         rec = await Recorder(arena.kafka).start()
         chat = ChatLog()
         stop = asyncio.Event()
@@ -184,7 +215,10 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         agents: list[str] = []
         sender_of: dict[str, str] = {}  # agent -> its RemoteChatModel instance id (contains the router's pid)
         seq = 0
-        jump = lambda s: 1.02 if s % 2 else 0.98
+
+        def jump(s):
+            return 1.02 if s % 2 else 0.98
+
         try:
             for n in sorted(set(args.agents)):
                 new = [f"dec{i:03d}_{arena.run}" for i in range(len(agents), n)]
@@ -193,13 +227,19 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 # warm-up: a buy and a sell turn each (lazy imports, first ledger rows)
                 if seq % 2 == 1:
                     seq += 1  # the next tick must be a buy
-                await closed_loop_ticks(rec, agents, range(seq + 1, seq + 3), jump_of=jump, gap_s=args.gap, timeout_s=180, report=report)
+                await closed_loop_ticks(
+                    rec, agents, range(seq + 1, seq + 3), jump_of=jump, gap_s=args.gap, timeout_s=180, report=report
+                )
                 seq += 2
                 for name, svc in zip(new, started):
-                    sender_of[name] = next((r.sender for r in chat.requests.values() if f"-{svc.pid}-" in r.sender), "?")
+                    sender_of[name] = next(
+                        (r.sender for r in chat.requests.values() if f"-{svc.pid}-" in r.sender), "?"
+                    )
                 measured = range(seq + 1, seq + 1 + args.ticks)
                 c0, t0 = arena.cpu(), asyncio.get_running_loop().time()
-                done = await closed_loop_ticks(rec, agents, measured, jump_of=jump, gap_s=args.gap, timeout_s=180, report=report)
+                done = await closed_loop_ticks(
+                    rec, agents, measured, jump_of=jump, gap_s=args.gap, timeout_s=180, report=report
+                )
                 c1, t1 = arena.cpu(), asyncio.get_running_loop().time()
                 seq += args.ticks
                 await asyncio.sleep(0.5)  # the last replies
@@ -211,10 +251,14 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                     row["fill_p50_vs_floor"] = round(row["tick_to_fill_ms"]["p50"] / floor["p50"], 1)
                 results["by_agents"][str(n)] = row
                 b = row["breakdown_ms"]
-                report.line(f"N={n:>3} tick -> fill:        {fmt_dist(row['tick_to_fill_ms'])}  ({row['fills']} fills, {row['rejected']} rejected)")
+                report.line(
+                    f"N={n:>3} tick -> fill:        {fmt_dist(row['tick_to_fill_ms'])}  ({row['fills']} fills, {row['rejected']} rejected)"
+                )
                 report.line(f"      tick -> turn done:   {fmt_dist(row['tick_to_turn_done_ms'])}")
-                report.line(f"      p50 split: delivery {b['delivery'].get('p50')} + model {b['model'].get('p50')} + tool {b['tool'].get('p50')} "
-                            f"+ framework/broker {b['framework_and_broker'].get('p50')} ms (8 hops x floor = {b['broker_floor_estimate_p50']} ms)")
+                report.line(
+                    f"      p50 split: delivery {b['delivery'].get('p50')} + model {b['model'].get('p50')} + tool {b['tool'].get('p50')} "
+                    f"+ framework/broker {b['framework_and_broker'].get('p50')} ms (8 hops x floor = {b['broker_floor_estimate_p50']} ms)"
+                )
                 report.line(f"      router -> chat node hop: {fmt_dist(row['router_to_chat_node_hop_ms'])}")
                 for stage, d in row["timeline_ms"].items():
                     report.line(f"      {stage:<66} p50 {d.get('p50')} ms")

@@ -34,15 +34,28 @@ from bench.harness import (
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agents", type=agent_counts, default=[1, 10, 50], help="router counts to measure, comma separated (default 1,10,50)")
+    p.add_argument(
+        "--agents",
+        type=agent_counts,
+        default=[1, 10, 50],
+        help="router counts to measure, comma separated (default 1,10,50)",
+    )
     p.add_argument("--ticks", type=int, default=20, help="ticks measured per agent count (default %(default)s)")
-    p.add_argument("--gap", type=float, default=0.3, help="seconds between one tick's last turn and the next tick (default %(default)s)")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.3,
+        help="seconds between one tick's last turn and the next tick (default %(default)s)",
+    )
     p.add_argument("--start-concurrency", type=int, default=4, help="routers starting at once (default %(default)s)")
     add_tuning_args(p)
 
 
 async def run(args: argparse.Namespace, report: Report) -> int:
-    results: dict = {"method": "Decision 'started'.started_at - snapshot.published_at, routers idle at each tick", "by_agents": {}}
+    results: dict = {
+        "method": "Decision 'started'.started_at - snapshot.published_at, routers idle at each tick",
+        "by_agents": {},
+    }
     async with Arena(report, tuning_of(args)) as arena:
         floor = dist_ms(await latency(arena.kafka, 200, k.encode(snapshot(1))))
         results["floor_ms"] = floor
@@ -57,15 +70,29 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 await arena.routers(new, chat, concurrency=args.start_concurrency)
                 agents += new
                 # warm-up: every router's first turn loads lazily imported parts
-                await closed_loop_ticks(rec, agents, range(seq + 1, seq + 3), jump_of=lambda s: 1.0, gap_s=args.gap, timeout_s=120, report=report)
+                await closed_loop_ticks(
+                    rec,
+                    agents,
+                    range(seq + 1, seq + 3),
+                    jump_of=lambda s: 1.0,
+                    gap_s=args.gap,
+                    timeout_s=120,
+                    report=report,
+                )
                 seq += 2
                 measured = range(seq + 1, seq + 1 + args.ticks)
-                done = await closed_loop_ticks(rec, agents, measured, jump_of=lambda s: 1.0, gap_s=args.gap, timeout_s=120, report=report)
+                done = await closed_loop_ticks(
+                    rec, agents, measured, jump_of=lambda s: 1.0, gap_s=args.gap, timeout_s=120, report=report
+                )
                 seq += args.ticks
                 per_router, last_router = [], []
                 for s in done:
                     pub = rec.published[s].published_at
-                    lat = [(d.started_at - pub).total_seconds() for d in rec.decisions if d.status == "started" and d.tick_seq == s and d.agent in agents]
+                    lat = [
+                        (d.started_at - pub).total_seconds()
+                        for d in rec.decisions
+                        if d.status == "started" and d.tick_seq == s and d.agent in agents
+                    ]
                     per_router += lat
                     if len(lat) == len(agents):
                         last_router.append(max(lat))

@@ -24,8 +24,15 @@ from bench.harness import Report, dist_ms, fmt_dist, snapshot
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--messages", type=int, default=1000, help="records timed one at a time (default %(default)s)")
-    p.add_argument("--throughput", type=int, default=20000, help="records in the throughput burst (default %(default)s)")
-    p.add_argument("--long-poll", type=int, default=40, help="records timed with fetch_max_wait_ms=500; 0 skips (default %(default)s)")
+    p.add_argument(
+        "--throughput", type=int, default=20000, help="records in the throughput burst (default %(default)s)"
+    )
+    p.add_argument(
+        "--long-poll",
+        type=int,
+        default=40,
+        help="records timed with fetch_max_wait_ms=500; 0 skips (default %(default)s)",
+    )
     p.add_argument("--pause", type=float, default=0.02, help="seconds between timed records (default %(default)s)")
 
 
@@ -106,7 +113,9 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         small = dist_ms(await latency(kafka, max(1, args.messages // 4), b"x" * 100, args.pause))
         report.line(f"publish -> consume, 100-byte records:     {fmt_dist(small)}")
         produced, consumed = await throughput(kafka, args.throughput, payload)
-        report.line(f"throughput ({args.throughput} x {len(payload)} B): produced {produced:,.0f}/s, produced+consumed {consumed:,.0f}/s")
+        report.line(
+            f"throughput ({args.throughput} x {len(payload)} B): produced {produced:,.0f}/s, produced+consumed {consumed:,.0f}/s"
+        )
         results = {
             "payload_bytes": len(payload),
             "latency_ms": lat,
@@ -122,4 +131,3 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         broker.stop()
     report.emit(results)
     return 0
-

@@ -159,7 +159,9 @@ class Arena(Stack):
     def __init__(self, report: Report, tuning: dict[str, int] | None = None):
         # Each process in a session of its own: a Ctrl-C in the terminal reaches the benchmark alone,
         # which stops its processes in order.
-        super().__init__(Path(tempfile.mkdtemp(prefix="arena-bench-")), {"OPENAI_API_KEY": "bench-not-a-key"}, new_session=True)
+        super().__init__(
+            Path(tempfile.mkdtemp(prefix="arena-bench-")), {"OPENAI_API_KEY": "bench-not-a-key"}, new_session=True
+        )
         self.report = report
         # What-if consumer tuning for the arena's scripts (see bench/tuned.py): env name -> value.
         self.tuning = {k: str(v) for k, v in (tuning or {}).items() if v is not None}
@@ -244,7 +246,12 @@ class Arena(Stack):
         if self.broker.proc and (rss := proc_rss_mb(self.broker.proc.pid)) is not None:
             by_kind["broker"] = [rss]
         out: dict[str, Any] = {
-            kind: {"count": len(xs), "mean_mb": round(sum(xs) / len(xs), 1), "max_mb": round(max(xs), 1), "total_mb": round(sum(xs), 1)}
+            kind: {
+                "count": len(xs),
+                "mean_mb": round(sum(xs) / len(xs), 1),
+                "max_mb": round(max(xs), 1),
+                "total_mb": round(sum(xs), 1),
+            }
             for kind, xs in by_kind.items()
         }
         out["total_mb"] = round(sum(sum(xs) for xs in by_kind.values()), 1)
@@ -262,6 +269,7 @@ class Arena(Stack):
 
 
 # ------------------------------------------------------------------------------------------ market + records
+
 
 def snapshot(seq: int, jump: float = 1.0) -> MarketSnapshot:
     return market_snapshot(seq, jump, source="bench")
@@ -330,11 +338,23 @@ async def closed_loop_ticks(rec: Recorder, agents: list[str], seqs: range, *, ju
 
 def add_tuning_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what-if tuning (default: the arena's own settings)")
-    g.add_argument("--fetch-wait-ms", type=int, default=None,
-                   help="fetch_max_wait_ms for every arena consumer and calfkit node subscriber (arena.config.CONSUMER_TUNING)")
-    g.add_argument("--reader-ms", type=int, default=None,
-                   help="poll and fetch cadence of calfkit's fan-out table readers in the routers (KTableReaderTuning)")
+    g.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=None,
+        help="fetch_max_wait_ms for every arena consumer and calfkit node subscriber (arena.config.CONSUMER_TUNING)",
+    )
+    g.add_argument(
+        "--reader-ms",
+        type=int,
+        default=None,
+        help="poll and fetch cadence of calfkit's fan-out table readers in the routers (KTableReaderTuning)",
+    )
 
 
 def tuning_of(args: argparse.Namespace) -> dict[str, int]:
-    return {"BENCH_FETCH_WAIT_MS": args.fetch_wait_ms, "BENCH_READER_POLL_MS": args.reader_ms, "BENCH_READER_FETCH_MS": args.reader_ms}
+    return {
+        "BENCH_FETCH_WAIT_MS": args.fetch_wait_ms,
+        "BENCH_READER_POLL_MS": args.reader_ms,
+        "BENCH_READER_FETCH_MS": args.reader_ms,
+    }

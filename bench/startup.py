@@ -35,9 +35,18 @@ from bench.harness import (
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repeat", type=int, default=3, help="launches per script; the median is reported (default %(default)s)")
-    p.add_argument("--agents", type=int, default=10, help="routers running for the memory and CPU figures (default %(default)s)")
-    p.add_argument("--load-seconds", type=float, default=30.0, help="seconds of trading (1 tick/s) per dashboard mode (default %(default)s)")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="launches per script; the median is reported (default %(default)s)"
+    )
+    p.add_argument(
+        "--agents", type=int, default=10, help="routers running for the memory and CPU figures (default %(default)s)"
+    )
+    p.add_argument(
+        "--load-seconds",
+        type=float,
+        default=30.0,
+        help="seconds of trading (1 tick/s) per dashboard mode (default %(default)s)",
+    )
     p.add_argument("--scripts", default="", help="only these scripts, comma separated (default: all)")
 
 
@@ -67,7 +76,9 @@ def import_seconds(modules: list[str], repeat: int = 3) -> float:
 
 
 def bare_importtime() -> list[str]:
-    return subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, check=True).stderr.splitlines()
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, check=True
+    ).stderr.splitlines()
 
 
 def bare_python_s() -> float:
@@ -82,7 +93,9 @@ def bare_python_s() -> float:
 def bare_calfkit_rss_mb() -> float:
     code = ("import calfkit, calfkit.nodes, calfkit.worker\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])")  # fmt: skip
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    )
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
@@ -129,13 +142,19 @@ async def startup_times(args: argparse.Namespace, report: Report, arena: Arena) 
             svc = await launch_once(arena, name, argv(uuid.uuid4().hex[:6], []))
             times.append(svc.startup_s)
         traced = await launch_once(arena, name, argv(uuid.uuid4().hex[:6], ["-X", "importtime"]))
-        before_ready = traced.lines[: next((i for i, ln in enumerate(traced.lines) if "READY" in ln), len(traced.lines))]
-        imports = await asyncio.to_thread(import_seconds, [m for m in imported_modules(before_ready) if m not in baseline])
+        before_ready = traced.lines[
+            : next((i for i, ln in enumerate(traced.lines) if "READY" in ln), len(traced.lines))
+        ]
+        imports = await asyncio.to_thread(
+            import_seconds, [m for m in imported_modules(before_ready) if m not in baseline]
+        )
         ready = statistics.median(times)
         row = {"ready_s": round(ready, 2), "ready_all_s": [round(t, 2) for t in times], "imports_s": round(imports, 2),
                "after_imports_s": round(max(0.0, ready - imports - bare), 2)}  # fmt: skip
         out["scripts"][name] = row
-        report.line(f"{name:<24} launch -> READY {ready:5.2f} s  (imports {imports:4.2f} s, after imports {row['after_imports_s']:4.2f} s)")
+        report.line(
+            f"{name:<24} launch -> READY {ready:5.2f} s  (imports {imports:4.2f} s, after imports {row['after_imports_s']:4.2f} s)"
+        )
     return out
 
 
@@ -154,7 +173,11 @@ async def memory_and_cpu(args: argparse.Namespace, report: Report, arena: Arena)
         f"{kind} {v['mean_mb']:.0f}" + (f" x{v['count']}" if v["count"] > 1 else "") for kind, v in mem.items() if isinstance(v, dict)
     ) + f"; total {mem['total_mb']:.0f}")  # fmt: skip
     report.line(f"bare `import calfkit` RSS: {ref:.0f} MB; router/bare = {mem['router']['mean_mb'] / ref:.2f}")
-    report.line("idle CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in idle.items()) + f"; total {sum(idle.values()):.2f}")
+    report.line(
+        "idle CPU (share of one core): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in idle.items())
+        + f"; total {sum(idle.values()):.2f}"
+    )
     return {"agents": args.agents, "rss": mem, "bare_calfkit_rss_mb": round(ref, 1), "router_vs_bare": round(mem["router"]["mean_mb"] / ref, 2),
             "idle_cpu_share": idle, "idle_cpu_total": round(sum(idle.values()), 2), "routers": names}  # fmt: skip
 
@@ -180,7 +203,9 @@ async def dashboard_cpu(args: argparse.Namespace, report: Report, arena: Arena, 
                 await asyncio.sleep(1.0)
             share = (current.cpu_s() - c0) / (time.monotonic() - t0)
             out[mode] = {"cpu_share": round(share, 3), "fills": len(rec.trades) - trades0}
-            report.line(f"tools process, {mode:<9}: {share * 100:5.1f} % of a core ({out[mode]['fills']} trades in {args.load_seconds:.0f} s)")
+            report.line(
+                f"tools process, {mode:<9}: {share * 100:5.1f} % of a core ({out[mode]['fills']} trades in {args.load_seconds:.0f} s)"
+            )
     finally:
         await rec.stop()
     out["dashboard_share"] = round(out["dashboard"]["cpu_share"] - out["headless"]["cpu_share"], 3)
@@ -203,4 +228,3 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         targets["dashboard_cpu_share"] = target(results["dashboard"]["dashboard"]["cpu_share"], 0.10)
     report.emit(results, targets)
     return 0
-

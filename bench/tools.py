@@ -22,12 +22,17 @@ import time
 from pathlib import Path
 
 from arena.config import MARKET_TOPIC
-from bench.tuned import apply_tuning
 from bench.harness import Arena, Report, add_tuning_args, dist_ms, fmt_dist, snapshot, target, tuning_of
+from bench.tuned import apply_tuning
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--turns", type=int, default=100, help="turns timed per mode, each one get_portfolio and one execute_trade (default %(default)s)")
+    p.add_argument(
+        "--turns",
+        type=int,
+        default=100,
+        help="turns timed per mode, each one get_portfolio and one execute_trade (default %(default)s)",
+    )
     p.add_argument("--trades", type=int, default=5000, help="fills for the ledger throughput (default %(default)s)")
     p.add_argument("--modes", default="headless,dashboard", help="tools process modes to measure (default %(default)s)")
     add_tuning_args(p)
@@ -148,9 +153,13 @@ async def run(args: argparse.Namespace, report: Report) -> int:
         for sync in ("NORMAL", "FULL"):
             rate = ledger_rate(Path(tmp) / f"ledger-{sync}.db", args.trades, sync)
             results[f"ledger_trades_per_s_{sync.lower()}"] = round(rate)
-            report.line(f"ledger: {rate:,.0f} fills/s (WAL, synchronous={sync}, one commit per fill, {args.trades} fills)")
+            report.line(
+                f"ledger: {rate:,.0f} fills/s (WAL, synchronous={sync}, one commit per fill, {args.trades} fills)"
+            )
     worst = max((d.get("p99", 0) for rt in results["round_trip_ms"].values() for d in rt.values()), default=None)
-    trade_p99 = [rt["execute_trade"]["p99"] for rt in results["round_trip_ms"].values() if rt.get("execute_trade", {}).get("n")]
+    trade_p99 = [
+        rt["execute_trade"]["p99"] for rt in results["round_trip_ms"].values() if rt.get("execute_trade", {}).get("n")
+    ]
     targets = {
         "execute_trade_round_trip_p99_ms": target(max(trade_p99) if trade_p99 else None, 15.0),
         "any_tool_round_trip_p99_ms": target(worst, 15.0),

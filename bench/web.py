@@ -43,7 +43,9 @@ STEPS = 720  # an hour of snapshots, one per 5 s
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=int, default=50, help="agents in the run (default %(default)s)")
     p.add_argument("--fills", type=int, default=10_000, help="fills in the run (default %(default)s)")
-    p.add_argument("--turns", type=int, default=20, help="model turns per agent, with their conversations (default %(default)s)")
+    p.add_argument(
+        "--turns", type=int, default=20, help="model turns per agent, with their conversations (default %(default)s)"
+    )
     p.add_argument("--pages", type=int, default=20, help="open pages for the CPU measurement (default %(default)s)")
     p.add_argument("--seconds", type=float, default=30.0, help="length of each CPU measurement (default %(default)s)")
     p.add_argument("--renders", type=int, default=3, help="first renders measured in chromium (default %(default)s)")
@@ -62,22 +64,90 @@ def envelope(agent: str, seq: int, trade: dict | None, final: bool) -> bytes:
     """A router's mirrored conversation (calfkit 0.13 wire JSON): get_portfolio, maybe execute_trade, a text."""
     t = "2026-01-01T00:00:00+00:00"
     history = [
-        {"kind": "request", "parts": [{"part_kind": "user-prompt", "content": f"Time: ... (snapshot #{seq})", "timestamp": t}]},
-        {"kind": "response", "parts": [{"part_kind": "tool-call", "tool_name": "get_portfolio", "args": "{}", "tool_call_id": "c1"}], "timestamp": t},
-        {"kind": "request", "parts": [{"part_kind": "tool-return", "tool_name": "get_portfolio", "tool_call_id": "c1", "timestamp": t,
-                                       "content": {"cash": 90000.0, "positions": [], "total_value": 100000.0, "return_pct": 0.0}}]},
+        {
+            "kind": "request",
+            "parts": [{"part_kind": "user-prompt", "content": f"Time: ... (snapshot #{seq})", "timestamp": t}],
+        },
+        {
+            "kind": "response",
+            "parts": [{"part_kind": "tool-call", "tool_name": "get_portfolio", "args": "{}", "tool_call_id": "c1"}],
+            "timestamp": t,
+        },
+        {
+            "kind": "request",
+            "parts": [
+                {
+                    "part_kind": "tool-return",
+                    "tool_name": "get_portfolio",
+                    "tool_call_id": "c1",
+                    "timestamp": t,
+                    "content": {"cash": 90000.0, "positions": [], "total_value": 100000.0, "return_pct": 0.0},
+                }
+            ],
+        },
     ]
     if trade:
-        history.append({"kind": "response", "timestamp": t, "parts": [
-            {"part_kind": "text", "content": f"{agent}: the trend is up on {trade['product_id']}, buying a slice."},
-            {"part_kind": "tool-call", "tool_name": "execute_trade", "tool_call_id": "c2",
-             "args": {"product_id": trade["product_id"], "side": trade["side"], "quantity": trade["quantity"]}}]})
-        history.append({"kind": "request", "parts": [{"part_kind": "tool-return", "tool_name": "execute_trade", "tool_call_id": "c2",
-                                                      "timestamp": t, "content": trade}]})
-    history.append({"kind": "response", "parts": [{"part_kind": "text", "content": f"{agent}: done for tick {seq}."}], "timestamp": t})
-    reply = {"kind": "return", "in_reply_to": "f1", "tag": None, "marker": None, "parts": [{"kind": "text", "text": "done"}]} if final else None
-    return json.dumps({"context": {"state": {"message_history": history, "uncommitted_message": None}, "deps": {}},
-                       "internal_workflow_state": {"call_stack": {"_internal_list": []}}, "reply": reply}).encode()
+        history.append(
+            {
+                "kind": "response",
+                "timestamp": t,
+                "parts": [
+                    {
+                        "part_kind": "text",
+                        "content": f"{agent}: the trend is up on {trade['product_id']}, buying a slice.",
+                    },
+                    {
+                        "part_kind": "tool-call",
+                        "tool_name": "execute_trade",
+                        "tool_call_id": "c2",
+                        "args": {
+                            "product_id": trade["product_id"],
+                            "side": trade["side"],
+                            "quantity": trade["quantity"],
+                        },
+                    },
+                ],
+            }
+        )
+        history.append(
+            {
+                "kind": "request",
+                "parts": [
+                    {
+                        "part_kind": "tool-return",
+                        "tool_name": "execute_trade",
+                        "tool_call_id": "c2",
+                        "timestamp": t,
+                        "content": trade,
+                    }
+                ],
+            }
+        )
+    history.append(
+        {
+            "kind": "response",
+            "parts": [{"part_kind": "text", "content": f"{agent}: done for tick {seq}."}],
+            "timestamp": t,
+        }
+    )
+    reply = (
+        {
+            "kind": "return",
+            "in_reply_to": "f1",
+            "tag": None,
+            "marker": None,
+            "parts": [{"kind": "text", "text": "done"}],
+        }
+        if final
+        else None
+    )
+    return json.dumps(
+        {
+            "context": {"state": {"message_history": history, "uncommitted_message": None}, "deps": {}},
+            "internal_workflow_state": {"call_stack": {"_internal_list": []}},
+            "reply": reply,
+        }
+    ).encode()
 
 
 def synthetic_run(n_agents: int, n_fills: int, n_turns: int, seed: int):
@@ -111,13 +181,34 @@ def synthetic_run(n_agents: int, n_fills: int, n_turns: int, seed: int):
             side = "sell" if held and rnd.random() < 0.5 else "buy"
             qty = round(rnd.choice([200, 500, 1000]) / q.price, 6) if side == "buy" else held * rnd.choice([0.5, 1.0])
             px = q.best_ask if side == "buy" else q.best_bid
-            t = Trade(trade_id=f"{n}|t{step}|{fills}", agent=n, product_id=pid, side=side, quantity=qty, price=px, fee=qty * px * 0.001,
-                      executed_at=now, latency_ms=rnd.uniform(1, 5), quote_age_s=rnd.uniform(0.1, 2))
+            t = Trade(
+                trade_id=f"{n}|t{step}|{fills}",
+                agent=n,
+                product_id=pid,
+                side=side,
+                quantity=qty,
+                price=px,
+                fee=qty * px * 0.001,
+                executed_at=now,
+                latency_ms=rnd.uniform(1, 5),
+                quote_age_s=rnd.uniform(0.1, 2),
+            )
             fills += 1
             batch = [t]
             if rnd.random() < 0.01:  # and now and then a rejection besides
-                batch.append(t.model_copy(update={"trade_id": t.trade_id + "r", "side": "buy", "quantity": 50.0, "status": "rejected",
-                                                  "price": 0.0, "fee": 0.0, "reason": "insufficient cash: need $485,120.00, have $61,204.18"}))
+                batch.append(
+                    t.model_copy(
+                        update={
+                            "trade_id": t.trade_id + "r",
+                            "side": "buy",
+                            "quantity": 50.0,
+                            "status": "rejected",
+                            "price": 0.0,
+                            "fee": 0.0,
+                            "reason": "insufficient cash: need $485,120.00, have $61,204.18",
+                        }
+                    )
+                )
                 rejections += 1
             for t in batch:
                 acc.apply(t)
@@ -130,19 +221,67 @@ def synthetic_run(n_agents: int, n_fills: int, n_turns: int, seed: int):
             seq = STEPS - n_turns + i + 1
             at = start + timedelta(seconds=5 * (seq - 1))
             run_id = f"{n}-run-{seq}"
-            base = dict(agent=n, run_id=run_id, tick_seq=seq, tick_published_at=at, started_at=at, summary=f"#{seq} BTC 97,000.00 · SOL 236.0000")
+            base = dict(
+                agent=n,
+                run_id=run_id,
+                tick_seq=seq,
+                tick_published_at=at,
+                started_at=at,
+                summary=f"#{seq} BTC 97,000.00 · SOL 236.0000",
+            )
             records.append((DECISIONS_TOPIC, n.encode(), k.encode(Decision(status="started", **base)), []))
-            trade = {"status": "filled", "product_id": "SOL-USD", "side": "buy", "quantity": 2.1, "price": 236.1, "fee": 0.5, "cash_after": 89_500.0} \
-                if i % 2 else None
-            headers = [("correlation_id", run_id.encode()), ("x-calf-emitter", n.encode()), ("x-calf-wire", b"envelope")]
+            trade = (
+                {
+                    "status": "filled",
+                    "product_id": "SOL-USD",
+                    "side": "buy",
+                    "quantity": 2.1,
+                    "price": 236.1,
+                    "fee": 0.5,
+                    "cash_after": 89_500.0,
+                }
+                if i % 2
+                else None
+            )
+            headers = [
+                ("correlation_id", run_id.encode()),
+                ("x-calf-emitter", n.encode()),
+                ("x-calf-wire", b"envelope"),
+            ]
             for hop in range(3):
                 records.append((ACTIVITY_TOPIC, None, envelope(n, seq, trade, final=hop == 2), headers))
-            records.append((DECISIONS_TOPIC, n.encode(), k.encode(Decision(status="done", finished_at=at + timedelta(seconds=1.5),
-                                                                             output=f"{n}: done for tick {seq}.", **base)), []))
-    records.append((MARKET_TOPIC, None, k.encode(MarketSnapshot(seq=STEPS + 1, published_at=end, quotes=quotes_at(prices, end))), []))
+            records.append(
+                (
+                    DECISIONS_TOPIC,
+                    n.encode(),
+                    k.encode(
+                        Decision(
+                            status="done",
+                            finished_at=at + timedelta(seconds=1.5),
+                            output=f"{n}: done for tick {seq}.",
+                            **base,
+                        )
+                    ),
+                    [],
+                )
+            )
+    records.append(
+        (
+            MARKET_TOPIC,
+            None,
+            k.encode(MarketSnapshot(seq=STEPS + 1, published_at=end, quotes=quotes_at(prices, end))),
+            [],
+        )
+    )
     pub = LeaderboardPublisher(None, st, lambda: accounts)
     records += [(LEADERBOARD_TOPIC, key, value, []) for key, value in pub.records(0.0)]
-    return records, st, accounts, prices, {"fills": fills, "rejections": rejections, "trades": fills + rejections, "records": len(records)}
+    return (
+        records,
+        st,
+        accounts,
+        prices,
+        {"fills": fills, "rejections": rejections, "trades": fills + rejections, "records": len(records)},
+    )
 
 
 async def produce(kafka, records) -> None:
@@ -162,7 +301,9 @@ async def get_json(client, url: str) -> dict:
     return r.json()
 
 
-async def page_stream(client, url: str, seen: dict[str, float], stop: asyncio.Event, opened: asyncio.Event, counter: list[int]) -> None:
+async def page_stream(
+    client, url: str, seen: dict[str, float], stop: asyncio.Event, opened: asyncio.Event, counter: list[int]
+) -> None:
     """One open page's push stream: the receipt time of every new trade."""
     async with client.stream("GET", url + "events", timeout=None) as r:
         event = None
@@ -182,7 +323,9 @@ async def page_stream(client, url: str, seen: dict[str, float], stop: asyncio.Ev
                 return
 
 
-async def load(kafka, board: dict, prices: dict[str, float], stop: asyncio.Event, sent: dict[str, float], tag: str = "") -> None:
+async def load(
+    kafka, board: dict, prices: dict[str, float], stop: asyncio.Event, sent: dict[str, float], tag: str = ""
+) -> None:
     """What a live run adds every second: a snapshot, a fill, the tools process's leaderboard."""
     prod = k.producer(kafka)
     await prod.start()
@@ -190,8 +333,18 @@ async def load(kafka, board: dict, prices: dict[str, float], stop: asyncio.Event
     try:
         while not stop.is_set():
             now = datetime.now(timezone.utc)
-            await prod.send(MARKET_TOPIC, k.encode(MarketSnapshot(seq=10_000 + i, published_at=now, quotes=quotes_at(prices, now))))
-            t = Trade(trade_id=f"live{tag}-{i}", agent="agent-00", product_id="SOL-USD", side="buy", quantity=1.0, price=prices["SOL-USD"], executed_at=now)
+            await prod.send(
+                MARKET_TOPIC, k.encode(MarketSnapshot(seq=10_000 + i, published_at=now, quotes=quotes_at(prices, now)))
+            )
+            t = Trade(
+                trade_id=f"live{tag}-{i}",
+                agent="agent-00",
+                product_id="SOL-USD",
+                side="buy",
+                quantity=1.0,
+                price=prices["SOL-USD"],
+                executed_at=now,
+            )
             sent[t.trade_id] = time.monotonic()
             await prod.send(TRADES_TOPIC, k.encode(t), key=b"agent-00")
             board["generated_at"] = now.isoformat()
@@ -217,11 +370,18 @@ def first_render(url: str, n: int, agents: int) -> list[dict]:
             page.wait_for_function(
                 f"document.querySelectorAll('#board tbody tr[data-agent]').length >= {agents} && document.querySelector('#chart canvas')"
                 " && document.querySelectorAll('#trades tr[data-trade-id]').length > 0 && document.querySelectorAll('.turn').length > 0",
-                timeout=120_000, polling="raf")
+                timeout=120_000,
+                polling="raf",
+            )
             ms = page.evaluate("performance.now()")
             nav = page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0])")
-            out.append({"drawn_ms": ms, "dom_content_loaded_ms": json.loads(nav)["domContentLoadedEventEnd"],
-                        "rows": page.evaluate("document.querySelectorAll('#trades tr[data-trade-id]').length")})
+            out.append(
+                {
+                    "drawn_ms": ms,
+                    "dom_content_loaded_ms": json.loads(nav)["domContentLoadedEventEnd"],
+                    "rows": page.evaluate("document.querySelectorAll('#trades tr[data-trade-id]').length"),
+                }
+            )
             page.close()
         browser.close()
     return out
@@ -248,16 +408,23 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             results["web_ready_s"] = round(web.startup_s, 2)
             state = (await client.get(url + "api/state")).content
             results["first_push_kb"] = round(len(state) / 1024, 1)
-            report.line(f"web process: READY in {web.startup_s:.1f}s, whole run read {results['catch_up_s']:.1f}s after launch; "
-                        f"first push {results['first_push_kb']:.0f} KiB")
+            report.line(
+                f"web process: READY in {web.startup_s:.1f}s, whole run read {results['catch_up_s']:.1f}s after launch; "
+                f"first push {results['first_push_kb']:.0f} KiB"
+            )
             renders = await asyncio.to_thread(first_render, url, args.renders, args.agents + 1)
             drawn = [r["drawn_ms"] for r in renders]
-            results["first_render_ms"] = {"median": round(statistics.median(drawn)), "all": [round(x) for x in drawn],
-                                          "dom_content_loaded_ms": round(statistics.median(r["dom_content_loaded_ms"] for r in renders))}
-            report.line(f"first render in chromium (1440x900, {args.agents} agents, {counts['trades']} trades): "
-                        f"median {results['first_render_ms']['median']} ms ({', '.join(str(round(x)) for x in drawn)})")
+            results["first_render_ms"] = {
+                "median": round(statistics.median(drawn)),
+                "all": [round(x) for x in drawn],
+                "dom_content_loaded_ms": round(statistics.median(r["dom_content_loaded_ms"] for r in renders)),
+            }
+            report.line(
+                f"first render in chromium (1440x900, {args.agents} agents, {counts['trades']} trades): "
+                f"median {results['first_render_ms']['median']} ms ({', '.join(str(round(x)) for x in drawn)})"
+            )
 
-            board = (await get_json(client, url + "api/leaderboard"))
+            board = await get_json(client, url + "api/leaderboard")
             board["value_history"]["samples"] = []
             cpu = {}
             for pages in (0, args.pages):
@@ -265,7 +432,9 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 sent: dict[str, float] = {}
                 seen = [dict() for _ in range(pages)]
                 counter = [0, pages]
-                streams = [asyncio.create_task(page_stream(client, url, seen[i], stop, opened, counter)) for i in range(pages)]
+                streams = [
+                    asyncio.create_task(page_stream(client, url, seen[i], stop, opened, counter)) for i in range(pages)
+                ]
                 if pages:
                     await asyncio.wait_for(opened.wait(), 120)
                 feeder = asyncio.create_task(load(arena.kafka, board, prices, stop, sent, tag=str(pages)))
@@ -281,13 +450,22 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 share = (c1 - c0) / (w1 - w0) * 100
                 lat = [page[tid] - sent[tid] for page in seen for tid in page if tid in sent]
                 cpu[pages] = {"cpu_pct_of_a_core": round(share, 1), "fill_to_page": dist_ms(lat) if lat else None}
-                report.line(f"{pages:>2} open pages: web process {share:.1f}% of a core" +
-                            (f"; new fill -> every page p50 {statistics.median(lat) * 1e3:.0f} ms, max {max(lat) * 1e3:.0f} ms" if lat else ""))
+                report.line(
+                    f"{pages:>2} open pages: web process {share:.1f}% of a core"
+                    + (
+                        f"; new fill -> every page p50 {statistics.median(lat) * 1e3:.0f} ms, max {max(lat) * 1e3:.0f} ms"
+                        if lat
+                        else ""
+                    )
+                )
             results["server"] = {f"{p}_pages": v for p, v in cpu.items()}
             results["web_rss_mb"] = round(web.rss_mb() or 0, 1)
     worst = cpu[args.pages]["fill_to_page"]
-    report.emit(results, {
-        "first_render_ms": target(results["first_render_ms"]["median"], 3000),
-        "fill_to_every_page_max_ms": target(worst["max"] if worst else None, 1000),
-    })
+    report.emit(
+        results,
+        {
+            "first_render_ms": target(results["first_render_ms"]["median"], 3000),
+            "fill_to_every_page_max_ms": target(worst["max"] if worst else None, 1000),
+        },
+    )
     return 0

@@ -60,10 +60,12 @@ else:
 def read_flags(argv: list[str]) -> list[dict]:
     # Defaults read from the environment must show their documented fallback, not this shell's values.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OPENAI_", "CALFKIT_"))}
-    out = subprocess.run([sys.executable, "-c", _CAPTURE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _CAPTURE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
     for line in out.stdout.splitlines():
         if line.startswith("@@FLAGS@@"):
-            return json.loads(line[len("@@FLAGS@@"):])
+            return json.loads(line[len("@@FLAGS@@") :])
     raise RuntimeError(f"could not read flags of {argv}: {out.stdout}\n{out.stderr}")
 
 
@@ -105,7 +107,9 @@ def write() -> None:
     for name, argv in COMMANDS:
         pattern = _block(name)
         if not pattern.search(doc):
-            raise SystemExit(f"CLI_REFERENCE.md has no block for {name!r}: add <!-- flags: {name} --> ... <!-- /flags -->")
+            raise SystemExit(
+                f"CLI_REFERENCE.md has no block for {name!r}: add <!-- flags: {name} --> ... <!-- /flags -->"
+            )
         new = table(read_flags(argv))
         doc = pattern.sub(lambda m: m.group(1) + new + m.group(3), doc)
     DOC.write_text(doc)

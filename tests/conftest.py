@@ -42,20 +42,30 @@ PROCESS_TESTS: dict[str, set[str]] = {
     "test_chat.py": {"test_chat_node_without_a_key_for_openai_says_so"},
     "test_cli_reference.py": {"test_reference_matches_argparse"},
     "test_coinbase_sdk.py": {"*"},
-    "test_compat.py": {"test_lazy_providers_keep_the_provider_sdks_out_of_an_agent_process",
-                       "test_canary_calfkit_nodes_still_imports_every_provider_without_the_workaround",
-                       "test_importing_arena_first_silences_calfkits_pydantic_graph_warnings"},
+    "test_compat.py": {
+        "test_lazy_providers_keep_the_provider_sdks_out_of_an_agent_process",
+        "test_canary_calfkit_nodes_still_imports_every_provider_without_the_workaround",
+        "test_importing_arena_first_silences_calfkits_pydantic_graph_warnings",
+    },
     "test_demo.py": {"*"},
     "test_demo_lifetime.py": {"*"},
-    "test_recording.py": {"test_cut_by_seconds_and_by_time", "test_cut_errors_name_the_problem",
-                          "test_join_follows_at_the_usual_spacing_and_keeps_candles_aligned"},
+    "test_recording.py": {
+        "test_cut_by_seconds_and_by_time",
+        "test_cut_errors_name_the_problem",
+        "test_join_follows_at_the_usual_spacing_and_keeps_candles_aligned",
+    },
     "test_requirements.py": {"*"},
-    "test_startup.py": {"test_a_signal_before_the_event_loop_ends_a_part_quietly",
-                        "test_ctrl_c_while_a_script_still_imports_ends_it_quietly"},
+    "test_startup.py": {
+        "test_a_signal_before_the_event_loop_ends_a_part_quietly",
+        "test_ctrl_c_while_a_script_still_imports_ends_it_quietly",
+    },
     "test_tools.py": {"test_tools_are_advertised_only_once_a_call_cannot_be_missed"},
     "test_tokens.py": {"test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar"},
     "test_tournament.py": {"test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them"},
-    "test_up.py": {"test_a_bad_file_starts_nothing", "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part"},
+    "test_up.py": {
+        "test_a_bad_file_starts_nothing",
+        "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part",
+    },
     "test_web.py": {"test_report_html_opens_offline_in_chromium", "test_live_page_in_chromium"},
 }
 # Programs a library runs on its own behalf, not the test: platform.processor() runs `uname -p`.

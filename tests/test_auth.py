@@ -52,7 +52,9 @@ def test_a_market_record_must_be_signed_with_the_feed_key(monkeypatch, caplog):
     tampered = value.replace(b"50010.0", b"50011.0")
     assert k.decode_record(MarketSnapshot, Record(MARKET_TOPIC, 0, 7, tampered, good)) is None
     lines = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
-    assert len(lines) == 5 and "offset 3: ValueError: unsigned" in lines[0] and "bad arena-sig signature" in lines[1], lines
+    assert len(lines) == 5 and "offset 3: ValueError: unsigned" in lines[0] and "bad arena-sig signature" in lines[1], (
+        lines
+    )
 
 
 def test_a_proof_is_for_one_agent_one_run_one_deadline():
@@ -80,8 +82,12 @@ def test_agent_key_files(tmp_path):
     js = tmp_path / "keys.json"
     js.write_text(json.dumps({ALICE: KEYS[ALICE], BOB: KEYS[BOB]}))
     assert auth.load_agent_keys(js) == auth.load_agent_keys(toml)
-    for bad, why in (({"a b": "x" * 20}, "not an agent name"), ({ALICE: "short"}, "at least"), ({}, "no agent keys"),
-                     ({BASELINE_NAME: "x" * 20}, "not an agent name")):
+    for bad, why in (
+        ({"a b": "x" * 20}, "not an agent name"),
+        ({ALICE: "short"}, "at least"),
+        ({}, "no agent keys"),
+        ({BASELINE_NAME: "x" * 20}, "not an agent name"),
+    ):
         js.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=why):
             auth.load_agent_keys(js)
@@ -98,8 +104,19 @@ def keyed_tools(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("auth")
     keys = tmp / "agent-keys.json"
     keys.write_text(json.dumps(KEYS))
-    proc = Proc("tools_and_dashboard.py", "--no-dashboard", "--ledger", str(tmp / "ledger.db"), "--agent-keys", str(keys),
-                "--status-every", "3600", "--connect-timeout", "120", env={auth.FEED_KEY_ENV: FEED_KEY})
+    proc = Proc(
+        "tools_and_dashboard.py",
+        "--no-dashboard",
+        "--ledger",
+        str(tmp / "ledger.db"),
+        "--agent-keys",
+        str(keys),
+        "--status-every",
+        "3600",
+        "--connect-timeout",
+        "120",
+        env={auth.FEED_KEY_ENV: FEED_KEY},
+    )
     yield proc
     proc.stop()
 
@@ -114,7 +131,9 @@ async def agents(broker, keyed_tools):
     await a.stop()
 
 
-async def turn(agents: Agents, agent: str, calls: list[dict], *, key: str | None = None, proof_for: str | None = None) -> dict:
+async def turn(
+    agents: Agents, agent: str, calls: list[dict], *, key: str | None = None, proof_for: str | None = None
+) -> dict:
     """One turn of `agent` making `calls`, with the deps a router with `key` would send (as `proof_for`)."""
     run_id, deadline = uuid.uuid4().hex, time.time() + 30
     deps: dict = {"deadline": deadline}
@@ -136,7 +155,9 @@ async def test_with_keys_a_forger_moves_no_price_and_trades_for_no_agent(agents,
     # The forger: newer snapshots at another price, unsigned and signed with a guessed key.
     unsigned = await agents.market.send_and_wait(MARKET_TOPIC, k.encode(btc(FORGED, 2)))
     value = k.encode(btc(FORGED, 3))
-    guessed = await agents.market.send_and_wait(MARKET_TOPIC, value, headers=[(auth.SIGNATURE_HEADER, auth.sign(b"guess", value))])
+    guessed = await agents.market.send_and_wait(
+        MARKET_TOPIC, value, headers=[(auth.SIGNATURE_HEADER, auth.sign(b"guess", value))]
+    )
     for md, why in ((unsigned, "unsigned"), (guessed, "bad arena-sig signature")):
         needle = f"on {MARKET_TOPIC} partition {md.partition} offset {md.offset}: ValueError: {why}"
         deadline = time.monotonic() + 30
@@ -177,7 +198,13 @@ async def test_a_router_proves_its_turns_with_its_key(agents, keyed_tools, kafka
         results = [p.content for p in messages[-1].parts if isinstance(p, ToolReturnPart)]
         if results:
             return ModelResponse(parts=[TextPart(json.dumps(results, default=str))])
-        return ModelResponse(parts=[ToolCallPart("execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.01}, tool_call_id="c1")])
+        return ModelResponse(
+            parts=[
+                ToolCallPart(
+                    "execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.01}, tool_call_id="c1"
+                )
+            ]
+        )
 
     class Instant(FunctionModel, PydanticModelClient):
         pass

@@ -15,8 +15,24 @@ from tests.support import ROOT
 @pytest.mark.processes
 def test_floor_bench_prints_its_json_result():
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "floor", "--json", "--messages", "20", "--throughput", "200", "--long-poll", "5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "floor",
+            "--json",
+            "--messages",
+            "20",
+            "--throughput",
+            "200",
+            "--long-poll",
+            "5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
@@ -48,7 +64,9 @@ def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
     def at(s: float) -> datetime:
         return t0 + timedelta(seconds=s)
 
-    published = {seq: MarketSnapshot(seq=seq, published_at=at(seq - 1), quotes={}) for seq in range(1, 6)}  # #n at n-1 s
+    published = {
+        seq: MarketSnapshot(seq=seq, published_at=at(seq - 1), quotes={}) for seq in range(1, 6)
+    }  # #n at n-1 s
 
     def turn(run: str, seq: int, s: float, status: str = "started", reason: str = "") -> Decision:
         return Decision(agent="a", run_id=run, tick_seq=seq, tick_published_at=published[seq].published_at, status=status,
@@ -66,12 +84,21 @@ def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
                                                                                   side="buy", quantity=1.0, price=1.0, executed_at=at(4.4))],
     )  # fmt: skip
     newest = Newest(rec)
-    rows = [(r["seq"], r["newer_received"], r["newer_published"], r["newer_delivered"]) for r in turn_checks(rec, newest, "a")]
+    rows = [
+        (r["seq"], r["newer_received"], r["newer_published"], r["newer_delivered"])
+        for r in turn_checks(rec, newest, "a")
+    ]
     assert rows == [(1, 0, 0, 0), (4, 0, 0, 0), (5, 0, 0, 0), (2, 3, 3, 2)]  # r4: a backlog tick, #4 out for 1.2 s
     f = fill_checks(rec, newest, "a")
     assert f["count"] == 4 and f["unmatched"] == 1
-    assert f["decided_on_older_than_newest_published"] == 1 and f["max_ticks_behind_published"] == 2  # r1: #1 when #3 was out
+    assert (
+        f["decided_on_older_than_newest_published"] == 1 and f["max_ticks_behind_published"] == 2
+    )  # r1: #1 when #3 was out
     assert f["decided_on_older_than_newest_received"] == 1  # #3 reached the router at 2.2 s, before the fill at 2.5 s
-    assert f["priced_on_older_than_newest_published"] == 2 and f["max_price_ticks_behind_published"] == 2  # r3: quotes #4, #3; #5 out
-    assert f["priced_on_older_than_a_tick_published_1s_before"] == 1  # quote #3 at 4.5 s, #4 out since 3 s; #5 may be in flight
+    assert (
+        f["priced_on_older_than_newest_published"] == 2 and f["max_price_ticks_behind_published"] == 2
+    )  # r3: quotes #4, #3; #5 out
+    assert (
+        f["priced_on_older_than_a_tick_published_1s_before"] == 1
+    )  # quote #3 at 4.5 s, #4 out since 3 s; #5 may be in flight
     assert f["decided_tick_age_at_fill_ms"]["max"] == 2500.0

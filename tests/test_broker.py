@@ -40,14 +40,22 @@ async def test_groups_fan_out_and_share(kafka):
     await asyncio.gather(*(c.start() for c in consumers.values()))
     # wait until every consumer has its partitions assigned
     for _ in range(100):
-        if all(c.assignment() for c in consumers.values()) and sum(len(consumers[s].assignment()) for s in ("s1", "s2")) == 4:
+        if (
+            all(c.assignment() for c in consumers.values())
+            and sum(len(consumers[s].assignment()) for s in ("s1", "s2")) == 4
+        ):
             break
         await asyncio.gather(*(c.getmany(timeout_ms=50) for c in consumers.values()))
     for c in consumers.values():
         for tp in c.assignment():
             await c.seek_to_end(tp)
     n = 40
-    snaps = [MarketSnapshot(seq=i, quotes={"BTC-USD": Quote(product_id="BTC-USD", price=100.0 + i, best_bid=99.0, best_ask=101.0)}) for i in range(n)]
+    snaps = [
+        MarketSnapshot(
+            seq=i, quotes={"BTC-USD": Quote(product_id="BTC-USD", price=100.0 + i, best_bid=99.0, best_ask=101.0)}
+        )
+        for i in range(n)
+    ]
     for i, s in enumerate(snaps):
         await prod.send_and_wait(topic, k.encode(s), key=str(i).encode())
     results = dict(zip(consumers, await asyncio.gather(*(_drain(c, n) for c in consumers.values()))))
@@ -148,7 +156,9 @@ def test_library_errors_print_one_line_unless_debugging():
     try:
         raise RuntimeError("[Error 0] UnknownError")
     except RuntimeError:
-        record = logging.LogRecord("calfkit.nodes.base", logging.ERROR, __file__, 1, "publish failed", (), sys.exc_info())
+        record = logging.LogRecord(
+            "calfkit.nodes.base", logging.ERROR, __file__, 1, "publish failed", (), sys.exc_info()
+        )
     brief, full = k.BriefFormatter().format(record), k.BriefFormatter(debug=True).format(record)
     assert "publish failed" in brief and "Traceback" not in brief and "\n" not in brief
     assert "Traceback" in full and "UnknownError" in full

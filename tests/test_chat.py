@@ -38,17 +38,27 @@ from tests.test_policy_server import DESK_PORTFOLIO, snapshot
 
 SECRET = "sk-test-SECRET-0123456789"
 RUN = uuid.uuid4().hex[:6]  # chat node names unique to this session's broker
-ALPHA, BROKEN, LEAKY, GHOST, SLEEPY, NOWHERE = (f"{n}-{RUN}" for n in ("alpha", "broken", "leaky", "ghost", "sleepy", "nowhere"))
+ALPHA, BROKEN, LEAKY, GHOST, SLEEPY, NOWHERE = (
+    f"{n}-{RUN}" for n in ("alpha", "broken", "leaky", "ghost", "sleepy", "nowhere")
+)
 
 PARAMS = ModelRequestParameters(
     function_tools=[
-        ToolDefinition(name="get_portfolio", description="your account", parameters_json_schema={"type": "object", "properties": {}}),
+        ToolDefinition(
+            name="get_portfolio",
+            description="your account",
+            parameters_json_schema={"type": "object", "properties": {}},
+        ),
         ToolDefinition(
             name="execute_trade",
             description="trade",
             parameters_json_schema={
                 "type": "object",
-                "properties": {"product_id": {"type": "string"}, "side": {"type": "string", "enum": ["buy", "sell"]}, "quantity": {"type": "number"}},
+                "properties": {
+                    "product_id": {"type": "string"},
+                    "side": {"type": "string", "enum": ["buy", "sell"]},
+                    "quantity": {"type": "number"},
+                },
                 "required": ["product_id", "side", "quantity"],
             },
         ),
@@ -59,7 +69,11 @@ PARAMS = ModelRequestParameters(
 
 
 def first_turn() -> list:
-    return [ModelRequest(parts=[UserPromptPart(render_snapshot(snapshot()))], instructions="You are alice.\n\nTrade the momentum.")]
+    return [
+        ModelRequest(
+            parts=[UserPromptPart(render_snapshot(snapshot()))], instructions="You are alice.\n\nTrade the momentum."
+        )
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +128,10 @@ async def test_a_full_market_turn_through_a_chat_node(nodes, remote):
     assert r1.model_name == "momentum" and model.model_name == "momentum"
 
     call = r1.parts[-1]
-    messages += [r1, ModelRequest(parts=[ToolReturnPart("get_portfolio", DESK_PORTFOLIO, tool_call_id=call.tool_call_id)])]
+    messages += [
+        r1,
+        ModelRequest(parts=[ToolReturnPart("get_portfolio", DESK_PORTFOLIO, tool_call_id=call.tool_call_id)]),
+    ]
     r2 = await model.request(messages, None, PARAMS)
     trades = [p for p in r2.parts if isinstance(p, ToolCallPart)]
     assert {(t.tool_name, t.args_as_dict()["product_id"], t.args_as_dict()["side"]) for t in trades} == {
@@ -123,7 +140,12 @@ async def test_a_full_market_turn_through_a_chat_node(nodes, remote):
     }
     assert any(isinstance(p, TextPart) and "momentum" in p.content for p in r2.parts)  # says why
 
-    messages += [r2, ModelRequest(parts=[ToolReturnPart("execute_trade", {"status": "filled"}, tool_call_id=t.tool_call_id) for t in trades])]
+    messages += [
+        r2,
+        ModelRequest(
+            parts=[ToolReturnPart("execute_trade", {"status": "filled"}, tool_call_id=t.tool_call_id) for t in trades]
+        ),
+    ]
     r3 = await model.request(messages, None, PARAMS)
     assert [type(p) for p in r3.parts] == [TextPart] and "placed 2 order(s)" in r3.parts[0].content
 
@@ -173,7 +195,10 @@ async def test_an_unreachable_provider_comes_back_quickly_and_clearly(broker, ka
     dead = f"http://127.0.0.1:{free_port()}/v1"
     async with in_process_node(NOWHERE, kafka, dead, max_retries=1):
         t0 = time.monotonic()
-        with pytest.raises(ChatNodeError, match=rf"chat node '{NOWHERE}' \(momentum\): cannot reach the provider at http://127.0.0.1:\d+/v1"):
+        with pytest.raises(
+            ChatNodeError,
+            match=rf"chat node '{NOWHERE}' \(momentum\): cannot reach the provider at http://127.0.0.1:\d+/v1",
+        ):
             await remote(NOWHERE, timeout_s=30).request(first_turn(), None, PARAMS)
         assert time.monotonic() - t0 < 15
 
@@ -184,7 +209,10 @@ async def test_a_slow_provider_times_out_at_the_router(nodes, kafka, remote):
         with pytest.raises(ChatNodeError) as err:
             await remote(SLEEPY, timeout_s=1.0).request(first_turn(), None, PARAMS)
         assert 1.0 <= time.monotonic() - t0 < 3
-        assert str(err.value) == f"chat node '{SLEEPY}' took the request but sent no answer within 1s (provider too slow, or the node stopped)"
+        assert (
+            str(err.value)
+            == f"chat node '{SLEEPY}' took the request but sent no answer within 1s (provider too slow, or the node stopped)"
+        )
         assert err.value.kind == "timeout"
         await asyncio.sleep(1.5)  # the node gives up on the provider too, at the router's deadline
         assert node.failed == 1
@@ -194,7 +222,10 @@ async def test_a_missing_chat_node_times_out_with_a_clear_message(broker, remote
     t0 = time.monotonic()
     with pytest.raises(ChatNodeError) as err:
         await remote(GHOST, ack_timeout_s=1.5).request(first_turn(), None, PARAMS)
-    assert str(err.value) == f"no reply from chat node '{GHOST}' within 1.5s — is deploy_chat_node.py --name {GHOST} running?"
+    assert (
+        str(err.value)
+        == f"no reply from chat node '{GHOST}' within 1.5s — is deploy_chat_node.py --name {GHOST} running?"
+    )
     assert err.value.kind == "unavailable"
     assert time.monotonic() - t0 < 6
 
@@ -228,7 +259,9 @@ async def test_malformed_requests_are_skipped_and_the_node_serves_on(nodes, remo
         consumer.assign([TopicPartition(reply_topic, p) for p in await producer.partitions_for(reply_topic)])
         topic = chat_request_topic(ALPHA)
         await producer.send_and_wait(topic, b"\xff not json")
-        await producer.send_and_wait(topic, json.dumps({"request_id": "r-bad", "reply_to": reply_topic, "messages": 5}).encode())
+        await producer.send_and_wait(
+            topic, json.dumps({"request_id": "r-bad", "reply_to": reply_topic, "messages": 5}).encode()
+        )
         # The node tells the sender it could not read the request (it had a reply address)...
         deadline = time.monotonic() + 10
         reply = None
@@ -237,7 +270,12 @@ async def test_malformed_requests_are_skipped_and_the_node_serves_on(nodes, remo
                 for rec in records:
                     if rec.value:
                         reply = k.decode(ChatReply, rec.value)
-        assert reply is not None and reply.request_id == "r-bad" and reply.kind == "error" and reply.error_type == "malformed"
+        assert (
+            reply is not None
+            and reply.request_id == "r-bad"
+            and reply.kind == "error"
+            and reply.error_type == "malformed"
+        )
         # ... and serves on.
         r = await remote(ALPHA).request(first_turn(), None, PARAMS)
         assert isinstance(r.parts[-1], ToolCallPart)
@@ -266,7 +304,15 @@ async def test_a_calfkit_agent_thinks_through_a_chat_node_and_fails_clearly(node
         Agent(f"chat-test-broken-{RUN}", system_prompt="Trade the momentum.", model_client=models[1]),
     ]
     tuning = FanoutConfig(reader_tuning=KTableReaderTuning(poll_timeout_ms=10, fetch_max_wait_ms=10))
-    workers = [Worker(Client.connect(kafka.bootstrap_servers), nodes=[a], extra_subscribe_kwargs=dict(CONSUMER_TUNING), fanout=tuning) for a in agents]
+    workers = [
+        Worker(
+            Client.connect(kafka.bootstrap_servers),
+            nodes=[a],
+            extra_subscribe_kwargs=dict(CONSUMER_TUNING),
+            fanout=tuning,
+        )
+        for a in agents
+    ]
     client = Client.connect(kafka.bootstrap_servers)
     await asyncio.gather(*(w.start() for w in workers))  # group joins in parallel
     try:
@@ -321,7 +367,11 @@ async def test_a_node_forwards_only_allowed_settings_and_answers_busy_beyond_its
     serving = asyncio.create_task(node.serve())
     try:
         model = remote(name, timeout_s=30)
-        settings = {"temperature": 0.25, "extra_body": {"model": "something-expensive"}, "extra_headers": {"Authorization": "x"}}
+        settings = {
+            "temperature": 0.25,
+            "extra_body": {"model": "something-expensive"},
+            "extra_headers": {"Authorization": "x"},
+        }
         first = asyncio.create_task(model.request(first_turn(), settings, PARAMS))
         deadline = time.monotonic() + 20
         while not seen:

@@ -74,7 +74,10 @@ def test_a_bad_size_costs_the_size_not_the_quote(bad):
     (q,) = f.quotes
     assert (q.best_bid, q.bid_size, q.ask_size) == (68900.0, None, 0.5) and not f.skipped
     zero = dict(t, best_bid_quantity="0")
-    assert cb.parse_frame(json.dumps({**TICKER, "events": [{"type": "update", "tickers": [zero]}]})).quotes[0].bid_size == 0.0
+    assert (
+        cb.parse_frame(json.dumps({**TICKER, "events": [{"type": "update", "tickers": [zero]}]})).quotes[0].bid_size
+        == 0.0
+    )
 
 
 def test_ticker_without_best_bid_ask_is_a_quote_without_book():
@@ -92,7 +95,10 @@ def test_ticker_without_best_bid_ask_is_a_quote_without_book():
         ({"type": "ticker", "product_id": "BTC-USD", "price": "abc"}, "valid price"),
         ({"type": "ticker", "product_id": "BTC-USD", "price": "NaN"}, "valid price"),
         ({"type": "ticker", "price": "1.0"}, "product_id"),
-        ({"type": "ticker", "product_id": "BTC-USD", "price": "10", "best_bid": "11", "best_ask": "10"}, "impossible book"),
+        (
+            {"type": "ticker", "product_id": "BTC-USD", "price": "10", "best_bid": "11", "best_ask": "10"},
+            "impossible book",
+        ),
         ("junk", "not an object"),
     ],
 )
@@ -123,7 +129,9 @@ def test_heartbeat_counter_int_or_string(counter):
         "channel": "heartbeats",
         "timestamp": "2023-06-23T20:31:56.121961769Z",
         "sequence_num": 1,
-        "events": [{"current_time": "2023-06-23 20:31:56.121961769 +0000 UTC m=+91717.5", "heartbeat_counter": counter}],
+        "events": [
+            {"current_time": "2023-06-23 20:31:56.121961769 +0000 UTC m=+91717.5", "heartbeat_counter": counter}
+        ],
     }
     f = cb.parse_frame(json.dumps(raw))
     assert f.channel == "heartbeats" and f.heartbeat_counter == 3049
@@ -149,7 +157,16 @@ def test_unknown_channels_parse_without_data(channel):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "not json", "[1, 2]", "42", '{"events": []}', '{"channel": ""}', '{"channel": "ticker", "events": {}}', b"\xff\xfe"],
+    [
+        "",
+        "not json",
+        "[1, 2]",
+        "42",
+        '{"events": []}',
+        '{"channel": ""}',
+        '{"channel": "ticker", "events": {}}',
+        b"\xff\xfe",
+    ],
 )
 def test_garbage_frames_raise_frame_error(raw):
     with pytest.raises(cb.FrameError):
@@ -181,7 +198,14 @@ def test_candles_sorted_oldest_first_with_gaps_kept_and_junk_dropped():
     body = {
         "candles": [
             {"start": "1712192700", "low": "1", "high": "3", "open": "2", "close": "2.5", "volume": "10"},
-            {"start": "1712192580", "low": "1", "high": "2", "open": "1.5", "close": "1.8", "volume": "3"},  # 1712192640 missing
+            {
+                "start": "1712192580",
+                "low": "1",
+                "high": "2",
+                "open": "1.5",
+                "close": "1.8",
+                "volume": "3",
+            },  # 1712192640 missing
             {"start": "1712192520", "low": "x", "high": "2", "open": "1.5", "close": "1.8", "volume": "3"},
             {"start": "1712192460", "low": "1", "high": "2", "open": "1", "close": "1.5", "volume": "1"},
             "junk",
@@ -213,7 +237,19 @@ def test_candle_params_cover_the_window_aligned():
 
 def test_rest_ticker_top_of_book():
     body = {
-        "trades": [{"trade_id": "995098663", "product_id": "BTC-USD", "price": "68923.67", "size": "0.00064", "time": "2026-04-07T00:28:58.544778Z", "side": "SELL", "bid": "", "ask": "", "exchange": "coinbase"}],
+        "trades": [
+            {
+                "trade_id": "995098663",
+                "product_id": "BTC-USD",
+                "price": "68923.67",
+                "size": "0.00064",
+                "time": "2026-04-07T00:28:58.544778Z",
+                "side": "SELL",
+                "bid": "",
+                "ask": "",
+                "exchange": "coinbase",
+            }
+        ],
         "best_bid": "68923.66",
         "best_ask": "68923.67",
     }
@@ -228,9 +264,16 @@ def test_rest_ticker_top_of_book():
 
 
 def test_rest_error_message_and_product_list():
-    assert cb.rest_error({"error": "NOT_FOUND", "code": 5, "message": "product not found"}) == "NOT_FOUND: product not found"
+    assert (
+        cb.rest_error({"error": "NOT_FOUND", "code": 5, "message": "product not found"})
+        == "NOT_FOUND: product not found"
+    )
     assert cb.rest_error("<html>bad gateway</html>") == "<html>bad gateway</html>"
-    assert cb.product_list(["btc-usd,SOL-USD", "FARTCOIN-USD", "BTC-USD", " "]) == ["BTC-USD", "SOL-USD", "FARTCOIN-USD"]
+    assert cb.product_list(["btc-usd,SOL-USD", "FARTCOIN-USD", "BTC-USD", " "]) == [
+        "BTC-USD",
+        "SOL-USD",
+        "FARTCOIN-USD",
+    ]
 
 
 BOOK = {

@@ -31,7 +31,9 @@ def test_lazy_providers_keep_the_provider_sdks_out_of_an_agent_process():
 
 def test_canary_calfkit_nodes_still_imports_every_provider_without_the_workaround():
     # When this fails, calfkit imports its providers lazily itself: delete arena/compat/lazy_providers.py.
-    seen = _python("import json, sys, calfkit.nodes\nprint(json.dumps({m: m in sys.modules for m in ('anthropic', 'openai')}))")
+    seen = _python(
+        "import json, sys, calfkit.nodes\nprint(json.dumps({m: m in sys.modules for m in ('anthropic', 'openai')}))"
+    )
     assert seen == {"anthropic": True, "openai": True}
 
 
@@ -141,8 +143,12 @@ def test_canary_calfkit_still_vendors_pydantic_ai_privately():
 
 
 def test_importing_arena_first_silences_calfkits_pydantic_graph_warnings():
-    code = "import json, warnings\nwarnings.simplefilter('default')\n{first}import calfkit.nodes\nprint(json.dumps({{}}))"
-    plain = subprocess.run([sys.executable, "-c", code.format(first="")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import json, warnings\nwarnings.simplefilter('default')\n{first}import calfkit.nodes\nprint(json.dumps({{}}))"
+    )
+    plain = subprocess.run(
+        [sys.executable, "-c", code.format(first="")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     quiet = subprocess.run([sys.executable, "-c", code.format(first="import arena\n")], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)  # fmt: skip
     # The canary: when calfkit imports without this warning, delete arena/compat/quiet_pydantic_graph.py.

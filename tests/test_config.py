@@ -60,8 +60,12 @@ def test_demo_scales_the_fetch_wait_with_the_agents(monkeypatch, capsys):
 
 
 def test_kafka_settings_never_show_the_sasl_password():
-    s = config.KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="arena",
-                             sasl_password="hunter2-secret")
+    s = config.KafkaSettings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="arena",
+        sasl_password="hunter2-secret",
+    )
     for text in (repr(s), str(s), f"{s}", f"{s!r}", repr([s]), repr({"kafka": s})):
         assert "hunter2" not in text and "sasl_password=<hidden>" in text and "sasl_username='arena'" in text, text
     assert s.aiokafka_kwargs()["sasl_plain_password"] == "hunter2-secret"  # still used, only not shown

@@ -12,7 +12,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from arena.dashboard import ArenaState, LiveDashboard, ValueHistory, final_standings_table, leaderboard, render, value_chart
+from arena.dashboard import (
+    ArenaState,
+    LiveDashboard,
+    ValueHistory,
+    final_standings_table,
+    leaderboard,
+    render,
+    value_chart,
+)
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.portfolio import INITIAL_CASH, Account, Trade, replay
@@ -26,10 +34,28 @@ REASON = "insufficient cash: need $485,120.00, have $61,204.18"
 
 def quotes(now: datetime) -> dict[str, Quote]:
     return {
-        "BTC-USD": Quote(product_id="BTC-USD", price=97_000.5, best_bid=96_999.0, best_ask=97_001.0, received_at=now - timedelta(seconds=2)),
-        "SOL-USD": Quote(product_id="SOL-USD", price=236.1234, best_bid=236.10, best_ask=236.15, received_at=now - timedelta(seconds=1)),
+        "BTC-USD": Quote(
+            product_id="BTC-USD",
+            price=97_000.5,
+            best_bid=96_999.0,
+            best_ask=97_001.0,
+            received_at=now - timedelta(seconds=2),
+        ),
+        "SOL-USD": Quote(
+            product_id="SOL-USD",
+            price=236.1234,
+            best_bid=236.10,
+            best_ask=236.15,
+            received_at=now - timedelta(seconds=1),
+        ),
         # the feed stopped updating this one 95 s ago
-        "FARTCOIN-USD": Quote(product_id="FARTCOIN-USD", price=1.4213, best_bid=1.4207, best_ask=1.4219, received_at=now - timedelta(seconds=95)),
+        "FARTCOIN-USD": Quote(
+            product_id="FARTCOIN-USD",
+            price=1.4213,
+            best_bid=1.4207,
+            best_ask=1.4219,
+            received_at=now - timedelta(seconds=95),
+        ),
     }
 
 
@@ -82,7 +108,9 @@ def test_screen_shows_prices_money_rejections_chart_and_log_file(size):
     st, accounts = arena()
     text = screen(st, accounts, width, height)
     lines = text.rstrip("\n").split("\n")
-    assert len(lines) == height and all(len(line) <= width for line in lines), "the screen must fit the terminal exactly"
+    assert len(lines) == height and all(len(line) <= width for line in lines), (
+        "the screen must fit the terminal exactly"
+    )
 
     # market: last, bid, ask, spread, quote age; the silent product is marked STALE
     assert "97,000.50" in text and "96,999.00" in text and "97,001.00" in text
@@ -141,7 +169,19 @@ def test_leaderboard_json_shape_and_numbers():
     json.dumps(board)  # plain JSON
     assert board["generated_at"] == NOW.isoformat()
     assert board["starting_cash"] == INITIAL_CASH and board["positions_marked_at"] == "best bid"
-    keys = {"name", "total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees", "trades", "rejected", "model_errors", "metrics"}
+    keys = {
+        "name",
+        "total_value",
+        "return_pct",
+        "cash",
+        "realized_pnl",
+        "unrealized_pnl",
+        "fees",
+        "trades",
+        "rejected",
+        "model_errors",
+        "metrics",
+    }
     for a in board["agents"]:
         assert keys <= set(a)
     by_name = {a["name"]: a for a in board["agents"]}
@@ -180,7 +220,10 @@ def test_metrics_plug_into_the_export():
 def test_live_marker_says_what_is_wrong():
     st, accounts = arena()
     # everything fresh, every model answering
-    st.on_decision(Decision(agent="carol", run_id="r3", tick_seq=241, tick_published_at=NOW, status="done", finished_at=NOW), now=NOW)
+    st.on_decision(
+        Decision(agent="carol", run_id="r3", tick_seq=241, tick_published_at=NOW, status="done", finished_at=NOW),
+        now=NOW,
+    )
     for pid, quote in quotes(NOW).items():
         st.quotes[pid] = quote.model_copy(update={"received_at": NOW})
     assert "LIVE" in screen(st, accounts, 80, 24)
@@ -240,15 +283,22 @@ def test_chart_x_axis_is_wall_clock_time():
     # y axis: round dollar ticks on the rows where those values are drawn
     labelled = {line.split("┤")[0].strip(): line for line in lines[:-1] if "┤" in line}
     assert {"$100,000", "$100,500", "$101,000"} <= set(labelled)
-    assert re.search(r"[\u2801-\u28ff]", labelled["$100,000"].split("┤")[1][:10]), "the early $100,000 stretch is on the $100,000 row"
-    assert re.search(r"[\u2801-\u28ff]", labelled["$101,000"].split("┤")[1][-10:]), "the late $101,000 stretch is on the $101,000 row"
+    assert re.search(r"[\u2801-\u28ff]", labelled["$100,000"].split("┤")[1][:10]), (
+        "the early $100,000 stretch is on the $100,000 row"
+    )
+    assert re.search(r"[\u2801-\u28ff]", labelled["$101,000"].split("┤")[1][-10:]), (
+        "the late $101,000 stretch is on the $101,000 row"
+    )
 
 
 @pytest.mark.parametrize("size", [(60, 20), (80, 24), (100, 30), (120, 40), (160, 50), (220, 60)])
 def test_layouts_hold_with_many_agents(size):
     width, height = size
     st, accounts = arena()
-    extra = [fill(10 + i, f"agent_{i:02d}_with_a_long_name", "SOL-USD", "buy", 1.0 + i, 236.0, NOW - timedelta(minutes=5)) for i in range(8)]
+    extra = [
+        fill(10 + i, f"agent_{i:02d}_with_a_long_name", "SOL-USD", "buy", 1.0 + i, 236.0, NOW - timedelta(minutes=5))
+        for i in range(8)
+    ]
     for t in extra:  # 12 agents in all
         st.on_trade(t)
     accounts = {**accounts, **replay(extra)}
@@ -373,8 +423,16 @@ def tracked_arena():
     for minute in range(20):
         t = START + timedelta(minutes=minute)
         wobble = 1 + 0.001 * (minute % 5 - 2)
-        qs = {p: q.model_copy(update={"best_bid": q.best_bid * wobble, "best_ask": max(q.best_ask, q.best_bid * wobble), "received_at": t})
-              for p, q in quotes(START).items()}  # a bid never above the ask
+        qs = {
+            p: q.model_copy(
+                update={
+                    "best_bid": q.best_bid * wobble,
+                    "best_ask": max(q.best_ask, q.best_bid * wobble),
+                    "received_at": t,
+                }
+            )
+            for p, q in quotes(START).items()
+        }  # a bid never above the ask
         st.on_snapshot(MarketSnapshot(seq=minute + 1, published_at=t, quotes=qs), now=t)
         for trade in trades:
             if t < trade.executed_at <= t + timedelta(minutes=1):
@@ -406,8 +464,19 @@ def test_metrics_and_the_baseline_on_screen_in_the_export_and_the_final_standing
     for name, row in rows.items():
         m = live[name]
         assert row["total_value"] == pytest.approx(m.total_value)
-        for key in ("max_drawdown_pct", "sharpe", "win_rate", "round_trips", "exposure_pct", "time_in_market_pct", "samples"):
-            assert row["metrics"][key] == (pytest.approx(getattr(m, key)) if getattr(m, key) is not None else None), (name, key)
+        for key in (
+            "max_drawdown_pct",
+            "sharpe",
+            "win_rate",
+            "round_trips",
+            "exposure_pct",
+            "time_in_market_pct",
+            "samples",
+        ):
+            assert row["metrics"][key] == (pytest.approx(getattr(m, key)) if getattr(m, key) is not None else None), (
+                name,
+                key,
+            )
     assert rows["bob"]["metrics"]["round_trips"] == 1 and rows["bob"]["metrics"]["win_rate"] == 100.0  # sold above cost
     assert rows["alice"]["metrics"]["win_rate"] is None  # no round trip yet: undefined, not 0
     assert rows["dave"]["metrics"]["samples"] == 2  # from the snapshot before his first tool call
@@ -472,7 +541,10 @@ def test_process_health_in_the_header_and_the_export():
     # a later report wins: bob restarted
     st.on_process(ProcessStatus(name="router bob", status="ready", at=NOW + timedelta(seconds=5)))
     assert "exited" not in " ".join(st.health(NOW).problems)
-    assert "processes: 4 up" in screen(st, accounts, 160, 50) and "down" not in screen(st, accounts, 160, 50).split("processes")[1][:20]
+    assert (
+        "processes: 4 up" in screen(st, accounts, 160, 50)
+        and "down" not in screen(st, accounts, 160, 50).split("processes")[1][:20]
+    )
 
 
 def test_forged_names_do_not_grow_the_state_without_bound():
@@ -517,8 +589,22 @@ def test_tokens_and_dollars_per_agent_on_screen_and_in_the_export():
     st, accounts = arena()
 
     def turn(agent: str, status: str, calls: int, t_in: int, t_out: int, cost: float | None, **kw) -> None:
-        st.on_decision(Decision(agent=agent, run_id=f"u{t_in}", tick_seq=241, tick_published_at=NOW, status=status,
-                                finished_at=NOW, model_calls=calls, tokens_in=t_in, tokens_out=t_out, cost_usd=cost, **kw), now=NOW)
+        st.on_decision(
+            Decision(
+                agent=agent,
+                run_id=f"u{t_in}",
+                tick_seq=241,
+                tick_published_at=NOW,
+                status=status,
+                finished_at=NOW,
+                model_calls=calls,
+                tokens_in=t_in,
+                tokens_out=t_out,
+                cost_usd=cost,
+                **kw,
+            ),
+            now=NOW,
+        )
 
     turn("alice", "done", 3, 4_000, 300, 0.0012, tokens_reasoning=120, tokens_cached=1_000)
     turn("alice", "timeout", 1, 1_500, 0, 0.0003)
@@ -533,7 +619,11 @@ def test_tokens_and_dollars_per_agent_on_screen_and_in_the_export():
     assert (alice["tokens_reasoning"], alice["tokens_cached"]) == (120, 1_000)
     assert alice["model_cost_usd"] == pytest.approx(0.0015)
     assert alice["return_per_dollar"] == pytest.approx((alice["total_value"] - INITIAL_CASH) / 0.0015)
-    assert (bob["model_calls"], bob["tokens"]) == (3, 3_150) and bob["model_cost_usd"] is None and bob["return_per_dollar"] is None
+    assert (
+        (bob["model_calls"], bob["tokens"]) == (3, 3_150)
+        and bob["model_cost_usd"] is None
+        and bob["return_per_dollar"] is None
+    )
     assert (carol["model_calls"], carol["tokens"]) == (0, 0) and carol["model_cost_usd"] is None
     json.dumps(board)
 

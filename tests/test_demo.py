@@ -29,7 +29,17 @@ def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
     out = tmp_path / "out.json"
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     demo = Proc(
-        "-m", "arena.cli", "demo", "--duration", "30", "--interval", "2", "--export", str(out), "--run-dir", str(tmp_path / "run"),
+        "-m",
+        "arena.cli",
+        "demo",
+        "--duration",
+        "30",
+        "--interval",
+        "2",
+        "--export",
+        str(out),
+        "--run-dir",
+        str(tmp_path / "run"),
         env={marker: "1"},
     )
     try:
@@ -56,7 +66,18 @@ def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
 
 def test_demo_ctrl_c_leaves_no_child_behind(tmp_path):
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
-    demo = Proc("-m", "arena.cli", "demo", "--interval", "2", "--agents", "2", "--run-dir", str(tmp_path / "run"), env={marker: "1"})
+    demo = Proc(
+        "-m",
+        "arena.cli",
+        "demo",
+        "--interval",
+        "2",
+        "--agents",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        env={marker: "1"},
+    )
     try:
         demo.wait_for("agents online", timeout=240)
         assert len(_procs_with_marker(marker)) >= 7  # demo, broker, sim, policy, connector, 2 chat nodes, routers

@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_demo import _procs_with_marker
 
 from arena import lifeline
 from arena.tools_service import SERVED
-from test_demo import _procs_with_marker
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(400)  # a whole demo comes up first (up to 240 s on a busy machine)
@@ -37,7 +37,18 @@ class Demo:
         self.run_dir = tmp_path / "run"
         self.output_bytes = bytearray()
         self.hang_up = threading.Event()  # the reader goes away: the pipe or terminal is closed
-        argv = [sys.executable, "-m", "arena.cli", "demo", "--agents", "2", "--interval", "1", "--run-dir", str(self.run_dir)]
+        argv = [
+            sys.executable,
+            "-m",
+            "arena.cli",
+            "demo",
+            "--agents",
+            "2",
+            "--interval",
+            "1",
+            "--run-dir",
+            str(self.run_dir),
+        ]
         if terminal:
             self.out, slave = pty.openpty()
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
@@ -46,7 +57,12 @@ class Demo:
             argv.append("--no-dashboard")
             self.out, stdout = os.pipe()
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=stdout, stderr=stdout, stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stdout,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", self.marker: "1"},
         )
         os.close(stdout)
@@ -74,10 +90,14 @@ class Demo:
         deadline = time.monotonic() + timeout
         tools_log = self.run_dir / "tools.log"
         while not (tools_log.exists() and SERVED in tools_log.read_text(errors="replace")):
-            assert self.proc.poll() is None, f"the demo exited ({self.proc.returncode}) before it was up:\n{self.output}"
+            assert self.proc.poll() is None, (
+                f"the demo exited ({self.proc.returncode}) before it was up:\n{self.output}"
+            )
             assert time.monotonic() < deadline, f"the demo was not up within {timeout}s:\n{self.output}"
             time.sleep(0.2)
-        assert len(_procs_with_marker(self.marker)) >= 9, "demo, broker, sim, policy, connector, 2 chat nodes, 2 routers, tools"
+        assert len(_procs_with_marker(self.marker)) >= 9, (
+            "demo, broker, sim, policy, connector, 2 chat nodes, 2 routers, tools"
+        )
 
     @property
     def output(self) -> str:
@@ -90,7 +110,9 @@ class Demo:
         while (left := _procs_with_marker(self.marker)) and time.monotonic() < deadline:
             time.sleep(0.2)
         if left:
-            cmds = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") for pid in left]
+            cmds = [
+                Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") for pid in left
+            ]
             pytest.fail(f"{len(left)} process(es) of the run still there {within:g}s later:\n" + "\n".join(cmds))
         return time.monotonic() - start
 
@@ -170,8 +192,14 @@ def test_the_lifeline_ends_a_part_whose_supervisor_is_gone_even_when_it_is_no_ch
     script.write_text(STUBBORN_PART)
     supervisor = subprocess.Popen(["sleep", "300"])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", lifeline.PARENT_ENV: lifeline.identity(supervisor.pid)}
-    part = subprocess.Popen([sys.executable, "-m", "arena.lifeline", str(script)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    part = subprocess.Popen(
+        [sys.executable, "-m", "arena.lifeline", str(script)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert part.stdout.readline().strip() == "READY"
         time.sleep(lifeline.CHECK_S * 3)
@@ -189,8 +217,16 @@ def test_the_lifeline_ends_a_part_whose_supervisor_is_gone_even_when_it_is_no_ch
 
 def test_a_part_started_by_hand_has_no_lifeline(tmp_path):
     script = tmp_path / "part.py"
-    script.write_text("import os, sys; from arena import lifeline; lifeline.hold(); print(sys.argv[1:], os.getppid() > 0)")
+    script.write_text(
+        "import os, sys; from arena import lifeline; lifeline.hold(); print(sys.argv[1:], os.getppid() > 0)"
+    )
     env = {k: v for k, v in os.environ.items() if k != lifeline.PARENT_ENV}
-    out = subprocess.run([sys.executable, "-m", "arena.lifeline", str(script), "a", "--b"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "arena.lifeline", str(script), "a", "--b"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "['a', '--b'] True", out

@@ -44,17 +44,25 @@ class ToyExchange(Exchange):
         self.closed = True
 
     async def load_products(self, product_ids: list[str]) -> dict[str, Product]:
-        return {p: Product(p, base_increment=0.5, quote_increment=0.25, from_venue=True) for p in product_ids if p != "GONE-USD"}
+        return {
+            p: Product(p, base_increment=0.5, quote_increment=0.25, from_venue=True)
+            for p in product_ids
+            if p != "GONE-USD"
+        }
 
     async def run(self, products, book, candles) -> None:
         for p in products:
-            candles.put(p, "ONE_MINUTE", [Candle(start=60 * i, open=10, high=12, low=9, close=11, volume=1) for i in range(3)])
+            candles.put(
+                p, "ONE_MINUTE", [Candle(start=60 * i, open=10, high=12, low=9, close=11, volume=1) for i in range(3)]
+            )
         self.candles_ready.set()
         n = 0
         while True:
             n += 1
             for p in products:
-                book.update(Quote(product_id=p, price=10 + n, best_bid=9 + n, best_ask=11 + n, bid_size=2.0, ask_size=3.5))
+                book.update(
+                    Quote(product_id=p, price=10 + n, best_bid=9 + n, best_ask=11 + n, bid_size=2.0, ask_size=3.5)
+                )
             await asyncio.sleep(0.05)
 
     def totals(self) -> str:
@@ -149,13 +157,19 @@ async def test_product_records_fall_back_to_defaults_when_the_venue_cannot_tell(
 async def test_rest_top_of_book_comes_with_sizes_from_the_product_book():
     """The WebSocket unreachable: every quote is the REST product book's, sizes included."""
     async with MarketSim(seed=4) as sim:
-        venue = CoinbaseExchange(VenueOptions(ws_url=f"ws://127.0.0.1:{free_port()}", rest_url=sim.rest_url, max_quote_age=4))
+        venue = CoinbaseExchange(
+            VenueOptions(ws_url=f"ws://127.0.0.1:{free_port()}", rest_url=sim.rest_url, max_quote_age=4)
+        )
         book, candles = QuoteBook(), CandleStore()
         products = ["BTC-USD", "SOL-USD"]
         async with venue:
             task = asyncio.create_task(venue.run(products, book, candles))
             try:
-                await until(lambda: all(book.is_fresh(p, 4) for p in products) and venue.candles_ready.is_set(), 20, "REST quotes")
+                await until(
+                    lambda: all(book.is_fresh(p, 4) for p in products) and venue.candles_ready.is_set(),
+                    20,
+                    "REST quotes",
+                )
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

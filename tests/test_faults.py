@@ -54,7 +54,13 @@ TRADERS = ["ra", "rb"]  # random-walk: an order on most turns
 FAULTY = "fx"  # a router whose chat node's provider fails every other turn, a different way each time
 TURN_TIMEOUT = 8.0  # the faulty router's --turn-timeout (its chat node must acknowledge within half of it)
 ROTATION = ["random-walk", "error-429", "random-walk", "slow", "random-walk", "bad-args", "random-walk", "unknown-tool"]
-SCRIPTS = ["coinbase_connector.py", "tools_and_dashboard.py", "deploy_chat_node.py", "deploy_router_node.py", "response_viewer.py"]
+SCRIPTS = [
+    "coinbase_connector.py",
+    "tools_and_dashboard.py",
+    "deploy_chat_node.py",
+    "deploy_router_node.py",
+    "response_viewer.py",
+]
 
 
 # ------------------------------------------------------------------------------------ observing
@@ -146,8 +152,11 @@ class Tap(TopicReader):
         return out
 
     def decisions(self, agent: str | None = None, *statuses: str, since: float = 0) -> list[Decision]:
-        return [d for d in self._models(DECISIONS_TOPIC, Decision, since)
-                if (agent is None or d.agent == agent) and (not statuses or d.status in statuses)]
+        return [
+            d
+            for d in self._models(DECISIONS_TOPIC, Decision, since)
+            if (agent is None or d.agent == agent) and (not statuses or d.status in statuses)
+        ]
 
     def trades(self, since: float = 0) -> list[Trade]:
         return self._models(TRADES_TOPIC, Trade, since)
@@ -177,8 +186,12 @@ class Tap(TopicReader):
             for message in env.context.state.message_history:
                 for part in message.parts:
                     c = getattr(part, "content", None)
-                    if getattr(part, "part_kind", "") == "tool-return" and part.tool_name == "execute_trade" \
-                            and isinstance(c, dict) and c.get("status") == "filled":
+                    if (
+                        getattr(part, "part_kind", "") == "tool-return"
+                        and part.tool_name == "execute_trade"
+                        and isinstance(c, dict)
+                        and c.get("status") == "filled"
+                    ):
                         out.setdefault(c["trade_id"], (r, c))
         return out
 
@@ -200,7 +213,9 @@ class Tap(TopicReader):
                 call, history = frame.payload, env.context.state.message_history
                 args = call["args"]
                 agent = r.header("x-calf-emitter") or frame.caller_node_id
-                ctx = SimpleNamespace(agent_name=agent, correlation_id=r.run, messages=history, tool_call_id=call["tool_call_id"])
+                ctx = SimpleNamespace(
+                    agent_name=agent, correlation_id=r.run, messages=history, tool_call_id=call["tool_call_id"]
+                )
                 out.append(Order(call_key(ctx), agent, r.run, call["tool_call_id"], str(args["product_id"]).strip().upper(),
                                  str(args["side"]).strip().lower(), float(args["quantity"]),
                                  getattr(history[-1], "provider_response_id", None) or "?", len(history), r.ts))  # fmt: skip
@@ -231,13 +246,19 @@ class Tap(TopicReader):
         out: dict[str, list[str]] = {}
         for r, env in self._envelopes(since):
             history = env.context.state.message_history
-            last = [f"{getattr(p, 'part_kind', '?')}:{getattr(p, 'tool_name', '') or ''}" for p in history[-1].parts] if history else []
+            last = (
+                [f"{getattr(p, 'part_kind', '?')}:{getattr(p, 'tool_name', '') or ''}" for p in history[-1].parts]
+                if history
+                else []
+            )
             agent = next((v.decode() for key, v in r.headers if key == "x-calf-emitter"), "?")
             out.setdefault(agent, []).append(f"{time.strftime('%H:%M:%S', time.localtime(r.at))} {','.join(last)}")
         return out
 
     def describe(self) -> str:
-        return "last decisions: " + "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions()[-12:])
+        return "last decisions: " + "; ".join(
+            f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions()[-12:]
+        )
 
 
 # --------------------------------------------------------------------- a provider that misbehaves
@@ -293,8 +314,9 @@ class FaultyProvider:
                 return JSONResponse(exc.body, status_code=exc.status)
 
         app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
         self._task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             await asyncio.sleep(0.02)
@@ -328,7 +350,10 @@ class Arena(Stack):
         """(call key, trade) for every row, in log order."""
         db = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
         try:
-            return [(key, Trade.model_validate_json(t)) for key, t in db.execute("SELECT call_key, trade FROM trades ORDER BY seq")]
+            return [
+                (key, Trade.model_validate_json(t))
+                for key, t in db.execute("SELECT call_key, trade FROM trades ORDER BY seq")
+            ]
         finally:
             db.close()
 
@@ -346,8 +371,18 @@ def complaints_since_ready(lines: list[str], limit: int = 30) -> list[str]:
 
 
 def router_argv(name: str, chat: str, *extra: str) -> list[str]:
-    return ["deploy_router_node.py", "--name", name, "--chat-node-name", chat, "--strategy", "scalper",
-            "--connect-timeout", "120", *extra]
+    return [
+        "deploy_router_node.py",
+        "--name",
+        name,
+        "--chat-node-name",
+        chat,
+        "--strategy",
+        "scalper",
+        "--connect-timeout",
+        "120",
+        *extra,
+    ]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -360,16 +395,47 @@ async def arena(tmp_path_factory):
         base_url = f"http://127.0.0.1:{policy_port}/v1"
         a.start("sim", "-m", "arena.cli", "market-sim", "--port", str(sim_port), "--tick-rate", "3")
         a.start("policy", "-m", "arena.cli", "policy-server", "--port", str(policy_port))
-        a.start("connector", "coinbase_connector.py", "--ws-url", f"ws://127.0.0.1:{sim_port}",
-                "--rest-url", f"http://127.0.0.1:{sim_port}", "--interval", str(INTERVAL))
-        a.start("tools", "tools_and_dashboard.py", "--no-dashboard", "--ledger", a.ledger, "--export", a.export,
-                "--status-every", "3600", "--connect-timeout", "180")
+        a.start(
+            "connector",
+            "coinbase_connector.py",
+            "--ws-url",
+            f"ws://127.0.0.1:{sim_port}",
+            "--rest-url",
+            f"http://127.0.0.1:{sim_port}",
+            "--interval",
+            str(INTERVAL),
+        )
+        a.start(
+            "tools",
+            "tools_and_dashboard.py",
+            "--no-dashboard",
+            "--ledger",
+            a.ledger,
+            "--export",
+            a.export,
+            "--status-every",
+            "3600",
+            "--connect-timeout",
+            "180",
+        )
         a.start("viewer", "response_viewer.py", "--connect-timeout", "120")
         a.start("chat rw", "deploy_chat_node.py", "--name", "rw", "--model-id", "random-walk", "--base-url", base_url)
         await a.provider.start()
         # Its key comes on the command line: that still works (the provider sees it), with a warning.
-        a.start(f"chat {FAULTY}", "deploy_chat_node.py", "--name", FAULTY, "--model-id", "faulty", "--base-url",
-                a.provider.base_url, "--max-retries", "0", "--api-key", API_KEY)
+        a.start(
+            f"chat {FAULTY}",
+            "deploy_chat_node.py",
+            "--name",
+            FAULTY,
+            "--model-id",
+            "faulty",
+            "--base-url",
+            a.provider.base_url,
+            "--max-retries",
+            "0",
+            "--api-key",
+            API_KEY,
+        )
         for name in TRADERS:
             a.start(name, *router_argv(name, "rw", "--turn-timeout", "10"))
         a.start(FAULTY, *router_argv(FAULTY, FAULTY, "--turn-timeout", str(TURN_TIMEOUT)))
@@ -378,8 +444,10 @@ async def arena(tmp_path_factory):
             p.wait_ready(400)
             ready[name] = time.monotonic() - t0
         await a.tap.start(a.kafka)
-        print(f"\narena of {len(a.procs)} processes READY in {time.monotonic() - t0:.1f}s: "
-              + ", ".join(f"{n} {s:.0f}s" for n, s in ready.items()))
+        print(
+            f"\narena of {len(a.procs)} processes READY in {time.monotonic() - t0:.1f}s: "
+            + ", ".join(f"{n} {s:.0f}s" for n, s in ready.items())
+        )
         yield a
     finally:
         await a.tap.stop()
@@ -397,7 +465,13 @@ async def test_every_script_offers_the_kafka_security_flags():
     flags = ("--bootstrap-servers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--ssl-cafile")
     for script in SCRIPTS:
         out = await asyncio.to_thread(
-            subprocess.run, [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+            subprocess.run,
+            [sys.executable, script, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 0, out.stderr
         for flag in flags:
@@ -459,7 +533,11 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
     watches = [
         BrokerWatch(kafka, told["restart"].append, interval_s=0.2),
         BrokerWatch(kafka, told["replaced"].append, on_lost=renew, interval_s=0.2),
-        BrokerWatch(KafkaSettings(bootstrap_servers=f"{broker.bootstrap},{broker.bootstrap}"), told["cluster"].append, interval_s=0.2),
+        BrokerWatch(
+            KafkaSettings(bootstrap_servers=f"{broker.bootstrap},{broker.bootstrap}"),
+            told["cluster"].append,
+            interval_s=0.2,
+        ),
         BrokerWatch(kafka, told["stopping"].append, stop=stopping, interval_s=0.2),
     ]
     try:
@@ -485,11 +563,17 @@ async def test_broker_watch_tells_a_broker_gone_from_a_stall(tmp_path):
         t0 = time.monotonic()
         while not told["cluster"] and time.monotonic() - t0 < 15:
             await asyncio.sleep(0.05)
-        assert len(told["cluster"]) == 1 and first in told["cluster"][0] and broker.cluster_id in told["cluster"][0], told
+        assert len(told["cluster"]) == 1 and first in told["cluster"][0] and broker.cluster_id in told["cluster"][0], (
+            told
+        )
         await asyncio.sleep(1)
-        assert told["replaced"] == [] and watches[1].cluster_id == broker.cluster_id, told  # renewed: nothing more to say
+        assert told["replaced"] == [] and watches[1].cluster_id == broker.cluster_id, (
+            told
+        )  # renewed: nothing more to say
         assert len(told["restart"]) == 1 and told["stopping"] == [] and watches[3].replaced is None, told
-        print(f"\nbroker gone noticed in {noticed:.3f}s; a new one by its cluster id {time.monotonic() - t0:.2f}s after it answered")
+        print(
+            f"\nbroker gone noticed in {noticed:.3f}s; a new one by its cluster id {time.monotonic() - t0:.2f}s after it answered"
+        )
     finally:
         for w in watches:
             await w.stop()
@@ -509,8 +593,9 @@ async def test_model_faults_cost_only_that_agents_turn(arena):
         return {provider.by_seq.get(seq) for seq in outcomes()}
 
     # The faulty agent meets every fault, each followed by an ordinary turn; the traders trade on meanwhile.
-    await tap.until(lambda: set(ROTATION) <= faults_done() and len(outcomes()) > len(ROTATION), 180,
-                    "a full rotation of faults")
+    await tap.until(
+        lambda: set(ROTATION) <= faults_done() and len(outcomes()) > len(ROTATION), 180, "a full rotation of faults"
+    )
     await tap.until(lambda: all(tap.fills(n, since) for n in TRADERS), 60, "fills of both traders")
     turns = sorted(outcomes().items())
     print(f"\n{FAULTY}: " + ", ".join(f"#{seq} {provider.by_seq.get(seq)}->{d.status}" for seq, d in turns))
@@ -527,7 +612,7 @@ async def test_model_faults_cost_only_that_agents_turn(arena):
         else:  # an ordinary turn (one may run past the timeout on a starved machine, never fail otherwise)
             assert d.status in ("done", "timeout"), d
         if kind != "random-walk":  # the agent goes on: a later turn is a normal one again
-            assert any(later.status == "done" for _, later in turns[i + 1:]) or i == len(turns) - 1, turns[i:]
+            assert any(later.status == "done" for _, later in turns[i + 1 :]) or i == len(turns) - 1, turns[i:]
     ordinary = [d for seq, d in turns if provider.by_seq.get(seq) == "random-walk"]
     assert sum(d.status == "done" for d in ordinary) > len(ordinary) / 2, ordinary
     assert tap.fills(FAULTY, since), "the faulty agent never traded on its ordinary turns"
@@ -537,7 +622,10 @@ async def test_model_faults_cost_only_that_agents_turn(arena):
     # Each failed turn is a logged line of its router, and nothing crashed.
     out = arena.procs[FAULTY].lines
     assert any(f"{FAULTY} #" in line and "error after" in line and "429" in line for line in out)
-    assert any(f"{FAULTY} #" in line and ("timeout after" in line or "error after" in line) and "within" in line for line in out)
+    assert any(
+        f"{FAULTY} #" in line and ("timeout after" in line or "error after" in line) and "within" in line
+        for line in out
+    )
     assert not arena.dead()
 
 
@@ -561,10 +649,27 @@ async def test_malformed_records_on_every_topic_are_skipped(arena):
     await spy.stop()
     assert set(reply_topics) == set(TRADERS), reply_topics
 
-    hostile = [b"\x00\xff garbage \xfe", b"", b"{", b"[1, 2, 3]", b'{"seq": "not a number", "quotes": 7}', b"null",
-               json.dumps({"agent": 1, "status": "exploded"}).encode(), b"9" * 100_000]
-    topics = [MARKET_TOPIC, TRADES_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, ACTIVITY_TOPIC, chat_request_topic("rw"),
-              *reply_topics.values(), "tool.execute_trade.input", "agent.ra.private.input"]
+    hostile = [
+        b"\x00\xff garbage \xfe",
+        b"",
+        b"{",
+        b"[1, 2, 3]",
+        b'{"seq": "not a number", "quotes": 7}',
+        b"null",
+        json.dumps({"agent": 1, "status": "exploded"}).encode(),
+        b"9" * 100_000,
+    ]
+    topics = [
+        MARKET_TOPIC,
+        TRADES_TOPIC,
+        DECISIONS_TOPIC,
+        HEALTH_TOPIC,
+        ACTIVITY_TOPIC,
+        chat_request_topic("rw"),
+        *reply_topics.values(),
+        "tool.execute_trade.input",
+        "agent.ra.private.input",
+    ]
     producer = k.producer(kafka)
     await producer.start()
     sent = 0
@@ -574,7 +679,9 @@ async def test_malformed_records_on_every_topic_are_skipped(arena):
                 await producer.send_and_wait(topic, value)
                 sent += 1
             # The same, shaped like a calfkit agent step (the viewer parses those).
-            await producer.send_and_wait(topic, b"{not json", headers=[("x-calf-emitter", b"ra"), ("correlation_id", b"x")])
+            await producer.send_and_wait(
+                topic, b"{not json", headers=[("x-calf-emitter", b"ra"), ("correlation_id", b"x")]
+            )
             sent += 1
     finally:
         await producer.stop()
@@ -586,7 +693,11 @@ async def test_malformed_records_on_every_topic_are_skipped(arena):
     expect = {
         "ra": ["skipping malformed MarketSnapshot", "skipping malformed ChatReply"],
         "rb": ["skipping malformed MarketSnapshot", "skipping malformed ChatReply"],
-        "tools": ["skipping malformed MarketSnapshot", "skipping malformed Decision", "skipping malformed ProcessStatus"],
+        "tools": [
+            "skipping malformed MarketSnapshot",
+            "skipping malformed Decision",
+            "skipping malformed ProcessStatus",
+        ],
         "chat rw": ["skipping malformed ChatRequest"],
         "viewer": ["skipping malformed Decision", "skipping malformed activity record"],
     }
@@ -596,7 +707,9 @@ async def test_malformed_records_on_every_topic_are_skipped(arena):
             assert needle in out, f"{name} did not log {needle!r}"
     # ... and still works: new turns, new fills, the viewer still shows them.
     await tap.until(lambda: all(tap.fills(n, since) for n in TRADERS), 60, "fills after the hostile records")
-    await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=since), 60, "turns of the faulty agent")
+    await tap.until(
+        lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=since), 60, "turns of the faulty agent"
+    )
     assert not arena.dead(), arena.dead()
     noisy = [n for n, p in arena.procs.items() if "Traceback" in p.output]
     assert not noisy, f"tracebacks in the output of {noisy}"
@@ -617,8 +730,10 @@ async def test_killed_router_resumes_at_the_newest_tick(arena):
     published = tap.published()
     backlog = {seq for seq, at in published.items() if at < restarted_at}  # before the new process even existed
     missed = {seq for seq in backlog if published[seq] > killed_at}
-    print(f"\nrouter killed -9, restarted {restarted_at - killed_at:.1f}s later, READY in {time.monotonic() - t0:.1f}s; "
-          f"{len(missed)} ticks published while it was gone; first turn on #{first.tick_seq} (newest before restart #{max(backlog)})")
+    print(
+        f"\nrouter killed -9, restarted {restarted_at - killed_at:.1f}s later, READY in {time.monotonic() - t0:.1f}s; "
+        f"{len(missed)} ticks published while it was gone; first turn on #{first.tick_seq} (newest before restart #{max(backlog)})"
+    )
     assert len(missed) >= 2, "too few ticks published while the router was gone: nothing tested"
     assert first.tick_seq > max(backlog)
     replayed = {d.tick_seq for d in tap.decisions("rb", since=restarted_at)} & backlog
@@ -636,15 +751,20 @@ async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float,
     Returns (locked_at, killed_at, the main thread's states sampled before the kill)."""
     tap, pid = arena.tap, arena.procs["tools"].proc.pid
     # Every agent's account open first: opening one is a ledger write too (the lock would fail that call).
-    await tap.until(lambda: {*TRADERS, FAULTY} <= arena.ledger_agents() and all(tap.fills(n) for n in TRADERS), 120,
-                    "every agent's account open and both traders filling")
+    await tap.until(
+        lambda: {*TRADERS, FAULTY} <= arena.ledger_agents() and all(tap.fills(n) for n in TRADERS),
+        120,
+        "every agent's account open and both traders filling",
+    )
     for attempt in range(3):
         lock = sqlite3.connect(arena.ledger, isolation_level=None, timeout=30)
         lock.execute("BEGIN IMMEDIATE")
         locked_at = time.time()
         samples: list[str] = []
         try:
-            await tap.until(lambda: tap.orders(since=locked_at), 60, "an execute_trade call sent while the ledger is locked")
+            await tap.until(
+                lambda: tap.orders(since=locked_at), 60, "an execute_trade call sent while the ledger is locked"
+            )
             deadline = time.monotonic() + 3  # well within the busy timeout: the call must still be waiting
             while time.monotonic() < deadline and sum("nanosleep" in s for s in samples[-4:]) < 4:
                 samples.append(main_thread_state(pid))
@@ -655,7 +775,9 @@ async def _kill_tools_inside_a_ledger_write(arena: Arena) -> tuple[float, float,
         finally:
             lock.execute("ROLLBACK")
             lock.close()
-        print(f"attempt {attempt + 1}: the tools process was not seen waiting in a ledger write ({samples[-8:]}); again")
+        print(
+            f"attempt {attempt + 1}: the tools process was not seen waiting in a ledger write ({samples[-8:]}); again"
+        )
         await asyncio.sleep(2 * INTERVAL)
     raise AssertionError(f"the tools process never waited inside a ledger write: main thread {samples[-20:]}")
 
@@ -666,9 +788,14 @@ async def test_killed_tools_lose_and_double_nothing(arena):
     locked_at, killed_at, samples = await _kill_tools_inside_a_ledger_write(arena)
     rows_at_kill = {key for key, _ in arena.ledger_trades()}
     answered = tap.answered(before=killed_at)
-    in_flight = [o for o in tap.orders(before=killed_at) if (o.run, o.call_id) not in answered and o.key not in rows_at_kill]
-    print(f"\ntools killed -9 inside a ledger write (main thread: {', '.join(samples[-4:])}); "
-          f"{len(in_flight)} orders in flight: " + "; ".join(f"{o.agent} {o.side} {o.quantity:g} {o.product_id}" for o in in_flight))
+    in_flight = [
+        o for o in tap.orders(before=killed_at) if (o.run, o.call_id) not in answered and o.key not in rows_at_kill
+    ]
+    print(
+        f"\ntools killed -9 inside a ledger write (main thread: {', '.join(samples[-4:])}); "
+        f"{len(in_flight)} orders in flight: "
+        + "; ".join(f"{o.agent} {o.side} {o.quantity:g} {o.product_id}" for o in in_flight)
+    )
     assert any(o.at >= locked_at for o in in_flight), "no order in flight at the kill"
     t0 = time.monotonic()
     proc = arena.restart("tools")
@@ -701,8 +828,12 @@ async def test_killed_tools_lose_and_double_nothing(arena):
             problems.append(f"acknowledged {said}, the ledger says {trade_content(tid, t)}")
 
     # Every fill of a turn the tap saw whole (or made once the tap was surely watching) is one order sent.
-    fills = [(key, t) for key, t in rows if t.status == "filled"
-             and (trade_content(key, t)[1] in observed or t.executed_at.timestamp() > tap.started_at + 15)]
+    fills = [
+        (key, t)
+        for key, t in rows
+        if t.status == "filled"
+        and (trade_content(key, t)[1] in observed or t.executed_at.timestamp() > tap.started_at + 15)
+    ]
     for key, t in fills:
         o = by_order_key.get(key)
         if o is None:
@@ -719,7 +850,9 @@ async def test_killed_tools_lose_and_double_nothing(arena):
         decided[(o.run, o.position)].add(o.response)
     for (run, position), responses in decided.items():
         if len(responses) > 1:
-            again = sorted((o.agent, o.side, o.quantity, o.product_id) for o in orders if o.run == run and o.position == position)
+            again = sorted(
+                (o.agent, o.side, o.quantity, o.product_id) for o in orders if o.run == run and o.position == position
+            )
             problems.append(f"turn {run[:8]} decided {len(responses)} times at step {position}: {again}")
     assert not problems, "\n".join(problems)
 
@@ -735,9 +868,11 @@ async def test_killed_tools_lose_and_double_nothing(arena):
     fate = {o.key: (by_key[o.key].status + (f" ({by_key[o.key].reason})" if by_key[o.key].reason else "")
                     if o.key in by_key else "never executed") for o in in_flight}  # fmt: skip
     redelivered = sum("duplicate call" in line for line in proc.lines)
-    print(f"{len(acked)} acknowledged fills and {len(fills)} ledger fills matched to {len(orders)} orders sent, by content; "
-          f"lost 0, doubled 0. After the restart: {redelivered} calls delivered again and answered from the ledger; "
-          f"the orders in flight at the kill: " + "; ".join(fate.values()))
+    print(
+        f"{len(acked)} acknowledged fills and {len(fills)} ledger fills matched to {len(orders)} orders sent, by content; "
+        f"lost 0, doubled 0. After the restart: {redelivered} calls delivered again and answered from the ledger; "
+        f"the orders in flight at the kill: " + "; ".join(fate.values())
+    )
 
 
 @pytest.mark.processes
@@ -754,10 +889,10 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
     await tap.start(arena.kafka, tools=False)
 
     def again(name: str, text: str) -> bool:
-        return any(text in line for line in arena.procs[name].lines[marks[name]:])
+        return any(text in line for line in arena.procs[name].lines[marks[name] :])
 
     def publishing_again() -> bool:  # the connector's first snapshot through its new producer
-        lines = arena.procs["connector"].lines[marks["connector"]:]
+        lines = arena.procs["connector"].lines[marks["connector"] :]
         renewed = next((i for i, line in enumerate(lines) if "reconnecting the publisher" in line), None)
         return renewed is not None and any("published snapshot" in line for line in lines[renewed:])
 
@@ -770,25 +905,41 @@ async def test_broker_restart_every_part_reconnects_and_trading_resumes(arena):
             if name not in took and done():
                 took[name] = time.monotonic() - back
         await asyncio.sleep(0.1)
-    print("\nreconnected after the broker restart (s): " + ", ".join(f"{n} {s:.1f}" for n, s in sorted(took.items(), key=lambda x: x[1])))
+    print(
+        "\nreconnected after the broker restart (s): "
+        + ", ".join(f"{n} {s:.1f}" for n, s in sorted(took.items(), key=lambda x: x[1]))
+    )
     missing = sorted(set(waits) - set(took))
-    assert not missing, f"not back: {missing}\n" + "\n".join(f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n]:][-40:]) for n in missing)
+    assert not missing, f"not back: {missing}\n" + "\n".join(
+        f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n] :][-40:]) for n in missing
+    )
     for name in waits:
         if name != "connector":
-            assert again(name, "went away") or again(name, "restarted without its data"), f"{name} did not notice the new broker"
+            assert again(name, "went away") or again(name, "restarted without its data"), (
+                f"{name} did not notice the new broker"
+            )
     assert again("connector", "reconnecting the publisher")
     # Trading resumes on the new broker: fills for both traders, turns for every agent, shown by the viewer.
     try:
-        waited = await tap.until(lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart")
+        waited = await tap.until(
+            lambda: all(tap.fills(n, back_at) for n in TRADERS), 90, "fills after the broker restart"
+        )
     except AssertionError as exc:
-        tails = "\n".join(f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n]:][-25:]) for n in (*TRADERS, "tools", "chat rw"))
+        tails = "\n".join(
+            f"--- {n}:\n" + "\n".join(arena.procs[n].lines[marks[n] :][-25:]) for n in (*TRADERS, "tools", "chat rw")
+        )
         steps = tap.steps(back_at)
-        tails += "".join(f"\n--- {n}, its last steps seen: " + " | ".join(steps.get(n, [])[-10:]) for n in (*TRADERS, FAULTY))
+        tails += "".join(
+            f"\n--- {n}, its last steps seen: " + " | ".join(steps.get(n, [])[-10:]) for n in (*TRADERS, FAULTY)
+        )
         tails += "".join(f"\n--- {n}, complaints since it came back:\n" + "\n".join(complaints_since_ready(p.lines[marks[n]:]))
                          for n, p in arena.procs.items())  # fmt: skip
         raise AssertionError(f"{exc}\n{tails}") from None
-    await tap.until(lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=back_at), 60,
-                    "the faulty agent's turns after the broker restart")
+    await tap.until(
+        lambda: tap.decisions(FAULTY, "done", "error", "timeout", since=back_at),
+        60,
+        "the faulty agent's turns after the broker restart",
+    )
     print(f"first fills of both traders {waited:.1f}s after every part was back")
     await tap.until(lambda: again("viewer", "← execute_trade: filled"), 30, "the viewer showing fills again")
     assert not arena.dead(), arena.dead()
@@ -801,10 +952,43 @@ async def test_secrets_are_never_printed(arena):
     sasl = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", "arena"]
     env = {**arena.env(), "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
     runs = [
-        Proc("coinbase_connector.py", *sasl, "--log-level", "DEBUG", "--ws-url", "ws://127.0.0.1:9", "--rest-url", "http://127.0.0.1:9", env=env),
-        Proc("tools_and_dashboard.py", *sasl, "--no-dashboard", "--ledger", arena.ledger + ".sasl", "--connect-timeout", "8", env=env),
-        Proc("deploy_chat_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--base-url", "http://127.0.0.1:9/v1", "--connect-timeout", "8", env=env),
-        Proc("deploy_router_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--connect-timeout", "8", env=env),
+        Proc(
+            "coinbase_connector.py",
+            *sasl,
+            "--log-level",
+            "DEBUG",
+            "--ws-url",
+            "ws://127.0.0.1:9",
+            "--rest-url",
+            "http://127.0.0.1:9",
+            env=env,
+        ),
+        Proc(
+            "tools_and_dashboard.py",
+            *sasl,
+            "--no-dashboard",
+            "--ledger",
+            arena.ledger + ".sasl",
+            "--connect-timeout",
+            "8",
+            env=env,
+        ),
+        Proc(
+            "deploy_chat_node.py",
+            *sasl,
+            "--log-level",
+            "DEBUG",
+            "--name",
+            "sasl",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--connect-timeout",
+            "8",
+            env=env,
+        ),
+        Proc(
+            "deploy_router_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--connect-timeout", "8", env=env
+        ),
         Proc("response_viewer.py", *sasl, "--log-level", "DEBUG", "--connect-timeout", "8", env=env),
     ]
     deadline = time.monotonic() + 120
@@ -841,10 +1025,13 @@ async def test_everything_stops_cleanly_after_all_that(arena):
     # The books balance: the accounts the tools process ends with (its export, written on Ctrl-C after a
     # kill -9 and a broker restart) are exactly a replay of the whole log.
     accounts = replay([t for _, t in arena.ledger_trades()])
-    exported = {row["name"]: row for row in json.loads(Path(arena.export).read_text())["agents"] if not row.get("baseline")}
+    exported = {
+        row["name"]: row for row in json.loads(Path(arena.export).read_text())["agents"] if not row.get("baseline")
+    }
     assert set(TRADERS) <= set(exported)
     for name, row in exported.items():
         acct = accounts[name]
         assert row["cash"] == pytest.approx(acct.cash, abs=1e-6) and row["trades"] == acct.trades, name
         assert {p["product_id"]: p["quantity"] for p in row["positions"]} == pytest.approx(
-            {pid: pos.quantity for pid, pos in acct.positions.items() if pos.quantity}), name
+            {pid: pos.quantity for pid, pos in acct.positions.items() if pos.quantity}
+        ), name

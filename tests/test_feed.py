@@ -99,7 +99,17 @@ def test_retime_keeps_quote_ages_and_candle_alignment():
     snap = MarketSnapshot(
         seq=3,
         published_at=T0,
-        quotes={"BTC-USD": Quote(product_id="BTC-USD", price=1, best_bid=1, best_ask=2, received_at=T0 - timedelta(seconds=4), exchange_time=T0 - timedelta(seconds=5), stale=True)},
+        quotes={
+            "BTC-USD": Quote(
+                product_id="BTC-USD",
+                price=1,
+                best_bid=1,
+                best_ask=2,
+                received_at=T0 - timedelta(seconds=4),
+                exchange_time=T0 - timedelta(seconds=5),
+                stale=True,
+            )
+        },
         candles={"BTC-USD": {"ONE_MINUTE": [Candle(start=900, open=1, high=1, low=1, close=1, volume=1)]}},
     )
     now = T0 + timedelta(days=3, seconds=7)
@@ -129,7 +139,18 @@ def test_a_sped_up_replay_keeps_every_products_quotes_in_order():
 def test_load_recording_skips_malformed_lines(tmp_path: Path):
     good = MarketSnapshot(seq=1, quotes={"BTC-USD": q()})
     path = tmp_path / "rec.jsonl"
-    path.write_text("\n".join([k.encode(good).decode(), "{broken", '{"seq": "x"}', "", k.encode(good.model_copy(update={"seq": 2})).decode()]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                k.encode(good).decode(),
+                "{broken",
+                '{"seq": "x"}',
+                "",
+                k.encode(good.model_copy(update={"seq": 2})).decode(),
+            ]
+        )
+        + "\n"
+    )
     assert [s.seq for s in load_recording(path)] == [1, 2]
 
 
@@ -182,7 +203,9 @@ class Snapshots:
                 if pred(s):
                     return s
             await asyncio.sleep(0.05)
-        raise TimeoutError(f"no snapshot {what} within {timeout}s; last: {self.items[-1:] and describe(self.items[-1])}")
+        raise TimeoutError(
+            f"no snapshot {what} within {timeout}s; last: {self.items[-1:] and describe(self.items[-1])}"
+        )
 
     async def more(self, n: int, timeout: float = 20.0) -> list[MarketSnapshot]:
         start = len(self.items)
@@ -203,7 +226,16 @@ def count(proc: Proc, text: str) -> int:
 
 
 async def start_connector(sim: MarketSim, kafka, *args: str) -> Proc:
-    proc = Proc("coinbase_connector.py", "--bootstrap-servers", kafka.bootstrap_servers, "--ws-url", sim.ws_url, "--rest-url", sim.rest_url, *args)
+    proc = Proc(
+        "coinbase_connector.py",
+        "--bootstrap-servers",
+        kafka.bootstrap_servers,
+        "--ws-url",
+        sim.ws_url,
+        "--rest-url",
+        sim.rest_url,
+        *args,
+    )
     await asyncio.to_thread(proc.wait_ready, 30)
     return proc
 
@@ -274,8 +306,14 @@ async def test_connector_survives_garbage_broken_tickers_gaps_and_bad_products(k
                 sim.send_garbage()
                 sim.send_broken_ticker("BTC-USD")
                 sim.inject('{"type": "error", "message": "Failed to subscribe", "reason": "simulated"}')
-                sim.inject({"channel": "l2_data", "events": [{"type": "update", "product_id": "BTC-USD", "updates": []}]})
-                await until(lambda: count(proc, "skipping malformed frame") and count(proc, "skipping ticker entry"), 10, "skip logs")
+                sim.inject(
+                    {"channel": "l2_data", "events": [{"type": "update", "product_id": "BTC-USD", "updates": []}]}
+                )
+                await until(
+                    lambda: count(proc, "skipping malformed frame") and count(proc, "skipping ticker entry"),
+                    10,
+                    "skip logs",
+                )
                 sim.skip_sequence(3)
                 await until(lambda: count(proc, "sequence gap: 3 message(s) lost"), 10, "gap log")
                 after = await snaps.more(3)
@@ -296,19 +334,25 @@ async def test_connector_reconnects_after_drops_and_silence(kafka):
         proc = await start_connector(sim, kafka, "--interval", str(interval), "--watchdog", "1.5")
         try:
             async with Snapshots(kafka, source_of(sim)) as snaps:
+
                 async def silence():
                     sim.go_silent()
 
                 for fault, reason in [
                     (sim.drop_connections, "closed abnormally (1006)"),  # TCP gone
-                    (lambda: sim.drop_connections(1001, "going away"), "closed (code 1001 going away)"),  # a clean close too
+                    (
+                        lambda: sim.drop_connections(1001, "going away"),
+                        "closed (code 1001 going away)",
+                    ),  # a clean close too
                     (silence, "silent for 1.5s (watchdog)"),  # open, but nothing arrives, not even heartbeats
                 ]:
                     connects = count(proc, "feed connected")
                     await fault()
                     await until(lambda: count(proc, "feed connected") > connects and count(proc, reason), 15, reason)
                 mark = time.time()
-                fresh = await snaps.wait(lambda s: s.published_at.timestamp() > mark + interval, what="after reconnecting")
+                fresh = await snaps.wait(
+                    lambda s: s.published_at.timestamp() > mark + interval, what="after reconnecting"
+                )
             seqs = [s.seq for s in snaps.items]
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "publishing never stopped"
             t = fresh.published_at.timestamp()
@@ -321,24 +365,39 @@ async def test_connector_reconnects_after_drops_and_silence(kafka):
 
 async def test_connector_backs_off_on_rest_errors_and_marks_stale_quotes_in_an_outage(kafka):
     async with MarketSim(seed=14) as sim:
-        proc = await start_connector(sim, kafka, "--interval", "0.3", "--max-quote-age", "1.5", "--candle-refresh", "1.5", "--watchdog", "2")
+        proc = await start_connector(
+            sim, kafka, "--interval", "0.3", "--max-quote-age", "1.5", "--candle-refresh", "1.5", "--watchdog", "2"
+        )
         try:
             async with Snapshots(kafka, source_of(sim)) as snaps:
                 sim.fail_rest(429, 2)
                 sim.fail_rest(500, 2)
-                await until(lambda: count(proc, "failed (HTTP 429") and count(proc, "failed (HTTP 500"), 15, "REST errors logged")
+                await until(
+                    lambda: count(proc, "failed (HTTP 429") and count(proc, "failed (HTTP 500"),
+                    15,
+                    "REST errors logged",
+                )
                 kept = await snaps.more(2)
-                assert all(len(s.candles[p][g]) >= n - 1 for s in kept for p in DEFAULT_PRODUCTS for g, (_, n) in CANDLE_WINDOWS.items())
+                assert all(
+                    len(s.candles[p][g]) >= n - 1
+                    for s in kept
+                    for p in DEFAULT_PRODUCTS
+                    for g, (_, n) in CANDLE_WINDOWS.items()
+                )
 
                 sim.set_outage(True)  # WebSocket and REST both down
-                stale = await snaps.wait(lambda s: all(qq.stale for qq in s.quotes.values()), what="with every quote stale")
+                stale = await snaps.wait(
+                    lambda s: all(qq.stale for qq in s.quotes.values()), what="with every quote stale"
+                )
                 assert set(stale.quotes) == set(DEFAULT_PRODUCTS), "stale quotes are still sent, marked"
                 assert all(stale.candles[p] for p in DEFAULT_PRODUCTS), "last candles kept"
                 during = await snaps.more(2)
                 assert all(qq.stale for s in during for qq in s.quotes.values())
 
                 sim.set_outage(False)
-                back = await snaps.wait(lambda s: not any(qq.stale for qq in s.quotes.values()), timeout=30, what="fresh again")
+                back = await snaps.wait(
+                    lambda s: not any(qq.stale for qq in s.quotes.values()), timeout=30, what="fresh again"
+                )
                 assert all(qq.best_bid < qq.best_ask for qq in back.quotes.values())
             seqs = [s.seq for s in snaps.items]
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "publishing never stopped"
@@ -369,9 +428,19 @@ async def test_replay_publishes_the_recording_identically_every_time(kafka):
         runs = []
         for speed in ("0", "20"):
             before = len(snaps.items)
-            proc = Proc("coinbase_connector.py", "--bootstrap-servers", kafka.bootstrap_servers, "--replay", str(SAMPLE), "--speed", speed)
+            proc = Proc(
+                "coinbase_connector.py",
+                "--bootstrap-servers",
+                kafka.bootstrap_servers,
+                "--replay",
+                str(SAMPLE),
+                "--speed",
+                speed,
+            )
             rc = await asyncio.to_thread(proc.proc.wait, 60)
-            assert rc == 0 and "READY" in proc.output and f"replay finished: {len(recorded)} snapshots" in proc.output, proc.output
+            assert (
+                rc == 0 and "READY" in proc.output and f"replay finished: {len(recorded)} snapshots" in proc.output
+            ), proc.output
             await until(lambda: len(snaps.items) >= before + len(recorded), 10, "replayed snapshots")
             runs.append(snaps.items[before:])
     for speed, run in zip((0, 20), runs):

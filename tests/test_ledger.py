@@ -26,7 +26,14 @@ BTC_BID, BTC_ASK = 50_000.0, 50_010.0
 
 
 def quote(pid, bid, ask, *, age_s=0.0, stale=False):
-    return Quote(product_id=pid, price=bid, best_bid=bid, best_ask=ask, received_at=utcnow() - timedelta(seconds=age_s), stale=stale)
+    return Quote(
+        product_id=pid,
+        price=bid,
+        best_bid=bid,
+        best_ask=ask,
+        received_at=utcnow() - timedelta(seconds=age_s),
+        stale=stale,
+    )
 
 
 def market(**overrides) -> MarketSnapshot:
@@ -90,7 +97,15 @@ def test_a_call_says_which_snapshot_the_agent_reacted_to_and_garbage_says_nothin
     desk.on_call = lambda agent, tool, at: seen.append((agent, tool, at))
     when = "2026-01-01T12:00:00+00:00"
     assert reacted_to(SimpleNamespace(deps={"reacted_to": when, "tick_seq": 3})).isoformat() == when
-    for deps in (None, {}, [], {"reacted_to": 5}, {"reacted_to": "soon"}, {"reacted_to": "2026-01-01T12:00:00"}, {"reacted_to": "x" * 10**6}):
+    for deps in (
+        None,
+        {},
+        [],
+        {"reacted_to": 5},
+        {"reacted_to": "soon"},
+        {"reacted_to": "2026-01-01T12:00:00"},
+        {"reacted_to": "x" * 10**6},
+    ):
         assert reacted_to(SimpleNamespace(deps=deps)) is None, deps  # unknown, or a time without a zone
     desk.note_call("bob", "get_portfolio", reacted_to(SimpleNamespace(deps={"reacted_to": when})))
     assert seen == [("bob", "get_portfolio", reacted_to(SimpleNamespace(deps={"reacted_to": when})))]
@@ -176,7 +191,10 @@ def test_a_call_past_its_turn_deadline_is_refused_and_garbage_is_no_deadline(des
     first = desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() + 30)
     assert first["status"] == "filled"
     late = desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k2", deadline=time.time() - 2.5)
-    assert late["status"] == "rejected" and "turn deadline passed 2.5s ago: the router gave up on this turn" in late["error"]
+    assert (
+        late["status"] == "rejected"
+        and "turn deadline passed 2.5s ago: the router gave up on this turn" in late["error"]
+    )
     assert desk.ledger.account("alice").trades == 1 and desk.ledger.account("alice").rejected == 1
     # a redelivered call that filled in time is answered from the log, not refused
     assert desk.execute_trade("alice", "BTC-USD", "buy", 0.1, call_key="k1", deadline=time.time() - 60) == first
@@ -248,7 +266,9 @@ def test_the_tool_error_says_nothing_changed_only_when_the_desk_knows_it():
 def test_quote_problems_are_rejections(desk):
     desk.quotes.update(MarketSnapshot(seq=2, quotes={"BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK, stale=True)}))
     assert "stale" in desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
-    desk.quotes.update(MarketSnapshot(seq=3, quotes={"BTC-USD": Quote(product_id="BTC-USD", price=1.0, best_bid=None, best_ask=None)}))
+    desk.quotes.update(
+        MarketSnapshot(seq=3, quotes={"BTC-USD": Quote(product_id="BTC-USD", price=1.0, best_bid=None, best_ask=None)})
+    )
     assert "no ask price" in desk.execute_trade("alice", "BTC-USD", "buy", 0.1)["error"]
     old = Desk(Ledger(":memory:"), max_quote_age_s=5)
     old.quotes.update(market(**{"BTC-USD": quote("BTC-USD", BTC_BID, BTC_ASK, age_s=60)}))
@@ -265,7 +285,11 @@ def test_invalid_side_is_refused_without_a_trade_row(desk):
 def test_cash_check_includes_the_fee(desk):
     # 1.996 BTC costs 99,819.96 + 99.82 fee = 99,919.78 <= 100,000; 1.998 would cost 100,019.97.
     r = desk.execute_trade("alice", "BTC-USD", "buy", 1.998)
-    assert "insufficient cash" in r["error"] and "incl. fee" in r["error"] and "the most you can buy now is 1.99" in r["error"]
+    assert (
+        "insufficient cash" in r["error"]
+        and "incl. fee" in r["error"]
+        and "the most you can buy now is 1.99" in r["error"]
+    )
     most = float(r["error"].split("the most you can buy now is ")[1].split()[0])
     assert desk.execute_trade("alice", "BTC-USD", "buy", most)["status"] == "filled"
     assert desk.ledger.account("alice").cash >= 0
@@ -305,7 +329,14 @@ def test_restart_derives_identical_accounts(tmp_path):
     path = tmp_path / "ledger.db"
     d = Desk(Ledger(path), fee_bps=25)
     for i in range(400):
-        d.quotes.update(market(**{"BTC-USD": quote("BTC-USD", 50_000 + i, 50_010 + i), "FARTCOIN-USD": quote("FARTCOIN-USD", 1 + i / 1000, 1.01 + i / 1000)}))
+        d.quotes.update(
+            market(
+                **{
+                    "BTC-USD": quote("BTC-USD", 50_000 + i, 50_010 + i),
+                    "FARTCOIN-USD": quote("FARTCOIN-USD", 1 + i / 1000, 1.01 + i / 1000),
+                }
+            )
+        )
         agent = rng.choice(["a", "b", "c"])
         pid = rng.choice(["BTC-USD", "FARTCOIN-USD"])
         q = round(rng.uniform(0.001, 0.3), 8) if pid == "BTC-USD" else round(rng.uniform(1, 5000), 1)
@@ -355,10 +386,18 @@ def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it
 
     path = tmp_path / "ledger.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from arena.ledger import Ledger; from arena.portfolio import Trade\n"
-         "l = Ledger(sys.argv[1]); l.record('k1', Trade(trade_id='k1', agent='ann', product_id='BTC-USD', side='buy', "
-         "quantity=0.1, price=10.0), {'status': 'filled'}); print('held', flush=True); sys.stdin.read()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+        [
+            sys.executable,
+            "-c",
+            "import sys; from arena.ledger import Ledger; from arena.portfolio import Trade\n"
+            "l = Ledger(sys.argv[1]); l.record('k1', Trade(trade_id='k1', agent='ann', product_id='BTC-USD', side='buy', "
+            "quantity=0.1, price=10.0), {'status': 'filled'}); print('held', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -379,7 +418,10 @@ def test_concurrent_orders_never_overspend(tmp_path):
     d.quotes.update(market())
     # 40 threads each try to buy 0.3 BTC (~15k USD): only 6 fit in 100k.
     results = []
-    threads = [threading.Thread(target=lambda: results.append(d.execute_trade("alice", "BTC-USD", "buy", 0.3))) for _ in range(40)]
+    threads = [
+        threading.Thread(target=lambda: results.append(d.execute_trade("alice", "BTC-USD", "buy", 0.3)))
+        for _ in range(40)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -434,9 +476,28 @@ def test_calculator_refuses_quickly(expression, why):
     assert len(out) < 400
 
 
-TOO_LARGE = ["10**400", "2**1100", "2**4096", "2**4095", "2**1024", "-(10**400)", "10**400/3", "10**400//3",
-             "10**400*1.5", "10**400+0.5", "sqrt(10**400)", "round(10**400)", "floor(10**400)", "abs(-10**400)",
-             "pow(10, 400)", "10**300*10**100", "1e308*10", "exp(1000)", "ceil(1e308)*10**100", "10**1234"]
+TOO_LARGE = [
+    "10**400",
+    "2**1100",
+    "2**4096",
+    "2**4095",
+    "2**1024",
+    "-(10**400)",
+    "10**400/3",
+    "10**400//3",
+    "10**400*1.5",
+    "10**400+0.5",
+    "sqrt(10**400)",
+    "round(10**400)",
+    "floor(10**400)",
+    "abs(-10**400)",
+    "pow(10, 400)",
+    "10**300*10**100",
+    "1e308*10",
+    "exp(1000)",
+    "ceil(1e308)*10**100",
+    "10**1234",
+]
 
 
 @pytest.mark.parametrize("expression", TOO_LARGE)
@@ -445,17 +506,20 @@ def test_calculator_results_beyond_a_float_are_an_error_line(expression):
     assert calculate(expression).startswith("error: result too large"), calculate(expression)
 
 
-@pytest.mark.parametrize("expression,value", [
-    ("0.25 * 100000 / 50010", repr(0.25 * 100000 / 50010)),
-    ("2 ** 10", "1024"),
-    ("round(1234.5678, 2)", "1234.57"),
-    ("max(1, 2.5, -3) + abs(-1)", "3.5"),
-    ("sqrt(16) + log10(1000) + floor(2.7) + ceil(2.1)", "12.0"),
-    ("100000 * (1 - 0.001)", repr(100000 * (1 - 0.001))),
-    ("3 > 2", "True"),
-    ("2**1023", "8.988465674312e+307"),
-    ("10**400 > 1", "True"),
-    ("10**400 % 7", "4"),
-])
+@pytest.mark.parametrize(
+    "expression,value",
+    [
+        ("0.25 * 100000 / 50010", repr(0.25 * 100000 / 50010)),
+        ("2 ** 10", "1024"),
+        ("round(1234.5678, 2)", "1234.57"),
+        ("max(1, 2.5, -3) + abs(-1)", "3.5"),
+        ("sqrt(16) + log10(1000) + floor(2.7) + ceil(2.1)", "12.0"),
+        ("100000 * (1 - 0.001)", repr(100000 * (1 - 0.001))),
+        ("3 > 2", "True"),
+        ("2**1023", "8.988465674312e+307"),
+        ("10**400 > 1", "True"),
+        ("10**400 % 7", "4"),
+    ],
+)
 def test_calculator_computes(expression, value):
     assert calculate(expression) == value

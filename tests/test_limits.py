@@ -17,7 +17,10 @@ from arena.strategies import STRATEGY_LIMITS, Limits, risk_rules, strategy_promp
 
 
 def book(btc=(50_000.0, 50_000.0), fart=(1.0, 1.0)) -> MarketSnapshot:
-    q = {pid: Quote(product_id=pid, price=b, best_bid=b, best_ask=a) for pid, (b, a) in (("BTC-USD", btc), ("FARTCOIN-USD", fart))}
+    q = {
+        pid: Quote(product_id=pid, price=b, best_bid=b, best_ask=a)
+        for pid, (b, a) in (("BTC-USD", btc), ("FARTCOIN-USD", fart))
+    }
     return MarketSnapshot(seq=1, quotes=q)
 
 
@@ -28,7 +31,12 @@ def make(tmp_path):
     made = []
 
     def _make(fee_bps=0.0, snapshot=None, arena=None, **limits) -> Desk:
-        d = Desk(Ledger(tmp_path / f"l{len(made)}.db"), fee_bps=fee_bps, limits=arena, strategy_limits={"t": Limits(**limits)})
+        d = Desk(
+            Ledger(tmp_path / f"l{len(made)}.db"),
+            fee_bps=fee_bps,
+            limits=arena,
+            strategy_limits={"t": Limits(**limits)},
+        )
         d.quotes.update(snapshot or book())
         made.append(d)
         return d
@@ -54,7 +62,9 @@ def test_largest_order(make):
     assert "this buy is $10,000.00, 10.00% of your total value $100,000.00; the most is 10% ($10,000.00)" in why
     assert "the most you can buy now is 0.2 BTC" in why
     assert buy(d, "BTC-USD", 0.2)["status"] == "filled"  # exactly at the limit
-    assert d.execute_trade("ann", "BTC-USD", "sell", 0.39999999, strategy="t")["status"] == "filled"  # sells: not limited
+    assert (
+        d.execute_trade("ann", "BTC-USD", "sell", 0.39999999, strategy="t")["status"] == "filled"
+    )  # sells: not limited
 
 
 def test_largest_position(make):
@@ -87,11 +97,15 @@ def test_orders_per_turn(make):
     d = make(max_orders_per_turn=2)
     assert buy(d, "FARTCOIN-USD", 10, turn="run1")["status"] == "filled"
     assert buy(d, "FARTCOIN-USD", 10**9, turn="run1")["status"] == "rejected"  # refused orders do not count
-    assert d.execute_trade("ann", "FARTCOIN-USD", "sell", 5, strategy="t", turn="run1")["status"] == "filled"  # sells do
+    assert (
+        d.execute_trade("ann", "FARTCOIN-USD", "sell", 5, strategy="t", turn="run1")["status"] == "filled"
+    )  # sells do
     why = refused(buy(d, "FARTCOIN-USD", 10, turn="run1"), "orders per turn")
     assert "2 orders already filled this turn; the most is 2" in why
     assert buy(d, "FARTCOIN-USD", 10, turn="run2")["status"] == "filled"  # a new turn
-    assert d.execute_trade("bob", "FARTCOIN-USD", "buy", 10, strategy="t", turn="run1")["status"] == "filled"  # per agent
+    assert (
+        d.execute_trade("bob", "FARTCOIN-USD", "buy", 10, strategy="t", turn="run1")["status"] == "filled"
+    )  # per agent
 
 
 def test_cooldown(make, monkeypatch):
@@ -108,12 +122,15 @@ def test_cooldown(make, monkeypatch):
     assert buy(d, "FARTCOIN-USD", 10)["status"] == "filled"
 
 
-@pytest.mark.parametrize("rule,limits", [
-    ("largest order", {"max_order_pct": 7}),
-    ("largest position", {"max_position_pct": 12}),
-    ("most invested", {"max_invested_pct": 18}),
-    ("least cash", {"min_cash_pct": 81}),
-])
+@pytest.mark.parametrize(
+    "rule,limits",
+    [
+        ("largest order", {"max_order_pct": 7}),
+        ("largest position", {"max_position_pct": 12}),
+        ("most invested", {"max_invested_pct": 18}),
+        ("least cash", {"min_cash_pct": 81}),
+    ],
+)
 def test_the_suggested_quantity_is_exactly_the_most_that_passes(make, rule, limits):
     """With a spread and a fee: the quantity a refusal suggests fills, one increment more is refused."""
     market = book(btc=(50_000.0, 50_010.0), fart=(1.19, 1.21))
@@ -129,12 +146,27 @@ def test_the_suggested_quantity_is_exactly_the_most_that_passes(make, rule, limi
     assert r["status"] == "filled", (most, r)
 
 
-@pytest.mark.parametrize("rule,limits,bound", [
-    # x units of BTC bought at ask a with fee f, marked at bid b: the account is then worth V - x(a(1+f) - b)
-    ("largest position", {"max_position_pct": 12}, lambda V, C, c, b: Decimal("0.12") * V / (b + Decimal("0.12") * (c - b))),
-    ("most invested", {"max_invested_pct": 18}, lambda V, C, c, b: Decimal("0.18") * V / (b + Decimal("0.18") * (c - b))),
-    ("least cash", {"min_cash_pct": 81}, lambda V, C, c, b: (C - Decimal("0.81") * V) / (c - Decimal("0.81") * (c - b))),
-])
+@pytest.mark.parametrize(
+    "rule,limits,bound",
+    [
+        # x units of BTC bought at ask a with fee f, marked at bid b: the account is then worth V - x(a(1+f) - b)
+        (
+            "largest position",
+            {"max_position_pct": 12},
+            lambda V, C, c, b: Decimal("0.12") * V / (b + Decimal("0.12") * (c - b)),
+        ),
+        (
+            "most invested",
+            {"max_invested_pct": 18},
+            lambda V, C, c, b: Decimal("0.18") * V / (b + Decimal("0.18") * (c - b)),
+        ),
+        (
+            "least cash",
+            {"min_cash_pct": 81},
+            lambda V, C, c, b: (C - Decimal("0.81") * V) / (c - Decimal("0.81") * (c - b)),
+        ),
+    ],
+)
 def test_exposure_rules_judge_the_account_as_it_would_be_after_the_buy(make, rule, limits, bound):
     V = C = Decimal(100_000)
     b, c = Decimal(50_000), Decimal(50_010) * Decimal("1.001")
@@ -152,17 +184,36 @@ def test_which_limits_apply(make):
         assert d.limits_for(unknown) == (None, arena)
     assert d.execute_trade("ann", "BTC-USD", "buy", 0.5)["status"] == "filled"  # no strategy: 25% < 50%
     r = d.execute_trade("ann", "BTC-USD", "buy", 1.1, strategy="nope")
-    assert r["status"] == "rejected" and "limit 'largest order': this buy" in r["error"] and "the most is 50%" in r["error"]
-    assert Desk(Ledger(":memory:")).limits_for("scalper") == ("scalper", STRATEGY_LIMITS["scalper"])  # the built-in ones
+    assert (
+        r["status"] == "rejected"
+        and "limit 'largest order': this buy" in r["error"]
+        and "the most is 50%" in r["error"]
+    )
+    assert Desk(Ledger(":memory:")).limits_for("scalper") == (
+        "scalper",
+        STRATEGY_LIMITS["scalper"],
+    )  # the built-in ones
 
 
 def test_get_portfolio_shows_the_limits_in_force(make):
     d = make(arena=Limits(cooldown_s=5), max_order_pct=5, max_orders_per_turn=3)
     shown = d.portfolio("ann", "t")["limits"]
-    assert shown == {"strategy": "t", "max_order_pct": 5, "max_orders_per_turn": 3, "cooldown_s": 5,
-                     "rules": ["One buy order is at most 5% of total account value.", "At most 3 filled orders per turn.",
-                               "At least 5 seconds between one fill and your next order."]}
-    assert d.portfolio("ann")["limits"] == {"strategy": None, "cooldown_s": 5, "rules": ["At least 5 seconds between one fill and your next order."]}
+    assert shown == {
+        "strategy": "t",
+        "max_order_pct": 5,
+        "max_orders_per_turn": 3,
+        "cooldown_s": 5,
+        "rules": [
+            "One buy order is at most 5% of total account value.",
+            "At most 3 filled orders per turn.",
+            "At least 5 seconds between one fill and your next order.",
+        ],
+    }
+    assert d.portfolio("ann")["limits"] == {
+        "strategy": None,
+        "cooldown_s": 5,
+        "rules": ["At least 5 seconds between one fill and your next order."],
+    }
 
 
 def test_every_strategy_prompt_states_exactly_the_limits_the_desk_enforces():
@@ -170,20 +221,35 @@ def test_every_strategy_prompt_states_exactly_the_limits_the_desk_enforces():
 
     for name, prose in STRATEGIES.items():
         assert name in STRATEGY_LIMITS, f"strategy {name} has no limits in arena/strategies.py"
-        assert "Risk rules" not in prose and "hard limits" not in prose.lower().replace("the hard limits\nbelow", ""), name
+        assert "Risk rules" not in prose and "hard limits" not in prose.lower().replace("the hard limits\nbelow", ""), (
+            name
+        )
         prompt = strategy_prompt(name, prose) + HOUSE_RULES
         rules = risk_rules(name)
         assert prompt.count("Risk rules (hard limits") == 1 and rules in prompt
         lim = STRATEGY_LIMITS[name]
         stated = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)%", rules)]
-        assert stated == [v for v in (lim.max_order_pct, lim.max_position_pct, lim.max_invested_pct, lim.min_cash_pct) if v is not None]
+        assert stated == [
+            v
+            for v in (lim.max_order_pct, lim.max_position_pct, lim.max_invested_pct, lim.min_cash_pct)
+            if v is not None
+        ]
         shown = Desk(Ledger(":memory:")).portfolio("ann", name)["limits"]["rules"]
         assert rules.splitlines()[1:] == [f"- {r}" for r in shown]  # the prompt and get_portfolio say the same
 
 
-@pytest.mark.parametrize("bad", [{"max_order_pct": 0}, {"max_position_pct": 101}, {"max_invested_pct": float("nan")},
-                                 {"min_cash_pct": 100}, {"max_orders_per_turn": 0}, {"max_orders_per_turn": 1.5},
-                                 {"cooldown_s": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_order_pct": 0},
+        {"max_position_pct": 101},
+        {"max_invested_pct": float("nan")},
+        {"min_cash_pct": 100},
+        {"max_orders_per_turn": 0},
+        {"max_orders_per_turn": 1.5},
+        {"cooldown_s": -1},
+    ],
+)
 def test_nonsense_limits_are_refused(bad):
     with pytest.raises(ValueError):
         Limits(**bad)

@@ -11,8 +11,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from arena.exchanges.coinbase import protocol as cb
 from arena.broker import free_port
+from arena.exchanges.coinbase import protocol as cb
 from arena.market import DEFAULT_PRODUCTS
 from arena.sim.coinbase import MarketSim
 from tests.support import Proc
@@ -42,7 +42,9 @@ async def test_subscribe_confirm_snapshot_updates_heartbeats(sim):
         for m in cb.subscribe_messages(["BTC-USD", "SOL-USD"]):
             await ws.send(json.dumps(m))
         seen: list[dict] = []
-        while not (any(m["channel"] == "heartbeats" for m in seen) and sum(m["channel"] == "ticker" for m in seen) >= 3):
+        while not (
+            any(m["channel"] == "heartbeats" for m in seen) and sum(m["channel"] == "ticker" for m in seen) >= 3
+        ):
             seen.append(await recv_json(ws))
     # every message is an envelope with consecutive sequence numbers on this connection
     assert [m["sequence_num"] for m in seen] == list(range(len(seen)))
@@ -55,7 +57,9 @@ async def test_subscribe_confirm_snapshot_updates_heartbeats(sim):
     assert all(m["events"][0]["type"] == "update" for m in tickers[1:])
     for m in tickers:
         for t in m["events"][0]["tickers"]:
-            assert all(isinstance(t[k], str) for k in ("price", "best_bid", "best_ask", "volume_24_h", "best_bid_quantity"))
+            assert all(
+                isinstance(t[k], str) for k in ("price", "best_bid", "best_ask", "volume_24_h", "best_bid_quantity")
+            )
             assert float(t["best_bid"]) < float(t["best_ask"])
     beat = next(m for m in seen if m["channel"] == "heartbeats")
     assert isinstance(beat["events"][0]["heartbeat_counter"], int) and "UTC" in beat["events"][0]["current_time"]
@@ -65,8 +69,14 @@ async def test_bad_requests_get_error_frames(sim):
     async with connect(sim.ws_url) as ws:
         for req, reason in [
             ("not json", None),
-            ({"type": "subscribe", "channels": ["ticker"], "product_ids": ["BTC-USD"]}, "one subscribe message per channel"),
-            ({"type": "subscribe", "channel": "ticker", "product_ids": ["NOPE-USD"]}, "NOPE-USD is not a valid product"),
+            (
+                {"type": "subscribe", "channels": ["ticker"], "product_ids": ["BTC-USD"]},
+                "one subscribe message per channel",
+            ),
+            (
+                {"type": "subscribe", "channel": "ticker", "product_ids": ["NOPE-USD"]},
+                "NOPE-USD is not a valid product",
+            ),
             ({"type": "subscribe", "channel": "ticker"}, "product_ids"),
             ({"type": "hello"}, "subscribe or unsubscribe"),
         ]:
@@ -87,7 +97,12 @@ async def test_unsubscribe_and_subscribe_deadline():
         async with connect(s.ws_url) as ws:
             await ws.send(json.dumps({"type": "subscribe", "channel": "ticker", "product_ids": ["BTC-USD", "SOL-USD"]}))
             await ws.send(json.dumps({"type": "unsubscribe", "channel": "ticker", "product_ids": ["SOL-USD"]}))
-            m = await recv_until(ws, lambda m: m["channel"] == "subscriptions" and m["events"][0]["subscriptions"].get("ticker") == ["BTC-USD"])
+            m = await recv_until(
+                ws,
+                lambda m: (
+                    m["channel"] == "subscriptions" and m["events"][0]["subscriptions"].get("ticker") == ["BTC-USD"]
+                ),
+            )
             assert m
             await asyncio.sleep(0.8)  # past the deadline: subscribed connections stay open and served
             mark = time.time()
@@ -111,7 +126,11 @@ async def test_rest_endpoints(sim):
         assert (await http.get(cb.ticker_path("SOL-USD"))).status_code == 400  # limit is required
 
         now = time.time()
-        for gran, (secs, count) in {"FIFTEEN_MINUTE": (900, 12), "ONE_MINUTE": (60, 20), "ONE_HOUR": (3600, 24)}.items():
+        for gran, (secs, count) in {
+            "FIFTEEN_MINUTE": (900, 12),
+            "ONE_MINUTE": (60, 20),
+            "ONE_HOUR": (3600, 24),
+        }.items():
             r = await http.get(cb.candle_path("BTC-USD"), params=cb.candle_params(gran, count, now))
             raw = r.json()["candles"]
             starts = [int(c["start"]) for c in raw]
@@ -139,8 +158,10 @@ async def test_rest_answers_a_get_with_a_body_however_it_arrives(sim):
     # Coinbase's own SDK sends `{}` with every GET; the body may come in the same packet as the head or later.
     # The answer waits for the whole body: closing a socket with unread bytes in it resets the connection,
     # and the client may then lose the answer.
-    req = (f"GET {cb.product_path('SOL-USD')} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           "Content-Length: 2\r\n\r\n{}").encode()
+    req = (
+        f"GET {cb.product_path('SOL-USD')} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\n\r\n{}"
+    ).encode()
     for cuts in ([], [20], [len(req) - 1], [len(req) - 2, len(req) - 1], list(range(1, len(req)))):
         reader, writer = await asyncio.open_connection(sim.host, sim.port)
         for a, b in zip([0, *cuts], [*cuts, len(req)]):

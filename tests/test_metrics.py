@@ -18,9 +18,19 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def fill(agent: str, side: str, qty: float, price: float, fee: float = 0.0, t: float = 1.0, pid: str = "X-USD") -> Trade:
-    return Trade(trade_id=f"{agent}-{side}-{t}-{qty}", agent=agent, product_id=pid, side=side,
-                 quantity=qty, price=price, fee=fee, executed_at=at(t))
+def fill(
+    agent: str, side: str, qty: float, price: float, fee: float = 0.0, t: float = 1.0, pid: str = "X-USD"
+) -> Trade:
+    return Trade(
+        trade_id=f"{agent}-{side}-{t}-{qty}",
+        agent=agent,
+        product_id=pid,
+        side=side,
+        quantity=qty,
+        price=price,
+        fee=fee,
+        executed_at=at(t),
+    )
 
 
 def q(pid: str, bid: float | None, ask: float | None, price: float | None = None) -> Quote:
@@ -65,8 +75,18 @@ def test_sharpe_is_none_with_fewer_than_two_returns_or_zero_variance():
     two_samples = MARKS[:2]  # one return only
     assert compute(ALL_IN, two_samples, baseline=False, min_sharpe_returns=2)["alice"].sharpe is None
     # a cash-only agent (it only has a rejection): every return is 0 -> zero variance
-    rejected = [Trade(trade_id="r1", agent="bob", product_id="X-USD", side="buy", quantity=1e9,
-                      status="rejected", reason="insufficient cash", executed_at=at(1))]
+    rejected = [
+        Trade(
+            trade_id="r1",
+            agent="bob",
+            product_id="X-USD",
+            side="buy",
+            quantity=1e9,
+            status="rejected",
+            reason="insufficient cash",
+            executed_at=at(1),
+        )
+    ]
     m = compute(rejected, MARKS, baseline=False, min_sharpe_returns=2)["bob"]
     assert m.sharpe is None
     assert m.max_drawdown_pct == 0.0
@@ -77,12 +97,20 @@ def test_sharpe_is_none_with_fewer_than_two_returns_or_zero_variance():
 def test_win_rate_counts_each_sell_as_a_round_trip_fees_included():
     trades = [
         fill("carol", "buy", 10, 100.0, fee=10.0, t=1),  # cost 1,010 -> average cost 101 per unit
-        fill("carol", "sell", 4, 105.0, fee=4.2, t=2),   # 420 - 4.2 - 404 = +11.80  win
+        fill("carol", "sell", 4, 105.0, fee=4.2, t=2),  # 420 - 4.2 - 404 = +11.80  win
         fill("carol", "sell", 3, 101.0, fee=3.03, t=3),  # 303 - 3.03 - 303 = -3.03  loss (the fee)
-        fill("carol", "sell", 2, 101.0, t=4),            # 202 - 202 = 0             not a win
-        fill("carol", "sell", 1, 110.0, t=5),            # 110 - 101 = +9            win
-        Trade(trade_id="rej", agent="carol", product_id="X-USD", side="sell", quantity=5, status="rejected",
-              reason="selling more than held", executed_at=at(6)),
+        fill("carol", "sell", 2, 101.0, t=4),  # 202 - 202 = 0             not a win
+        fill("carol", "sell", 1, 110.0, t=5),  # 110 - 101 = +9            win
+        Trade(
+            trade_id="rej",
+            agent="carol",
+            product_id="X-USD",
+            side="sell",
+            quantity=5,
+            status="rejected",
+            reason="selling more than held",
+            executed_at=at(6),
+        ),
     ]
     m = compute(trades, [], baseline=False)["carol"]
     assert m.round_trips == 4 and m.wins == 2
@@ -154,7 +182,9 @@ def test_buy_and_hold_baseline_by_hand():
 
     series = value_series([], history, fee_bps=10)[BASELINE_NAME]
     assert series[0] == (at(60), 100_000.0)  # it buys in reaction to that snapshot, like an agent
-    assert [v for _, v in series] == pytest.approx([100_000, 94_905.09490509, 99_900.0999001])  # 499.5005 x 120 + 39,960.04
+    assert [v for _, v in series] == pytest.approx(
+        [100_000, 94_905.09490509, 99_900.0999001]
+    )  # 499.5005 x 120 + 39,960.04
 
 
 def test_baseline_is_a_row_among_agents_and_rows_are_sorted_by_value():
@@ -170,8 +200,11 @@ def test_baseline_is_a_row_among_agents_and_rows_are_sorted_by_value():
 
 def test_pnl_identity_total_minus_initial_is_realized_plus_unrealized():
     history = [(at(0), {"X-USD": q("X-USD", 99, 100)}), (at(60), {"X-USD": q("X-USD", 103, 104)})]
-    trades = [fill("f", "buy", 7, 100.0, fee=0.7, t=1), fill("f", "sell", 3, 99.0, fee=0.3, t=2),
-              fill("f", "buy", 2, 104.0, fee=0.2, t=61)]
+    trades = [
+        fill("f", "buy", 7, 100.0, fee=0.7, t=1),
+        fill("f", "sell", 3, 99.0, fee=0.3, t=2),
+        fill("f", "buy", 2, 104.0, fee=0.2, t=61),
+    ]
     m = compute(trades, history, baseline=False)["f"]
     assert m.total_value - 100_000 == pytest.approx(m.realized_pnl + m.unrealized_pnl)
 
@@ -183,15 +216,19 @@ def test_agent_series_starts_at_the_sample_it_reacted_to():
     assert series["bob"] == [(at(120), 100_000.0), (at(180), pytest.approx(100_000 - 9_900 + 10_890))]
     # a trade before every sample: the series starts at the first sample, trade included
     early = [fill("carl", "buy", 1000, 100.0, t=-5)]
-    assert [v for _, v in value_series(early, MARKS, baseline=False)["carl"]] == pytest.approx([100_000, 110_000, 99_000, 108_900])
+    assert [v for _, v in value_series(early, MARKS, baseline=False)["carl"]] == pytest.approx(
+        [100_000, 110_000, 99_000, 108_900]
+    )
 
 
 def test_live_series_starts_at_the_snapshot_the_first_call_reacted_to_whichever_arrives_first():
     """The first call and the snapshot it reacted to reach the tools process by different paths, in
     either order; the agent's series must not depend on which came first (it made a replayed
     leaderboard differ by one sample)."""
-    snaps = [MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
-             for i, (t, m) in enumerate(MARKS)]
+    snaps = [
+        MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
+        for i, (t, m) in enumerate(MARKS)
+    ]
     buy = fill("bob", "buy", 100, 100.0, t=61)  # bob reacted to snapshot 1 (t=60)
 
     def run(events) -> tuple:
@@ -207,8 +244,11 @@ def test_live_series_starts_at_the_snapshot_the_first_call_reacted_to_whichever_
     call_first = run([snap(0), call, snap(1), trade, snap(2), snap(3)])
     snapshot_2_first = run([snap(0), snap(1), snap(2), call, trade, snap(3)])  # the call came late
     assert in_order == call_first
-    assert in_order[0] == [(at(60), 100_000.0), (at(120), pytest.approx(100_000 - 10_000 + 9_900)),
-                           (at(180), pytest.approx(100_000 - 10_000 + 10_890))]
+    assert in_order[0] == [
+        (at(60), 100_000.0),
+        (at(120), pytest.approx(100_000 - 10_000 + 9_900)),
+        (at(180), pytest.approx(100_000 - 10_000 + 10_890)),
+    ]
     # a call that arrives after a later snapshot: that sample is backfilled at the initial cash (bob had
     # traded nothing yet), and the trade shows from the next sample on
     assert snapshot_2_first[0][:2] == [(at(60), 100_000.0), (at(120), 100_000.0)]
@@ -219,10 +259,15 @@ def test_live_series_starts_at_the_snapshot_the_first_call_reacted_to_whichever_
 
 
 def test_tracker_fed_live_matches_the_batch_computation():
-    snapshots = [MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
-                 for i, (t, m) in enumerate(MARKS)]
-    trades = [fill("alice", "buy", 500, 101.0, t=1), fill("alice", "sell", 200, 109.0, t=61),
-              fill("bob", "buy", 10, 111.0, t=62)]
+    snapshots = [
+        MarketSnapshot(seq=i, published_at=t, quotes={"X-USD": q("X-USD", m["X-USD"], m["X-USD"] + 1)})
+        for i, (t, m) in enumerate(MARKS)
+    ]
+    trades = [
+        fill("alice", "buy", 500, 101.0, t=1),
+        fill("alice", "sell", 200, 109.0, t=61),
+        fill("bob", "buy", 10, 111.0, t=62),
+    ]
     tracker = MetricsTracker(fee_bps=0)
     tracker.on_snapshot(snapshots[0])
     tracker.on_trade(trades[0])
@@ -281,7 +326,10 @@ def test_sharpe_is_shown_from_the_documented_number_of_returns_on():
     from arena.metrics import MIN_SHARPE_RETURNS
 
     # alternating +1% / -0.5% marks: a nonzero variance at every length
-    marks = [(at(60 * k), {"X-USD": 100.0 * (1.01 if k % 2 else 1.0) * (1 + k / 1000)}) for k in range(MIN_SHARPE_RETURNS + 2)]
+    marks = [
+        (at(60 * k), {"X-USD": 100.0 * (1.01 if k % 2 else 1.0) * (1 + k / 1000)})
+        for k in range(MIN_SHARPE_RETURNS + 2)
+    ]
     trades = [fill("alice", "buy", 500, 100.0, t=1)]
     below = compute(trades, marks[:MIN_SHARPE_RETURNS], baseline=False)["alice"]  # series starts at 0: 29 returns
     assert below.samples == MIN_SHARPE_RETURNS and below.sharpe is None
@@ -293,8 +341,15 @@ def test_live_arrival_order_gives_the_replayed_numbers():
     """Live, a fill stamped just after a snapshot's time can reach the tracker before that snapshot
     does; the report replays by time. One rule for both: a trade stamped after a sample's time
     counts from the next sample on."""
-    snaps = [MarketSnapshot(seq=k, published_at=at(10 * k), quotes={"X-USD": q("X-USD", 100 + k, 100.5 + k)}) for k in range(6)]
-    trades = [fill("alice", "buy", 10, 101.5, t=12), fill("bob", "buy", 1, 102.5, t=25), fill("alice", "sell", 4, 104.0, fee=0.5, t=40.5)]
+    snaps = [
+        MarketSnapshot(seq=k, published_at=at(10 * k), quotes={"X-USD": q("X-USD", 100 + k, 100.5 + k)})
+        for k in range(6)
+    ]
+    trades = [
+        fill("alice", "buy", 10, 101.5, t=12),
+        fill("bob", "buy", 1, 102.5, t=25),
+        fill("alice", "sell", 4, 104.0, fee=0.5, t=40.5),
+    ]
     replayed = compute(trades, snaps, min_sharpe_returns=2)
     series = value_series(trades, snaps)
 

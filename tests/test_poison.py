@@ -27,7 +27,16 @@ from pydantic import ValidationError
 from arena import kafka as k
 from arena.broker import free_port
 from arena.chat import ChatReply, ChatRequest, _ReplyAddress, forwarded_settings, redact_url, redactor
-from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings, chat_request_topic
+from arena.config import (
+    ACTIVITY_TOPIC,
+    DECISIONS_TOPIC,
+    HEALTH_TOPIC,
+    LEADERBOARD_TOPIC,
+    MARKET_TOPIC,
+    TRADES_TOPIC,
+    KafkaSettings,
+    chat_request_topic,
+)
 from arena.decisions import Decision
 from arena.market import Candle, MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME
@@ -36,7 +45,6 @@ from arena.supervisor import ProcessStatus
 from arena.wire import MAX_CANDLES, MAX_FUTURE_SKEW_S, MAX_PRODUCTS, MAX_TEXT
 from tests.procs import Proc
 from tests.test_router import BASE, Watcher, router, snapshot, stop_cleanly
-
 
 
 def ON_MODULE_LOOP(test):  # noqa: N802 - a marker, like test_router's
@@ -82,7 +90,16 @@ def test_times_carry_a_zone_and_are_not_ahead_of_the_reader():
     with pytest.raises(ValidationError):
         wire(Decision, **{**decision, "started_at": naive(now)})
     with pytest.raises(ValidationError):
-        wire(Trade, trade_id="t", agent="alice", product_id="BTC-USD", side="buy", quantity=1, price=1, executed_at=naive(now))
+        wire(
+            Trade,
+            trade_id="t",
+            agent="alice",
+            product_id="BTC-USD",
+            side="buy",
+            quantity=1,
+            price=1,
+            executed_at=naive(now),
+        )
 
 
 def test_prices_are_finite_positive_and_the_book_uncrossed():
@@ -117,7 +134,13 @@ def test_ids_and_names_have_their_patterns():
             wire(Decision, agent=name, **decision)
     fill = dict(trade_id="t", agent="alice", side="buy", quantity=1.0, price=10.0)
     wire(Trade, product_id="BTC-USD", **fill)
-    wire(Trade, product_id="'doge??'", status="rejected", reason="unknown product", **{**fill, "price": 0.0, "quantity": -5.0})
+    wire(
+        Trade,
+        product_id="'doge??'",
+        status="rejected",
+        reason="unknown product",
+        **{**fill, "price": 0.0, "quantity": -5.0},
+    )
     for change in ({"product_id": "doge"}, {"price": 0.0}, {"quantity": 0.0}, {"agent": BASELINE_NAME}):
         with pytest.raises(ValidationError):
             wire(Trade, **{"product_id": "BTC-USD", **fill, **change})
@@ -140,12 +163,25 @@ def test_counts_and_sizes_are_bounded():
 
 
 def test_a_chat_request_names_a_reply_topic_and_carries_a_zoned_time():
-    req = ChatRequest(request_id="r1", chat_node="gpt", reply_to="arena.chat.replies.host-1-abc", sender="s", timeout_s=30,
-                      messages=[ModelRequest(parts=[UserPromptPart("hi")])], parameters=ModelRequestParameters())
+    req = ChatRequest(
+        request_id="r1",
+        chat_node="gpt",
+        reply_to="arena.chat.replies.host-1-abc",
+        sender="s",
+        timeout_s=30,
+        messages=[ModelRequest(parts=[UserPromptPart("hi")])],
+        parameters=ModelRequestParameters(),
+    )
     raw = json.loads(k.encode(req))
     ChatRequest.model_validate_json(json.dumps(raw))
-    for change in ({"reply_to": "arena.trades"}, {"reply_to": "arena.chat.replies."}, {"reply_to": "arena.chat.replies.a/b"},
-                   {"sent_at": naive(utcnow())}, {"timeout_s": 0}, {"chat_node": "a b"}):
+    for change in (
+        {"reply_to": "arena.trades"},
+        {"reply_to": "arena.chat.replies."},
+        {"reply_to": "arena.chat.replies.a/b"},
+        {"sent_at": naive(utcnow())},
+        {"timeout_s": 0},
+        {"chat_node": "a b"},
+    ):
         with pytest.raises(ValidationError):
             ChatRequest.model_validate_json(json.dumps({**raw, **change}))
     with pytest.raises(ValidationError):  # nor is an unreadable request answered anywhere else
@@ -166,8 +202,17 @@ def test_snapshot_times_are_capped_at_the_readers_clock():
 
 
 def test_only_allowed_model_settings_are_forwarded():
-    kept, dropped = forwarded_settings({"max_tokens": 100, "temperature": 0.2, "extra_body": {"model": "o1-pro"},
-                                        "extra_headers": {"Authorization": "x"}, "temperature_": 1, "top_p": 7, "timeout": 1})
+    kept, dropped = forwarded_settings(
+        {
+            "max_tokens": 100,
+            "temperature": 0.2,
+            "extra_body": {"model": "o1-pro"},
+            "extra_headers": {"Authorization": "x"},
+            "temperature_": 1,
+            "top_p": 7,
+            "timeout": 1,
+        }
+    )
     assert kept == {"max_tokens": 100, "temperature": 0.2}
     assert sorted(dropped) == ["extra_body", "extra_headers", "temperature_", "timeout", "top_p"]
     assert forwarded_settings(None) == ({}, [])
@@ -256,9 +301,16 @@ class Arena:
         next_tick = 0.0
         while not predicate():
             if time.monotonic() > deadline:
-                tail = "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.watcher.decisions[-12:])
-                trades = "; ".join(f"{t.agent} {t.status} {t.side} {t.product_id} #{t.tick_seq} {t.reason[:80]}" for t in self.watcher.trades[-8:])
-                raise AssertionError(f"timed out waiting for {what}; last decisions: {tail}; last trades: {trades}; dead: {self.dead()}")
+                tail = "; ".join(
+                    f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.watcher.decisions[-12:]
+                )
+                trades = "; ".join(
+                    f"{t.agent} {t.status} {t.side} {t.product_id} #{t.tick_seq} {t.reason[:80]}"
+                    for t in self.watcher.trades[-8:]
+                )
+                raise AssertionError(
+                    f"timed out waiting for {what}; last decisions: {tail}; last trades: {trades}; dead: {self.dead()}"
+                )
             if time.monotonic() >= next_tick:
                 await self.real()
                 next_tick = time.monotonic() + 2.0
@@ -270,7 +322,8 @@ class Arena:
         later = {s for s in self.published if s > seq}
         w = self.watcher
         return all(w.of(a, "done", seqs=later) for a in TRADERS) and any(
-            t.status == "filled" and t.tick_seq in later for t in w.trades)
+            t.status == "filled" and t.tick_seq in later for t in w.trades
+        )
 
     def dead(self) -> list[str]:
         return [f"{n} (exit {p.proc.returncode})" for n, p in self.procs.items() if p.proc.poll() is not None]
@@ -284,8 +337,10 @@ class Arena:
         deadline = time.monotonic() + timeout
         while not (line := self.rejected(who, model, md)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{who} logged no rejection of the {model} at {md.topic}:{md.partition}@{md.offset}:\n"
-                                     + "\n".join(self.procs[who].lines[-30:]))
+                raise AssertionError(
+                    f"{who} logged no rejection of the {model} at {md.topic}:{md.partition}@{md.offset}:\n"
+                    + "\n".join(self.procs[who].lines[-30:])
+                )
             await asyncio.sleep(0.1)
         return line
 
@@ -299,10 +354,30 @@ async def arena(broker, tmp_path_factory):
     port = free_port()
     a = Arena(kafka, Watcher(kafka), tmp / "export.json")
     a.procs["policy"] = Proc("-m", "arena.cli", "policy-server", "--port", str(port))
-    a.procs["chat"] = Proc("deploy_chat_node.py", "--name", CHAT, "--model-id", "random-walk", "--base-url",
-                           f"http://127.0.0.1:{port}/v1", "--max-retries", "0", env={"OPENAI_API_KEY": "test"})
-    a.procs["tools"] = Proc("tools_and_dashboard.py", "--no-dashboard", "--ledger", str(tmp / "ledger.db"), "--export", str(a.export),
-                            "--status-every", "3600", "--connect-timeout", "120")
+    a.procs["chat"] = Proc(
+        "deploy_chat_node.py",
+        "--name",
+        CHAT,
+        "--model-id",
+        "random-walk",
+        "--base-url",
+        f"http://127.0.0.1:{port}/v1",
+        "--max-retries",
+        "0",
+        env={"OPENAI_API_KEY": "test"},
+    )
+    a.procs["tools"] = Proc(
+        "tools_and_dashboard.py",
+        "--no-dashboard",
+        "--ledger",
+        str(tmp / "ledger.db"),
+        "--export",
+        str(a.export),
+        "--status-every",
+        "3600",
+        "--connect-timeout",
+        "120",
+    )
     a.procs["viewer"] = Proc("response_viewer.py")
     a.producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, enable_idempotence=False)
     try:
@@ -358,11 +433,17 @@ async def test_a_forged_crossed_or_future_snapshot_moves_nothing(arena):
     start = arena.seq
     # The routers go on with the real snapshots after them (not "not newer than #forged"), and the desk
     # fills at their quotes.
-    await arena.until(lambda: arena.trading_after(start), "turns and a fill on the real snapshots after the forged ones")
+    await arena.until(
+        lambda: arena.trading_after(start), "turns and a fill on the real snapshots after the forged ones"
+    )
     for who in (*TRADERS, "tools"):
         assert "crossed book" in await arena.logged(who, "MarketSnapshot", md_crossed)
         assert "in the future" in await arena.logged(who, "MarketSnapshot", md_future)
-    assert not [d for d in w.decisions if d.tick_seq in (crossed, future) or f"#{crossed}" in d.reason or f"#{future}" in d.reason]
+    assert not [
+        d
+        for d in w.decisions
+        if d.tick_seq in (crossed, future) or f"#{crossed}" in d.reason or f"#{future}" in d.reason
+    ]
     for t in w.trades:  # every fill at a real price: the base bid or ask
         if t.status == "filled":
             real = BASE[t.product_id] * (1.0001 if t.side == "buy" else 0.9999)
@@ -395,8 +476,15 @@ async def test_a_snapshot_dated_just_ahead_does_not_outrank_the_ones_after_it(ar
 
 def chat_request(reply_to: str, **changes) -> dict:
     """A request's JSON as a client would write it (any reply topic: the JSON is not checked here)."""
-    req = ChatRequest(request_id=uuid.uuid4().hex, chat_node=CHAT, reply_to="arena.chat.replies.x", sender=f"test-{RUN}", timeout_s=60,
-                      messages=[ModelRequest(parts=[UserPromptPart("Say hello.")])], parameters=ModelRequestParameters())
+    req = ChatRequest(
+        request_id=uuid.uuid4().hex,
+        chat_node=CHAT,
+        reply_to="arena.chat.replies.x",
+        sender=f"test-{RUN}",
+        timeout_s=60,
+        messages=[ModelRequest(parts=[UserPromptPart("Say hello.")])],
+        parameters=ModelRequestParameters(),
+    )
     return {**json.loads(k.encode(req)), "reply_to": reply_to, **changes}
 
 
@@ -405,7 +493,9 @@ async def test_a_chat_node_answers_only_on_reply_topics_and_serves_on_after_a_zo
     mine, victim = f"arena.chat.replies.poison-test-{RUN}", f"arena.victim-{RUN}"
     for topic in (mine, victim):  # both exist, so anything written to them can be read back
         await arena.produce(topic, b"")
-    reader = AIOKafkaConsumer(bootstrap_servers=arena.kafka.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False)
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=arena.kafka.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await reader.start()
     try:
         parts = [TopicPartition(t, p) for t in (mine, victim) for p in await arena.producer.partitions_for(t)]
@@ -421,13 +511,17 @@ async def test_a_chat_node_answers_only_on_reply_topics_and_serves_on_after_a_zo
         replies: dict[str, list] = {mine: [], victim: []}
         deadline = time.monotonic() + 60
         while not any(r.request_id == good["request_id"] and r.kind != "accepted" for r in replies[mine]):
-            assert time.monotonic() < deadline, f"no answer to the request after the poisoned ones; chat node: {arena.procs['chat'].output[-2000:]}"
+            assert time.monotonic() < deadline, (
+                f"no answer to the request after the poisoned ones; chat node: {arena.procs['chat'].output[-2000:]}"
+            )
             for tp, records in (await reader.getmany(timeout_ms=200)).items():
                 replies[tp.topic] += [ChatReply.model_validate_json(r.value) for r in records if r.value]
         # It served the next request, never wrote to the topic a request named, and said why for each.
         assert replies[victim] == []
         # the zone-less one is told at once that it could not be read (it had a valid address)
-        assert [(r.kind, r.error_type) for r in replies[mine] if r.request_id == bad["request_id"]] == [("error", "malformed")]
+        assert [(r.kind, r.error_type) for r in replies[mine] if r.request_id == bad["request_id"]] == [
+            ("error", "malformed")
+        ]
         assert {r.request_id for r in replies[mine]} == {good["request_id"], bad["request_id"]}
         assert "reply_to: String should match pattern" in await arena.logged("chat", "ChatRequest", elsewhere)
         assert "sent_at: Input should have timezone info" in await arena.logged("chat", "ChatRequest", zoneless)
@@ -442,31 +536,68 @@ async def test_a_chat_node_answers_only_on_reply_topics_and_serves_on_after_a_zo
 async def test_poison_on_decisions_trades_health_and_activity_stops_no_reader(arena):
     w, now = arena.watcher, utcnow()
     ghost, dead = f"router ghost-{RUN}", f"router dead-{RUN}"
-    decision = dict(agent=TRADERS[0], run_id="forged", tick_seq=1, tick_published_at=now.isoformat(), status="done",
-                    started_at=now.isoformat(), finished_at=now.isoformat(), output="forged")
+    decision = dict(
+        agent=TRADERS[0],
+        run_id="forged",
+        tick_seq=1,
+        tick_published_at=now.isoformat(),
+        status="done",
+        started_at=now.isoformat(),
+        finished_at=now.isoformat(),
+        output="forged",
+    )
     sent = {
         # a turn whose start has no zone (its latency cannot be computed), and one from the future
         "zoneless decision": (DECISIONS_TOPIC, "Decision", {**decision, "started_at": naive(now)}),
-        "future decision": (DECISIONS_TOPIC, "Decision", {**decision, "finished_at": (now + timedelta(days=1)).isoformat()}),
+        "future decision": (
+            DECISIONS_TOPIC,
+            "Decision",
+            {**decision, "finished_at": (now + timedelta(days=1)).isoformat()},
+        ),
         "unnamed decision": (DECISIONS_TOPIC, "Decision", {**decision, "agent": "x\x1b[2Jy"}),
-        "zoneless trade": (TRADES_TOPIC, None, dict(trade_id="t", agent=TRADERS[0], product_id="BTC-USD", side="buy",
-                                                    quantity=1, price=1, executed_at=naive(now))),
-        "nan trade": (TRADES_TOPIC, None, b'{"trade_id": "t", "agent": "a", "product_id": "BTC-USD", "side": "buy", "quantity": NaN}'),
+        "zoneless trade": (
+            TRADES_TOPIC,
+            None,
+            dict(
+                trade_id="t",
+                agent=TRADERS[0],
+                product_id="BTC-USD",
+                side="buy",
+                quantity=1,
+                price=1,
+                executed_at=naive(now),
+            ),
+        ),
+        "nan trade": (
+            TRADES_TOPIC,
+            None,
+            b'{"trade_id": "t", "agent": "a", "product_id": "BTC-USD", "side": "buy", "quantity": NaN}',
+        ),
         # a report with a zone, then one without for the same process (they are compared), then a future one
         "health": (HEALTH_TOPIC, None, dict(name=ghost, status="ready", at=now.isoformat())),
         "zoneless health": (HEALTH_TOPIC, "ProcessStatus", dict(name=ghost, status="starting", at=naive(now))),
-        "future health": (HEALTH_TOPIC, "ProcessStatus", dict(name=ghost, status="ready", at=(now + timedelta(days=1)).isoformat())),
+        "future health": (
+            HEALTH_TOPIC,
+            "ProcessStatus",
+            dict(name=ghost, status="ready", at=(now + timedelta(days=1)).isoformat()),
+        ),
     }
     where = {}
     for label, (topic, _, value) in sent.items():
         where[label] = await arena.produce(topic, value)
     # an agent step from an agent named like no agent, and one that is not an envelope
     await arena.produce(ACTIVITY_TOPIC, b"{}", headers=[("x-calf-emitter", b"x\x1b[2Jy"), ("correlation_id", b"c")])
-    await arena.produce(ACTIVITY_TOPIC, b'{"context": 1}', headers=[("x-calf-emitter", TRADERS[0].encode()), ("correlation_id", b"c")])
+    await arena.produce(
+        ACTIVITY_TOPIC, b'{"context": 1}', headers=[("x-calf-emitter", TRADERS[0].encode()), ("correlation_id", b"c")]
+    )
     # Then a real report: the tools still read the health topic ...
-    await arena.produce(HEALTH_TOPIC, ProcessStatus(name=dead, status="exited", detail="exit 3").model_dump_json().encode())
+    await arena.produce(
+        HEALTH_TOPIC, ProcessStatus(name=dead, status="exited", detail="exit 3").model_dump_json().encode()
+    )
     tools = arena.procs["tools"]
-    await arena.until(lambda: f"{dead} exited unexpectedly (exit 3)" in tools.output, "the tools' report of the real exit")
+    await arena.until(
+        lambda: f"{dead} exited unexpectedly (exit 3)" in tools.output, "the tools' report of the real exit"
+    )
     # ... and the decisions topic, and the viewer shows the turns after the poison.
     start = arena.seq
     await arena.until(lambda: arena.trading_after(start), "turns after the poison")
@@ -489,7 +620,9 @@ async def test_the_leaderboard_never_saw_a_forged_snapshot(arena):
     """Last: the routers, then the tools stop, and the export tells what the tools' state and metrics took."""
     w = arena.watcher
     last = await arena.real()
-    await arena.until(lambda: all(w.of(a, "done", "skipped", seqs={last}) for a in TRADERS), "the turns on the last snapshot")
+    await arena.until(
+        lambda: all(w.of(a, "done", "skipped", seqs={last}) for a in TRADERS), "the turns on the last snapshot"
+    )
     stop_cleanly(*(arena.procs[n] for n in TRADERS))
     # The tools have taken the last snapshot and every turn when their published leaderboard says so.
     done = {a: len(w.of(a, "done")) for a in TRADERS}
@@ -498,11 +631,20 @@ async def test_the_leaderboard_never_saw_a_forged_snapshot(arena):
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert time.monotonic() < deadline, "the tools never published a leaderboard with the last snapshot and turns"
-            records = [r for rs in (await board.getmany(timeout_ms=500)).values() for r in rs if r.key == b"leaderboard"]
+            assert time.monotonic() < deadline, (
+                "the tools never published a leaderboard with the last snapshot and turns"
+            )
+            records = [
+                r for rs in (await board.getmany(timeout_ms=500)).values() for r in rs if r.key == b"leaderboard"
+            ]
             latest = json.loads(records[-1].value) if records else None
-            if latest and latest["feed"]["snapshot_seq"] == arena.published[-1] and all(
-                    next((a["turns"] for a in latest["agents"] if a["name"] == n), None) == done[n] for n in TRADERS):
+            if (
+                latest
+                and latest["feed"]["snapshot_seq"] == arena.published[-1]
+                and all(
+                    next((a["turns"] for a in latest["agents"] if a["name"] == n), None) == done[n] for n in TRADERS
+                )
+            ):
                 break
     finally:
         await board.stop()

@@ -30,7 +30,16 @@ def _candles(start_price: float, step: float, n: int, seconds: int = 60) -> list
     out = []
     for i in range(n):
         o, c = start_price + step * i, start_price + step * (i + 1)
-        out.append(Candle(start=NOW - (n - i) * seconds, open=o, high=max(o, c) * 1.001, low=min(o, c) * 0.999, close=c, volume=12.5))
+        out.append(
+            Candle(
+                start=NOW - (n - i) * seconds,
+                open=o,
+                high=max(o, c) * 1.001,
+                low=min(o, c) * 0.999,
+                close=c,
+                volume=12.5,
+            )
+        )
     return out
 
 
@@ -43,10 +52,15 @@ def snapshot(btc_step: float = 100.0, fart_step: float = -0.005, sol_stale: bool
         quotes={
             "BTC-USD": Quote(product_id="BTC-USD", price=btc_last, best_bid=btc_last - 0.5, best_ask=btc_last + 0.5),
             "SOL-USD": Quote(product_id="SOL-USD", price=160.0, best_bid=159.9, best_ask=160.1, stale=sol_stale),
-            "FARTCOIN-USD": Quote(product_id="FARTCOIN-USD", price=fart_last, best_bid=fart_last - 0.001, best_ask=fart_last + 0.001),
+            "FARTCOIN-USD": Quote(
+                product_id="FARTCOIN-USD", price=fart_last, best_bid=fart_last - 0.001, best_ask=fart_last + 0.001
+            ),
         },
         candles={
-            "BTC-USD": {"ONE_MINUTE": _candles(99_000, btc_step, 20), "FIVE_MINUTE": _candles(99_000, btc_step * 5, 18, 300)},
+            "BTC-USD": {
+                "ONE_MINUTE": _candles(99_000, btc_step, 20),
+                "FIVE_MINUTE": _candles(99_000, btc_step * 5, 18, 300),
+            },
             "SOL-USD": {"ONE_MINUTE": _candles(140, 1.0, 20)},
             "FARTCOIN-USD": {"ONE_MINUTE": _candles(0.9, fart_step, 20)},
         },
@@ -54,7 +68,14 @@ def snapshot(btc_step: float = 100.0, fart_step: float = -0.005, sol_stale: bool
 
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_portfolio", "description": "your account", "parameters": {"type": "object", "properties": {}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_portfolio",
+            "description": "your account",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    },
     {
         "type": "function",
         "function": {
@@ -62,7 +83,11 @@ TOOLS = [
             "description": "trade",
             "parameters": {
                 "type": "object",
-                "properties": {"product_id": {"type": "string"}, "side": {"enum": ["buy", "sell"], "type": "string"}, "quantity": {"type": "number"}},
+                "properties": {
+                    "product_id": {"type": "string"},
+                    "side": {"enum": ["buy", "sell"], "type": "string"},
+                    "quantity": {"type": "number"},
+                },
                 "required": ["product_id", "side", "quantity"],
             },
         },
@@ -171,7 +196,11 @@ def test_offline_models_keep_their_prompts_largest_order_rule():
 
     market = parse_market(render_snapshot(snapshot()))
     holdings = Holdings(90_000.0, {"FARTCOIN-USD": 10_000.0})  # worth 90,000 + 10,000 x 0.799 at the bid
-    orders = [Order("BTC-USD", "buy", 0.1, "dip"), Order("FARTCOIN-USD", "sell", 10_000.0, "exit"), Order("BTC-USD", "buy", 0.00001, "tiny")]
+    orders = [
+        Order("BTC-USD", "buy", 0.1, "dip"),
+        Order("FARTCOIN-USD", "sell", 10_000.0, "exit"),
+        Order("BTC-USD", "buy", 0.00001, "tiny"),
+    ]
     capped = cap_orders(orders, strategy_prompt("scalper", "You are a scalper."), market, holdings)
     value = 90_000 + 10_000 * market.quotes["FARTCOIN-USD"].bid
     btc_ask = market.quotes["BTC-USD"].ask
@@ -234,13 +263,27 @@ async def test_models_are_listed(server):
     async with httpx.AsyncClient() as h:
         data = (await h.get(server[1] + "/models")).json()
     ids = {m["id"] for m in data["data"]}
-    assert {"momentum", "mean-revert", "random-walk", "hold", "auto", "error-500", "error-429", "bad-args", "unknown-tool"} <= ids
+    assert {
+        "momentum",
+        "mean-revert",
+        "random-walk",
+        "hold",
+        "auto",
+        "error-500",
+        "error-429",
+        "bad-args",
+        "unknown-tool",
+    } <= ids
 
 
 @pytest.mark.processes
 async def test_momentum_turn_portfolio_then_trades_then_text(client):
     answers, _ = await play(client, "momentum")
-    assert [a.tool_calls[0].function.name if a.tool_calls else "text" for a in answers] == ["get_portfolio", "execute_trade", "text"]
+    assert [a.tool_calls[0].function.name if a.tool_calls else "text" for a in answers] == [
+        "get_portfolio",
+        "execute_trade",
+        "text",
+    ]
     trades = [json.loads(c.function.arguments) for c in answers[1].tool_calls]
     assert {(t["product_id"], t["side"]) for t in trades} == {("BTC-USD", "buy"), ("FARTCOIN-USD", "sell")}
     for t in trades:
@@ -291,7 +334,11 @@ async def test_fault_models(client):
     r = await client.chat.completions.create(model="unknown-tool", messages=conversation(), tools=TOOLS)
     msg = r.choices[0].message
     assert msg.tool_calls[0].function.name == "launch_rocket"
-    follow = [*conversation(), msg.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": "Unknown tool name"}]
+    follow = [
+        *conversation(),
+        msg.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": "Unknown tool name"},
+    ]
     r = await client.chat.completions.create(model="unknown-tool", messages=follow, tools=TOOLS)
     assert r.choices[0].message.tool_calls is None and "stopping" in r.choices[0].message.content
 
@@ -312,7 +359,9 @@ async def test_bad_requests_get_clear_errors(client, server):
     async with httpx.AsyncClient() as h:
         r = await h.post(server[1] + "/chat/completions", content=b"{not json")
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
-    r = await client.chat.completions.create(model="momentum", messages=[{"role": "user", "content": "hello"}], tools=TOOLS)
+    r = await client.chat.completions.create(
+        model="momentum", messages=[{"role": "user", "content": "hello"}], tools=TOOLS
+    )
     assert "no market data" in r.choices[0].message.content
 
 

@@ -17,7 +17,9 @@ SAMPLE = ROOT / "assets" / "sample_recording.jsonl"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "arena.cli", "recording", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "arena.cli", "recording", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cut_by_seconds_and_by_time(tmp_path):

@@ -46,7 +46,15 @@ MAX_SPEED, MIN_SPEED = 1.5, 0.5  # replay speed bounds: the recording's 2 s spac
 # The gap between snapshots must hold this many warm no-trade turns: a turn that trades takes a model
 # call and a tool call more, random-walk's often three orders, and three routers think at once.
 TURNS_OF_ROOM = 4
-COMPARED_METRICS = ("max_drawdown_pct", "win_rate", "round_trips", "wins", "exposure_pct", "time_in_market_pct", "samples")
+COMPARED_METRICS = (
+    "max_drawdown_pct",
+    "win_rate",
+    "round_trips",
+    "wins",
+    "exposure_pct",
+    "time_in_market_pct",
+    "samples",
+)
 
 
 class Arena(Stack):
@@ -80,7 +88,9 @@ class Arena(Stack):
     async def read_decisions(self, until, timeout: float, what: str) -> None:
         """Read decisions until `until(self.decisions)` holds."""
         if not await self.reader.wait_for(lambda: until(self.decisions), timeout):
-            raise TimeoutError(f"{what} not within {timeout:g}s; decisions: {[(d.agent, d.tick_seq, d.status) for d in self.decisions[-12:]]}")
+            raise TimeoutError(
+                f"{what} not within {timeout:g}s; decisions: {[(d.agent, d.tick_seq, d.status) for d in self.decisions[-12:]]}"
+            )
 
     async def close(self) -> None:
         await self.reader.stop()
@@ -99,13 +109,20 @@ async def warm_up(arena: Arena) -> float:
     now = utcnow()
     quotes = {pid: q.model_copy(update={"stale": True, "received_at": now}) for pid, q in first.quotes.items()}
     since = len(arena.decisions)
-    await arena.producer.send_and_wait(MARKET_TOPIC, k.encode(MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=first.candles)))
+    await arena.producer.send_and_wait(
+        MARKET_TOPIC, k.encode(MarketSnapshot(seq=0, published_at=now, quotes=quotes, candles=first.candles))
+    )
     await arena.read_decisions(lambda ds: finished(ds, 0, since) >= set(AGENTS), 120, "warm-up turns")
     turns = [d for d in arena.decisions[since:] if d.tick_seq == 0 and d.status != "started"]
     failed = {d.agent for d in turns if d.status != "done"}
-    assert not failed, [(d.agent, d.status, d.reason) for d in turns] + [  # where it stuck: the chat node, those routers
-        f"--- {' '.join(p.args[1:4])}:\n" + "\n".join(p.lines[-15:])
-        for p in arena.procs.values() if p is arena.chat or any(name in p.args for name in failed)]
+    assert not failed, (
+        [(d.agent, d.status, d.reason) for d in turns]
+        + [  # where it stuck: the chat node, those routers
+            f"--- {' '.join(p.args[1:4])}:\n" + "\n".join(p.lines[-15:])
+            for p in arena.procs.values()
+            if p is arena.chat or any(name in p.args for name in failed)
+        ]
+    )
     return max(d.latency_s for d in turns)
 
 
@@ -113,7 +130,9 @@ async def one_run(arena: Arena, n: int) -> dict:
     """A run in which every turn was in time: one attempt, and a second twice as slow if some turn was not."""
     run = await attempt(arena, f"{n}a", None)
     if run["not_in_time"]:
-        print(f"run {n}: turns not in time at speed {run['speed']:.2f} (busy machine?): {run['not_in_time']}; again, twice as slow")
+        print(
+            f"run {n}: turns not in time at speed {run['speed']:.2f} (busy machine?): {run['not_in_time']}; again, twice as slow"
+        )
         run = await attempt(arena, f"{n}b", run["speed"] / 2)
     assert not run["not_in_time"], f"run {n} at speed {run['speed']:.2f}: turns not in time: {run['not_in_time']}"
     return run
@@ -138,7 +157,9 @@ async def attempt(arena: Arena, n: str, speed: float | None) -> dict:
     t0 = time.monotonic()
     feed = arena.spawn("coinbase_connector.py", *arena.flags, "--replay", str(RECORDING), "--speed", f"{speed:.3f}")
     n_snaps = len(load_recording(RECORDING))
-    await arena.read_decisions(lambda ds: finished(ds, n_snaps, since) >= set(AGENTS), 30 / speed + 120, "the last tick's turns")
+    await arena.read_decisions(
+        lambda ds: finished(ds, n_snaps, since) >= set(AGENTS), 30 / speed + 120, "the last tick's turns"
+    )
     assert await asyncio.to_thread(feed.proc.wait, 30) == 0, feed.output
     print(f"run {n}: replay of {n_snaps} snapshots decided in {time.monotonic() - t0:.1f}s")
     t0 = time.monotonic()
@@ -153,7 +174,9 @@ async def attempt(arena: Arena, n: str, speed: float | None) -> dict:
         following = published.get(d.tick_seq + 1)
         if d.status == "done" and following is not None and d.finished_at > following:
             late = (d.finished_at - following).total_seconds()
-            not_in_time.append((d.agent, d.tick_seq, "late", f"finished {late:.2f}s after #{d.tick_seq + 1} was published"))
+            not_in_time.append(
+                (d.agent, d.tick_seq, "late", f"finished {late:.2f}s after #{d.tick_seq + 1} was published")
+            )
     if not not_in_time:
         for name in AGENTS:
             assert sorted(d.tick_seq for d in turns if d.agent == name) == list(range(1, n_snaps + 1)), name
@@ -204,8 +227,12 @@ def test_two_replays_of_a_recording_give_the_same_leaderboard(tmp_path):
         # the same fills in another order within a turn may round the last bit of a sum differently
         assert a[name]["money"] == pytest.approx(b[name]["money"], rel=1e-12, abs=1e-9), name
         ma, mb = a[name]["metrics"], b[name]["metrics"]
-        assert {k for k, v in ma.items() if v is None} == {k for k, v in mb.items() if v is None}, name  # e.g. no round trips
-        assert {k: v for k, v in ma.items() if v is not None} == pytest.approx({k: v for k, v in mb.items() if v is not None}, rel=1e-9, abs=1e-12), name
+        assert {k for k, v in ma.items() if v is None} == {k for k, v in mb.items() if v is None}, (
+            name
+        )  # e.g. no round trips
+        assert {k: v for k, v in ma.items() if v is not None} == pytest.approx(
+            {k: v for k, v in mb.items() if v is not None}, rel=1e-9, abs=1e-12
+        ), name
 
 
 def test_random_walk_flips_the_same_coins_whenever_a_snapshot_is_decided():
@@ -221,11 +248,18 @@ def test_random_walk_flips_the_same_coins_whenever_a_snapshot_is_decided():
 
     def decide(snapshot, delay_s: float, previous: str) -> str:
         prompt = build_prompt(snapshot, now=snapshot.published_at + timedelta(seconds=delay_s))
-        prompt = prompt.replace("Decide what to do now.", f"Your previous turn concluded: {previous}\n\nDecide what to do now.")
+        prompt = prompt.replace(
+            "Decide what to do now.", f"Your previous turn concluded: {previous}\n\nDecide what to do now."
+        )
         messages = [
             {"role": "system", "content": "You are a meme-coin degen."},
             {"role": "user", "content": prompt},
-            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_portfolio", "arguments": "{}"}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_portfolio", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": '{"cash": 100000.0, "positions": []}'},
         ]
         return plan("auto", Turn(messages), tools, seed=7).text

@@ -24,13 +24,45 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 EXPORT = {
     "generated_at": "2026-01-01T13:00:00+00:00",
     "agents": [  # the tools process's --export rows; the metric fields are optional
-        {"name": "bob", "total_value": 99_500.0, "return_pct": -0.5, "cash": 90_000.0, "realized_pnl": -200.0,
-         "unrealized_pnl": -300.0, "fees": 12.5, "trades": 4, "rejected": 2, "model_errors": 1},
-        {"name": "alice", "total_value": 101_234.56, "return_pct": 1.23456, "cash": 50_000.0, "realized_pnl": 1_000.0,
-         "unrealized_pnl": 234.56, "fees": 20.0, "trades": 6, "rejected": 0, "max_drawdown_pct": 3.21,
-         "sharpe": 1.5, "win_rate": 66.667, "round_trips": 3},
-        {"name": BASELINE_NAME, "baseline": True, "total_value": 100_100.0, "return_pct": 0.1, "cash": 0.0,
-         "realized_pnl": 0.0, "unrealized_pnl": 100.0, "fees": 0.0, "trades": 3, "rejected": 0},
+        {
+            "name": "bob",
+            "total_value": 99_500.0,
+            "return_pct": -0.5,
+            "cash": 90_000.0,
+            "realized_pnl": -200.0,
+            "unrealized_pnl": -300.0,
+            "fees": 12.5,
+            "trades": 4,
+            "rejected": 2,
+            "model_errors": 1,
+        },
+        {
+            "name": "alice",
+            "total_value": 101_234.56,
+            "return_pct": 1.23456,
+            "cash": 50_000.0,
+            "realized_pnl": 1_000.0,
+            "unrealized_pnl": 234.56,
+            "fees": 20.0,
+            "trades": 6,
+            "rejected": 0,
+            "max_drawdown_pct": 3.21,
+            "sharpe": 1.5,
+            "win_rate": 66.667,
+            "round_trips": 3,
+        },
+        {
+            "name": BASELINE_NAME,
+            "baseline": True,
+            "total_value": 100_100.0,
+            "return_pct": 0.1,
+            "cash": 0.0,
+            "realized_pnl": 0.0,
+            "unrealized_pnl": 100.0,
+            "fees": 0.0,
+            "trades": 3,
+            "rejected": 0,
+        },
     ],
 }
 
@@ -58,9 +90,19 @@ def make_ledger(path: Path) -> None:
     """alice: 0.5 BTC at 95,000 (fee 47.50), sells 0.2 at 96,000 (fee 19.20); bob: 100 SOL at 180 (fee 18),
     a rejected oversell, sells 50 at 178 (fee 8.90); carol opened an account and never traded."""
     with Ledger(path) as ledger:
+
         def rec(key, agent, pid, side, qty, price, fee=0.0, t=1, status="filled"):
-            trade = Trade(trade_id=f"{agent}:run:{key}", agent=agent, product_id=pid, side=side, quantity=qty, price=price, fee=fee,
-                          status=status, executed_at=T0 + timedelta(seconds=t))
+            trade = Trade(
+                trade_id=f"{agent}:run:{key}",
+                agent=agent,
+                product_id=pid,
+                side=side,
+                quantity=qty,
+                price=price,
+                fee=fee,
+                status=status,
+                executed_at=T0 + timedelta(seconds=t),
+            )
             ledger.record(trade.trade_id, trade, {"ok": status == "filled"})  # as the desk does
 
         rec("c1", "alice", "BTC-USD", "buy", 0.5, 95_000.0, fee=47.5, t=1)
@@ -79,10 +121,14 @@ def ledger_file(tmp_path: Path) -> Path:
 
 
 def snap(i: int, btc: tuple[float, float], sol: tuple[float, float]) -> MarketSnapshot:
-    return MarketSnapshot(seq=i, published_at=T0 + timedelta(seconds=60 * i), quotes={
-        "BTC-USD": Quote(product_id="BTC-USD", price=btc[0], best_bid=btc[0], best_ask=btc[1]),
-        "SOL-USD": Quote(product_id="SOL-USD", price=sol[0], best_bid=sol[0], best_ask=sol[1]),
-    })
+    return MarketSnapshot(
+        seq=i,
+        published_at=T0 + timedelta(seconds=60 * i),
+        quotes={
+            "BTC-USD": Quote(product_id="BTC-USD", price=btc[0], best_bid=btc[0], best_ask=btc[1]),
+            "SOL-USD": Quote(product_id="SOL-USD", price=sol[0], best_bid=sol[0], best_ask=sol[1]),
+        },
+    )
 
 
 # -- export files ---------------------------------------------------------------------------------
@@ -183,7 +229,9 @@ def test_market_recording_gives_drawdown_and_the_baseline(capsys, caplog, ledger
     # fee rate from the ledger's first fill: 47.50 / 47,500 = 10 bps; 50,000 per product at the ask, fee included
     assert base["fees"] == pytest.approx(2 * 50_000 * 0.001 / 1.001)
     assert base["total_value"] == pytest.approx(50_000 / 1.001 * (96_000 / 95_000 + 178 / 180))
-    assert base["max_drawdown_pct"] == pytest.approx((1 - 50_000 / 1.001 * (96_000 / 95_000 + 178 / 180) / 100_000) * 100)
+    assert base["max_drawdown_pct"] == pytest.approx(
+        (1 - 50_000 / 1.001 * (96_000 / 95_000 + 178 / 180) / 100_000) * 100
+    )
     # bob starts at the first snapshot (100,000) and is worth 90,873.10 + 50 x 178 at the second
     assert rows["bob"]["max_drawdown_pct"] == pytest.approx((100_000 - 99_773.10) / 100_000 * 100)
     assert rows["alice"]["max_drawdown_pct"] == 0.0 and rows["alice"]["samples"] == 2
@@ -195,8 +243,11 @@ def test_report_reads_without_changing_the_ledger_even_while_it_is_open(capsys, 
     run(capsys, str(ledger_file), "--json")
     assert hashlib.sha256(ledger_file.read_bytes()).hexdigest() == digest
     with Ledger(ledger_file) as live:  # a running arena holds it open and keeps writing
-        live.record("dave:run:c1", Trade(trade_id="c1", agent="dave", product_id="BTC-USD", side="buy",
-                                         quantity=0.01, price=95_000.0), {"ok": True})
+        live.record(
+            "dave:run:c1",
+            Trade(trade_id="c1", agent="dave", product_id="BTC-USD", side="buy", quantity=0.01, price=95_000.0),
+            {"ok": True},
+        )
         code, out, _ = run(capsys, str(ledger_file), "--json")
         assert code == 0 and "dave" in {a["name"] for a in json.loads(out)["agents"]}
 
@@ -217,12 +268,15 @@ def test_several_runs_compared_in_one_table(capsys, ledger_file, export_file):
 # -- bad input ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"{not json", "invalid JSON"),
-    (b'{"agents": "nope"}', 'expected a JSON object with an "agents" list'),
-    (b'{"agents": [{"name": "x"}]}', 'agent #1 needs a "name" and a numeric "total_value"'),
-    (b"\xff\xfe binary", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{not json", "invalid JSON"),
+        (b'{"agents": "nope"}', 'expected a JSON object with an "agents" list'),
+        (b'{"agents": [{"name": "x"}]}', 'agent #1 needs a "name" and a numeric "total_value"'),
+        (b"\xff\xfe binary", "cannot read"),
+    ],
+)
 def test_bad_files_get_a_clear_error(capsys, tmp_path, content, message):
     p = tmp_path / "bad.json"
     p.write_bytes(content)
@@ -267,12 +321,18 @@ def test_leaderboard_table_fits_narrow_widths_and_keeps_the_essentials():
 
 @pytest.mark.processes
 def test_the_arena_command_runs_report(ledger_file):
-    proc = subprocess.run([sys.executable, "-m", "arena.cli", "report", str(ledger_file)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "arena.cli", "report", str(ledger_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "alice" in proc.stdout and "Leaderboard" in proc.stdout
-    help_ = subprocess.run([sys.executable, "-m", "arena.cli", "report", "--help"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=60)
+    help_ = subprocess.run(
+        [sys.executable, "-m", "arena.cli", "report", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert help_.returncode == 0 and "--prices" in help_.stdout and "--market" in help_.stdout
 
 
@@ -293,8 +353,11 @@ def test_report_of_a_ledger_and_its_market_equals_the_live_tracker(tmp_path):
     recorded: list[MarketSnapshot] = []
 
     def publish(i: int, btc: float) -> MarketSnapshot:
-        s = MarketSnapshot(seq=i, published_at=utcnow(), quotes={
-            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc, best_ask=btc + 10)})
+        s = MarketSnapshot(
+            seq=i,
+            published_at=utcnow(),
+            quotes={"BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc, best_ask=btc + 10)},
+        )
         recorded.append(s)
         desk.quotes.update(s)
         live.on_snapshot(s)
@@ -317,8 +380,9 @@ def test_report_of_a_ledger_and_its_market_equals_the_live_tracker(tmp_path):
 
     trades, agents = read_ledger(tmp_path / "ledger.db")
     assert agents == {"carol": s0.published_at, "dan": s2.published_at}
-    board = ledger_leaderboard(trades, agents=agents, source="test", fee_bps=10,
-                               market=[(s.published_at, s.quotes) for s in recorded])
+    board = ledger_leaderboard(
+        trades, agents=agents, source="test", fee_bps=10, market=[(s.published_at, s.quotes) for s in recorded]
+    )
     reported = {a["name"]: a for a in board["agents"]}
     expected = {name: m.model_dump(mode="json") for name, m in live.metrics().items()}
     assert live.metrics()["carol"].samples == 7  # from s0, where her first call reacted

@@ -32,7 +32,9 @@ LOST, FAILED, SLOTH = f"dora_{RUN}", f"eve_{RUN}", f"sloth_{RUN}"  # no chat nod
 
 
 def router(name: str, chat_node: str, *extra: str) -> Proc:
-    return Proc("deploy_router_node.py", "--name", name, "--chat-node-name", chat_node, "--strategy", "momentum", *extra)
+    return Proc(
+        "deploy_router_node.py", "--name", name, "--chat-node-name", chat_node, "--strategy", "momentum", *extra
+    )
 
 
 def stop_cleanly(*procs: Proc) -> None:
@@ -52,11 +54,31 @@ async def arena(broker, tmp_path_factory):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     policy = Proc("-m", "arena.cli", "policy-server", "--port", str(port))
-    chats = {name: Proc("deploy_chat_node.py", "--name", name, "--model-id", model, "--base-url", base_url, "--max-retries", "0",
-                        env={"OPENAI_API_KEY": "test"})
-             for name, model in ((GOOD, "momentum"), (FAILING, "error-500"), (SLOW, "slow-3"))}
-    tools = Proc("tools_and_dashboard.py", "--no-dashboard", "--ledger", str(tmp_path_factory.mktemp("router") / "ledger.db"),
-                 "--status-every", "3600", "--connect-timeout", "120")
+    chats = {
+        name: Proc(
+            "deploy_chat_node.py",
+            "--name",
+            name,
+            "--model-id",
+            model,
+            "--base-url",
+            base_url,
+            "--max-retries",
+            "0",
+            env={"OPENAI_API_KEY": "test"},
+        )
+        for name, model in ((GOOD, "momentum"), (FAILING, "error-500"), (SLOW, "slow-3"))
+    }
+    tools = Proc(
+        "tools_and_dashboard.py",
+        "--no-dashboard",
+        "--ledger",
+        str(tmp_path_factory.mktemp("router") / "ledger.db"),
+        "--status-every",
+        "3600",
+        "--connect-timeout",
+        "120",
+    )
     viewer = Proc("response_viewer.py")
     routers: dict[str, Proc] = {}
     watcher = Watcher(kafka)
@@ -89,7 +111,9 @@ async def test_each_router_takes_every_tick_and_trades_its_own_account(arena):
     for seq in seqs:  # flat, a 2% jump (momentum buys), then two more ticks
         await w.publish(snapshot(seq, jump=1.02 if seq >= 2 else 1.0))
         await asyncio.sleep(1.0)
-    await w.until(lambda: all(w.of(a, "done", "error", "timeout", seqs={4}) for a in TRIO), 60, "every router's turn on #4")
+    await w.until(
+        lambda: all(w.of(a, "done", "error", "timeout", seqs={4}) for a in TRIO), 60, "every router's turn on #4"
+    )
     for a in TRIO:  # (the routers on a missing / failing / slow model take these ticks too; see below)
         # Every router received every tick: it took a turn on it or reports it skipped (newer one waiting).
         assert {d.tick_seq for d in w.of(a, "started", "skipped", seqs=set(seqs))} == set(seqs), a
@@ -103,8 +127,9 @@ async def test_each_router_takes_every_tick_and_trades_its_own_account(arena):
         assert {t.product_id for t in w.trades if t.agent == a and t.side == "buy"} == set(BASE), a
     # The viewer (started before the routers) showed each agent's calls, results and turns.
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (viewer.output.count("← execute_trade: filled buy") < 9
-                                           or viewer.output.count("✓ #4 done in") < 3):
+    while time.monotonic() < deadline and (
+        viewer.output.count("← execute_trade: filled buy") < 9 or viewer.output.count("✓ #4 done in") < 3
+    ):
         await asyncio.sleep(0.2)
     out = viewer.output
     assert out.count("← execute_trade: filled buy") == 9, out  # 3 agents x 3 products, each once
@@ -137,8 +162,11 @@ async def test_missing_chat_node_and_failing_provider_are_clear_errors_while_oth
     w, routers = arena["watcher"], arena["routers"]
     for seq in (30, 31):
         await w.publish(snapshot(seq))
-        await w.until(lambda: all(w.of(a, "done", "error", "timeout", seqs={seq}) for a in [*TRIO, LOST, FAILED]),
-                      30, f"every turn on #{seq}")
+        await w.until(
+            lambda: all(w.of(a, "done", "error", "timeout", seqs={seq}) for a in [*TRIO, LOST, FAILED]),
+            30,
+            f"every turn on #{seq}",
+        )
     for seq in (30, 31):  # both failing agents keep going, tick after tick, and the others trade on
         [miss] = w.of(LOST, "done", "error", "timeout", seqs={seq})
         assert miss.status == "error" and MISSING in miss.reason and "running" in miss.reason, miss
@@ -188,8 +216,13 @@ async def test_latest_slot_keeps_only_the_newest():
 @ON_MODULE_LOOP
 async def test_offer_reports_displaced_and_late_ticks_as_skipped():
     seen: list[Decision] = []
-    r = Router(name="x", system_prompt="", model_client=None, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-               on_decision=seen.append)
+    r = Router(
+        name="x",
+        system_prompt="",
+        model_client=None,
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        on_decision=seen.append,
+    )
     s1, s2, s3 = snapshot(1), snapshot(2), snapshot(3)
     s2.published_at = s1.published_at + timedelta(seconds=1)
     s3.published_at = s1.published_at + timedelta(seconds=2)
@@ -209,14 +242,26 @@ async def test_poison_is_skipped_and_a_time_ahead_is_capped_at_arrival():
 
     Record = namedtuple("Record", "topic partition offset value")
     seen: list[Decision] = []
-    r = Router(name="x", system_prompt="", model_client=None, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-               on_decision=seen.append)
+    r = Router(
+        name="x",
+        system_prompt="",
+        model_client=None,
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        on_decision=seen.append,
+    )
     ahead = snapshot(1)
     ahead.published_at = utcnow() + timedelta(seconds=4)  # within the skew: a valid record
     zoneless = json.loads(k.encode(snapshot(9)))
     zoneless["published_at"] = utcnow().replace(tzinfo=None).isoformat()
-    r._offer_records({"p0": [Record(MARKET_TOPIC, 0, 1, k.encode(ahead)), Record(MARKET_TOPIC, 0, 2, json.dumps(zoneless).encode()),
-                             Record(MARKET_TOPIC, 0, 3, b"garbage")]})
+    r._offer_records(
+        {
+            "p0": [
+                Record(MARKET_TOPIC, 0, 1, k.encode(ahead)),
+                Record(MARKET_TOPIC, 0, 2, json.dumps(zoneless).encode()),
+                Record(MARKET_TOPIC, 0, 3, b"garbage"),
+            ]
+        }
+    )
     assert r.newest_seen.seq == 1 and r.newest_seen.published_at <= utcnow()
     await asyncio.sleep(0.01)
     r._offer_records({"p0": [Record(MARKET_TOPIC, 0, 4, k.encode(snapshot(2)))]})  # published after #1 arrived
@@ -230,7 +275,9 @@ async def test_poison_is_skipped_and_a_time_ahead_is_capped_at_arrival():
 def test_prompt_and_summary():
     snap = snapshot(7)
     snap.quotes["FARTCOIN-USD"].stale = True
-    prev = Decision(agent="a", run_id="r", tick_seq=6, tick_published_at=utcnow(), status="done", output="Bought BTC.\nTrend up.")
+    prev = Decision(
+        agent="a", run_id="r", tick_seq=6, tick_published_at=utcnow(), status="done", output="Bought BTC.\nTrend up."
+    )
     prompt = build_prompt(snap, prev)
     assert "snapshot #7" in prompt and "BTC-USD | 97,000.00" in prompt and "STALE - do not trade" in prompt
     assert "Your previous turn (snapshot #6) concluded: Bought BTC. Trend up." in prompt
@@ -240,10 +287,21 @@ def test_prompt_and_summary():
 
 @pytest.mark.processes
 def test_cli_help_and_bad_arguments():
-    run = lambda *a: subprocess.run([sys.executable, "deploy_router_node.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "deploy_router_node.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+
     help_ = run("--help")
     assert help_.returncode == 0
-    for flag in ("--name", "--chat-node-name", "--strategy", "--turn-timeout", "--bootstrap-servers", "(default default)"):
+    for flag in (
+        "--name",
+        "--chat-node-name",
+        "--strategy",
+        "--turn-timeout",
+        "--bootstrap-servers",
+        "(default default)",
+    ):
         assert flag in help_.stdout
     for strategy in ("default", "momentum", "brainrot", "scalper"):
         assert strategy in help_.stdout
@@ -251,7 +309,9 @@ def test_cli_help_and_bad_arguments():
     assert bad.returncode == 2 and "letters, digits" in bad.stderr
     assert run("--name", "ok", "--strategy", "yolo").returncode == 2
     assert run("--name", "ok", "--turn-timeout", "0").returncode == 2
-    viewer = subprocess.run([sys.executable, "response_viewer.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    viewer = subprocess.run(
+        [sys.executable, "response_viewer.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert viewer.returncode == 0 and "--agent" in viewer.stdout
 
 
@@ -281,7 +341,12 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
     class Instant(FunctionModel, PydanticModelClient):
         pass
 
-    r = Router(name=f"doze_{uuid.uuid4().hex[:6]}", system_prompt="hold", model_client=Instant(think, model_name="instant"), kafka=kafka)
+    r = Router(
+        name=f"doze_{uuid.uuid4().hex[:6]}",
+        system_prompt="hold",
+        model_client=Instant(think, model_name="instant"),
+        kafka=kafka,
+    )
     router_box.append(r)
     await r.start()
     try:
@@ -290,10 +355,14 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
         assert len(turn_consumers) >= 4 and f"agent.{r.name}.private.input" in topics, topics
         assert MARKET_TOPIC not in topics and not r._market.paused()
         # calfkit's capability directory stays live: a tools process may (re)advertise between turns
-        assert "calf.capabilities" not in topics and not any(t.startswith("calf.") and "fanout" not in t for t in topics)
+        assert "calf.capabilities" not in topics and not any(
+            t.startswith("calf.") and "fanout" not in t for t in topics
+        )
         assert all(asleep(c) for c in turn_consumers)
         # READY means positioned: a group's "latest" resolved after the first request would skip it
-        assert all(positioned(c) for c in turn_consumers), [c.subscription() for c in turn_consumers if not positioned(c)]
+        assert all(positioned(c) for c in turn_consumers), [
+            c.subscription() for c in turn_consumers if not positioned(c)
+        ]
         for seq in (1, 2):  # woken for each turn, dozing again after it
             d = await asyncio.wait_for(r.run_turn(snapshot(seq)), 60)
             assert d.status == "done" and d.output == "holding", d

@@ -32,7 +32,9 @@ class Flaky:
 async def test_start_patiently_retries_until_it_works_and_undoes_each_failure():
     said: list[str] = []
     f = Flaky(failures=2)
-    assert await start_patiently(f.attempt, f.undo, stop=asyncio.Event(), timeout_s=10, what="the part", status=said.append)
+    assert await start_patiently(
+        f.attempt, f.undo, stop=asyncio.Event(), timeout_s=10, what="the part", status=said.append
+    )
     assert (f.attempts, f.undone) == (3, 2)
     assert said == [f"could not start the part (ConnectionError: refused #{n}); trying again in 1s" for n in (1, 2)]
 
@@ -40,14 +42,18 @@ async def test_start_patiently_retries_until_it_works_and_undoes_each_failure():
 async def test_start_patiently_gives_up_at_the_timeout_with_the_last_error():
     f = Flaky(failures=99)
     with pytest.raises(StartupFailed, match=r"the part did not start within 2.5s: ConnectionError: refused #\d"):
-        await start_patiently(f.attempt, f.undo, stop=asyncio.Event(), timeout_s=2.5, what="the part", status=lambda m: None)
+        await start_patiently(
+            f.attempt, f.undo, stop=asyncio.Event(), timeout_s=2.5, what="the part", status=lambda m: None
+        )
     assert f.attempts == f.undone >= 2
 
     async def hangs() -> None:
         await asyncio.sleep(60)
 
     with pytest.raises(StartupFailed, match=r"did not start within 0.2s \(no answer\)"):
-        await start_patiently(hangs, f.undo, stop=asyncio.Event(), timeout_s=0.2, what="the part", status=lambda m: None)
+        await start_patiently(
+            hangs, f.undo, stop=asyncio.Event(), timeout_s=0.2, what="the part", status=lambda m: None
+        )
 
 
 async def test_a_part_restarted_after_its_broker_went_away_waits_for_it_without_limit(monkeypatch):
@@ -57,7 +63,9 @@ async def test_a_part_restarted_after_its_broker_went_away_waits_for_it_without_
 
     monkeypatch.setenv(AWAIT_ENV, "1")
     f = Flaky(failures=3)  # ~3 s of refusals against a 0.5 s timeout
-    assert await start_patiently(f.attempt, f.undo, stop=asyncio.Event(), timeout_s=0.5, what="x", status=lambda m: None)
+    assert await start_patiently(
+        f.attempt, f.undo, stop=asyncio.Event(), timeout_s=0.5, what="x", status=lambda m: None
+    )
     assert f.attempts == 4
     f = Flaky(failures=3)
     with pytest.raises(StartupFailed):
@@ -78,9 +86,21 @@ def test_every_part_started_before_its_broker_comes_up_with_it(tmp_path):
     at = ["--bootstrap-servers", f"127.0.0.1:{port}"]
     name = f"early_{uuid.uuid4().hex[:6]}"
     parts = {
-        "router": Proc("deploy_router_node.py", *at, "--name", name, "--chat-node-name", name, "--connect-timeout", "90"),
-        "tools": Proc("tools_and_dashboard.py", *at, "--no-dashboard", "--ledger", str(tmp_path / "l.db"), "--connect-timeout", "90"),
-        "chat node": Proc("deploy_chat_node.py", *at, "--name", name, "--base-url", "http://127.0.0.1:9/v1", "--connect-timeout", "90"),
+        "router": Proc(
+            "deploy_router_node.py", *at, "--name", name, "--chat-node-name", name, "--connect-timeout", "90"
+        ),
+        "tools": Proc(
+            "tools_and_dashboard.py",
+            *at,
+            "--no-dashboard",
+            "--ledger",
+            str(tmp_path / "l.db"),
+            "--connect-timeout",
+            "90",
+        ),
+        "chat node": Proc(
+            "deploy_chat_node.py", *at, "--name", name, "--base-url", "http://127.0.0.1:9/v1", "--connect-timeout", "90"
+        ),
         "viewer": Proc("response_viewer.py", *at, "--connect-timeout", "90"),
     }
     broker = None
@@ -96,7 +116,9 @@ def test_every_part_started_before_its_broker_comes_up_with_it(tmp_path):
         for what, p in parts.items():
             assert p.proc.wait(30) == 0, f"{what}:\n{p.output}"
             # each failed attempt is one status line of ours, not the Kafka client's connection errors
-            assert "error:" not in p.output and "ERROR" not in p.output and "Traceback" not in p.output, f"{what}:\n{p.output}"
+            assert "error:" not in p.output and "ERROR" not in p.output and "Traceback" not in p.output, (
+                f"{what}:\n{p.output}"
+            )
     finally:
         for p in parts.values():
             p.stop()
@@ -128,6 +150,7 @@ def test_a_signal_before_the_event_loop_ends_a_part_quietly(sig):
 
     before = signal.signal(signal.SIGTERM, _unowned)
     try:
+
         def build():
             os.kill(os.getpid(), sig)  # handled in this thread before the next line runs
             raise AssertionError("the signal did not interrupt the build")

@@ -42,9 +42,18 @@ def response(model: str, usage: RequestUsage) -> ModelResponse:
 
 
 def test_usage_is_read_from_the_response_with_reasoning_and_cached_tokens():
-    r = response("x", RequestUsage(input_tokens=1_200, output_tokens=340, cache_read_tokens=1_000, details={"reasoning_tokens": 200}))
+    r = response(
+        "x",
+        RequestUsage(input_tokens=1_200, output_tokens=340, cache_read_tokens=1_000, details={"reasoning_tokens": 200}),
+    )
     u = usage_of(r)
-    assert (u.input_tokens, u.output_tokens, u.reasoning_tokens, u.cached_tokens, u.calls) == (1_200, 340, 200, 1_000, 1)
+    assert (u.input_tokens, u.output_tokens, u.reasoning_tokens, u.cached_tokens, u.calls) == (
+        1_200,
+        340,
+        200,
+        1_000,
+        1,
+    )
     assert u.cost_usd is None and u.price == ""  # no pricer: unknown, not 0
     assert usage_of(response("x", RequestUsage())).input_tokens == 0  # a provider that reports nothing
 
@@ -67,30 +76,50 @@ def test_an_openai_response_reporting_zero_reasoning_tokens_keeps_its_usage():
 
 def test_cost_of_a_known_model_an_unknown_one_flags_and_the_offline_models():
     usage = RequestUsage(input_tokens=1_200, output_tokens=340, cache_read_tokens=1_000)
-    known = usage_of(response("gpt-4o-mini-2024-07-18", usage), Pricer("gpt-4o-mini", base_url="https://api.openai.com/v1"))
+    known = usage_of(
+        response("gpt-4o-mini-2024-07-18", usage), Pricer("gpt-4o-mini", base_url="https://api.openai.com/v1")
+    )
     p_in, p_cached, p_out = GPT_4O_MINI
-    assert known.cost_usd == pytest.approx((200 * p_in + 1_000 * p_cached + 340 * p_out) / 1e6) and known.price == "table"
+    assert (
+        known.cost_usd == pytest.approx((200 * p_in + 1_000 * p_cached + 340 * p_out) / 1e6) and known.price == "table"
+    )
     unknown = usage_of(response("my-local-llama", usage), Pricer("my-local-llama", base_url="http://127.0.0.1:8000/v1"))
     assert unknown.cost_usd is None and unknown.price == ""
     flags = Pricer("gpt-4o-mini", price_in=2.0, price_out=8.0)  # flags win over the table, cached input at full price
     assert usage_of(response("gpt-4o-mini", usage), flags).cost_usd == pytest.approx((1_200 * 2 + 340 * 8) / 1e6)
-    assert usage_of(response("my-local-llama", usage), Pricer("m", price_in=0, price_out=0)).cost_usd == 0.0  # free, said so
+    assert (
+        usage_of(response("my-local-llama", usage), Pricer("m", price_in=0, price_out=0)).cost_usd == 0.0
+    )  # free, said so
     offline = usage_of(response("momentum", usage), Pricer("momentum"))
-    assert offline.cost_usd == pytest.approx((1_200 * NOTIONAL_PRICE[0] + 340 * NOTIONAL_PRICE[1]) / 1e6) and offline.price == "notional"
+    assert (
+        offline.cost_usd == pytest.approx((1_200 * NOTIONAL_PRICE[0] + 340 * NOTIONAL_PRICE[1]) / 1e6)
+        and offline.price == "notional"
+    )
     assert "notional" in Pricer("slow-2-momentum").describe() and "unknown" in Pricer("my-local-llama").describe()
     with pytest.raises(ValueError, match="both"):
         Pricer("m", price_in=1.0)
 
 
 def test_usage_sums_and_an_unpriced_call_makes_the_sum_unknown():
-    a = TokenUsage(input_tokens=100, output_tokens=10, reasoning_tokens=4, cached_tokens=50, cost_usd=0.5, price="flags")
+    a = TokenUsage(
+        input_tokens=100, output_tokens=10, reasoning_tokens=4, cached_tokens=50, cost_usd=0.5, price="flags"
+    )
     b = TokenUsage(input_tokens=200, output_tokens=20, cost_usd=0.25, price="flags")
     s = a + b
-    assert (s.input_tokens, s.output_tokens, s.reasoning_tokens, s.cached_tokens, s.calls, s.cost_usd) == (300, 30, 4, 50, 2, 0.75)
+    assert (s.input_tokens, s.output_tokens, s.reasoning_tokens, s.cached_tokens, s.calls, s.cost_usd) == (
+        300,
+        30,
+        4,
+        50,
+        2,
+        0.75,
+    )
     assert (s + TokenUsage(input_tokens=1)).cost_usd is None
 
 
-@pytest.mark.parametrize("bad", [{"input_tokens": -1}, {"output_tokens": 10**13}, {"cost_usd": -0.01}, {"cost_usd": "NaN"}])
+@pytest.mark.parametrize(
+    "bad", [{"input_tokens": -1}, {"output_tokens": 10**13}, {"cost_usd": -0.01}, {"cost_usd": "NaN"}]
+)
 def test_reply_usage_is_validated(bad):
     reply = {"request_id": "r", "chat_node": "n", "replica": "h:1", "kind": "response"}
     ChatReply.model_validate_json(json.dumps({**reply, "usage": {"input_tokens": 5, "cost_usd": 0.1}}))
@@ -112,14 +141,28 @@ def test_decision_usage_is_validated(bad):
 class _Provider(BaseHTTPRequestHandler):
     """An OpenAI-compatible provider that bills fixed, known usage (with cached and reasoning tokens)."""
 
-    USAGE = {"prompt_tokens": 1_234, "completion_tokens": 321, "total_tokens": 1_555,
-             "prompt_tokens_details": {"cached_tokens": 1_000}, "completion_tokens_details": {"reasoning_tokens": 200}}
+    USAGE = {
+        "prompt_tokens": 1_234,
+        "completion_tokens": 321,
+        "total_tokens": 1_555,
+        "prompt_tokens_details": {"cached_tokens": 1_000},
+        "completion_tokens_details": {"reasoning_tokens": 200},
+    }
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        out = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "holding"}, "finish_reason": "stop"}],
-                          "usage": self.USAGE}).encode()
+        out = json.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "holding"}, "finish_reason": "stop"}
+                ],
+                "usage": self.USAGE,
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -158,7 +201,11 @@ async def read_responses(consumer, timeout: float = 20.0) -> list[ChatReply]:
     async with asyncio.timeout(timeout):
         while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                got += [r for rec in records if rec.value and (r := k.decode_record(ChatReply, rec)) and r.kind == "response"]
+                got += [
+                    r
+                    for rec in records
+                    if rec.value and (r := k.decode_record(ChatReply, rec)) and r.kind == "response"
+                ]
     return got
 
 
@@ -200,14 +247,44 @@ async def test_a_router_turn_sums_its_model_calls_and_the_export_totals_them(bro
     node, agent = f"tok-{RUN}", f"tok_{RUN}"
     export = tmp_path / "export.json"
     policy = Proc("-m", "arena.cli", "policy-server", "--port", str(port))
-    chat = Proc("deploy_chat_node.py", "--name", node, "--model-id", "momentum", "--base-url", base_url,
-                "--price-in", "2", "--price-out", "8", env={"OPENAI_API_KEY": "test"})
-    tools = Proc("tools_and_dashboard.py", "--no-dashboard", "--ledger", str(tmp_path / "ledger.db"), "--export", str(export),
-                 "--status-every", "3600", "--connect-timeout", "120")
+    chat = Proc(
+        "deploy_chat_node.py",
+        "--name",
+        node,
+        "--model-id",
+        "momentum",
+        "--base-url",
+        base_url,
+        "--price-in",
+        "2",
+        "--price-out",
+        "8",
+        env={"OPENAI_API_KEY": "test"},
+    )
+    tools = Proc(
+        "tools_and_dashboard.py",
+        "--no-dashboard",
+        "--ledger",
+        str(tmp_path / "ledger.db"),
+        "--export",
+        str(export),
+        "--status-every",
+        "3600",
+        "--connect-timeout",
+        "120",
+    )
     model = RemoteChatModel(node, kafka, timeout_s=30, instance_id=f"tok-router-{RUN}")
     decisions: list[Decision] = []
-    router = Router(name=agent, system_prompt="Trade the momentum.", model_client=model, kafka=kafka, chat_node=node,
-                    strategy="momentum", turn_timeout_s=60, on_decision=decisions.append)
+    router = Router(
+        name=agent,
+        system_prompt="Trade the momentum.",
+        model_client=model,
+        kafka=kafka,
+        chat_node=node,
+        strategy="momentum",
+        turn_timeout_s=60,
+        on_decision=decisions.append,
+    )
     producer = k.producer(kafka)
     consumer = None
     stop = asyncio.Event()
@@ -243,7 +320,11 @@ async def test_a_router_turn_sums_its_model_calls_and_the_export_totals_them(bro
         chat.stop()
         policy.stop()
     row = next(a for a in json.loads(export.read_text())["agents"] if a["name"] == agent)
-    assert (row["model_calls"], row["tokens_in"], row["tokens_out"]) == (turn.model_calls, turn.tokens_in, turn.tokens_out)
+    assert (row["model_calls"], row["tokens_in"], row["tokens_out"]) == (
+        turn.model_calls,
+        turn.tokens_in,
+        turn.tokens_out,
+    )
     assert row["tokens"] == turn.tokens_in + turn.tokens_out
     assert row["model_cost_usd"] == pytest.approx(turn.cost_usd)
     assert row["return_per_dollar"] == pytest.approx((row["total_value"] - INITIAL_CASH) / turn.cost_usd)
@@ -258,8 +339,20 @@ def test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar(tmp_path):
 
     st, accounts = tools_state()
     for name, cost in (("alice", 0.0042), ("bob", None)):
-        st.on_decision(Decision(agent=name, run_id="t", tick_seq=1, tick_published_at="2026-01-01T00:00:00Z", status="done",
-                                finished_at="2026-01-01T00:00:01Z", model_calls=2, tokens_in=12_000, tokens_out=345, cost_usd=cost))
+        st.on_decision(
+            Decision(
+                agent=name,
+                run_id="t",
+                tick_seq=1,
+                tick_published_at="2026-01-01T00:00:00Z",
+                status="done",
+                finished_at="2026-01-01T00:00:01Z",
+                model_calls=2,
+                tokens_in=12_000,
+                tokens_out=345,
+                cost_usd=cost,
+            )
+        )
     board = leaderboard(st, accounts)
     export = tmp_path / "leaderboard.json"
     write_export(export, board)
@@ -276,5 +369,9 @@ def test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar(tmp_path):
         assert cell("alice", "tokens") == "12,345" and cell("alice", "model_cost_usd") == "$0.0042"
         per = alice["return_per_dollar"]
         assert cell("alice", "return_per_dollar") == (f"{per:+,.0f}" if abs(per) >= 10 else f"{per:+.2f}")
-        assert cell("bob", "tokens") == "12,345" and cell("bob", "model_cost_usd") == "—" and cell("bob", "return_per_dollar") == "—"
+        assert (
+            cell("bob", "tokens") == "12,345"
+            and cell("bob", "model_cost_usd") == "—"
+            and cell("bob", "return_per_dollar") == "—"
+        )
         browser.close()

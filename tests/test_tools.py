@@ -41,8 +41,16 @@ class ToolsProcess:
     def launch(self) -> ToolsProcess:
         self._t0 = time.monotonic()
         self.proc = Proc(
-            "tools_and_dashboard.py", "--no-dashboard", "--ledger", str(self.ledger), "--export", str(self.export),
-            "--fee-bps", str(FEE_BPS), "--status-every", "3600",
+            "tools_and_dashboard.py",
+            "--no-dashboard",
+            "--ledger",
+            str(self.ledger),
+            "--export",
+            str(self.export),
+            "--fee-bps",
+            str(FEE_BPS),
+            "--status-every",
+            "3600",
         )
         return self
 
@@ -108,8 +116,22 @@ class Arena:
     async def publish(self, btc=BTC, fart=FART, *, age_s: float = 0.0, stale: bool = False, seq: int = 1) -> None:
         at = utcnow() - timedelta(seconds=age_s)
         quotes = {
-            "BTC-USD": Quote(product_id="BTC-USD", price=btc["bid"], best_bid=btc["bid"], best_ask=btc["ask"], received_at=at, stale=stale),
-            "FARTCOIN-USD": Quote(product_id="FARTCOIN-USD", price=fart["bid"], best_bid=fart["bid"], best_ask=fart["ask"], received_at=at, stale=stale),
+            "BTC-USD": Quote(
+                product_id="BTC-USD",
+                price=btc["bid"],
+                best_bid=btc["bid"],
+                best_ask=btc["ask"],
+                received_at=at,
+                stale=stale,
+            ),
+            "FARTCOIN-USD": Quote(
+                product_id="FARTCOIN-USD",
+                price=fart["bid"],
+                best_bid=fart["bid"],
+                best_ask=fart["ask"],
+                received_at=at,
+                stale=stale,
+            ),
         }
         await self.market.send_and_wait(MARKET_TOPIC, k.encode(MarketSnapshot(seq=seq, quotes=quotes)))
         await asyncio.sleep(0.5)  # the tools process reads the feed with a 10 ms fetch wait
@@ -152,7 +174,11 @@ def ledger_rows(tools: ToolsProcess) -> list[Trade]:
 async def test_agents_trade_their_own_accounts(arena, tools):
     print(f"tools process READY after {tools.ready_s:.2f}s (incl. interpreter + imports)")
     t0 = time.monotonic()
-    r = await arena.call(ALICE, trade("BTC-USD", "buy", 0.5, "call_1"), {"tool": "calculator", "args": {"expression": "0.5*50010"}, "id": "call_2"})
+    r = await arena.call(
+        ALICE,
+        trade("BTC-USD", "buy", 0.5, "call_1"),
+        {"tool": "calculator", "args": {"expression": "0.5*50010"}, "id": "call_2"},
+    )
     print(f"agent turn with 2 parallel tool calls: {time.monotonic() - t0:.3f}s")
     fill = r["call_1"]
     assert fill["status"] == "filled", fill
@@ -186,7 +212,9 @@ async def test_agents_trade_their_own_accounts(arena, tools):
     r = await arena.one(ALICE, "execute_trade", {"product_id": "BTC-USD", "side": "sell", "quantity": 0.25})
     assert r["status"] == "filled" and r["price"] == BTC["bid"]
     alice = await arena.one(ALICE, "get_portfolio")
-    assert alice["realized_pnl"] == pytest.approx(0.25 * 50_000 * (1 - FEE_BPS / 10_000) - 0.25 * 50_010 * (1 + FEE_BPS / 10_000), abs=0.01)
+    assert alice["realized_pnl"] == pytest.approx(
+        0.25 * 50_000 * (1 - FEE_BPS / 10_000) - 0.25 * 50_010 * (1 + FEE_BPS / 10_000), abs=0.01
+    )
 
 
 async def test_a_second_tools_process_on_the_same_ledger_exits_at_once_naming_the_holder(arena, tools):
@@ -216,7 +244,11 @@ async def test_no_agent_can_reach_another_account(arena):
     r = await arena.call(
         MALLORY,
         {"tool": "get_portfolio", "args": {"agent": ALICE}, "id": "c1"},
-        {"tool": "execute_trade", "args": {"product_id": "BTC-USD", "side": "sell", "quantity": 0.1, "agent": ALICE}, "id": "c2"},
+        {
+            "tool": "execute_trade",
+            "args": {"product_id": "BTC-USD", "side": "sell", "quantity": 0.1, "agent": ALICE},
+            "id": "c2",
+        },
     )
     for cid in ("c1", "c2"):
         assert "retry" in r[cid] and "agent" in r[cid]["retry"], r
@@ -260,7 +292,9 @@ async def test_hostile_orders_are_rejected_and_change_nothing(arena, tools):
         else:
             calls.append({"tool": "execute_trade", "args": args, "id": f"h{i}"})
     # Schema-level refusals: they never reach the tool, the model is told why.
-    calls.append({"tool": "execute_trade", "args": {"product_id": "BTC-USD", "side": "hold", "quantity": 1}, "id": "s1"})
+    calls.append(
+        {"tool": "execute_trade", "args": {"product_id": "BTC-USD", "side": "hold", "quantity": 1}, "id": "s1"}
+    )
     calls.append({"tool": "execute_trade", "args": {"product_id": "BTC-USD", "side": "buy"}, "id": "s2"})
     r = await arena.call(ALICE, *calls)
     for i, (args, why) in enumerate(HOSTILE):
@@ -288,7 +322,9 @@ async def test_stale_old_and_malformed_market_data(arena):
     assert r["status"] == "filled", r
     # A malformed record is skipped; a quote older than --max-quote-age (30 s) is refused.
     await arena.market.send_and_wait(MARKET_TOPIC, b"{not json")
-    old = Quote(product_id="ETH-USD", price=3000, best_bid=3000, best_ask=3001, received_at=utcnow() - timedelta(seconds=60))
+    old = Quote(
+        product_id="ETH-USD", price=3000, best_bid=3000, best_ask=3001, received_at=utcnow() - timedelta(seconds=60)
+    )
     await arena.market.send_and_wait(MARKET_TOPIC, k.encode(MarketSnapshot(seq=5, quotes={"ETH-USD": old})))
     await asyncio.sleep(0.5)
     r = await arena.one(BOB, "execute_trade", {"product_id": "ETH-USD", "side": "buy", "quantity": 0.01})
@@ -330,17 +366,30 @@ async def test_the_strategy_the_router_names_sets_the_limits_in_force(arena):
     dollars = p["total_value"] * 0.06  # 6% of total value in one order
     order = {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": round(dollars / FART["ask"], 1)}
     r = await arena.one(BOB, "execute_trade", order, deps=scalper)
-    assert r["status"] == "rejected" and "limit 'largest order' (scalper strategy)" in r["error"] and "the most is 5%" in r["error"], r
+    assert (
+        r["status"] == "rejected"
+        and "limit 'largest order' (scalper strategy)" in r["error"]
+        and "the most is 5%" in r["error"]
+    ), r
     most = float(r["error"].split("the most you can buy now is ")[1].split()[0])
     assert (await arena.one(BOB, "execute_trade", {**order, "quantity": most}, deps=scalper))["status"] == "filled"
     assert (await arena.one(BOB, "get_portfolio"))["limits"] == {"strategy": None, "rules": []}
 
 
 async def test_calculator_refuses_hostile_expressions_quickly(arena):
-    exprs = {"c1": "9**9**9", "c2": "1" * 1_000_000, "c3": "__import__('os').system('echo hi')", "c4": "(1).real",
-             "c5": "x + 1", "c6": "-" * 1500 + "1", "c7": "2 * (3 + 4)"}
+    exprs = {
+        "c1": "9**9**9",
+        "c2": "1" * 1_000_000,
+        "c3": "__import__('os').system('echo hi')",
+        "c4": "(1).real",
+        "c5": "x + 1",
+        "c6": "-" * 1500 + "1",
+        "c7": "2 * (3 + 4)",
+    }
     t0 = time.monotonic()
-    r = await arena.call(ALICE, *({"tool": "calculator", "args": {"expression": e}, "id": cid} for cid, e in exprs.items()))
+    r = await arena.call(
+        ALICE, *({"tool": "calculator", "args": {"expression": e}, "id": cid} for cid, e in exprs.items())
+    )
     assert time.monotonic() - t0 < 10
     for cid in ("c1", "c2", "c3", "c4", "c5", "c6"):
         assert r[cid].startswith("error:"), (exprs[cid][:30], r[cid])
@@ -361,7 +410,11 @@ async def test_redelivered_call_trades_once(arena, tools, kafka):
     while mine is None and time.monotonic() < deadline:
         for records in (await tap.getmany(timeout_ms=200)).values():
             for rec in records:
-                if BOB.encode() in rec.value and b"FARTCOIN-USD" in rec.value and b'"quantity":10' in rec.value.replace(b" ", b""):
+                if (
+                    BOB.encode() in rec.value
+                    and b"FARTCOIN-USD" in rec.value
+                    and b'"quantity":10' in rec.value.replace(b" ", b"")
+                ):
                     mine = rec
     await tap.stop()
     assert mine is not None, "tool call record not found on tool.execute_trade.input"
@@ -441,8 +494,12 @@ async def test_tools_are_advertised_only_once_a_call_cannot_be_missed(tmp_path, 
     from arena.tools_service import ToolsService
 
     def unpositioned(consumers) -> list[str]:  # aiokafka's own record of whether a fetch position is known
-        return [f"{c._group_id}:{tp.topic}[{tp.partition}]" for c in consumers for tp in c.assignment()
-                if not c._subscription.subscription.assignment.state_value(tp).has_valid_position]
+        return [
+            f"{c._group_id}:{tp.topic}[{tp.partition}]"
+            for c in consumers
+            for tp in c.assignment()
+            if not c._subscription.subscription.assignment.state_value(tp).has_valid_position
+        ]
 
     seen: list[list[str]] = []
     original = ControlPlanePublisher.start
@@ -459,7 +516,9 @@ async def test_tools_are_advertised_only_once_a_call_cannot_be_missed(tmp_path, 
         with k.consumers_started() as consumers:
             await service.start()
         assert len(seen) == 3, seen  # one advert publisher per tool node
-        assert seen == [[], [], []], f"tools advertised with {[len(s) for s in seen]} partitions unpositioned, e.g. {seen[0][:3]}"
+        assert seen == [[], [], []], (
+            f"tools advertised with {[len(s) for s in seen]} partitions unpositioned, e.g. {seen[0][:3]}"
+        )
     finally:
         await service.stop()
         broker.stop()

@@ -18,8 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def board(returns: dict[str, float], baseline: float = 0.0, dd: float = 1.0) -> dict:
-    rows = [{"name": n, "baseline": False, "return_pct": r, "trades": 2, "metrics": {"sharpe": r * 10, "max_drawdown_pct": dd}}
-            for n, r in returns.items()]
+    rows = [
+        {
+            "name": n,
+            "baseline": False,
+            "return_pct": r,
+            "trades": 2,
+            "metrics": {"sharpe": r * 10, "max_drawdown_pct": dd},
+        }
+        for n, r in returns.items()
+    ]
     return {"agents": rows + [{"name": BASELINE_NAME, "baseline": True, "return_pct": baseline, "metrics": {}}]}
 
 
@@ -49,7 +57,10 @@ def test_compare_pairs_each_run_with_its_own_baseline_and_rivals():
     comp = compare(boards)
     a = comp["agents"]["a"]
     assert a["return_pct"]["mean"] == pytest.approx(0.0)
-    assert a["vs_buy_and_hold"]["mean"] == pytest.approx(((1.0 - 0.2) + (-1.0 + 0.5)) / 2) and a["vs_buy_and_hold"]["wins"] == 1
+    assert (
+        a["vs_buy_and_hold"]["mean"] == pytest.approx(((1.0 - 0.2) + (-1.0 + 0.5)) / 2)
+        and a["vs_buy_and_hold"]["wins"] == 1
+    )
     assert a["rank"]["each_run"] == [1, 2] and comp["ranking"]["same_order_every_run"] is False
     (pair,) = comp["pairs"]
     assert (pair["a"], pair["b"], pair["a_wins"], pair["b_wins"]) == ("a", "b", 1, 1)
@@ -81,15 +92,36 @@ chat_node = "mr"
 def test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them(tmp_path):
     (tmp_path / "arena.toml").write_text(DETERMINISTIC)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "arena.cli", "tournament", str(tmp_path / "arena.toml"), "--replay",
-                           str(ROOT / "assets" / "sample_recording.jsonl"), "--runs", "2", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arena.cli",
+            "tournament",
+            str(tmp_path / "arena.toml"),
+            "--replay",
+            str(ROOT / "assets" / "sample_recording.jsonl"),
+            "--runs",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [r["not_in_time"] for r in summary["runs"]] == [[], []], summary["runs"]
     boards = [json.loads((out / f"run-{i}" / "leaderboard.json").read_text()) for i in (1, 2)]
-    facts = [{r["name"]: (r["return_pct"], r["trades"], r["total_value"], r["metrics"]["max_drawdown_pct"]) for r in b["agents"]}
-             for b in boards]
+    facts = [
+        {
+            r["name"]: (r["return_pct"], r["trades"], r["total_value"], r["metrics"]["max_drawdown_pct"])
+            for r in b["agents"]
+        }
+        for b in boards
+    ]
     assert facts[0] == facts[1], facts
     assert any(r["trades"] for r in boards[0]["agents"] if not r["baseline"]), "a run where nobody trades proves little"
     for name, a in summary["comparison"]["agents"].items():

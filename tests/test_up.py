@@ -67,7 +67,10 @@ def test_a_valid_file_loads_with_its_paths_resolved(tmp_path):
 
 def test_the_examples_load(tmp_path):
     offline = up.load(EXAMPLES / "offline.toml", env={})
-    assert offline.web is not None and up.load(EXAMPLES / "openai.toml", env={"OPENAI_API_KEY": "k", "GROQ_API_KEY": "k"}).web
+    assert (
+        offline.web is not None
+        and up.load(EXAMPLES / "openai.toml", env={"OPENAI_API_KEY": "k", "GROQ_API_KEY": "k"}).web
+    )
     assert all(c.offline for c in offline.chat_nodes) and len(offline.agents) >= 3
     assert any(a.prompt_file for a in offline.agents)
     real = up.load(EXAMPLES / "openai.toml", env={"OPENAI_API_KEY": "k1", "GROQ_API_KEY": "k2"})
@@ -78,7 +81,10 @@ def test_the_demo_is_an_arena_of_the_same_format():
     arena = demo_arena(demo_args(["--agents", "3", "--seed", "11"]))
     assert isinstance(arena, up.Arena) and arena.seed == 11 and arena.market.source == "simulator"
     assert [(a.name, a.strategy, a.chat_node) for a in arena.agents] == [
-        ("alice", "momentum", "quant"), ("bob", "scalper", "degen"), ("carol", "brainrot", "quant")]
+        ("alice", "momentum", "quant"),
+        ("bob", "scalper", "degen"),
+        ("carol", "brainrot", "quant"),
+    ]
     assert {a.chat_node for a in arena.agents} <= {c.name for c in arena.chat_nodes}
 
 
@@ -95,35 +101,62 @@ def test_the_key_reaches_its_chat_node_through_the_environment_only(tmp_path, mo
 
 # (what is changed in VALID, a fragment of the message that must name the mistake)
 MISTAKES = [
-    (("chat_node = \"gpt\"", "chat_node = \"claude\""), "agent 'bob': unknown chat node 'claude' (the file defines: quant, gpt)"),
-    (("name = \"bob\"", "name = \"alice\""), "agent 'alice': two agents with this name"),
-    (("name = \"gpt\"", "name = \"quant\""), "chat node 'quant': two chat nodes with this name"),
-    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_UNSET_KEY\""), "the environment variable ARENA_UNSET_KEY (api_key_env) is not set"),
-    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"sk-live-1234\""), "api_key_env is the NAME of an environment variable"),
-    (("api_key_env = \"ARENA_TEST_KEY\"\n", ""), "chat node 'gpt': name the environment variable that holds its API key"),
-    (("prompt_file = \"bob.md\"", "prompt_file = \"missing.md\""), "agent 'bob': cannot read prompt_file"),
-    (("prompt_file = \"bob.md\"", "prompt_file = \"empty.md\""), "agent 'bob': prompt_file"),
-    (("prompt_file = \"bob.md\"", "prompt_file = \"bob.md\"\nstrategy = \"momentum\""), "give strategy or prompt_file, not both"),
-    (("strategy = \"momentum\"", "strategy = \"yolo\""), "agent 'alice': unknown strategy 'yolo'"),
-    (("seed = 3", "seed = 3\ncolour = \"red\""), "the file: unknown key 'colour'"),
+    (
+        ('chat_node = "gpt"', 'chat_node = "claude"'),
+        "agent 'bob': unknown chat node 'claude' (the file defines: quant, gpt)",
+    ),
+    (('name = "bob"', 'name = "alice"'), "agent 'alice': two agents with this name"),
+    (('name = "gpt"', 'name = "quant"'), "chat node 'quant': two chat nodes with this name"),
+    (
+        ('api_key_env = "ARENA_TEST_KEY"', 'api_key_env = "ARENA_UNSET_KEY"'),
+        "the environment variable ARENA_UNSET_KEY (api_key_env) is not set",
+    ),
+    (
+        ('api_key_env = "ARENA_TEST_KEY"', 'api_key_env = "sk-live-1234"'),
+        "api_key_env is the NAME of an environment variable",
+    ),
+    (('api_key_env = "ARENA_TEST_KEY"\n', ""), "chat node 'gpt': name the environment variable that holds its API key"),
+    (('prompt_file = "bob.md"', 'prompt_file = "missing.md"'), "agent 'bob': cannot read prompt_file"),
+    (('prompt_file = "bob.md"', 'prompt_file = "empty.md"'), "agent 'bob': prompt_file"),
+    (
+        ('prompt_file = "bob.md"', 'prompt_file = "bob.md"\nstrategy = "momentum"'),
+        "give strategy or prompt_file, not both",
+    ),
+    (('strategy = "momentum"', 'strategy = "yolo"'), "agent 'alice': unknown strategy 'yolo'"),
+    (("seed = 3", 'seed = 3\ncolour = "red"'), "the file: unknown key 'colour'"),
     (("interval = 2", "interval = 2\ntick = 1"), "[market]: unknown key 'tick'"),
-    (("chat_node = \"quant\"", "chat_node = \"quant\"\nmodel = \"x\""), "[[agents]] #1: unknown key 'model'"),
-    (("interval = 2", "interval = \"fast\""), "[market].interval: expected a number, got 'fast'"),
+    (('chat_node = "quant"', 'chat_node = "quant"\nmodel = "x"'), "[[agents]] #1: unknown key 'model'"),
+    (("interval = 2", 'interval = "fast"'), "[market].interval: expected a number, got 'fast'"),
     (("interval = 2", "interval = 0"), "[market].interval must be positive"),
-    (("source = \"simulator\"", "source = \"binance\""), "[market].source: 'binance' is not one of simulator, live, recording"),
-    (("source = \"simulator\"", "source = \"recording\""), "source = \"recording\" needs recording = \"PATH\""),
-    (("source = \"simulator\"", "source = \"recording\"\nrecording = \"nope.jsonl\""), "[market].recording: no such file"),
-    (("interval = 2", "products = [\"btc\"]"), "[market].products: expected product ids"),
-    (("name = \"alice\"", "name = \"al ice\""), "agent 'al ice': a name is 1-64 letters"),
-    (("name = \"alice\"", "name = \"buy-and-hold (baseline)\""), "that name is the baseline's"),
-    (("base_url = \"https://api.example.com/v1\"", "base_url = \"api.example.com\""), "base_url must be an http(s) URL"),
-    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nreasoning_effort = \"max\""), "reasoning_effort must be one of"),
-    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nprice_in_per_mtok = -1\nprice_out_per_mtok = 1"), "price_in_per_mtok must be >= 0"),
-    (("api_key_env = \"ARENA_TEST_KEY\"", "api_key_env = \"ARENA_TEST_KEY\"\nprice_in_per_mtok = 1"), "give both price_in_per_mtok and price_out_per_mtok"),
+    (
+        ('source = "simulator"', 'source = "binance"'),
+        "[market].source: 'binance' is not one of simulator, live, recording",
+    ),
+    (('source = "simulator"', 'source = "recording"'), 'source = "recording" needs recording = "PATH"'),
+    (('source = "simulator"', 'source = "recording"\nrecording = "nope.jsonl"'), "[market].recording: no such file"),
+    (("interval = 2", 'products = ["btc"]'), "[market].products: expected product ids"),
+    (('name = "alice"', 'name = "al ice"'), "agent 'al ice': a name is 1-64 letters"),
+    (('name = "alice"', 'name = "buy-and-hold (baseline)"'), "that name is the baseline's"),
+    (('base_url = "https://api.example.com/v1"', 'base_url = "api.example.com"'), "base_url must be an http(s) URL"),
+    (
+        ('api_key_env = "ARENA_TEST_KEY"', 'api_key_env = "ARENA_TEST_KEY"\nreasoning_effort = "max"'),
+        "reasoning_effort must be one of",
+    ),
+    (
+        (
+            'api_key_env = "ARENA_TEST_KEY"',
+            'api_key_env = "ARENA_TEST_KEY"\nprice_in_per_mtok = -1\nprice_out_per_mtok = 1',
+        ),
+        "price_in_per_mtok must be >= 0",
+    ),
+    (
+        ('api_key_env = "ARENA_TEST_KEY"', 'api_key_env = "ARENA_TEST_KEY"\nprice_in_per_mtok = 1'),
+        "give both price_in_per_mtok and price_out_per_mtok",
+    ),
     (("seed = 3", "seed = 3\n[tools]\nfee_bps = -2"), "[tools].fee_bps must be >= 0"),
     (("seed = 3", "seed = 3\n[broker]\nfetch_wait_ms = 5000"), "[broker].fetch_wait_ms must be 1-1000"),
     (("seed = 3", "seed = 3\n[web]\nport = 70000"), "[web].port must be 0-65535"),
-    (("seed = 3", "seed = 3\n[web]\nhost = \"0.0.0.0\""), "[web]: unknown key 'host'"),
+    (("seed = 3", 'seed = 3\n[web]\nhost = "0.0.0.0"'), "[web]: unknown key 'host'"),
     (("seed = 3", "seed = [3"), "not valid TOML"),
 ]
 
@@ -139,12 +172,14 @@ def test_each_mistake_is_named(tmp_path, change, message):
 
 def test_no_agents_and_no_chat_nodes(tmp_path):
     with pytest.raises(up.ConfigError) as err:
-        load(tmp_path, "[market]\nsource = \"live\"\n")
+        load(tmp_path, '[market]\nsource = "live"\n')
     assert "no chat nodes" in str(err.value) and "no agents" in str(err.value)
 
 
 def test_every_problem_is_listed_at_once(tmp_path):
-    text = VALID.replace("chat_node = \"gpt\"", "chat_node = \"claude\"").replace("strategy = \"momentum\"", "strategy = \"yolo\"")
+    text = VALID.replace('chat_node = "gpt"', 'chat_node = "claude"').replace(
+        'strategy = "momentum"', 'strategy = "yolo"'
+    )
     with pytest.raises(up.ConfigError) as err:
         load(tmp_path, text, env={})
     assert len(err.value.problems) == 3, err.value  # unknown chat node, unknown strategy, key variable not set
@@ -153,9 +188,14 @@ def test_every_problem_is_listed_at_once(tmp_path):
 
 def test_a_bad_file_starts_nothing(tmp_path):
     path = tmp_path / "arena.toml"
-    path.write_text(VALID.replace("chat_node = \"gpt\"", "chat_node = \"claude\""))
-    out = subprocess.run([sys.executable, "-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    path.write_text(VALID.replace('chat_node = "gpt"', 'chat_node = "claude"'))
+    out = subprocess.run(
+        [sys.executable, "-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "unknown chat node 'claude'" in out.stderr, out
     assert not (tmp_path / "run").exists()
 
@@ -183,10 +223,26 @@ def _trades_by_agent(ledger: Path) -> dict[str, int]:
 def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     run_dir, export = tmp_path / "run", tmp_path / "board.json"
-    proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), "--run-dir", str(run_dir),
-                             "--export", str(export)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"}, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "arena.cli",
+            "up",
+            str(EXAMPLES / "offline.toml"),
+            "--run-dir",
+            str(run_dir),
+            "--export",
+            str(export),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"},
+        start_new_session=True,
+    )
     agents = [a.name for a in up.load(EXAMPLES / "offline.toml").agents]
     try:
         deadline = time.monotonic() + 400
@@ -194,7 +250,9 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, f"not every agent traded: {trades}"
             time.sleep(1)
-        assert len(_procs_with_marker(marker)) >= 2 + 2 + 3 + len(agents) + 1  # up, broker, sim, policy, connector, chats, routers, tools
+        assert (
+            len(_procs_with_marker(marker)) >= 2 + 2 + 3 + len(agents) + 1
+        )  # up, broker, sim, policy, connector, chats, routers, tools
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0
     finally:

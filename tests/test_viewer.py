@@ -18,7 +18,10 @@ T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def prompt(seq: int) -> dict:
-    return {"kind": "request", "parts": [{"part_kind": "user-prompt", "content": f"Time: ... (snapshot #{seq})", "timestamp": T0.isoformat()}]}
+    return {
+        "kind": "request",
+        "parts": [{"part_kind": "user-prompt", "content": f"Time: ... (snapshot #{seq})", "timestamp": T0.isoformat()}],
+    }
 
 
 def response(*parts: dict) -> dict:
@@ -38,15 +41,23 @@ def returns(*parts: dict) -> dict:
 
 
 def result(tool: str, content, call_id: str) -> dict:
-    return {"part_kind": "tool-return", "tool_name": tool, "content": content, "tool_call_id": call_id, "timestamp": T0.isoformat()}
+    return {
+        "part_kind": "tool-return",
+        "tool_name": tool,
+        "content": content,
+        "tool_call_id": call_id,
+        "timestamp": T0.isoformat(),
+    }
 
 
 def envelope(history: list[dict], reply: dict | None = None) -> bytes:
-    return json.dumps({
-        "context": {"state": {"message_history": history, "uncommitted_message": None}, "deps": {}},
-        "internal_workflow_state": {"call_stack": {"_internal_list": []}},
-        "reply": reply,
-    }).encode()
+    return json.dumps(
+        {
+            "context": {"state": {"message_history": history, "uncommitted_message": None}, "deps": {}},
+            "internal_workflow_state": {"call_stack": {"_internal_list": []}},
+            "reply": reply,
+        }
+    ).encode()
 
 
 def final(s: str) -> dict:
@@ -54,22 +65,44 @@ def final(s: str) -> dict:
 
 
 def headers(agent: str, run_id: str, kind: str = "call") -> list[tuple[str, bytes]]:
-    return [("correlation_id", run_id.encode()), ("x-calf-emitter", agent.encode()), ("x-calf-emitter-kind", b"agent"),
-            ("x-calf-kind", kind.encode()), ("x-calf-wire", b"envelope")]
+    return [
+        ("correlation_id", run_id.encode()),
+        ("x-calf-emitter", agent.encode()),
+        ("x-calf-emitter-kind", b"agent"),
+        ("x-calf-kind", kind.encode()),
+        ("x-calf-wire", b"envelope"),
+    ]
 
 
 PORTFOLIO = {"cash": 100000.0, "positions": [], "total_value": 100000.0, "return_pct": 0.0}
-FILL = {"status": "filled", "product_id": "BTC-USD", "side": "buy", "quantity": 0.0822, "unit": "BTC", "price": 97323.7,
-        "notional": 8000.0, "fee": 0.0, "cash_after": 92000.0}
+FILL = {
+    "status": "filled",
+    "product_id": "BTC-USD",
+    "side": "buy",
+    "quantity": 0.0822,
+    "unit": "BTC",
+    "price": 97323.7,
+    "notional": 8000.0,
+    "fee": 0.0,
+    "cash_after": 92000.0,
+}
 REJECTED = {"status": "rejected", "error": "order rejected: insufficient cash for 9 BTC-USD. Nothing was traded."}
 
 
 def run_records(agent: str, run_id: str, seq: int, trade_result=FILL) -> list[tuple[bytes, list]]:
     """The records one run mirrors: dispatch of get_portfolio, dispatch of execute_trade, the return."""
     h1 = [prompt(seq), response(call("get_portfolio", "{}", "call_1"))]
-    h2 = h1 + [returns(result("get_portfolio", PORTFOLIO, "call_1")),
-               response(text(f"{agent} buys BTC"), call("execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.0822}, "call_2"))]
-    h3 = h2 + [returns(result("execute_trade", trade_result, "call_2")), response(text(f"{agent}: bought BTC on the uptrend."))]
+    h2 = h1 + [
+        returns(result("get_portfolio", PORTFOLIO, "call_1")),
+        response(
+            text(f"{agent} buys BTC"),
+            call("execute_trade", {"product_id": "BTC-USD", "side": "buy", "quantity": 0.0822}, "call_2"),
+        ),
+    ]
+    h3 = h2 + [
+        returns(result("execute_trade", trade_result, "call_2")),
+        response(text(f"{agent}: bought BTC on the uptrend.")),
+    ]
     return [
         (envelope(h1), headers(agent, run_id)),
         (envelope(h2), headers(agent, run_id)),
@@ -87,8 +120,15 @@ def render(rows, width: int = 200) -> str:
 
 def decision(agent: str, status: str, seq: int, **kw) -> Decision:
     started = T0 + timedelta(seconds=seq)
-    fields = dict(agent=agent, run_id=f"{agent}-{seq}", tick_seq=seq, tick_published_at=started, status=status,
-                  summary=f"#{seq} BTC 97,000.00 · SOL 145.0000", started_at=started)
+    fields = dict(
+        agent=agent,
+        run_id=f"{agent}-{seq}",
+        tick_seq=seq,
+        tick_published_at=started,
+        status=status,
+        summary=f"#{seq} BTC 97,000.00 · SOL 145.0000",
+        started_at=started,
+    )
     if status != "started":
         fields["finished_at"] = started + timedelta(seconds=0.84)
     fields.update(kw)
@@ -147,10 +187,17 @@ def test_rejected_trade_and_refused_call_are_shown_with_their_reason():
     raw, hdrs = run_records("bob", "r9", seq=2, trade_result=REJECTED)[-1]
     rows = feed.on_activity(raw, hdrs, T0)
     # calfkit refusing a call whose arguments fail the schema: a tool-return carrying a retry prompt.
-    refused = {"part_kind": "retry-prompt", "tool_name": "execute_trade", "tool_call_id": "c3",
-               "content": [{"type": "json_schema_violation", "loc": [], "msg": "'quantity' is a required property"}]}
-    history = [prompt(2), response(call("execute_trade", {"product_id": "BTC-USD", "side": "buy"}, "c3")),
-               returns(result("execute_trade", refused, "c3"))]
+    refused = {
+        "part_kind": "retry-prompt",
+        "tool_name": "execute_trade",
+        "tool_call_id": "c3",
+        "content": [{"type": "json_schema_violation", "loc": [], "msg": "'quantity' is a required property"}],
+    }
+    history = [
+        prompt(2),
+        response(call("execute_trade", {"product_id": "BTC-USD", "side": "buy"}, "c3")),
+        returns(result("execute_trade", refused, "c3")),
+    ]
     rows += feed.on_activity(envelope(history), headers("bob", "r10"), T0)
     out = render(rows)
     assert "✗ execute_trade: order rejected: insufficient cash for 9 BTC-USD" in out, out
@@ -165,7 +212,9 @@ def test_decisions_show_the_market_the_outcome_and_skipped_ticks():
     rows += feed.on_decision(decision("alice", "skipped", 5, reason="superseded by #6"))
     rows += feed.on_decision(decision("bob", "started", 6))  # bob's skips are his own
     rows += feed.on_decision(decision("alice", "started", 6))
-    rows += feed.on_decision(decision("alice", "error", 6, reason="ChatNodeError: no reply from chat node 'gpt' — is it running?"))
+    rows += feed.on_decision(
+        decision("alice", "error", 6, reason="ChatNodeError: no reply from chat node 'gpt' — is it running?")
+    )
     rows += feed.on_decision(decision("bob", "timeout", 6, reason="no result within 60s"))
     out = render(rows)
     assert "▶ turn on #4 BTC 97,000.00 · SOL 145.0000" in out
@@ -192,7 +241,12 @@ def test_agent_filter_and_malformed_records():
 def test_lines_fit_80_columns_and_long_bodies_wrap_under_themselves():
     feed = ActivityFeed()
     long = "x" * 300
-    history = [prompt(1), response(text("I think " + " ".join(["BTC looks strong"] * 20)), call("calculator", {"expression": long}, "c1"))]
+    history = [
+        prompt(1),
+        response(
+            text("I think " + " ".join(["BTC looks strong"] * 20)), call("calculator", {"expression": long}, "c1")
+        ),
+    ]
     out = render(feed.on_activity(envelope(history), headers("a-very-long-agent-name", "r1"), T0), width=80)
     lines = out.splitlines()
     assert all(len(line.rstrip()) <= 80 for line in lines)
@@ -203,12 +257,20 @@ def test_lines_fit_80_columns_and_long_bodies_wrap_under_themselves():
 
 
 def test_result_and_argument_formatting():
-    assert format_args('{"product_id": "SOL-USD", "side": "sell", "quantity": 1.5}') == "product_id=SOL-USD, side=sell, quantity=1.5"
+    assert (
+        format_args('{"product_id": "SOL-USD", "side": "sell", "quantity": 1.5}')
+        == "product_id=SOL-USD, side=sell, quantity=1.5"
+    )
     assert format_args("{}") == "" and format_args({}) == ""
     assert format_args("not json") == "not json"
     assert describe_result("error: unknown name 'x'") == ("error: unknown name 'x'", True)
     assert describe_result("42.5") == ("42.5", False)
     assert describe_result({"status": "error", "error": "the tool failed: boom"}) == ("the tool failed: boom", True)
-    held = {**PORTFOLIO, "cash": 92000.0, "total_value": 99990.0, "return_pct": -0.01,
-            "positions": [{"product_id": "BTC-USD", "quantity": 0.0822}]}
+    held = {
+        **PORTFOLIO,
+        "cash": 92000.0,
+        "total_value": 99990.0,
+        "return_pct": -0.01,
+        "positions": [{"product_id": "BTC-USD", "quantity": 0.0822}],
+    }
     assert describe_result(held) == ("value $99,990.00, cash $92,000.00, return -0.01%, holding 0.0822 BTC", False)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from procs import Proc
 from starlette.testclient import TestClient
+from test_viewer import REJECTED, run_records
 
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC
 from arena.dashboard import ArenaState, leaderboard, write_export
@@ -28,8 +30,6 @@ from arena.publish import BOARD_KEY, LeaderboardPublisher, LeaderboardRecord, Va
 from arena.supervisor import ProcessStatus
 from arena.web.server import Reader, build_app
 from arena.web.state import WebState
-from procs import Proc
-from test_viewer import REJECTED, run_records
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
@@ -38,24 +38,48 @@ T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
 # -- synthetic records, as the arena's processes publish them --------------------------------------
 
 
-def snap(seq: int, btc: float = 95_000.0, sol: float = 180.0, at: datetime | None = None, stale: bool = False) -> MarketSnapshot:
+def snap(
+    seq: int, btc: float = 95_000.0, sol: float = 180.0, at: datetime | None = None, stale: bool = False
+) -> MarketSnapshot:
     at = at or T0 + timedelta(seconds=10 * seq)
-    return MarketSnapshot(seq=seq, published_at=at, quotes={
-        "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc - 5, best_ask=btc + 5, received_at=at),
-        "SOL-USD": Quote(product_id="SOL-USD", price=sol, best_bid=sol - 0.05, best_ask=sol + 0.05, received_at=at, stale=stale),
-    })
+    return MarketSnapshot(
+        seq=seq,
+        published_at=at,
+        quotes={
+            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc - 5, best_ask=btc + 5, received_at=at),
+            "SOL-USD": Quote(
+                product_id="SOL-USD", price=sol, best_bid=sol - 0.05, best_ask=sol + 0.05, received_at=at, stale=stale
+            ),
+        },
+    )
 
 
-def trade(n: int, agent: str, side: str = "buy", qty: float = 0.1, price: float = 95_005.0, status: str = "filled", **kw) -> Trade:
-    return Trade(trade_id=f"{agent}|run|{n}", agent=agent, product_id="BTC-USD", side=side, quantity=qty, price=price if status == "filled" else 0.0,
-                 fee=round(qty * price * 0.001, 2) if status == "filled" else 0.0, status=status,
-                 executed_at=T0 + timedelta(seconds=10 * n + 1), latency_ms=1.5, **kw)
+def trade(
+    n: int, agent: str, side: str = "buy", qty: float = 0.1, price: float = 95_005.0, status: str = "filled", **kw
+) -> Trade:
+    return Trade(
+        trade_id=f"{agent}|run|{n}",
+        agent=agent,
+        product_id="BTC-USD",
+        side=side,
+        quantity=qty,
+        price=price if status == "filled" else 0.0,
+        fee=round(qty * price * 0.001, 2) if status == "filled" else 0.0,
+        status=status,
+        executed_at=T0 + timedelta(seconds=10 * n + 1),
+        latency_ms=1.5,
+        **kw,
+    )
 
 
 def tools_state() -> tuple[ArenaState, dict]:
     """The tools process's dashboard state after two snapshots and three trades (one rejected)."""
     st = ArenaState(max_quote_age_s=30, fee_bps=10, metrics=MetricsTracker(fee_bps=10))
-    trades = [trade(1, "alice"), trade(2, "bob", qty=0.2), trade(3, "bob", status="rejected", reason="insufficient cash")]
+    trades = [
+        trade(1, "alice"),
+        trade(2, "bob", qty=0.2),
+        trade(3, "bob", status="rejected", reason="insufficient cash"),
+    ]
     st.on_snapshot(snap(1), now=T0 + timedelta(seconds=10))
     for t in trades:
         st.on_trade(t)
@@ -88,17 +112,42 @@ def fed_state() -> tuple[WebState, Reader, dict]:
     state = WebState()
     reader = Reader(None, state)
     records = board_records(st, accounts)
-    records += [Rec(TRADES_TOPIC, t.model_dump_json().encode(), t.agent.encode()) for t in
-                [trade(1, "alice"), trade(2, "bob", qty=0.2), trade(3, "bob", status="rejected", reason="insufficient cash")]]
+    records += [
+        Rec(TRADES_TOPIC, t.model_dump_json().encode(), t.agent.encode())
+        for t in [
+            trade(1, "alice"),
+            trade(2, "bob", qty=0.2),
+            trade(3, "bob", status="rejected", reason="insufficient cash"),
+        ]
+    ]
     records.append(Rec(MARKET_TOPIC, snap(2, btc=96_000.0, at=datetime.now(timezone.utc)).model_dump_json().encode()))
-    started = Decision(agent="alice", run_id="run-a", tick_seq=2, tick_published_at=T0, status="started", summary="#2 BTC 96,000.00", started_at=T0)
-    done = started.model_copy(update={"status": "done", "output": "alice: bought BTC on the uptrend.", "finished_at": T0 + timedelta(seconds=1)})
+    started = Decision(
+        agent="alice",
+        run_id="run-a",
+        tick_seq=2,
+        tick_published_at=T0,
+        status="started",
+        summary="#2 BTC 96,000.00",
+        started_at=T0,
+    )
+    done = started.model_copy(
+        update={
+            "status": "done",
+            "output": "alice: bought BTC on the uptrend.",
+            "finished_at": T0 + timedelta(seconds=1),
+        }
+    )
     records.append(Rec(DECISIONS_TOPIC, started.model_dump_json().encode()))
     records += [Rec(ACTIVITY_TOPIC, raw, None, h) for raw, h in run_records("alice", "run-a", 2)]
     records.append(Rec(DECISIONS_TOPIC, done.model_dump_json().encode()))
     records += [Rec(ACTIVITY_TOPIC, raw, None, h) for raw, h in run_records("bob", "run-b", 2, trade_result=REJECTED)]
     records.append(Rec(HEALTH_TOPIC, ProcessStatus(name="router alice", status="ready").model_dump_json().encode()))
-    records.append(Rec(HEALTH_TOPIC, ProcessStatus(name="router bob", status="exited", detail="code 1, log x.log").model_dump_json().encode()))
+    records.append(
+        Rec(
+            HEALTH_TOPIC,
+            ProcessStatus(name="router bob", status="exited", detail="code 1, log x.log").model_dump_json().encode(),
+        )
+    )
     reader.take(records)
     return state, reader, leaderboard(st, accounts)
 
@@ -119,8 +168,16 @@ def test_publisher_sends_each_sample_once_and_the_board_when_it_changes():
     assert {a.name for a in board.agents} == {"alice", "bob", BASELINE_NAME}
     assert pub.records(0.5) == []  # nothing changed: nothing sent
     st.on_trade(trade(4, "alice", side="sell", qty=0.05, price=95_995.0))
-    accounts.update(replay([trade(1, "alice"), trade(2, "bob", qty=0.2), trade(3, "bob", status="rejected"),
-                            trade(4, "alice", side="sell", qty=0.05, price=95_995.0)]))
+    accounts.update(
+        replay(
+            [
+                trade(1, "alice"),
+                trade(2, "bob", qty=0.2),
+                trade(3, "bob", status="rejected"),
+                trade(4, "alice", side="sell", qty=0.05, price=95_995.0),
+            ]
+        )
+    )
     again = pub.records(1.0)
     assert [k for k, _ in again] == [BOARD_KEY]  # a fill: the board again, the sample not again
     assert pub.records(5.0) == []
@@ -139,8 +196,12 @@ def test_api_shapes_from_topic_records():
     # the export's shape and numbers (only the clock's fields differ)
     assert set(board) == set(export)
     for mine, theirs in zip(board["agents"], export["agents"]):
-        assert {k: v for k, v in mine.items() if k != "last_reply_at"} == {k: v for k, v in theirs.items() if k != "last_reply_at"}
-    assert [s["values"] for s in board["value_history"]["samples"]][0]["alice"] == export["value_history"]["samples"][0]["values"]["alice"]
+        assert {k: v for k, v in mine.items() if k != "last_reply_at"} == {
+            k: v for k, v in theirs.items() if k != "last_reply_at"
+        }
+    assert [s["values"] for s in board["value_history"]["samples"]][0]["alice"] == export["value_history"]["samples"][
+        0
+    ]["values"]["alice"]
 
     trades = client.get("/api/trades").json()
     assert trades["count"] == 3 and {t["agent"] for t in trades["trades"]} == {"alice", "bob"}
@@ -150,13 +211,20 @@ def test_api_shapes_from_topic_records():
     assert client.get("/api/trades?status=maybe").status_code == 400
 
     positions = client.get("/api/positions").json()["positions"]
-    assert {(p["agent"], p["product_id"]) for p in positions if not p["baseline"]} == {("alice", "BTC-USD"), ("bob", "BTC-USD")}
+    assert {(p["agent"], p["product_id"]) for p in positions if not p["baseline"]} == {
+        ("alice", "BTC-USD"),
+        ("bob", "BTC-USD"),
+    }
     assert all({"quantity", "avg_cost", "mark", "market_value", "unrealized_pnl"} <= set(p) for p in positions)
 
     turns = client.get("/api/decisions?agent=alice").json()["turns"]
     assert len(turns) == 1
     t = turns[0]
-    assert t["status"] == "done" and t["summary"] == "#2 BTC 96,000.00" and t["output"] == "alice: bought BTC on the uptrend."
+    assert (
+        t["status"] == "done"
+        and t["summary"] == "#2 BTC 96,000.00"
+        and t["output"] == "alice: bought BTC on the uptrend."
+    )
     calls = [s for s in t["steps"] if s["kind"] == "call"]
     assert [c["tool"] for c in calls] == ["get_portfolio", "execute_trade"]
     assert calls[1]["summary"] == "product_id=BTC-USD, side=buy, quantity=0.0822"
@@ -186,18 +254,35 @@ def test_api_shapes_from_topic_records():
 
 def test_malformed_records_are_counted_and_skipped_never_raised():
     state, reader, _ = fed_state()
-    before = (json.dumps(state.leaderboard(), sort_keys=True), len(state.trades), len(state.turns), state.skipped_records)
-    reader.take([
-        Rec(TRADES_TOPIC, b"{not json"),
-        Rec(TRADES_TOPIC, b'{"agent": "mallory"}'),
-        Rec(DECISIONS_TOPIC, b"[]"),
-        Rec(HEALTH_TOPIC, None),
-        Rec(MARKET_TOPIC, b'{"seq": "x"}'),
-        Rec(LEADERBOARD_TOPIC, b'{"agents": "none"}', BOARD_KEY),  # well-formed JSON, not a leaderboard
-        Rec(LEADERBOARD_TOPIC, b'{"t": 3}', b"sample:x"),
-        Rec(ACTIVITY_TOPIC, b"garbage", None, [("x-calf-emitter", b"alice"), ("correlation_id", b"run-z"), ("x-calf-wire", b"envelope")]),
-    ])
-    after = (json.dumps(state.leaderboard(), sort_keys=True), len(state.trades), len(state.turns), state.skipped_records)
+    before = (
+        json.dumps(state.leaderboard(), sort_keys=True),
+        len(state.trades),
+        len(state.turns),
+        state.skipped_records,
+    )
+    reader.take(
+        [
+            Rec(TRADES_TOPIC, b"{not json"),
+            Rec(TRADES_TOPIC, b'{"agent": "mallory"}'),
+            Rec(DECISIONS_TOPIC, b"[]"),
+            Rec(HEALTH_TOPIC, None),
+            Rec(MARKET_TOPIC, b'{"seq": "x"}'),
+            Rec(LEADERBOARD_TOPIC, b'{"agents": "none"}', BOARD_KEY),  # well-formed JSON, not a leaderboard
+            Rec(LEADERBOARD_TOPIC, b'{"t": 3}', b"sample:x"),
+            Rec(
+                ACTIVITY_TOPIC,
+                b"garbage",
+                None,
+                [("x-calf-emitter", b"alice"), ("correlation_id", b"run-z"), ("x-calf-wire", b"envelope")],
+            ),
+        ]
+    )
+    after = (
+        json.dumps(state.leaderboard(), sort_keys=True),
+        len(state.trades),
+        len(state.turns),
+        state.skipped_records,
+    )
     assert after[:3] == before[:3]
     assert after[3] == before[3] + 8
 
@@ -210,7 +295,9 @@ def test_pushes_carry_only_what_changed():
     quiet = state.delta(v)
     assert "trades" not in quiet and "turns" not in quiet and "board" not in quiet and "market" in quiet  # ages only
     reader.take([Rec(TRADES_TOPIC, trade(9, "alice", side="sell", qty=0.05).model_dump_json().encode())])
-    reader.take([Rec(TRADES_TOPIC, trade(9, "alice", side="sell", qty=0.05).model_dump_json().encode())])  # a redelivery
+    reader.take(
+        [Rec(TRADES_TOPIC, trade(9, "alice", side="sell", qty=0.05).model_dump_json().encode())]
+    )  # a redelivery
     d = state.delta(v)
     assert [t["trade_id"] for t in d["trades"]] == ["alice|run|9"] and d["trade_count"] == 4 and "turns" not in d
 
@@ -239,7 +326,11 @@ def test_report_html_from_an_export_and_its_ledger(tmp_path):
     write_export(export, leaderboard(st, accounts))
     ledger = tmp_path / "ledger.db"
     with Ledger(ledger) as lg:
-        for t in [trade(1, "alice"), trade(2, "bob", qty=0.2), trade(3, "bob", status="rejected", reason="insufficient cash")]:
+        for t in [
+            trade(1, "alice"),
+            trade(2, "bob", qty=0.2),
+            trade(3, "bob", status="rejected", reason="insufficient cash"),
+        ]:
             lg.record(t.trade_id, t, {})
     out = tmp_path / "run.html"
     assert report_main(["--html", str(out), str(export), str(ledger)]) == 0
@@ -309,7 +400,9 @@ def _produce_garbage(bootstrap: str) -> None:
         try:
             await prod.send_and_wait(TRADES_TOPIC, b"{not json")
             await prod.send_and_wait(LEADERBOARD_TOPIC, b'{"agents": 1}', key=BOARD_KEY)
-            await prod.send_and_wait(ACTIVITY_TOPIC, b"garbage", headers=[("x-calf-emitter", b"alice"), ("correlation_id", b"zz")])
+            await prod.send_and_wait(
+                ACTIVITY_TOPIC, b"garbage", headers=[("x-calf-emitter", b"alice"), ("correlation_id", b"zz")]
+            )
         finally:
             await prod.stop()
 
@@ -350,7 +443,16 @@ def _board_equals_api(page, timeout_s: float = 20.0) -> dict:
     assert shown["generated_at"] == api["generated_at"], "the page never showed the API's board"
     assert [r["name"] for r in shown["rows"]] == [a["name"] for a in api["agents"]]
     for row, a in zip(shown["rows"], api["agents"]):
-        for key in ("total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees", "trades", "rejected"):
+        for key in (
+            "total_value",
+            "return_pct",
+            "cash",
+            "realized_pnl",
+            "unrealized_pnl",
+            "fees",
+            "trades",
+            "rejected",
+        ):
             assert row[key] == a[key], (a["name"], key)
     return api
 
@@ -359,7 +461,9 @@ def test_live_page_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     run = tmp_path / "run"
-    demo = Proc("-m", "arena.cli", "demo", "--duration", "75", "--interval", "1", "--run-dir", str(run), "--no-dashboard")
+    demo = Proc(
+        "-m", "arena.cli", "demo", "--duration", "75", "--interval", "1", "--run-dir", str(run), "--no-dashboard"
+    )
     web = None
     try:
         bootstrap = demo.wait_for("broker ready on", timeout=120).split("broker ready on ")[1].split(";")[0].strip()
@@ -376,7 +480,9 @@ def test_live_page_in_chromium(tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.add_init_script(SEEN_ROWS)
             page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#board tbody tr[data-agent]').length >= 4", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelectorAll('#board tbody tr[data-agent]').length >= 4", timeout=30_000
+            )
             assert page.inner_text("#pill") == "● LIVE"
 
             # the model chat: a tool call with its result, readable
@@ -392,18 +498,24 @@ def test_live_page_in_chromium(tmp_path):
 
             # a fill made after the page opened shows up within 2 s, without a reload
             page.wait_for_function(
-                "Object.keys(window.__seen).some(id => window.__seen[id] > window.__loadedAt + 1000)", timeout=30_000)
+                "Object.keys(window.__seen).some(id => window.__seen[id] > window.__loadedAt + 1000)", timeout=30_000
+            )
             page.wait_for_timeout(3000)
             trades = page.evaluate("() => fetch('api/trades').then(r => r.json())")["trades"]
             seen = page.evaluate("window.__seen")
             loaded = page.evaluate("window.__loadedAt")
-            late = [(seen[t["trade_id"]] - datetime.fromisoformat(t["executed_at"]).timestamp() * 1000)
-                    for t in trades if t["trade_id"] in seen and seen[t["trade_id"]] > loaded + 1000]
+            late = [
+                (seen[t["trade_id"]] - datetime.fromisoformat(t["executed_at"]).timestamp() * 1000)
+                for t in trades
+                if t["trade_id"] in seen and seen[t["trade_id"]] > loaded + 1000
+            ]
             assert late and max(late) <= 2000, late
 
             # malformed records: skipped and counted, the page goes on
             _produce_garbage(bootstrap)
-            page.wait_for_function("fetch('api/health').then(r => r.json()).then(h => h.skipped_records >= 3)", timeout=15_000)
+            page.wait_for_function(
+                "fetch('api/health').then(r => r.json()).then(h => h.skipped_records >= 3)", timeout=15_000
+            )
             _board_equals_api(page)
 
             shots["1440x900"] = tmp_path / "web-1440x900.png"
@@ -411,11 +523,15 @@ def test_live_page_in_chromium(tmp_path):
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
             phone.on("pageerror", lambda e: errors.append(str(e)))
             phone.goto(url)
-            phone.wait_for_function("document.querySelectorAll('#board tbody tr[data-agent]').length >= 4", timeout=30_000)
+            phone.wait_for_function(
+                "document.querySelectorAll('#board tbody tr[data-agent]').length >= 4", timeout=30_000
+            )
             phone.wait_for_selector("#chart canvas")
             shots["390x844"] = tmp_path / "web-390x844.png"
             phone.screenshot(path=str(shots["390x844"]))
-            assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways page: wide tables scroll inside
+            assert (
+                phone.evaluate("document.documentElement.scrollWidth") <= 390
+            )  # no sideways page: wide tables scroll inside
 
             # the run ends: the tools process's last board equals its export, and the page says the feed is down
             assert demo.proc.wait(240) == 0, demo.output
@@ -436,7 +552,11 @@ def test_live_page_in_chromium(tmp_path):
         for size, path in shots.items():
             w, h = map(int, size.split("x"))
             head = path.read_bytes()[:24]
-            assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == w and int.from_bytes(head[20:24], "big") == h
+            assert (
+                head[:8] == b"\x89PNG\r\n\x1a\n"
+                and int.from_bytes(head[16:20], "big") == w
+                and int.from_bytes(head[20:24], "big") == h
+            )
         assert web.stop() == 0, web.output
     finally:
         if web is not None:

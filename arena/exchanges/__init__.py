@@ -53,11 +53,25 @@ def base_increment(product_id: str, exchange: str = DEFAULT_EXCHANGE) -> float:
     return product(product_id, exchange).base_increment
 
 
-async def load_products(product_ids: list[str], exchange: str = DEFAULT_EXCHANGE, options: VenueOptions | None = None) -> dict[str, Product]:
+async def load_products(
+    product_ids: list[str], exchange: str = DEFAULT_EXCHANGE, options: VenueOptions | None = None
+) -> dict[str, Product]:
     """The venue's own records for `product_ids`: unknown products left out, defaults where it cannot tell."""
     async with create(exchange, options) as venue:
         return await venue.load_products(list(product_ids))
 
 
-__all__ = ["EXCHANGES", "DEFAULT_EXCHANGE", "Exchange", "Product", "VenueOptions", "register", "names", "get", "create",
-           "product", "base_increment", "load_products"]
+__all__ = [
+    "EXCHANGES",
+    "DEFAULT_EXCHANGE",
+    "Exchange",
+    "Product",
+    "VenueOptions",
+    "register",
+    "names",
+    "get",
+    "create",
+    "product",
+    "base_increment",
+    "load_products",
+]

@@ -376,7 +376,13 @@ class _Client:
 
 
 def _grpc_error(status: int, message: str) -> dict:
-    codes = {400: ("INVALID_ARGUMENT", 3), 404: ("NOT_FOUND", 5), 429: ("RESOURCE_EXHAUSTED", 8), 500: ("INTERNAL", 13), 503: ("UNAVAILABLE", 14)}
+    codes = {
+        400: ("INVALID_ARGUMENT", 3),
+        404: ("NOT_FOUND", 5),
+        429: ("RESOURCE_EXHAUSTED", 8),
+        500: ("INTERNAL", 13),
+        503: ("UNAVAILABLE", 14),
+    }
     name, code = codes.get(status, ("UNKNOWN", 2))
     return {"error": name, "code": code, "message": message, "details": []}
 
@@ -384,7 +390,14 @@ def _grpc_error(status: int, message: str) -> dict:
 class MarketSim:
     """The simulator. `await start(host, port)` (port 0 = any free one), then `ws_url`/`rest_url`."""
 
-    def __init__(self, seed: int = 0, products: Iterable[str] = DEFAULT_PRODUCTS, *, tick_rate: float = 1.0, subscribe_deadline: float = SUBSCRIBE_DEADLINE_S):
+    def __init__(
+        self,
+        seed: int = 0,
+        products: Iterable[str] = DEFAULT_PRODUCTS,
+        *,
+        tick_rate: float = 1.0,
+        subscribe_deadline: float = SUBSCRIBE_DEADLINE_S,
+    ):
         now = time.time()
         self.seed, self.tick_rate, self.subscribe_deadline = seed, tick_rate, subscribe_deadline
         self.markets = {pid: Market(pid, random.Random(f"{seed}/{pid}"), now) for pid in products}
@@ -480,7 +493,12 @@ class MarketSim:
 
     def send_broken_ticker(self, product_id: str) -> None:
         """A ticker missing price and best bid/ask; the connector must skip it, not crash or zero a quote."""
-        self.inject({"channel": "ticker", "events": [{"type": "update", "tickers": [{"type": "ticker", "product_id": product_id}]}]})
+        self.inject(
+            {
+                "channel": "ticker",
+                "events": [{"type": "update", "tickers": [{"type": "ticker", "product_id": product_id}]}],
+            }
+        )
 
     def skip_sequence(self, n: int) -> None:
         """Lose the next `n` messages on every connection (their sequence numbers are used up)."""
@@ -528,7 +546,13 @@ class MarketSim:
 
     @staticmethod
     def _envelope(channel: str, events: list, now: float | None = None) -> dict:
-        return {"channel": channel, "client_id": "", "timestamp": _rfc3339(now or time.time()), "sequence_num": 0, "events": events}
+        return {
+            "channel": channel,
+            "client_id": "",
+            "timestamp": _rfc3339(now or time.time()),
+            "sequence_num": 0,
+            "events": events,
+        }
 
     def _send(self, c: _Client, msg: dict | str) -> None:
         if c.queue.qsize() >= MAX_QUEUE:
@@ -568,7 +592,10 @@ class MarketSim:
             counter += 1
             now = time.time()
             uptime = time.monotonic() - started
-            current = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + f"000 +0000 UTC m=+{uptime:.9f}"
+            current = (
+                datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+                + f"000 +0000 UTC m=+{uptime:.9f}"
+            )
             self._send(c, self._envelope("heartbeats", [{"current_time": current, "heartbeat_counter": counter}], now))
 
     async def _candles(self, c: _Client) -> None:
@@ -583,9 +610,14 @@ class MarketSim:
     @staticmethod
     def _l2_levels(m: Market) -> dict[tuple[str, str], str]:
         bids, asks = m.book(L2_LEVELS)
-        return {**{("bid", m.fmt(p)): f"{q:.8f}" for p, q in bids}, **{("offer", m.fmt(p)): f"{q:.8f}" for p, q in asks}}
+        return {
+            **{("bid", m.fmt(p)): f"{q:.8f}" for p, q in bids},
+            **{("offer", m.fmt(p)): f"{q:.8f}" for p, q in asks},
+        }
 
-    def _send_l2(self, c: _Client, m: Market, levels: dict[tuple[str, str], str], now: float, snapshot: bool = False) -> None:
+    def _send_l2(
+        self, c: _Client, m: Market, levels: dict[tuple[str, str], str], now: float, snapshot: bool = False
+    ) -> None:
         """level2 sends the new total size at each changed level ("0" removes it); the first message is the whole book."""
         held = {} if snapshot else c.l2.get(m.product_id, {})
         changed = [(k, q) for k, q in levels.items() if held.get(k) != q] + [(k, "0") for k in held if k not in levels]
@@ -593,7 +625,9 @@ class MarketSim:
         if not changed:
             return
         at = _rfc3339(now, 6)
-        updates = [{"side": side, "event_time": at, "price_level": price, "new_quantity": q} for (side, price), q in changed]
+        updates = [
+            {"side": side, "event_time": at, "price_level": price, "new_quantity": q} for (side, price), q in changed
+        ]
         event = {"type": "snapshot" if snapshot else "update", "product_id": m.product_id, "updates": updates}
         self._send(c, self._envelope("l2_data", [event], now))
 
@@ -669,14 +703,18 @@ class MarketSim:
                 for p in products:
                     c.l2.pop(p, None)
             added = []
-        self._send(c, self._envelope("subscriptions", [{"subscriptions": {ch: sorted(ps) for ch, ps in c.subs.items()}}], now))
+        self._send(
+            c, self._envelope("subscriptions", [{"subscriptions": {ch: sorted(ps) for ch, ps in c.subs.items()}}], now)
+        )
         if added:
             self._snapshot(c, channel, [self.markets[p] for p in added], now)
 
     def _snapshot(self, c: _Client, channel: str, markets: list[Market], now: float) -> None:
         """What a channel sends first for newly subscribed products."""
         if channel == "ticker":
-            self._send(c, self._envelope("ticker", [{"type": "snapshot", "tickers": [m.ticker(now) for m in markets]}], now))
+            self._send(
+                c, self._envelope("ticker", [{"type": "snapshot", "tickers": [m.ticker(now) for m in markets]}], now)
+            )
         elif channel == "market_trades":
             trades = [m.ws_trade(t) for m in markets for _, t in list(m.trades)[:WS_TRADES_SNAPSHOT]]
             self._send(c, self._envelope("market_trades", [{"type": "snapshot", "trades": trades}], now))
@@ -819,7 +857,10 @@ class MarketSim:
         if e < s:
             return 400, _grpc_error(400, "end must not be before start")
         if (e - s) // g + 1 > MAX_CANDLES_PER_REQUEST:
-            return 400, _grpc_error(400, f"start and end argument is invalid - number of candles requested should be less than {MAX_CANDLES_PER_REQUEST}")
+            return 400, _grpc_error(
+                400,
+                f"start and end argument is invalid - number of candles requested should be less than {MAX_CANDLES_PER_REQUEST}",
+            )
         return 200, {"candles": m.candles(g, s, min(e, int(now)), int(limit))}
 
 
@@ -834,18 +875,43 @@ def main(argv: list[str] | None = None) -> int:
         "with seeded realistic prices.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port for WebSocket and REST, 0 = any free port (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same price paths (default %(default)s)")
     parser.add_argument(
-        "--products", nargs="+", default=list(DEFAULT_PRODUCTS), metavar="ID",
+        "--port", type=int, default=8765, help="port for WebSocket and REST, 0 = any free port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: the same seed gives the same price paths (default %(default)s)",
+    )
+    parser.add_argument(
+        "--products",
+        nargs="+",
+        default=list(DEFAULT_PRODUCTS),
+        metavar="ID",
         help=f"product ids to list, space or comma separated; ids it does not know get a made-up market (default {' '.join(DEFAULT_PRODUCTS)})",
     )
-    parser.add_argument("--tick-rate", type=float, default=1.0, help="multiplier on each product's ticker update rate (default %(default)s)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default %(default)s)")
+    parser.add_argument(
+        "--tick-rate",
+        type=float,
+        default=1.0,
+        help="multiplier on each product's ticker update rate (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.tick_rate <= 0:
         parser.error("--tick-rate must be > 0")
-    logging.basicConfig(stream=sys.stdout, level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=args.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     logging.getLogger("arena.sim.ws").setLevel(logging.WARNING)  # handshake chatter from every REST call
     products = product_list(args.products)
     if not products:

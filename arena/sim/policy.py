@@ -64,7 +64,14 @@ AUTO_DEFAULT = "momentum"
 class ApiError(Exception):
     """An OpenAI-style error reply."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -88,6 +95,7 @@ def _tokens(chars: int) -> int:
 def usage_estimate(messages: list, tools: Any, answer: dict) -> tuple[int, int]:
     """Plausible (prompt, completion) token counts: what a real provider bills is every message's text
     and tool calls, the tool schemas and a few tokens of framing per message; the answer likewise."""
+
     def size(m: dict) -> int:
         calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
         return 4 + _tokens(len(_text(m.get("content"))) + len(json.dumps(calls, default=str)) * bool(calls))
@@ -209,7 +217,9 @@ def cap_orders(orders: list[Order], system: str, market: Market, holdings: Holdi
     m = _ORDER_CAP.search(system)
     if not m:
         return orders
-    value = holdings.cash + sum(qty * (market.quotes[pid].bid or 0.0) for pid, qty in holdings.positions.items() if pid in market.quotes)
+    value = holdings.cash + sum(
+        qty * (market.quotes[pid].bid or 0.0) for pid, qty in holdings.positions.items() if pid in market.quotes
+    )
     cap = float(m[1]) / 100 * value
     out = []
     for o in orders:
@@ -263,7 +273,7 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise ApiError(400, "'messages' must be a non-empty list of message objects", param="messages")
     if body.get("stream"):
-        raise ApiError(400, "streaming is not supported by the policy server; send \"stream\": false", param="stream")
+        raise ApiError(400, 'streaming is not supported by the policy server; send "stream": false', param="stream")
     if model == "error-500":
         raise ApiError(500, "The policy server had an error while processing your request (simulated).", "server_error")
     if model == "error-429":
@@ -274,11 +284,18 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
     slow = _SLOW.match(model)
     policy_model = (slow[2] or "hold") if slow else model
     if policy_model not in (*POLICIES, "auto", "bad-args", "unknown-tool"):
-        raise ApiError(404, f"The model '{model}' does not exist. Available: {', '.join(LISTED_MODELS)}", code="model_not_found", param="model")
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist. Available: {', '.join(LISTED_MODELS)}",
+            code="model_not_found",
+            param="model",
+        )
 
     tools = _tool_specs(body.get("tools"))
     reply = plan(policy_model, Turn(messages), tools, seed)
-    digest = hashlib.sha256(json.dumps([model, messages, body.get("tools")], sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps([model, messages, body.get("tools")], sort_keys=True, default=str).encode()
+    ).hexdigest()
     tool_calls = [
         {
             "id": "call_" + hashlib.sha256(f"{digest}:{i}".encode()).hexdigest()[:24],
@@ -296,7 +313,9 @@ def completion(body: Any, seed: int = 0, authorization: str = "") -> dict:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop", "logprobs": None}],
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop", "logprobs": None}
+        ],
         "usage": {"prompt_tokens": in_tokens, "completion_tokens": out_tokens, "total_tokens": in_tokens + out_tokens},
     }
 
@@ -334,7 +353,11 @@ def build_app(seed: int = 0, max_body_bytes: int = MAX_BODY_BYTES):
                 body = json.loads(await read_body(request, max_body_bytes))
             except (ValueError, RecursionError):
                 raise ApiError(400, "the request body is not valid JSON") from None
-            slow = _SLOW.match(body.get("model", "")) if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+            slow = (
+                _SLOW.match(body.get("model", ""))
+                if isinstance(body, dict) and isinstance(body.get("model"), str)
+                else None
+            )
             if slow:
                 await asyncio.sleep(min(float(slow[1]), 600.0))
             return JSONResponse(completion(body, seed, request.headers.get("authorization", "")))
@@ -349,7 +372,10 @@ def build_app(seed: int = 0, max_body_bytes: int = MAX_BODY_BYTES):
         return JSONResponse(ApiError(404, f"no route {request.method} {request.url.path}").body, status_code=404)
 
     return Starlette(
-        routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"]), Route("/v1/models", models, methods=["GET"])],
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ],
         exception_handlers={404: not_found, 405: not_found},
     )
 
@@ -377,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         "Point a chat node at it: deploy_chat_node.py --base-url http://HOST:PORT/v1 --model-id momentum",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8100, help="port to listen on; 0 picks a free one (default %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8100, help="port to listen on; 0 picks a free one (default %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the random-walk policy (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -401,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
-            print(f"policy server: base URL http://{args.host}:{port}/v1  models: {', '.join(LISTED_MODELS)}", flush=True)
+            print(
+                f"policy server: base URL http://{args.host}:{port}/v1  models: {', '.join(LISTED_MODELS)}", flush=True
+            )
             print(f"READY policy server on http://{args.host}:{port}/v1 (Ctrl-C to stop)", flush=True)
         await task
 

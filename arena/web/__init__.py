@@ -26,15 +26,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "/api/positions, /api/decisions?agent=, /api/equity; docs/WEB.md). Reads the arena's topics only: never the "
         "ledger, no tool calls. A page opened mid-run shows the whole run so far.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 to be reachable from other machines (default %(default)s)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 to be reachable from other machines (default %(default)s)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default %(default)s)")
-    p.add_argument("--max-quote-age", type=float, default=30.0, metavar="SECONDS",
-                   help="a quote older than this shows STALE, and a feed silent this long (or 3 snapshot intervals, "
-                   "if longer) shows FEED DOWN; match the tools process's --max-quote-age (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds to keep trying to reach the broker at start before giving up (default %(default)s)")
-    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="log level on stderr (default %(default)s)")
+    p.add_argument(
+        "--max-quote-age",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a quote older than this shows STALE, and a feed silent this long (or 3 snapshot intervals, "
+        "if longer) shows FEED DOWN; match the tools process's --max-quote-age (default %(default)s)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds to keep trying to reach the broker at start before giving up (default %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default %(default)s)",
+    )
     add_kafka_args(p)
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -90,7 +108,9 @@ async def serve(args: argparse.Namespace) -> int:
     host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = f"http://{host}:{port}/"
     app = build_app(state)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    )
     app.state.pushes.server = server
     stop = asyncio.Event()
     http = asyncio.create_task(server.serve(sockets=[sock]))
@@ -98,7 +118,9 @@ async def serve(args: argparse.Namespace) -> int:
 
     status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
     try:
-        if not await start_patiently(reader.start, reader.stop, stop=stop, timeout_s=args.connect_timeout, what="the web reader", status=status):
+        if not await start_patiently(
+            reader.start, reader.stop, stop=stop, timeout_s=args.connect_timeout, what="the web reader", status=status
+        ):
             server.should_exit = True
             await http
             return 0
@@ -135,7 +157,9 @@ async def _stop_when(http: asyncio.Task, stop: asyncio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     # aiokafka logs every failed reconnect while the broker is away; the page says the feed is down instead.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal once it has stopped: a no-op

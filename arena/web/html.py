@@ -77,7 +77,12 @@ def page_html(title: str = "The Agents Trading Arena") -> str:
 
 def _inline_json(data: dict) -> str:
     """JSON that is safe inside a <script> element."""
-    return json.dumps(data, separators=(",", ":"), default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (
+        json.dumps(data, separators=(",", ":"), default=str)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
 
 
 def report_html(data: dict, title: str = "The Agents Trading Arena — report") -> str:

@@ -20,8 +20,21 @@ from arena.portfolio import INITIAL_CASH, Trade, replay
 from arena.report import SQLITE_MAGIC, ReportError, _export_runs, _read_json, ledger_leaderboard, read_ledger
 from arena.web.html import report_html
 
-_ROW_KEYS = {"rank", "name", "baseline", "total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees",
-             "trades", "rejected", "positions", "metrics"}
+_ROW_KEYS = {
+    "rank",
+    "name",
+    "baseline",
+    "total_value",
+    "return_pct",
+    "cash",
+    "realized_pnl",
+    "unrealized_pnl",
+    "fees",
+    "trades",
+    "rejected",
+    "positions",
+    "metrics",
+}
 
 
 def _is_ledger(path: Path) -> bool:
@@ -29,9 +42,13 @@ def _is_ledger(path: Path) -> bool:
         return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
-def _ledger_board(trades: Sequence[Trade], names: Sequence[str], source: str, *, market, prices, fee_bps, interval_s) -> tuple[dict, list[dict]]:
+def _ledger_board(
+    trades: Sequence[Trade], names: Sequence[str], source: str, *, market, prices, fee_bps, interval_s
+) -> tuple[dict, list[dict]]:
     """The leaderboard of a ledger in the export's shape (ranks, positions, metrics nested), and its value samples."""
-    board = ledger_leaderboard(trades, agents=names, source=source, prices=prices, market=market, fee_bps=fee_bps, interval_s=interval_s)
+    board = ledger_leaderboard(
+        trades, agents=names, source=source, prices=prices, market=market, fee_bps=fee_bps, interval_s=interval_s
+    )
     marks = {pid: m["price"] for pid, m in board.get("marks", {}).items()}
     accounts = replay(list(trades))
     agents, rank = [], 0
@@ -42,15 +59,35 @@ def _ledger_board(trades: Sequence[Trade], names: Sequence[str], source: str, *,
         for pid, p in sorted((acc.positions if acc else {}).items()):
             mark = marks.get(pid)
             value = p.quantity * (mark if mark is not None else p.avg_cost)
-            positions.append({"product_id": pid, "quantity": p.quantity, "avg_cost": p.avg_cost, "mark": mark, "market_value": value,
-                              "unrealized_pnl": value - p.quantity * p.avg_cost, "opened_at": p.opened_at.isoformat() if p.opened_at else None})
-        agents.append({**{k: v for k, v in row.items() if k in _ROW_KEYS}, "rank": None if row.get("baseline") else rank,
-                       "positions": positions, "metrics": {k: v for k, v in row.items() if k not in _ROW_KEYS}})
+            positions.append(
+                {
+                    "product_id": pid,
+                    "quantity": p.quantity,
+                    "avg_cost": p.avg_cost,
+                    "mark": mark,
+                    "market_value": value,
+                    "unrealized_pnl": value - p.quantity * p.avg_cost,
+                    "opened_at": p.opened_at.isoformat() if p.opened_at else None,
+                }
+            )
+        agents.append(
+            {
+                **{k: v for k, v in row.items() if k in _ROW_KEYS},
+                "rank": None if row.get("baseline") else rank,
+                "positions": positions,
+                "metrics": {k: v for k, v in row.items() if k not in _ROW_KEYS},
+            }
+        )
     fills = [t for t in trades if t.status == "filled" and t.notional > 0]
     out = {
-        "generated_at": board["generated_at"], "source": source, "starting_cash": INITIAL_CASH, "positions_marked_at": "best bid",
+        "generated_at": board["generated_at"],
+        "source": source,
+        "starting_cash": INITIAL_CASH,
+        "positions_marked_at": "best bid",
         "fee_bps": fee_bps if fee_bps is not None else (fills[0].fee / fills[0].notional * 10_000 if fills else 0.0),
-        "agents": agents, "notes": board.get("notes", []), "marks": board.get("marks", {}),
+        "agents": agents,
+        "notes": board.get("notes", []),
+        "marks": board.get("marks", {}),
     }
     samples: list[dict] = []
     if market:
@@ -62,8 +99,14 @@ def _ledger_board(trades: Sequence[Trade], names: Sequence[str], source: str, *,
     return out, samples
 
 
-def build(paths: Sequence[str | Path], *, market: Sequence = (), prices: Mapping[str, float] | None = None,
-          fee_bps: float | None = None, interval_s: float | None = None) -> dict:
+def build(
+    paths: Sequence[str | Path],
+    *,
+    market: Sequence = (),
+    prices: Mapping[str, float] | None = None,
+    fee_bps: float | None = None,
+    interval_s: float | None = None,
+) -> dict:
     """The page's data (report_html's `data`) from one export and/or one ledger."""
     exports, ledgers = [], []
     for p in map(Path, paths):
@@ -88,17 +131,27 @@ def build(paths: Sequence[str | Path], *, market: Sequence = (), prices: Mapping
         if not ledgers:
             notes.append("an export holds no trade list: pass the run's ledger too for the trades")
     else:
-        board, samples = _ledger_board(trades, names, str(ledgers[0]), market=market, prices=prices, fee_bps=fee_bps, interval_s=interval_s)
+        board, samples = _ledger_board(
+            trades, names, str(ledgers[0]), market=market, prices=prices, fee_bps=fee_bps, interval_s=interval_s
+        )
         source = str(ledgers[0])
         notes += board.get("notes", [])
         if board.get("marks"):
-            notes.append("open positions valued at: " + ", ".join(f"{pid} {m['price']:,.6g} ({m['from']})" for pid, m in board["marks"].items()))
+            notes.append(
+                "open positions valued at: "
+                + ", ".join(f"{pid} {m['price']:,.6g} ({m['from']})" for pid, m in board["marks"].items())
+            )
     if not samples:
         notes.append("no value history: curves need an export or --market")
     return {
-        "board": board, "samples": samples, "trades": [t.model_dump(mode="json") for t in trades], "source": source, "notes": notes,
+        "board": board,
+        "samples": samples,
+        "trades": [t.model_dump(mode="json") for t in trades],
+        "source": source,
+        "notes": notes,
         "trades_note": "no trade list in an export: pass the run's ledger too (arena report --html OUT leaderboard.json ledger.db)"
-        if not ledgers else "no trades in this run",
+        if not ledgers
+        else "no trades in this run",
         "baseline": BASELINE_NAME,
     }
 

@@ -61,8 +61,12 @@ class Reader:
     async def start(self) -> None:
         await asyncio.wait_for(ensure_topic(self.kafka), 10)  # compacted, whoever comes first
         # A person reads this: a 100 ms long-poll is live enough and idles far cheaper than 10 ms.
-        self.run_consumer = k.consumer(self.kafka, *RUN_TOPICS, group_id=None, latest=False, fetch_max_wait_ms=self.fetch_wait_ms)
-        self.market_consumer = k.consumer(self.kafka, MARKET_TOPIC, group_id=None, latest=True, fetch_max_wait_ms=self.fetch_wait_ms)
+        self.run_consumer = k.consumer(
+            self.kafka, *RUN_TOPICS, group_id=None, latest=False, fetch_max_wait_ms=self.fetch_wait_ms
+        )
+        self.market_consumer = k.consumer(
+            self.kafka, MARKET_TOPIC, group_id=None, latest=True, fetch_max_wait_ms=self.fetch_wait_ms
+        )
         await asyncio.gather(self.run_consumer.start(), self.market_consumer.start())
         await k.positioned([self.run_consumer, self.market_consumer])
         parts = sorted(self.market_consumer.assignment())
@@ -78,7 +82,7 @@ class Reader:
                 try:
                     await asyncio.wait_for(c.stop(), 5)
                 except (Exception, asyncio.CancelledError) as exc:  # shutting down anyway (aiokafka's fetcher may
-                    log.debug("closing a consumer: %r", exc)      # end in a CancelledError when the broker is gone)
+                    log.debug("closing a consumer: %r", exc)  # end in a CancelledError when the broker is gone)
         self.run_consumer = self.market_consumer = None
         self.connected.clear()
 
@@ -196,7 +200,9 @@ def build_app(state: WebState, *, title: str = "The Agents Trading Arena") -> St
     async def api_leaderboard(_: Request) -> Response:
         board = state.leaderboard()
         if board is None:
-            return JSONResponse({"error": "no leaderboard yet: the tools process has not published one"}, status_code=503)
+            return JSONResponse(
+                {"error": "no leaderboard yet: the tools process has not published one"}, status_code=503
+            )
         return JSONResponse(board)
 
     async def api_trades(request: Request) -> Response:
@@ -258,21 +264,24 @@ def build_app(state: WebState, *, title: str = "The Agents Trading Arena") -> St
             finally:
                 pushes.pages -= 1
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
-    app = Starlette(routes=[
-        Route("/", index),
-        Route("/events", events),
-        Route("/api/leaderboard", api_leaderboard),
-        Route("/api/trades", api_trades),
-        Route("/api/positions", api_positions),
-        Route("/api/decisions", api_decisions),
-        Route("/api/equity", api_equity),
-        Route("/api/market", api_market),
-        Route("/api/health", api_health),
-        Route("/api/state", api_state),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/events", events),
+            Route("/api/leaderboard", api_leaderboard),
+            Route("/api/trades", api_trades),
+            Route("/api/positions", api_positions),
+            Route("/api/decisions", api_decisions),
+            Route("/api/equity", api_equity),
+            Route("/api/market", api_market),
+            Route("/api/health", api_health),
+            Route("/api/state", api_state),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
+    )
     app.state.pushes = pushes
     return app

@@ -70,8 +70,24 @@ def _safe(x: float | None) -> float | None:
 class Turn:
     """One router turn: the market it saw, the model's texts and tool calls with their results, the outcome."""
 
-    __slots__ = ("agent", "run_id", "tick_seq", "summary", "status", "reason", "output", "started_at", "finished_at",
-                 "strategy", "chat_node", "skipped_before", "steps", "_parts", "_calls", "first_seen")
+    __slots__ = (
+        "agent",
+        "run_id",
+        "tick_seq",
+        "summary",
+        "status",
+        "reason",
+        "output",
+        "started_at",
+        "finished_at",
+        "strategy",
+        "chat_node",
+        "skipped_before",
+        "steps",
+        "_parts",
+        "_calls",
+        "first_seen",
+    )
 
     def __init__(self, agent: str, run_id: str, first_seen: datetime):
         self.agent, self.run_id, self.first_seen = agent, run_id, first_seen
@@ -89,10 +105,19 @@ class Turn:
     def to_json(self) -> dict:
         latency = (self.finished_at - self.started_at).total_seconds() if self.finished_at and self.started_at else None
         return {
-            "agent": self.agent, "run_id": self.run_id, "tick_seq": self.tick_seq, "summary": self.summary,
-            "status": self.status, "reason": self.reason, "output": self.output, "strategy": self.strategy,
-            "chat_node": self.chat_node, "started_at": _iso(self.started_at or self.first_seen),
-            "finished_at": _iso(self.finished_at), "latency_s": latency, "skipped_before": self.skipped_before,
+            "agent": self.agent,
+            "run_id": self.run_id,
+            "tick_seq": self.tick_seq,
+            "summary": self.summary,
+            "status": self.status,
+            "reason": self.reason,
+            "output": self.output,
+            "strategy": self.strategy,
+            "chat_node": self.chat_node,
+            "started_at": _iso(self.started_at or self.first_seen),
+            "finished_at": _iso(self.finished_at),
+            "latency_s": latency,
+            "skipped_before": self.skipped_before,
             "steps": self.steps,
         }
 
@@ -118,17 +143,33 @@ class Turn:
                 if kind in ("text", "thinking") and not final and str(part.content).strip():
                     step = {"kind": kind, "text": _clip(str(part.content))}
                 elif kind == "tool-call":
-                    step = {"kind": "call", "tool": part.tool_name, "call_id": part.tool_call_id,
-                            "summary": format_args(part.args), "args": _pretty(part.args), "result": None}
+                    step = {
+                        "kind": "call",
+                        "tool": part.tool_name,
+                        "call_id": part.tool_call_id,
+                        "summary": format_args(part.args),
+                        "args": _pretty(part.args),
+                        "result": None,
+                    }
                     pending = self._calls.get(part.tool_call_id)
                     if pending is not None and pending.get("kind") == "orphan-result":  # its result came first
-                        step.update(result=pending["result"], result_summary=pending["result_summary"], failed=pending["failed"])
+                        step.update(
+                            result=pending["result"], result_summary=pending["result_summary"], failed=pending["failed"]
+                        )
                         self.steps.remove(pending)
                     self._calls[part.tool_call_id] = step
-                elif kind == "retry-prompt" or (kind == "tool-return" and isinstance(part.content, dict)
-                                                and part.content.get("part_kind") == "retry-prompt"):
+                elif kind == "retry-prompt" or (
+                    kind == "tool-return"
+                    and isinstance(part.content, dict)
+                    and part.content.get("part_kind") == "retry-prompt"
+                ):
                     content = part.content if kind == "retry-prompt" else part.content
-                    step = {"kind": "refused", "tool": getattr(part, "tool_name", "") or "", "text": _retry_text(content), "failed": True}
+                    step = {
+                        "kind": "refused",
+                        "tool": getattr(part, "tool_name", "") or "",
+                        "text": _retry_text(content),
+                        "failed": True,
+                    }
                 elif kind == "tool-return":
                     summary, failed = describe_result(part.content)
                     call = self._calls.get(part.tool_call_id)
@@ -137,8 +178,13 @@ class Turn:
                         self._parts.add((i, j))
                         new = True
                         continue
-                    step = {"kind": "orphan-result", "tool": part.tool_name, "result": _pretty(part.content),
-                            "result_summary": summary, "failed": failed}
+                    step = {
+                        "kind": "orphan-result",
+                        "tool": part.tool_name,
+                        "result": _pretty(part.content),
+                        "result_summary": summary,
+                        "failed": failed,
+                    }
                     self._calls[part.tool_call_id] = step
                 if step is not None:
                     step["key"] = [i, j]
@@ -293,8 +339,14 @@ class WebState:
         history["samples"] = self.samples()
         return {**self.board, "value_history": history}
 
-    def trades_json(self, *, agent: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict]:
-        rows = [t for t in self.trades if (agent is None or t["agent"] == agent) and (status is None or t["status"] == status)]
+    def trades_json(
+        self, *, agent: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[dict]:
+        rows = [
+            t
+            for t in self.trades
+            if (agent is None or t["agent"] == agent) and (status is None or t["status"] == status)
+        ]
         return rows[-limit:] if limit else rows
 
     def positions(self) -> list[dict]:
@@ -348,8 +400,15 @@ class WebState:
         now = now or utcnow()
         s = self.snapshot
         if s is None:
-            return {"status": "waiting", "problems": ["no market data yet"], "age_s": None, "snapshot_seq": None,
-                    "published_at": None, "interval_s": None, "silent_after_s": None}
+            return {
+                "status": "waiting",
+                "problems": ["no market data yet"],
+                "age_s": None,
+                "snapshot_seq": None,
+                "published_at": None,
+                "interval_s": None,
+                "silent_after_s": None,
+            }
         age = max(0.0, (now - s.published_at).total_seconds())
         interval = self.interval_s()
         silent_after = max(self.max_quote_age_s, 3 * interval) if interval else self.max_quote_age_s
@@ -365,8 +424,15 @@ class WebState:
         elif stale:
             status = "degraded"
             problems.append("stale " + ", ".join(stale))
-        return {"status": status, "problems": problems, "age_s": age, "snapshot_seq": s.seq,
-                "published_at": s.published_at.isoformat(), "interval_s": interval, "silent_after_s": silent_after}
+        return {
+            "status": status,
+            "problems": problems,
+            "age_s": age,
+            "snapshot_seq": s.seq,
+            "published_at": s.published_at.isoformat(),
+            "interval_s": interval,
+            "silent_after_s": silent_after,
+        }
 
     def _stale(self, q, now: datetime) -> bool:
         return q.stale or q.age_s(now) > self.max_quote_age_s
@@ -377,9 +443,16 @@ class WebState:
         products = {}
         if s is not None:
             for pid, q in sorted(s.quotes.items()):
-                products[pid] = {"price": q.price, "bid": q.best_bid, "ask": q.best_ask, "spread": q.spread,
-                                 "received_at": q.received_at.isoformat(), "age_s": q.age_s(now), "stale": self._stale(q, now),
-                                 "source": s.source}
+                products[pid] = {
+                    "price": q.price,
+                    "bid": q.best_bid,
+                    "ask": q.best_ask,
+                    "spread": q.spread,
+                    "received_at": q.received_at.isoformat(),
+                    "age_s": q.age_s(now),
+                    "stale": self._stale(q, now),
+                    "source": s.source,
+                }
         return {"feed": self.feed(now), "max_quote_age_s": self.max_quote_age_s, "products": products}
 
     def health(self, now: datetime | None = None) -> dict:
@@ -389,11 +462,18 @@ class WebState:
         board_at = (self.board or {}).get("generated_at")
         if board_at:  # the tools process's own clock: a record read late from the topic is old, not live
             tools_age = max(0.0, (now - datetime.fromisoformat(board_at)).total_seconds())
-        tools = {"status": "waiting" if tools_age is None else ("silent" if tools_age > TOOLS_SILENT_S else "ok"),
-                 "last_leaderboard_age_s": tools_age}
+        tools = {
+            "status": "waiting" if tools_age is None else ("silent" if tools_age > TOOLS_SILENT_S else "ok"),
+            "last_leaderboard_age_s": tools_age,
+        }
         procs = [p.model_dump(mode="json") for _, p in sorted(self.processes.items())]
-        return {"feed": self.feed(now), "tools": tools, "processes": procs,
-                "records": self.records, "skipped_records": self.skipped_records}
+        return {
+            "feed": self.feed(now),
+            "tools": tools,
+            "processes": procs,
+            "records": self.records,
+            "skipped_records": self.skipped_records,
+        }
 
     # -- reading: the page ------------------------------------------------------------------------
 
@@ -408,10 +488,17 @@ class WebState:
         for agent, keys in self._agent_turns.items():
             turns += [self.turns[k].to_json() for k in keys[-per_agent:] if k in self.turns]
         return {
-            "now": now.isoformat(), "version": len(self.journal), "board": board, "samples": self.samples(),
-            "trades": self.trades[-PAGE_TRADES:], "trade_count": len(self.trades), "turns": turns,
-            "turn_counts": {a: len(k) for a, k in self._agent_turns.items()}, "market": self.market(now),
-            "health": self.health(now), "agents": self.agents(),
+            "now": now.isoformat(),
+            "version": len(self.journal),
+            "board": board,
+            "samples": self.samples(),
+            "trades": self.trades[-PAGE_TRADES:],
+            "trade_count": len(self.trades),
+            "turns": turns,
+            "turn_counts": {a: len(k) for a, k in self._agent_turns.items()},
+            "market": self.market(now),
+            "health": self.health(now),
+            "agents": self.agents(),
         }
 
     def delta(self, since: int, now: datetime | None = None) -> dict:

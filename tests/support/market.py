@@ -16,6 +16,9 @@ def snapshot(seq: int, jump: float = 1.0, source: str = "test") -> MarketSnapsho
     for pid, base in BASE.items():
         px = base * jump
         quotes[pid] = Quote(product_id=pid, price=px, best_bid=px * 0.9999, best_ask=px * 1.0001, received_at=now)
-        flat = [Candle(start=minute - 60 * (20 - i), open=base, high=base, low=base, close=base, volume=5.0) for i in range(20)]
+        flat = [
+            Candle(start=minute - 60 * (20 - i), open=base, high=base, low=base, close=base, volume=5.0)
+            for i in range(20)
+        ]
         candles[pid] = {"ONE_MINUTE": flat}
     return MarketSnapshot(seq=seq, quotes=quotes, candles=candles, source=source)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
-from signal import SIGINT
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from signal import SIGINT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -46,7 +46,9 @@ class Proc:
             self._pumps = [threading.Thread(target=self._pump_fd, args=(master,), daemon=True),
                            threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True)]  # fmt: skip
         else:
-            self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, **common)
+            self.proc = subprocess.Popen(
+                self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, **common
+            )
             self._pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)]
         for t in self._pumps:
             t.start()

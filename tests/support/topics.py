@@ -19,7 +19,9 @@ class TopicReader:
     `create_topics`: publish an empty record to each topic first, so a topic nobody has written yet
     exists and has partitions to read (subclasses skip empty values)."""
 
-    def __init__(self, kafka: KafkaSettings | None, *topics: str, from_start: bool = False, create_topics: bool = False):
+    def __init__(
+        self, kafka: KafkaSettings | None, *topics: str, from_start: bool = False, create_topics: bool = False
+    ):
         self.kafka = kafka
         self.topics = topics
         self.from_start = from_start
@@ -59,7 +61,9 @@ class TopicReader:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*(c.stop() for c in (self.consumer, self.producer) if c is not None), return_exceptions=True)
+        await asyncio.gather(
+            *(c.stop() for c in (self.consumer, self.producer) if c is not None), return_exceptions=True
+        )
 
     async def wait_for(self, predicate, timeout: float) -> bool:
         """Wait up to `timeout` for `predicate()`; whether it holds."""
@@ -113,4 +117,6 @@ class Watcher(TopicReader):
                 and (seqs is None or d.tick_seq in seqs)]  # fmt: skip
 
     def describe(self) -> str:
-        return "decisions: " + "; ".join(f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions[-40:])
+        return "decisions: " + "; ".join(
+            f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.decisions[-40:]
+        )

@@ -49,7 +49,9 @@ class CoinbaseExchange(Exchange):
             await self._client.aclose()
             self._client = None
 
-    def _rest(self, products: list[str], book: QuoteSink | None = None, candles: CandleSink | None = None) -> RestPoller:
+    def _rest(
+        self, products: list[str], book: QuoteSink | None = None, candles: CandleSink | None = None
+    ) -> RestPoller:
         if self._client is None:
             raise RuntimeError("use the exchange as `async with exchange:`")
         o = self.options

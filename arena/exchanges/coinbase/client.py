@@ -53,7 +53,15 @@ class FeedSilent(Exception):
 class WsFeed:
     """Keeps `book` up to date from the `ticker` channel; never gives up while running."""
 
-    def __init__(self, url: str, products: list[str], book: QuoteSink, *, watchdog: float = 10.0, rng: random.Random | None = None):
+    def __init__(
+        self,
+        url: str,
+        products: list[str],
+        book: QuoteSink,
+        *,
+        watchdog: float = 10.0,
+        rng: random.Random | None = None,
+    ):
         self.url, self.products, self.book, self.watchdog = url, products, book, watchdog
         self.backoff = Backoff(rng=rng)
         self.stats = FeedStats()
@@ -68,7 +76,11 @@ class WsFeed:
                 reason = "closed"
             except websockets.ConnectionClosed as exc:
                 rcvd = exc.rcvd
-                reason = f"closed (code {rcvd.code}{' ' + rcvd.reason if rcvd and rcvd.reason else ''})" if rcvd else "closed abnormally (1006)"
+                reason = (
+                    f"closed (code {rcvd.code}{' ' + rcvd.reason if rcvd and rcvd.reason else ''})"
+                    if rcvd
+                    else "closed abnormally (1006)"
+                )
             except FeedSilent:
                 reason = f"silent for {self.watchdog:g}s (watchdog)"
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
@@ -94,7 +106,9 @@ class WsFeed:
             self.stats.connects += 1
             seq, beats = SequenceTracker(), SequenceTracker()  # fresh state per connection
             subscribe = asyncio.create_task(self._subscribe(ws))
-            subscribe.add_done_callback(lambda t: t.cancelled() or t.exception())  # a close mid-subscribe is handled below
+            subscribe.add_done_callback(
+                lambda t: t.cancelled() or t.exception()
+            )  # a close mid-subscribe is handled below
             try:
                 while True:
                     try:
@@ -129,7 +143,9 @@ class WsFeed:
             return
         if gap := seq.see(frame.sequence_num):
             self.stats.lost += gap
-            self._warn.warning("seq", "sequence gap: %d message(s) lost before sequence_num %s", gap, frame.sequence_num)
+            self._warn.warning(
+                "seq", "sequence gap: %d message(s) lost before sequence_num %s", gap, frame.sequence_num
+            )
         if frame.channel == "ticker":
             for q in frame.quotes:
                 self.book.update(q)
@@ -271,7 +287,13 @@ class RestPoller:
                     pause_until = loop.time() + delay
                     if not isinstance(job, str):
                         due[job] = pause_until
-                    self._warn.warning(f"rest{exc.status}", "REST %s failed (%s); backing off %.1fs, keeping the last data", what, exc, delay)
+                    self._warn.warning(
+                        f"rest{exc.status}",
+                        "REST %s failed (%s); backing off %.1fs, keeping the last data",
+                        what,
+                        exc,
+                        delay,
+                    )
                 else:
                     if not isinstance(job, str):
                         due[job] = loop.time() + self.candle_refresh
@@ -283,7 +305,9 @@ class RestPoller:
 
     async def _candles(self, pid: str, gran: str) -> None:
         secs, count = CANDLE_WINDOWS[gran]
-        body = await self.get(cb.candle_path(pid), cb.candle_params(cb.GRANULARITY_BY_SECONDS[secs], count, time.time()))
+        body = await self.get(
+            cb.candle_path(pid), cb.candle_params(cb.GRANULARITY_BY_SECONDS[secs], count, time.time())
+        )
         try:
             self.candles.put(pid, gran, cb.parse_candles(body))
         except ValueError as exc:

@@ -56,7 +56,9 @@ def product_list(values: Iterable[str]) -> list[str]:
 # --- requests ---------------------------------------------------------------------------------------
 
 
-def subscribe_messages(products: Iterable[str], channels: Iterable[str] = ("heartbeats", "ticker"), unsubscribe: bool = False) -> list[dict]:
+def subscribe_messages(
+    products: Iterable[str], channels: Iterable[str] = ("heartbeats", "ticker"), unsubscribe: bool = False
+) -> list[dict]:
     """The messages to send, in order: one per channel (and per chunk of products)."""
     products = list(products)
     kind = "unsubscribe" if unsubscribe else "subscribe"
@@ -186,7 +188,9 @@ def parse_frame(raw: str | bytes, received_at: datetime | None = None) -> Frame:
     channel = msg.get("channel") or msg.get("type")
     if not isinstance(channel, str) or not channel:
         raise FrameError("no channel or type")
-    frame = Frame(channel=channel, sequence_num=_int(msg.get("sequence_num")), timestamp=parse_time(msg.get("timestamp")))
+    frame = Frame(
+        channel=channel, sequence_num=_int(msg.get("sequence_num")), timestamp=parse_time(msg.get("timestamp"))
+    )
     if channel == "error":
         parts = [str(msg[k]) for k in ("message", "reason") if msg.get(k)]
         frame.error = ": ".join(parts) or "unspecified error"
@@ -216,7 +220,9 @@ def parse_frame(raw: str | bytes, received_at: datetime | None = None) -> Frame:
         for event in events:
             subs = event.get("subscriptions") if isinstance(event, dict) else None
             if isinstance(subs, dict):
-                frame.subscriptions = {str(k): [str(p) for p in v] if isinstance(v, list) else [] for k, v in subs.items()}
+                frame.subscriptions = {
+                    str(k): [str(p) for p in v] if isinstance(v, list) else [] for k, v in subs.items()
+                }
     return frame
 
 
@@ -237,7 +243,16 @@ def _ticker_quote(t: Any, exchange_time: datetime | None, received_at: datetime 
     sizes = (_size(t.get("best_bid_quantity")), _size(t.get("best_ask_quantity"))) if bid is not None else (None, None)
     kw = {"received_at": received_at} if received_at else {}
     try:
-        quote = Quote(product_id=pid, price=price, best_bid=bid, best_ask=ask, bid_size=sizes[0], ask_size=sizes[1], exchange_time=exchange_time, **kw)
+        quote = Quote(
+            product_id=pid,
+            price=price,
+            best_bid=bid,
+            best_ask=ask,
+            bid_size=sizes[0],
+            ask_size=sizes[1],
+            exchange_time=exchange_time,
+            **kw,
+        )
         return quote, ""
     except ValueError as exc:  # what no reader would take (arena.wire): e.g. a product id of another shape
         return None, f"{pid[:40]}: ticker the arena cannot carry: {str(exc).splitlines()[-1][:120]}"
@@ -299,7 +314,12 @@ def parse_product_book(product_id: str, body: Any, received_at: datetime | None 
     book = body.get("pricebook") if isinstance(body, dict) else None
     if not isinstance(book, dict) or not isinstance(book.get("bids"), list) or not isinstance(book.get("asks"), list):
         return None
-    if not book["bids"] or not book["asks"] or not isinstance(book["bids"][0], dict) or not isinstance(book["asks"][0], dict):
+    if (
+        not book["bids"]
+        or not book["asks"]
+        or not isinstance(book["bids"][0], dict)
+        or not isinstance(book["asks"][0], dict)
+    ):
         return None
     best_bid, best_ask = book["bids"][0], book["asks"][0]
     bid, ask = _positive(best_bid.get("price")), _positive(best_ask.get("price"))
@@ -324,7 +344,9 @@ def parse_product_book(product_id: str, body: Any, received_at: datetime | None 
 
 def product_unavailable(body: Any) -> str | None:
     """Why a product record says the product does not trade now, or None when it does."""
-    if isinstance(body, dict) and (body.get("trading_disabled") or body.get("is_disabled") or body.get("status", "online") != "online"):
+    if isinstance(body, dict) and (
+        body.get("trading_disabled") or body.get("is_disabled") or body.get("status", "online") != "online"
+    ):
         return f"status={body.get('status')}"
     return None
 
