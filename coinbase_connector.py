@@ -15,8 +15,10 @@ import signal
 import sys
 
 # Ctrl-C or SIGTERM while the imports below are still loading (seconds on a busy machine): leave quietly.
-for _sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(_sig, lambda *_: sys.exit(0))
+# Only when run as the connector: a module that imports this one keeps its own handlers.
+if __name__ == "__main__":
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda *_: sys.exit(0))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
