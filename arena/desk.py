@@ -18,24 +18,15 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation, localcontext
 
+from arena import exchanges
+from arena.exchanges.coinbase.products import KNOWN as KNOWN_PRODUCTS
 from arena.ledger import DuplicateCall, Ledger
-from arena.market import MarketSnapshot, Quote, utcnow
+from arena.market import MarketSnapshot, Quote, base_currency, utcnow
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
 from arena.strategies import STRATEGY_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
-# Coinbase base_increment per product: the smallest tradable step of the base currency.
-# Products not listed (but quoted on the feed) use DEFAULT_BASE_INCREMENT.
-BASE_INCREMENTS: dict[str, float] = {
-    "BTC-USD": 1e-8,
-    "ETH-USD": 1e-8,
-    "SOL-USD": 1e-8,
-    "DOGE-USD": 0.1,
-    "XRP-USD": 1e-6,
-    "FARTCOIN-USD": 0.1,
-}
-DEFAULT_BASE_INCREMENT = 1e-8
 MAX_QUANTITY = 1e12  # no product in the arena trades anywhere near this many units
 MAX_ECHO = 40  # characters of a hostile argument echoed back / logged
 MAX_TURNS_TRACKED = 4096  # (agent, turn) order counts kept for --max-orders-per-turn; older turns are over
@@ -77,7 +68,7 @@ def _held(since: datetime | None, now: datetime) -> str:
 
 def unit(product_id: str) -> str:
     """The base currency: 'BTC' for BTC-USD."""
-    return product_id.split("-")[0]
+    return base_currency(product_id)
 
 
 class QuoteBook:
@@ -136,7 +127,7 @@ class Desk:
         self.quotes = quotes or QuoteBook()
         self.fee_bps = fee_bps
         self.max_quote_age_s = max_quote_age_s
-        self.increments = {**BASE_INCREMENTS, **(increments or {})}
+        self.increments = dict(increments or {})  # overrides of the venue's product records
         self.on_trade = on_trade or (lambda trade: None)
         self.on_call = on_call or (lambda agent, tool, reacted_to: None)
         self.limits = limits or Limits()  # arena-wide: for rules a strategy leaves unset, and unknown strategies
@@ -164,10 +155,10 @@ class Desk:
         return None, self.limits
 
     def increment(self, product_id: str) -> float:
-        return self.increments.get(product_id, DEFAULT_BASE_INCREMENT)
+        return self.increments.get(product_id) or exchanges.base_increment(product_id)
 
     def products(self) -> list[str]:
-        return sorted(set(self.quotes.quotes()) | set(BASE_INCREMENTS))
+        return sorted(set(self.quotes.quotes()) | set(KNOWN_PRODUCTS))
 
     # -- trading ---------------------------------------------------------------------------------
 
