@@ -197,6 +197,7 @@ class ToolsProcess(service.Service):
         from arena.dashboard import ArenaState, LiveDashboard
         from arena.desk import Desk, QuoteBook
         from arena.metrics import MetricsTracker
+        from arena.strategies import limits_line
         from arena.tools_service import ToolsService
 
         super().__init__(kafka_settings(args), args.connect_timeout)
@@ -213,6 +214,7 @@ class ToolsProcess(service.Service):
             metrics=metrics,
             log_path=None if args.no_dashboard else args.log_file,
             export_path=args.export,
+            limits=limits_line(args.limits),
         )
         self.desk = Desk(
             ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits

@@ -251,7 +251,9 @@ class ArenaState:
         reply_timeout_s: float = 120.0,
         sample_interval_s: float = 5.0,
         metrics: MetricsTracker | MetricsFn | None = None,
+        limits: str = "",
     ):
+        self.limits = limits  # the risk limits in force, one line (the header shows them)
         self.max_quote_age_s = max_quote_age_s
         self.fee_bps = fee_bps
         self.log_path = log_path
@@ -1116,6 +1118,12 @@ def _header(f: _Frame, width: int, lines: int) -> list[Text]:
         second.append(f" · quotes stale after {ago(state.max_quote_age_s)}", style="grey70")
         second.truncate(width, overflow="ellipsis")
         out.append(second)
+    if lines >= 3 and state.limits:
+        third = Text(no_wrap=True, overflow="ellipsis")
+        third.append(" risk limits (the desk refuses an order past one): ", style="bold")
+        third.append(state.limits, style="grey70")
+        third.truncate(width, overflow="ellipsis")
+        out.append(third)
     return out
 
 
@@ -1177,7 +1185,7 @@ def render(
     width, height = max(40, width), max(10, height)
     with state._lock:
         f = _Frame(state, now, _standings(state, accounts), state.health(now), compact=height < 40)
-        head = _header(f, width, 2 if height >= 30 else 1)
+        head = _header(f, width, 3 if height >= 40 else 2 if height >= 30 else 1)
         foot = _footer(state, width)
         budget = height - len(head) - 1
         frame_h = 1 if f.compact else 2  # rows a section spends on its frame

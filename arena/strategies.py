@@ -72,6 +72,18 @@ class Limits:
             out.append(f"At least {self.cooldown_s:g} seconds between one fill and your next order.")
         return out
 
+    def short(self) -> str:
+        """The rules in a few characters each, for a status line: "buy ≤10% · position ≤25% · cash ≥40%"."""
+        parts = [
+            (self.max_order_pct, "buy ≤{:g}%"),
+            (self.max_position_pct, "position ≤{:g}%"),
+            (self.max_invested_pct, "invested ≤{:g}%"),
+            (self.min_cash_pct, "cash ≥{:g}%"),
+            (self.max_orders_per_turn, "≤{:g} orders/turn"),
+            (self.cooldown_s or None, "cooldown {:g}s"),
+        ]
+        return " · ".join(fmt.format(v) for v, fmt in parts if v is not None)
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -90,6 +102,12 @@ STRATEGY_LIMITS: dict[str, Limits] = {
         max_order_pct=5, max_position_pct=15, max_invested_pct=30, min_cash_pct=70, max_orders_per_turn=4
     ),
 }
+
+
+def limits_line(defaults: Limits, limits: dict[str, Limits] = STRATEGY_LIMITS) -> str:
+    """The limits in force on one line: each strategy's own, and the arena-wide ones for the rest."""
+    own = " | ".join(f"{name}: {lim.over(defaults).short() or 'none'}" for name, lim in limits.items())
+    return f"{own} | any other strategy: {defaults.short() or 'none'}"
 
 
 def risk_rules(strategy: str, limits: dict[str, Limits] = STRATEGY_LIMITS) -> str:

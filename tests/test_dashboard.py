@@ -639,3 +639,15 @@ def test_tokens_and_dollars_per_agent_on_screen_and_in_the_export():
         text = screen(st, accounts, width, height)
         assert "Tokens" not in text and "Model $" not in text and "Value" in text
     assert money(alice["total_value"]) in screen(st, accounts, 120, 40)
+
+
+def test_the_header_shows_the_risk_limits_in_force():
+    from arena.strategies import STRATEGY_LIMITS, Limits, limits_line
+
+    line = limits_line(Limits(max_order_pct=12, max_orders_per_turn=3))
+    st = ArenaState(max_quote_age_s=30, fee_bps=0, limits=line)
+    header = "".join(screen(st, {}, 800, 50).split("\n")[:3])
+    assert "risk limits" in header and "any other strategy: buy ≤12% · ≤3 orders/turn" in header
+    for name, own in STRATEGY_LIMITS.items():  # each strategy's own numbers, the arena-wide ones where it has none
+        assert f"{name}: {own.over(Limits(max_order_pct=12, max_orders_per_turn=3)).short()}" in header
+    assert "risk limits" not in screen(ArenaState(max_quote_age_s=30, fee_bps=0), {}, 400, 50)
