@@ -210,7 +210,9 @@ async def run(service: Service) -> int:
 
 
 def own_signals() -> None:
-    """Until the event loop takes the signals over, SIGTERM ends the part like Ctrl-C: quietly."""
+    """Until the event loop takes the signals over, SIGTERM ends the part like Ctrl-C: quietly. SIGINT too,
+    whatever the process inherited or an imported module installed."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
