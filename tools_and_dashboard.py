@@ -234,6 +234,10 @@ class ToolsProcess(service.Service):
         await self.tools.start()
 
     async def stop(self) -> None:
+        if self.args.export:  # written again after the drain; this one survives a stop cut short (SIGKILL)
+            from arena.dashboard import leaderboard, write_export
+
+            write_export(self.args.export, leaderboard(self.state, self.ledger.accounts()))
         await self.tools.stop()
 
     def connecting(self) -> str:
