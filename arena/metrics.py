@@ -132,21 +132,7 @@ class _Agent:
             return self
         copy = _Agent(self.account.agent, 0.0, keep_series=False)
         copy.account = self.account.model_copy(deep=True)
-        for name in (
-            "round_trips",
-            "wins",
-            "samples",
-            "first_t",
-            "last_t",
-            "last_value",
-            "peak",
-            "max_dd",
-            "n_ret",
-            "mean_ret",
-            "m2_ret",
-            "in_market",
-            "since",
-        ):
+        for name in set(self.__slots__) - {"account", "series", "pending"}:  # the running summaries
             setattr(copy, name, getattr(self, name))
         copy.pending = list(self.pending)
         copy.settle(None)
