@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+TOOLS_WAIT_S = 5.0  # how long a turn waits for the trading tools to be advertised before it is skipped
+
 
 def preload_calfkit() -> None:
     """Import the calfkit parts a router uses (several seconds) ahead of connecting."""
@@ -206,12 +208,13 @@ class Router:
     def _build_agent(self):
         from calfkit import Agent, Tools, surface_to_model
 
+        self._tools = Tools(*TOOL_NAMES)
         return Agent(
             self.name,
             system_prompt=self.system_prompt,
             description=f"arena trading agent (strategy {self.strategy or 'custom'})",
             model_client=self.model_client,
-            tools=[Tools(*TOOL_NAMES)],
+            tools=[self._tools],
             publish_topic=ACTIVITY_TOPIC,  # every step of every agent on one topic, for observers
             before_node=self._steps,
             on_tool_error=[
@@ -391,6 +394,13 @@ class Router:
         }  # the desk enforces this strategy's limits (arena.strategies)
         if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
             deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
+        if missing := await self.missing_tools(min(TOOLS_WAIT_S, self.turn_timeout_s)):
+            # A turn without them would spend model calls on tools it cannot reach.
+            reason = f"the trading tools are not on the bus ({', '.join(missing)} not advertised): is tools_and_dashboard.py running?"
+            decision = started.model_copy(update=dict(finished_at=utcnow(), status="skipped", reason=reason))
+            self._steps.end(run_id)
+            await self._publish(decision)
+            return decision
         self._turn_consumers.wake()
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
@@ -411,6 +421,19 @@ class Router:
             self.previous = decision
         await self._publish(decision)
         return decision
+
+    async def missing_tools(self, wait_s: float) -> tuple[str, ...]:
+        """The trading tools this agent's capability view does not list, after waiting up to `wait_s` for
+        them (a tools process that just started, or one whose advert the view has not read yet)."""
+        from calfkit.models.capability import CAPABILITY_VIEW_RESOURCE_KEY
+
+        view = self._worker.resources.get(CAPABILITY_VIEW_RESOURCE_KEY) if self._worker else None
+        if view is None:  # no view to ask: let the turn find out
+            return ()
+        deadline = time.monotonic() + wait_s
+        while (missing := self._tools.resolve_tools(view).missing_targets) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return missing
 
     def _turn_usage(self, run_id: str) -> dict:
         """The Decision fields for the tokens and cost of the turn's answered model calls."""

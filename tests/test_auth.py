@@ -217,6 +217,7 @@ async def test_a_router_proves_its_turns_with_its_key(agents, keyed_tools, kafka
         try:
             assert await sink.publish(btc(REAL, seq))  # a fresh quote for the desk
             await asyncio.sleep(0.5)
+            assert await router.missing_tools(60) == ()  # its view lists the tools (they advertised long ago)
             d = await asyncio.wait_for(router.run_turn(btc(REAL, seq)), 60)
         finally:
             await router.stop()
