@@ -25,6 +25,10 @@ def _procs_with_marker(marker: str) -> list[int]:
     return found
 
 
+def _tail(log: Path, chars: int = 3000) -> str:
+    return f"--- {log.name}:\n" + (log.read_text(errors="replace")[-chars:] if log.exists() else "(missing)")
+
+
 def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
     out = tmp_path / "out.json"
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
@@ -53,7 +57,9 @@ def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
     agents = {a["name"]: a for a in board["agents"] if not a.get("baseline")}
     assert set(agents) == {"alice", "bob", "carol"}, board
     for name, row in agents.items():  # every agent thinks on the ticks, without a failed turn
-        assert row["turns"] >= 5 and row["model_errors"] == row["model_timeouts"] == 0, f"{name}: {row}"
+        assert row["turns"] >= 5 and row["model_errors"] == row["model_timeouts"] == 0, (
+            f"{name}: {row}\n{_tail(tmp_path / 'run' / f'router-{name}.log')}\n{_tail(tmp_path / 'run' / 'tools.log')}"
+        )
         assert row["total_value"] > 0
     # carol's random walk trades on any tick; alice (momentum) and bob (mean-revert) trade only when the
     # simulated market moves enough, which a short run may not see
