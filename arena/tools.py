@@ -74,11 +74,13 @@ def _desk(ctx: ToolContext, tool: str) -> Desk:
 async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity: Quantity) -> dict:
     """Buy or sell a crypto product for your own paper account, at the current top of book.
 
-    A buy fills at the best ask, a sell at the best bid, of the latest market snapshot. You can only
-    sell what you hold (no shorting) and only buy what your cash covers (fees included). Orders that
-    break a rule or a risk limit (get_portfolio lists them) are rejected with the reason and change
-    nothing. Returns the fill price, quantity, notional, fee, your cash and position after the trade,
-    and the age of the quote used.
+    A buy fills at the best ask, a sell at the best bid, of the latest market snapshot, for as much as
+    the book shows there; the rest of a larger order fills at a worse price (slippage, growing with
+    the size beyond the top), and every fill pays the taker fee (get_portfolio shows both rates). You
+    can only sell what you hold (no shorting) and only buy what your cash covers (fees and slippage
+    included). Orders that break a rule or a risk limit (get_portfolio lists them) are rejected with
+    the reason and change nothing. Returns the average fill price, the top of book, the slippage,
+    quantity, notional, fee, your cash and position after the trade, and the age of the quote used.
 
     Args:
         product_id: The product to trade, e.g. "BTC-USD".
@@ -104,8 +106,9 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
 @agent_tool
 async def get_portfolio(ctx: ToolContext) -> dict:
     """Show your own account: cash, each position (quantity, average cost, market value at the best
-    bid, unrealized P&L, average time held), realized P&L, fees paid, total value and return since
-    the start, and the risk limits the desk enforces on your orders."""
+    bid, unrealized P&L, average time held), realized P&L, fees and slippage paid, total value and
+    return since the start, the fee and impact rates, and the risk limits the desk enforces on your
+    orders."""
     strategy = ctx.deps.get("strategy") if isinstance(ctx.deps, dict) else None
     return _desk(ctx, "get_portfolio").portfolio(ctx.agent_name, strategy)
 
