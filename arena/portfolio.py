@@ -30,9 +30,15 @@ class Trade(BaseModel):
     # impact model for the part of the order beyond the top-of-book size (docs/METRICS.md); 0 for rejections.
     price: Amount = 0.0
     fee: Amount = 0.0
-    top_price: Amount | None = None  # the best ask (buy) / bid (sell) the fill walked from; None before impact
-    top_size: Amount | None = None  # the size resting there, as quoted; None: unknown (no impact applied)
-    slippage: Amount = 0.0  # what the walk beyond the top cost, in quote currency: quantity x |price - top_price|
+    top_price: Amount | None = Field(
+        None, description="The best ask (buy) or bid (sell) the fill walked from, quote currency per base unit."
+    )
+    top_size: Amount | None = Field(
+        None, description="The size quoted at that price, base units; null: unknown (no impact applied)."
+    )
+    slippage: Amount = Field(
+        0.0, description="What the walk beyond the top of book cost, quote currency: quantity x |price - top_price|."
+    )
     status: Literal["filled", "rejected"] = "filled"
     reason: Text = ""  # why a rejection was rejected
     quote_age_s: Amount | None = None  # age of the quote the fill used
