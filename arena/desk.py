@@ -21,8 +21,9 @@ from decimal import Decimal, InvalidOperation, localcontext
 from arena import exchanges
 from arena.exchanges.coinbase.products import KNOWN as KNOWN_PRODUCTS
 from arena.ledger import DuplicateCall, Ledger
-from arena.market import MarketSnapshot, Quote, base_currency, utcnow
+from arena.market import Quote, base_currency, utcnow
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+from arena.quotes import QuoteBook
 from arena.strategies import STRATEGY_LIMITS, Limits
 
 log = logging.getLogger(__name__)
@@ -97,30 +98,6 @@ def _held(since: datetime | None, now: datetime) -> str:
 def unit(product_id: str) -> str:
     """The base currency: 'BTC' for BTC-USD."""
     return base_currency(product_id)
-
-
-class QuoteBook:
-    """The latest quote per product, from whatever snapshots arrive (in any order)."""
-
-    def __init__(self) -> None:
-        self._quotes: dict[str, Quote] = {}
-        self._seq: dict[str, int] = {}
-
-    def update(self, snapshot: MarketSnapshot) -> None:
-        for pid, q in snapshot.quotes.items():
-            cur = self._quotes.get(pid)
-            if cur is None or q.received_at >= cur.received_at:  # an older snapshot never overwrites
-                self._quotes[pid] = q
-                self._seq[pid] = snapshot.seq
-
-    def get(self, product_id: str) -> Quote | None:
-        return self._quotes.get(product_id)
-
-    def seq(self, product_id: str) -> int | None:
-        return self._seq.get(product_id)
-
-    def quotes(self) -> dict[str, Quote]:
-        return dict(self._quotes)
 
 
 class Rejected(Exception):

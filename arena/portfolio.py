@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, computed_field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, computed_field, model_validator
 
 from arena.market import Quote
 from arena.wire import MAX_ID, PRODUCT_ID_RE, AgentName, Amount, AwareTime, Finite, Seq, Text, utcnow
 
 INITIAL_CASH = 100_000.0
 
-Side = Literal["buy", "sell"]
+# The one side type: the tools' schema advertises the enum; " BUY " from a live tool node's own
+# validation is read as "buy".
+Side = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
 
 
 class Trade(BaseModel):

@@ -9,24 +9,22 @@ Bad input never raises out of a tool: the model gets a result saying what was wr
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from calfkit import ToolContext, Worker, agent_tool
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import WithJsonSchema
 
 from arena import auth
 from arena.calc import calculate
 from arena.desk import Desk, OutcomeUnknown
 from arena.market import utcnow
-from arena.portfolio import INITIAL_CASH
+from arena.portfolio import INITIAL_CASH, Side
 from arena.tool_names import TOOL_NAMES
 
 __all__ = ["INITIAL_CASH", "TOOLS", "calculator", "execute_trade", "get_portfolio", "provide_desk"]
 
 DESK = "desk"  # the worker resource key the tools read the desk from
 
-# Accept "BUY"/" Sell " from a live tool node's own validation; the advertised schema stays an enum.
-Side = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
 # Advertised as a number, but whatever arrives ("1e3", null for NaN, 1e308) reaches the desk, which
 # rejects it with a reason the model reads and the dashboard shows, instead of a schema error.
 Quantity = Annotated[Any, WithJsonSchema({"type": "number"})]

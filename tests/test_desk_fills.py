@@ -302,3 +302,14 @@ def test_trade_json_carries_slippage_bps_and_reads_back():
     data = json.loads(t.model_dump_json())
     assert data["slippage_bps"] == pytest.approx(50.0)  # $1 of $200 at the top
     assert Trade.model_validate_json(t.model_dump_json()) == t
+
+
+def test_one_quote_book_and_one_side_type():
+    import arena.desk
+    import arena.feed
+    import arena.tools
+    from arena import portfolio
+
+    assert arena.desk.QuoteBook is arena.feed.QuoteBook
+    assert arena.tools.Side is portfolio.Side
+    assert Trade(trade_id="k", agent="ann", product_id="BTC-USD", side=" Sell ", quantity=1, price=1).side == "sell"
