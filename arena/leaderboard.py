@@ -145,7 +145,7 @@ def leaderboard_table(
         columns[1 + run_column].cells.append(Text("no agents yet", style="dim"))
     notional = sorted({pid for d in dicts for pid in d.get("notional_marks") or ()})
     footnote = (
-        Text(f"* valued partly at a notional price ({', '.join(notional)}: stale quote or none)", style="yellow")
+        Text(f"* valued partly at a notional price, not a live bid: {', '.join(notional)}", style="yellow")
         if notional
         else None
     )

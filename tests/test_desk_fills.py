@@ -207,7 +207,7 @@ def test_metrics_and_the_table_show_slippage_and_flag_notional_marks(make):
     console.print(leaderboard_table([{**tracker.metrics()["ann"].model_dump(), "notional_marks": marks}]))
     text = console.export_text()
     assert "slippage" in text and f"${slip:,.2f}" in text
-    assert "*" in text and "valued partly at a notional price (BTC-USD, FARTCOIN-USD" in text
+    assert "*" in text and "valued partly at a notional price, not a live bid: BTC-USD, FARTCOIN-USD" in text
 
 
 # -- the ledger: migration, old rows, what survives a restart ---------------------------------------
