@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from arena import service
 from arena.config import add_kafka_args, kafka_settings
@@ -235,12 +236,16 @@ class ToolsProcess(service.Service):
         for name, usage in ledger.usage().items():
             usage.add_to(self.state.activity.setdefault(name, AgentActivity(first_seen=utcnow())))
         show_decision = self.state.on_decision
+        # Written in a thread of its own: a stalled disk must not stall the event loop that serves the tools.
+        self.usage_writer = ThreadPoolExecutor(1, thread_name_prefix="usage")
+
+        def kept(future) -> None:
+            if future.exception() is not None:  # the screen still counts it; only a restart would lose it
+                self.log.error("could not keep a turn's model usage in the ledger: %r", future.exception())
 
         def on_decision(decision, **kw):
-            try:
-                ledger.record_usage(decision)
-            except Exception:  # the screen still counts it; only a restart would lose this turn's usage
-                self.log.exception("could not keep the usage of %s's turn %s", decision.agent, decision.run_id)
+            if decision.status != "started" and decision.model_calls:
+                self.usage_writer.submit(ledger.record_usage, decision).add_done_callback(kept)
             show_decision(decision, **kw)
 
         self.state.on_decision = on_decision
@@ -311,6 +316,7 @@ class ToolsProcess(service.Service):
         return 0
 
     def abandon(self) -> None:
+        self.usage_writer.shutdown(wait=True, cancel_futures=True)
         self.ledger.close()
 
     def stopping(self) -> str:
@@ -328,6 +334,7 @@ class ToolsProcess(service.Service):
                 service.status(f"Leaderboard written to {args.export}")
         else:
             self.dashboard.console.print(self.dashboard.final_standings())
+        self.usage_writer.shutdown(wait=True)  # the last turns' usage is in the ledger before it closes
         self.ledger.close()
         return code
 

@@ -169,6 +169,11 @@ class Ledger:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._lockfile = _take_lock(self.path)
         self.lock = threading.RLock()
+        self._synchronous = synchronous.upper()
+        # record_usage writes through a connection of its own, under a lock of its own: a turn's usage
+        # waiting on a busy disk never holds up the desk (which needs `lock`) or its caller's thread.
+        self._usage_lock = threading.Lock()
+        self._usage_db: sqlite3.Connection | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -321,19 +326,35 @@ class Ledger:
 
     def record_usage(self, decision) -> bool:
         """Keep a finished turn's model usage (an arena.decisions.Decision) durably; False if that turn
-        (agent, run_id) is already kept or it called no model."""
+        (agent, run_id) is already kept or it called no model. Thread-safe; may wait for a busy disk
+        (busy_timeout), so a caller on an event loop runs it in a thread."""
         if decision.status == "started" or not decision.model_calls:
             return False
         run_id = decision.run_id or f"tick {decision.tick_seq} at {decision.started_at.isoformat()}"
-        with self.lock, self._transaction():
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO usage(agent, run_id, model_calls, tokens_in, tokens_out, tokens_reasoning, "
-                "tokens_cached, cost_usd, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (decision.agent, run_id, decision.model_calls, decision.tokens_in, decision.tokens_out,
-                 decision.tokens_reasoning, decision.tokens_cached, decision.cost_usd,
-                 decision.finished_at.isoformat() if decision.finished_at else None),
-            )  # fmt: skip
-            return cur.rowcount == 1
+        row = (decision.agent, run_id, decision.model_calls, decision.tokens_in, decision.tokens_out,
+               decision.tokens_reasoning, decision.tokens_cached, decision.cost_usd,
+               decision.finished_at.isoformat() if decision.finished_at else None)  # fmt: skip
+        sql = (
+            "INSERT OR IGNORE INTO usage(agent, run_id, model_calls, tokens_in, tokens_out, tokens_reasoning, "
+            "tokens_cached, cost_usd, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        if self.path == ":memory:":  # one database per connection: the main one
+            with self.lock, self._transaction():
+                return self._db.execute(sql, row).rowcount == 1
+        with self._usage_lock:
+            if self._usage_db is None:
+                self._usage_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._usage_db.execute(f"PRAGMA synchronous={self._synchronous}")
+                self._usage_db.execute("PRAGMA busy_timeout=5000")
+            db = self._usage_db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                n = db.execute(sql, row).rowcount
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return n == 1
 
     def _migrate(self) -> None:
         """Add the TRADE_COLUMNS a ledger from before them lacks, and fill them in for its fills."""
@@ -366,6 +387,10 @@ class Ledger:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
+        with self._usage_lock:
+            if self._usage_db is not None:
+                self._usage_db.close()
+                self._usage_db = None
         with self.lock:
             self._db.close()
             if self._lockfile is not None:  # closing the file releases the flock
