@@ -220,11 +220,11 @@ class Ledger:
 
     def trades(self, agent: str | None = None) -> list[Trade]:
         """The log in order, optionally for one agent."""
-        sql, args = "SELECT trade FROM trades ORDER BY seq", ()
+        sql, args = "SELECT seq, call_key, trade FROM trades ORDER BY seq", ()
         if agent is not None:
-            sql, args = "SELECT trade FROM trades WHERE agent = ? ORDER BY seq", (agent,)
+            sql, args = "SELECT seq, call_key, trade FROM trades WHERE agent = ? ORDER BY seq", (agent,)
         with self.lock:
-            rows = self._db.execute(sql.replace("SELECT trade", "SELECT seq, call_key, trade"), args).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         return [t for t in (self._parse(*row) for row in rows) if t is not None]
 
     def _parse(self, seq: int, call_key: str, raw: str) -> Trade | None:
