@@ -13,9 +13,11 @@ import argparse
 import asyncio
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from arena import service
 from arena.config import add_kafka_args, kafka_settings
+from arena.desk import DEFAULT_FEE_BPS, DEFAULT_IMPACT_BPS
 from arena.tool_names import TOOL_NAMES
 
 
@@ -47,8 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fee-bps",
         type=float,
-        default=0.0,
-        help="trading fee in basis points of the notional, charged on every fill (default %(default)s)",
+        default=DEFAULT_FEE_BPS,
+        help="taker fee in basis points of the notional, charged on every fill; the default is Coinbase Advanced "
+        "Trade's lowest-volume tier (docs/METRICS.md); 0 turns fees off (default %(default)s)",
+    )
+    p.add_argument(
+        "--impact-bps",
+        type=float,
+        default=DEFAULT_IMPACT_BPS,
+        metavar="BPS",
+        help="price impact: the part of an order beyond the best bid/ask size fills this many basis points worse "
+        "for every further top-of-book size (linear; docs/METRICS.md); a quote without a size: no impact; "
+        "0 turns it off (default %(default)s)",
     )
     g = p.add_argument_group(
         "risk limits",
@@ -146,6 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--max-quote-age must be positive")
     if not 0 <= args.fee_bps < 10_000:
         p.error("--fee-bps must be between 0 and 10000")
+    if not 0 <= args.impact_bps < 10_000:
+        p.error("--impact-bps must be between 0 and 10000")
     if args.max_workers < 1:
         p.error("--max-workers must be at least 1")
     from arena.strategies import Limits
@@ -194,8 +208,9 @@ class ToolsProcess(service.Service):
     log = logging.getLogger("arena.tools")
 
     def __init__(self, args: argparse.Namespace, ledger):
-        from arena.dashboard import ArenaState, LiveDashboard
+        from arena.dashboard import AgentActivity, ArenaState, LiveDashboard
         from arena.desk import Desk, QuoteBook
+        from arena.market import utcnow
         from arena.metrics import MetricsTracker
         from arena.strategies import limits_line
         from arena.tools_service import ToolsService
@@ -216,8 +231,31 @@ class ToolsProcess(service.Service):
             export_path=args.export,
             limits=limits_line(args.limits),
         )
+        # Model usage (tokens, dollars) is kept in the ledger per finished turn: restored here, recorded as
+        # each Decision arrives, so a restarted process shows the totals it had.
+        for name, usage in ledger.usage().items():
+            usage.add_to(self.state.activity.setdefault(name, AgentActivity(first_seen=utcnow())))
+        show_decision = self.state.on_decision
+        # Written in a thread of its own: a stalled disk must not stall the event loop that serves the tools.
+        self.usage_writer = ThreadPoolExecutor(1, thread_name_prefix="usage")
+
+        def kept(future) -> None:
+            if future.exception() is not None:  # the screen still counts it; only a restart would lose it
+                self.log.error("could not keep a turn's model usage in the ledger: %r", future.exception())
+
+        def on_decision(decision, **kw):
+            if decision.status != "started" and decision.model_calls:
+                self.usage_writer.submit(ledger.record_usage, decision).add_done_callback(kept)
+            show_decision(decision, **kw)
+
+        self.state.on_decision = on_decision
         self.desk = Desk(
-            ledger, QuoteBook(), fee_bps=args.fee_bps, max_quote_age_s=args.max_quote_age, limits=args.limits
+            ledger,
+            QuoteBook(),
+            fee_bps=args.fee_bps,
+            impact_bps=args.impact_bps,
+            max_quote_age_s=args.max_quote_age,
+            limits=args.limits,
         )
         self.tools = ToolsService(
             self.kafka,
@@ -247,7 +285,7 @@ class ToolsProcess(service.Service):
         a = self.args
         return (
             f"READY: {', '.join(TOOL_NAMES)} served in {elapsed_s:.2f}s "
-            f"(ledger {a.ledger}, fee {a.fee_bps:g} bps, max quote age {a.max_quote_age:g}s, "
+            f"(ledger {a.ledger}, fee {a.fee_bps:g} bps, impact {a.impact_bps:g} bps per top size, max quote age {a.max_quote_age:g}s, "
             f"arena-wide limits: {' '.join(a.limits.sentences()) or 'none'})"
         )
 
@@ -278,6 +316,7 @@ class ToolsProcess(service.Service):
         return 0
 
     def abandon(self) -> None:
+        self.usage_writer.shutdown(wait=True, cancel_futures=True)
         self.ledger.close()
 
     def stopping(self) -> str:
@@ -295,6 +334,7 @@ class ToolsProcess(service.Service):
                 service.status(f"Leaderboard written to {args.export}")
         else:
             self.dashboard.console.print(self.dashboard.final_standings())
+        self.usage_writer.shutdown(wait=True)  # the last turns' usage is in the ledger before it closes
         self.ledger.close()
         return code
 

@@ -1,9 +1,10 @@
 """The trading desk: the latest quotes, order validation and execution against the ledger.
 
 Pure logic (no Kafka): the tools process feeds it snapshots and tool calls; tests drive it directly.
-Buys fill at the best ask, sells at the best bid, of the latest quote this process has seen.
-Every outcome, fill or rejection, is logged with the call's idempotency key; a repeated key
-returns the logged result and changes nothing.
+Buys fill at the best ask, sells at the best bid, of the latest quote this process has seen; the part
+of an order beyond the size quoted there fills at a worse price (the impact model, `walk`), and every
+fill pays the taker fee. Every outcome, fill or rejection, is logged with the call's idempotency key; a
+repeated key returns the logged result and changes nothing.
 """
 
 from __future__ import annotations
@@ -13,24 +14,52 @@ import math
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation, localcontext
 
 from arena import exchanges
 from arena.exchanges.coinbase.products import KNOWN as KNOWN_PRODUCTS
 from arena.ledger import DuplicateCall, Ledger
-from arena.market import MarketSnapshot, Quote, base_currency, utcnow
+from arena.market import Quote, base_currency, utcnow
 from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+from arena.quotes import QuoteBook
 from arena.strategies import STRATEGY_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
 MAX_QUANTITY = 1e12  # no product in the arena trades anywhere near this many units
 MAX_ECHO = 40  # characters of a hostile argument echoed back / logged
-MAX_TURNS_TRACKED = 4096  # (agent, turn) order counts kept for --max-orders-per-turn; older turns are over
 LIMIT_SLACK = 1e-9  # relative: an order exactly at a limit passes despite float rounding
+# Coinbase Advanced Trade's taker fee in its lowest tier (under $1K of 30-day volume): 1.20%. The
+# schedule and where it is published: docs/METRICS.md "Fees and slippage".
+DEFAULT_FEE_BPS = 120.0
+# The impact model: the price worsens by this many basis points of the top price for every further
+# top-of-book size of quantity beyond the top (docs/METRICS.md "Fees and slippage").
+DEFAULT_IMPACT_BPS = 1.0
+MAX_WALK_PCT = 10.0  # an order whose last unit would fill further than this from the top is refused
+
+
+def walk(top: float, size: float | None, quantity: float, impact_bps: float) -> float:
+    """The slippage, in quote currency, of taking `quantity` against a top of book of `size` at `top`.
+
+    The first `size` units fill at `top`; beyond them the price moves away from `top` linearly, by
+    impact_bps of `top` per further `size` units: unit s beyond the top fills at
+    top x (1 +/- impact_bps/10,000 x s/size). Over x = quantity - size units that adds
+    top x impact_bps/10,000 x x**2 / (2 x size). A buy's average price is top + slippage/quantity, a
+    sell's top - slippage/quantity. An unknown (None) or non-positive size: no impact.
+    """
+    if size is None or size <= 0 or quantity <= size or impact_bps <= 0:
+        return 0.0
+    beyond = quantity - size
+    return top * impact_bps / 10_000 * beyond * beyond / (2 * size)
+
+
+def walk_pct(size: float | None, quantity: float, impact_bps: float) -> float:
+    """How far from the top, in %, the last unit of `quantity` fills (0 within the top or without a size)."""
+    if size is None or size <= 0 or quantity <= size:
+        return 0.0
+    return impact_bps / 100 * (quantity - size) / size
 
 
 def _echo(value: object) -> str:
@@ -71,30 +100,6 @@ def unit(product_id: str) -> str:
     return base_currency(product_id)
 
 
-class QuoteBook:
-    """The latest quote per product, from whatever snapshots arrive (in any order)."""
-
-    def __init__(self) -> None:
-        self._quotes: dict[str, Quote] = {}
-        self._seq: dict[str, int] = {}
-
-    def update(self, snapshot: MarketSnapshot) -> None:
-        for pid, q in snapshot.quotes.items():
-            cur = self._quotes.get(pid)
-            if cur is None or q.received_at >= cur.received_at:  # an older snapshot never overwrites
-                self._quotes[pid] = q
-                self._seq[pid] = snapshot.seq
-
-    def get(self, product_id: str) -> Quote | None:
-        return self._quotes.get(product_id)
-
-    def seq(self, product_id: str) -> int | None:
-        return self._seq.get(product_id)
-
-    def quotes(self) -> dict[str, Quote]:
-        return dict(self._quotes)
-
-
 class Rejected(Exception):
     """An order that must not execute; the message is for the model."""
 
@@ -111,7 +116,8 @@ class Desk:
         ledger: Ledger,
         quotes: QuoteBook | None = None,
         *,
-        fee_bps: float = 0.0,
+        fee_bps: float = DEFAULT_FEE_BPS,
+        impact_bps: float = DEFAULT_IMPACT_BPS,
         max_quote_age_s: float = 30.0,
         increments: dict[str, float] | None = None,
         on_trade: Callable[[Trade], None] | None = None,
@@ -121,19 +127,22 @@ class Desk:
     ):
         if not (math.isfinite(fee_bps) and 0 <= fee_bps < 10_000):
             raise ValueError("fee_bps must be between 0 and 10000")
+        if not (math.isfinite(impact_bps) and 0 <= impact_bps < 10_000):
+            raise ValueError("impact_bps must be between 0 and 10000")
         if not (math.isfinite(max_quote_age_s) and max_quote_age_s > 0):
             raise ValueError("max_quote_age_s must be positive")
         self.ledger = ledger
         self.quotes = quotes or QuoteBook()
         self.fee_bps = fee_bps
+        self.impact_bps = impact_bps
         self.max_quote_age_s = max_quote_age_s
         self.increments = dict(increments or {})  # overrides of the venue's product records
         self.on_trade = on_trade or (lambda trade: None)
         self.on_call = on_call or (lambda agent, tool, reacted_to: None)
         self.limits = limits or Limits()  # arena-wide: for rules a strategy leaves unset, and unknown strategies
         self.strategy_limits = STRATEGY_LIMITS if strategy_limits is None else strategy_limits
-        self._turn_orders: OrderedDict[tuple[str, str], int] = OrderedDict()  # fills per (agent, turn)
-        self._last_fill: dict[str, float] = {}  # agent -> epoch s of its latest fill (for the cooldown)
+        # The orders-per-turn and cooldown limits read the ledger (fills per turn, each account's last fill):
+        # a restarted process enforces them as the one before it did.
         # Money mutations are serialized: validation reads the account, the fill changes it.
         self._lock = threading.Lock()
 
@@ -257,7 +266,7 @@ class Desk:
                     quantity=_finite(quantity) or 0.0,
                     status="rejected",
                     reason=str(why),
-                    executed_at=utcnow(),
+                    executed_at=_now(),
                     latency_ms=(utcnow() - received_at).total_seconds() * 1000,
                 )
                 result = _rejection(str(why))
@@ -269,21 +278,10 @@ class Desk:
                 after.apply(trade)
                 result = self._fill_result(after, trade)
             try:
-                self.ledger.record(call_key, trade, result)
+                self.ledger.record(call_key, trade, result, turn=turn)
             except DuplicateCall:  # written by someone else between find() and record()
                 return self.ledger.find(call_key).result, None
-            if trade.status == "filled":
-                self._count_fill(agent, turn)
         return result, trade
-
-    def _count_fill(self, agent: str, turn: str | None) -> None:
-        self._last_fill[agent] = time.time()
-        if turn is not None:
-            key = (agent, turn)
-            self._turn_orders[key] = self._turn_orders.get(key, 0) + 1
-            self._turn_orders.move_to_end(key)
-            while len(self._turn_orders) > MAX_TURNS_TRACKED:
-                self._turn_orders.popitem(last=False)
 
     def _fill(
         self,
@@ -313,18 +311,40 @@ class Desk:
             raise Rejected(
                 f"the latest {pid} quote is {age:.0f}s old (limit {self.max_quote_age_s:g}s); wait for a fresh one"
             )
-        price = quote.best_ask if side == "buy" else quote.best_bid
-        if price is None or not math.isfinite(price) or price <= 0:
-            raise Rejected(f"no {'ask' if side == 'buy' else 'bid'} price for {pid} right now")
-        notional = q * price
-        fee = notional * self.fee_bps / 10_000
-        if side == "buy":
-            cost = notional + fee
-            if cost > acct.cash:
-                affordable = math.floor(acct.cash / (price * (1 + self.fee_bps / 10_000)) / inc) * inc
+        buy = side == "buy"
+        top = quote.best_ask if buy else quote.best_bid
+        if top is None or not math.isfinite(top) or top <= 0:
+            raise Rejected(f"no {'ask' if buy else 'bid'} price for {pid} right now")
+        size = quote.ask_size if buy else quote.bid_size
+        fee_rate = self.fee_bps / 10_000
+
+        def avg(x: float) -> float:  # the average price of x units: the top, then the walk beyond it
+            slip = walk(top, size, x, self.impact_bps) / x
+            return top + slip if buy else top - slip
+
+        def notional(x: float) -> float:
+            return x * avg(x)
+
+        def cost(x: float) -> float:  # a buy's cash out, notional plus fee, as Account.apply will take it
+            n = notional(x)
+            return n + n * fee_rate
+
+        if (far := walk_pct(size, q, self.impact_bps)) > MAX_WALK_PCT:
+            deepest = size * (1 + MAX_WALK_PCT * 100 / self.impact_bps)
+            raise Rejected(
+                f"the {pid} book is not that deep: {q:g} {unit(pid)} against {_show_qty(size, inc)} {unit(pid)} at "
+                f"the best {'ask' if buy else 'bid'} would fill its last unit {far:.2f}% from it (at most "
+                f"{MAX_WALK_PCT:g}%); the most it takes within that is {_show_qty(_floor(deepest, inc), inc)} {unit(pid)}"
+            )
+        price = avg(q)
+        value = q * price
+        fee = value * fee_rate
+        if buy:
+            if cost(q) > acct.cash:
+                affordable = _most(lambda x: cost(x) <= acct.cash, q, inc)
                 raise Rejected(
-                    f"insufficient cash: buying {q:g} {unit(pid)} at {price:,.8g} costs ${cost:,.2f}"
-                    f"{f' (incl. fee ${fee:,.2f})' if fee else ''} but you have ${acct.cash:,.2f}; "
+                    f"insufficient cash: buying {q:g} {unit(pid)} at {price:,.8g}{' on average' if price != top else ''}"
+                    f" costs ${cost(q):,.2f}{f' (incl. fee ${fee:,.2f})' if fee else ''} but you have ${acct.cash:,.2f}; "
                     f"the most you can buy now is {_show_qty(affordable, inc)} {unit(pid)}"
                 )
         else:
@@ -335,7 +355,7 @@ class Desk:
                 raise Rejected(
                     f"cannot sell {q:g} {unit(pid)}: you hold {_qty(held, inc):g} {unit(pid)} (no short selling)"
                 )
-        self._check_limits(acct, pid, side, q, price, fee, quote, strategy, turn)
+        self._check_limits(acct, pid, side, q, notional, cost, quote, strategy, turn)
         return Trade(
             trade_id=call_key,
             agent=acct.agent,
@@ -344,9 +364,12 @@ class Desk:
             quantity=q,
             price=price,
             fee=fee,
+            top_price=top,
+            top_size=size if size is not None and size > 0 else None,
+            slippage=walk(top, size, q, self.impact_bps),
             quote_age_s=round(age, 3),
             tick_seq=self.quotes.seq(pid),
-            executed_at=utcnow(),
+            executed_at=_now(),
             latency_ms=(utcnow() - received_at).total_seconds() * 1000,
         )
 
@@ -356,24 +379,27 @@ class Desk:
         pid: str,
         side: str,
         q: float,
-        price: float,
-        fee: float,
+        notional: Callable[[float], float],
+        cost: Callable[[float], float],
         quote: Quote,
         strategy: object,
         turn: str | None,
     ) -> None:
-        """Rejected, naming the rule and the numbers, if the order breaks a limit in force for the caller."""
+        """Rejected, naming the rule and the numbers, if the order breaks a limit in force for the caller.
+
+        notional(x) / cost(x): what buying x units trades for / costs in cash (the impact walk and the fee
+        included); both grow with x, so every rule below is monotone in x."""
         name, lim = self.limits_for(strategy)
         whose = f" ({name} strategy)" if name else ""
         if lim.max_orders_per_turn is not None and turn is not None:
-            n = self._turn_orders.get((acct.agent, turn), 0)
+            n = self.ledger.fills_in_turn(acct.agent, turn)
             if n >= lim.max_orders_per_turn:
                 raise Rejected(
                     f"limit 'orders per turn'{whose}: {n} orders already filled this turn; the most is "
                     f"{lim.max_orders_per_turn}. Wait for the next turn"
                 )
-        if lim.cooldown_s:
-            since = time.time() - self._last_fill.get(acct.agent, -math.inf)
+        if lim.cooldown_s and acct.last_fill_at is not None:
+            since = time.time() - acct.last_fill_at.timestamp()
             if since < lim.cooldown_s:
                 raise Rejected(
                     f"limit 'cooldown'{whose}: your last order filled {since:.1f}s ago; the least between "
@@ -383,16 +409,15 @@ class Desk:
             return  # a sell lowers every exposure below, and an agent must always be able to get out
         inc, u = self.increment(pid), unit(pid)
         value = acct.total_value(self.quotes.quotes())  # before the order, as get_portfolio shows it
-        bid = mark_price(quote) or price
+        bid = mark_price(quote) or cost(1.0)
         # After buying x units, marked at the best bids, the account is worth less by what x cost beyond
-        # its marked worth (spread and fee): every rule below is a linear bound on x.
-        unit_cost = price * (1 + self.fee_bps / 10_000)
+        # its marked worth (spread, impact and fee).
         held = acct.positions.get(pid)
         position = held.market_value(quote) if held else 0.0
         invested = value - acct.cash
 
         def after(x: float) -> float:
-            return value - x * (unit_cost - bid)
+            return value - (cost(x) - x * bid)
 
         def pct(x: float, of: float) -> float:
             return x / of * 100 if of > 0 else math.inf
@@ -403,9 +428,9 @@ class Desk:
             rules.append(
                 (
                     "largest order",
-                    lambda x: x * price <= cap * (1 + LIMIT_SLACK),
+                    lambda x: notional(x) <= cap * (1 + LIMIT_SLACK),
                     lambda x: (
-                        f"this buy is ${x * price:,.2f}, {pct(x * price, value):.2f}% of your total value "
+                        f"this buy is ${notional(x):,.2f}, {pct(notional(x), value):.2f}% of your total value "
                         f"${value:,.2f}; the most is {lim.max_order_pct:g}% (${cap:,.2f})"
                     ),
                 )
@@ -436,31 +461,19 @@ class Desk:
             rules.append(
                 (
                     "least cash",
-                    lambda x, m=m: acct.cash - x * unit_cost >= m / 100 * after(x) * (1 - LIMIT_SLACK),
+                    lambda x, m=m: acct.cash - cost(x) >= m / 100 * after(x) * (1 - LIMIT_SLACK),
                     lambda x, m=m: (
-                        f"after this buy cash would be {pct(acct.cash - x * unit_cost, after(x)):.2f}% of "
+                        f"after this buy cash would be {pct(acct.cash - cost(x), after(x)):.2f}% of "
                         f"your total value; the least is {m:g}%"
                     ),
                 )
             )
         for rule, passes, what in rules:
             if not passes(q):
+                most = _most(lambda x: all(ok(x) for _, ok, _ in rules), q, inc)
                 raise Rejected(
-                    f"limit '{rule}'{whose}: {what(q)}; the most you can buy now is "
-                    f"{_show_qty(self._most(rules, q, inc), inc)} {u}"
+                    f"limit '{rule}'{whose}: {what(q)}; the most you can buy now is {_show_qty(most, inc)} {u}"
                 )
-
-    @staticmethod
-    def _most(rules: list, q: float, inc: float) -> float:
-        """The largest multiple of `inc` below q that every rule lets through (each bound is monotone in x)."""
-        lo, hi = 0, math.floor(q / inc)  # lo passes (buying nothing breaks no rule the order could), hi does not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if all(passes(mid * inc) for _, passes, _ in rules):
-                lo = mid
-            else:
-                hi = mid
-        return lo * inc
 
     def _fill_result(self, acct: Account, t: Trade) -> dict:
         inc = self.increment(t.product_id)
@@ -471,7 +484,11 @@ class Desk:
             "side": t.side,
             "quantity": t.quantity,
             "unit": unit(t.product_id),
-            "price": t.price,
+            "price": t.price,  # the average over the order (top of book, then the walk beyond it)
+            "top_of_book": t.top_price,
+            "top_size": t.top_size,  # null: the quote said no size (no impact applied)
+            "slippage": round(t.slippage, 4),
+            "slippage_bps": round(t.slippage_bps, 3),
             "notional": _usd(t.notional),
             "fee": round(t.fee, 4),
             "cash_after": _usd(acct.cash),
@@ -517,18 +534,41 @@ class Desk:
             "realized_pnl": _usd(acct.realized_pnl),
             "unrealized_pnl": _usd(acct.unrealized_pnl(quotes)),
             "fees_paid": round(acct.fees_paid, 4),
+            "slippage_paid": round(acct.slippage_paid, 4),
             "total_value": _usd(acct.total_value(quotes)),
             "initial_cash": INITIAL_CASH,
             "return_pct": round(acct.return_pct(quotes), 4),
             "fills": acct.trades,
             "rejected_orders": acct.rejected,
             "fee_bps": self.fee_bps,
+            "impact_bps_per_top_size": self.impact_bps,
             "limits": self._limits_view(strategy),
         }
 
     def _limits_view(self, strategy: object) -> dict:
         name, lim = self.limits_for(strategy)
         return {"strategy": name, **{k: v for k, v in lim.as_dict().items() if v is not None}, "rules": lim.sentences()}
+
+
+def _now() -> datetime:
+    """The desk's clock for fill times: time.time(), which the cooldown also reads."""
+    return datetime.fromtimestamp(time.time(), timezone.utc)
+
+
+def _floor(x: float, inc: float) -> float:
+    return math.floor(x / inc + 1e-9) * inc
+
+
+def _most(passes: Callable[[float], bool], q: float, inc: float) -> float:
+    """The largest multiple of `inc` below q that `passes` (monotone: true up to a point, then false)."""
+    lo, hi = 0, math.floor(q / inc)  # lo passes (buying nothing breaks no rule the order could), hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if passes(mid * inc):
+            lo = mid
+        else:
+            hi = mid
+    return lo * inc
 
 
 def _is_number(x: object) -> bool:

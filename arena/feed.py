@@ -1,7 +1,7 @@
 """The connector's venue-neutral runtime: a venue adapter in, one MarketSnapshot per interval out.
 
 Pieces, each small and testable on its own:
-- QuoteBook: the latest quote per product (streamed quotes conflated) and its freshness;
+- QuoteBook (arena/quotes.py): the latest quote per product (streamed quotes conflated) and its freshness;
 - CandleStore: the last good candles per product and granularity;
 - SnapshotSink: publishes to MARKET_TOPIC and appends to a recording;
 - LiveFeed (drives an arena.exchanges adapter, publishes on a fixed schedule) and replay() (publish a
@@ -26,7 +26,8 @@ from arena import auth
 from arena import kafka as k
 from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.exchanges.base import Backoff, Exchange
-from arena.market import CANDLE_WINDOWS, Candle, MarketSnapshot, Quote, utcnow
+from arena.market import CANDLE_WINDOWS, Candle, MarketSnapshot, utcnow
+from arena.quotes import QuoteBook  # noqa: F401 - the connector's book (arena.feed.QuoteBook)
 from arena.reconnect import BrokerWatch
 
 log = logging.getLogger("arena.feed")
@@ -37,45 +38,6 @@ STARTUP_GRACE_S = 10.0
 
 class FeedError(Exception):
     """A reason the connector cannot run at all (bad products, empty recording)."""
-
-
-class QuoteBook:
-    """The latest quote per product. A quote is fresh while it has a two-sided book younger than max_age."""
-
-    def __init__(self) -> None:
-        self._quotes: dict[str, Quote] = {}
-
-    def get(self, product_id: str) -> Quote | None:
-        return self._quotes.get(product_id)
-
-    def update(self, q: Quote) -> None:
-        """A streamed quote. One without bid/ask (e.g. Coinbase's older ticker) only moves the last price:
-        the book (and its sizes) it keeps is as old as it was."""
-        old = self._quotes.get(q.product_id)
-        if q.best_bid is None and old is not None and old.best_bid is not None:
-            q = old.model_copy(update={"price": q.price, "exchange_time": q.exchange_time or old.exchange_time})
-        self._quotes[q.product_id] = q
-
-    def fill(self, q: Quote, asked_at: datetime) -> bool:
-        """A polled top-of-book, applied unless a newer book arrived while the request was in flight."""
-        old = self._quotes.get(q.product_id)
-        if old is not None and old.best_bid is not None and old.received_at >= asked_at:
-            return False
-        self._quotes[q.product_id] = q
-        return True
-
-    def is_fresh(self, product_id: str, max_age: float, now: datetime | None = None) -> bool:
-        q = self._quotes.get(product_id)
-        return q is not None and q.best_bid is not None and q.best_ask is not None and q.age_s(now) <= max_age
-
-    def view(self, products: Iterable[str], max_age: float, now: datetime | None = None) -> dict[str, Quote]:
-        """Copies of the quotes for `products`, each marked stale unless fresh; unquoted products left out."""
-        now = now or utcnow()
-        return {
-            pid: q.model_copy(update={"stale": not self.is_fresh(pid, max_age, now)})
-            for pid in products
-            if (q := self._quotes.get(pid)) is not None
-        }
 
 
 class CandleStore:

@@ -31,12 +31,13 @@ _COLUMNS = [
     ("realized_pnl", "realized", 7),
     ("unrealized_pnl", "unrealized", 8),
     ("fees", "fees", 9),
-    ("exposure_pct", "exposure", 10),
-    ("cash", "cash", 11),
+    ("slippage", "slippage", 10),
+    ("exposure_pct", "exposure", 11),
+    ("cash", "cash", 12),
     # export rows only: a ledger has no tokens (docs/METRICS.md "Tokens and dollars")
-    ("tokens", "tokens", 12),
-    ("model_cost_usd", "model $", 13),
-    ("return_per_dollar", "P&L/$", 14),
+    ("tokens", "tokens", 13),
+    ("model_cost_usd", "model $", 14),
+    ("return_per_dollar", "P&L/$", 15),
 ]
 _OPTIONAL = {"model_errors", "tokens", "model_cost_usd", "return_per_dollar"}  # shown only when some row has the field
 _UNAVAILABLE = 50  # priority offset for a column without any value
@@ -63,7 +64,9 @@ def _cell(key: str, row: Mapping[str, Any], rank: str, short: bool = False) -> T
         return Text(f"{v or 0:.0f}") + (Text(f" ({rejected:.0f} rej)", style="yellow") if rejected else Text(""))
     if v is None:
         return Text(NA, style="dim")
-    if key in ("total_value", "fees", "cash"):
+    if key == "total_value":  # "*": some position is valued at a notional price (row["notional_marks"])
+        return Text(ui.money(v, cents=not short)) + (Text("*", style="yellow") if row.get("notional_marks") else "")
+    if key in ("fees", "slippage", "cash"):
         return Text(ui.money(v, cents=not short))
     if key in ("realized_pnl", "unrealized_pnl"):
         return ui.signed_money(v, cents=not short)
@@ -90,7 +93,7 @@ def _cell(key: str, row: Mapping[str, Any], rank: str, short: bool = False) -> T
     raise KeyError(key)
 
 
-_MONEY = {"realized_pnl", "unrealized_pnl", "fees", "cash"}  # have a condensed form (the value keeps its cents)
+_MONEY = {"realized_pnl", "unrealized_pnl", "fees", "slippage", "cash"}  # condensed form (the value keeps cents)
 
 
 def leaderboard_table(
@@ -140,9 +143,16 @@ def leaderboard_table(
                     cells[i].stylize("dim")
     if not dicts:
         columns[1 + run_column].cells.append(Text("no agents yet", style="dim"))
+    notional = sorted({pid for d in dicts for pid in d.get("notional_marks") or ()})
+    footnote = (
+        Text(f"* valued partly at a notional price, not a live bid: {', '.join(notional)}", style="yellow")
+        if notional
+        else None
+    )
 
     def build(w: int) -> RenderableType:
         table = ui.fit_table(columns, w, header_style="bold")
-        return Group(Text(title, style="bold"), table) if title else table
+        parts = [Text(title, style="bold")] if title else []
+        return Group(*parts, table, footnote) if footnote else Group(*parts, table) if title else table
 
     return build(width) if width is not None else ui.FitWidth(build)

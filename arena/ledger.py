@@ -21,24 +21,38 @@ One writer per file: a Ledger holds an exclusive flock on `<ledger>.lock` for as
 A second Ledger on the same file, in this process or another, raises LedgerLocked naming the holder:
 two writers would each fold only their own trades into memory and spend the same cash twice. Readers
 are untouched (arena report opens the SQLite file read-only; WAL lets it read while the writer writes).
+
+Besides money the ledger keeps what must survive a restart of the tools process: the turn each fill
+belongs to (the orders-per-turn limit counts from it; the cooldown from each account's last fill) and
+every finished agent turn's model usage (tokens and dollars, table `usage`). Columns added over time are
+added to an older ledger when it is opened, and its rows filled in from the trade JSON; a row that no
+longer parses (e.g. an agent name the wire rules now refuse) is skipped with one log line naming it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from arena.market import utcnow
 from arena.portfolio import Account, Trade, replay
+
+log = logging.getLogger(__name__)
+
+MAX_TURNS_TRACKED = 4096  # (agent, turn) fill counts kept in memory for the orders-per-turn limit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -53,9 +67,51 @@ CREATE TABLE IF NOT EXISTS trades (
     status TEXT NOT NULL,            -- filled | rejected
     trade TEXT NOT NULL,             -- arena.portfolio.Trade as JSON
     result TEXT NOT NULL             -- the JSON result the model was given
+    -- and the columns of TRADE_COLUMNS, added by Ledger() to a ledger from before them
 );
 CREATE INDEX IF NOT EXISTS trades_agent ON trades(agent);
+CREATE TABLE IF NOT EXISTS usage (   -- one row per finished agent turn that called a model
+    agent TEXT NOT NULL,
+    run_id TEXT NOT NULL,            -- the turn's correlation id (arena.decisions.Decision.run_id)
+    model_calls INTEGER NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    tokens_reasoning INTEGER NOT NULL,
+    tokens_cached INTEGER NOT NULL,
+    cost_usd REAL,                   -- NULL: some call of the turn had no known price
+    finished_at TEXT,
+    PRIMARY KEY (agent, run_id)
+);
 """
+
+# Columns of `trades` beside the JSON, for readers that query SQL (name, type, from the Trade). Fills only;
+# NULL on rejections. A ledger from before a column gets it on open, its old fills filled in.
+TRADE_COLUMNS = {
+    "turn": "TEXT",  # the agent run (correlation id) the call belonged to; NULL when unknown
+    "price": "REAL",  # average fill price
+    "top_price": "REAL",  # the best ask / bid it walked from
+    "fee": "REAL",
+    "slippage": "REAL",  # quote currency paid beyond the top of book
+    "slippage_bps": "REAL",
+}
+
+
+@dataclass
+class Usage:
+    """One agent's model usage summed over its finished turns (field names as arena.dashboard.AgentActivity)."""
+
+    model_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_reasoning: int = 0
+    tokens_cached: int = 0
+    cost_usd: float = 0.0  # of the priced calls
+    unpriced_calls: int = 0  # calls of turns without a known price
+
+    def add_to(self, target: object) -> None:
+        """Add these totals to an object with the same attributes (e.g. the dashboard's AgentActivity)."""
+        for f in fields(self):
+            setattr(target, f.name, getattr(target, f.name) + getattr(self, f.name))
 
 
 class DuplicateCall(Exception):
@@ -113,6 +169,11 @@ class Ledger:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._lockfile = _take_lock(self.path)
         self.lock = threading.RLock()
+        self._synchronous = synchronous.upper()
+        # record_usage writes through a connection of its own, under a lock of its own: a turn's usage
+        # waiting on a busy disk never holds up the desk (which needs `lock`) or its caller's thread.
+        self._usage_lock = threading.Lock()
+        self._usage_db: sqlite3.Connection | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -122,10 +183,21 @@ class Ledger:
             self._db.executescript(SCHEMA)
             if "reacted_to" not in {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}:
                 self._db.execute("ALTER TABLE agents ADD COLUMN reacted_to TEXT")  # a ledger from before it
+            self._skipped: set[int] = set()  # seqs of rows that do not parse (logged once each)
+            self._migrate()
             self._accounts: dict[str, Account] = replay(self.trades())
             for (name,) in self._db.execute("SELECT name FROM agents ORDER BY rowid"):
                 self._accounts.setdefault(name, Account(agent=name))
             self._n_trades = self._db.execute("SELECT count(*) FROM trades").fetchone()[0]
+            self._turn_fills: OrderedDict[tuple[str, str], int] = OrderedDict()  # oldest turn first
+            for agent, turn, n in reversed(
+                self._db.execute(
+                    "SELECT agent, turn, count(*) FROM trades WHERE status = 'filled' AND turn IS NOT NULL "
+                    "GROUP BY agent, turn ORDER BY max(seq) DESC LIMIT ?",
+                    (MAX_TURNS_TRACKED,),
+                ).fetchall()
+            ):
+                self._turn_fills[(agent, turn)] = n
         except BaseException:
             if self._lockfile is not None:
                 self._lockfile.close()
@@ -148,12 +220,45 @@ class Ledger:
 
     def trades(self, agent: str | None = None) -> list[Trade]:
         """The log in order, optionally for one agent."""
-        sql, args = "SELECT trade FROM trades ORDER BY seq", ()
+        sql, args = "SELECT seq, call_key, trade FROM trades ORDER BY seq", ()
         if agent is not None:
-            sql, args = "SELECT trade FROM trades WHERE agent = ? ORDER BY seq", (agent,)
+            sql, args = "SELECT seq, call_key, trade FROM trades WHERE agent = ? ORDER BY seq", (agent,)
         with self.lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [Trade.model_validate_json(t) for (t,) in rows]
+        return [t for t in (self._parse(*row) for row in rows) if t is not None]
+
+    def _parse(self, seq: int, call_key: str, raw: str) -> Trade | None:
+        """The row's Trade, or None (logged once per row) if it no longer parses."""
+        try:
+            return Trade.model_validate_json(raw)
+        except ValidationError as exc:
+            if seq not in self._skipped:
+                self._skipped.add(seq)
+                err = exc.errors()[0]
+                log.warning(
+                    "%s: skipped trade row %d (call %s): %s %s",
+                    self.path,
+                    seq,
+                    call_key[:120],
+                    ".".join(map(str, err["loc"])),
+                    err["msg"],
+                )
+            return None
+
+    def fills_in_turn(self, agent: str, turn: str) -> int:
+        """Fills the agent has had in this turn (for the latest MAX_TURNS_TRACKED turns; older ones are over)."""
+        with self.lock:
+            return self._turn_fills.get((agent, turn), 0)
+
+    def usage(self) -> dict[str, Usage]:
+        """Each agent's model usage over the turns recorded with record_usage, in order of first use."""
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT agent, sum(model_calls), sum(tokens_in), sum(tokens_out), sum(tokens_reasoning), "
+                "sum(tokens_cached), sum(coalesce(cost_usd, 0)), sum(CASE WHEN cost_usd IS NULL THEN model_calls "
+                "ELSE 0 END) FROM usage GROUP BY agent ORDER BY min(rowid)"
+            ).fetchall()
+        return {agent: Usage(*totals) for agent, *totals in rows}
 
     def find(self, call_key: str) -> Recorded | None:
         """The logged outcome of a tool call, if it was already executed."""
@@ -184,10 +289,11 @@ class Ledger:
             acct = self._accounts[agent] = Account(agent=agent)
             return acct, True
 
-    def record(self, call_key: str, trade: Trade, result: dict) -> Account:
+    def record(self, call_key: str, trade: Trade, result: dict, *, turn: str | None = None) -> Account:
         """Append one outcome durably, then fold it into the agent's account.
 
-        Raises DuplicateCall (and changes nothing) if `call_key` is already logged.
+        turn: the agent run the call belongs to (counted by fills_in_turn). Raises DuplicateCall (and
+        changes nothing) if `call_key` is already logged.
         """
         with self.lock:
             try:
@@ -198,9 +304,11 @@ class Ledger:
                             (trade.agent, trade.executed_at.isoformat()),
                         )
                     self._db.execute(
-                        "INSERT INTO trades(call_key, agent, status, trade, result) VALUES (?, ?, ?, ?, ?)",
-                        (call_key, trade.agent, trade.status, trade.model_dump_json(), json.dumps(result)),
-                    )
+                        "INSERT INTO trades(call_key, agent, status, trade, result, turn, price, top_price, fee, "
+                        "slippage, slippage_bps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (call_key, trade.agent, trade.status, trade.model_dump_json(), json.dumps(result), turn,
+                         *_columns(trade)),
+                    )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc) and "call_key" in str(exc):
                     raise DuplicateCall(call_key) from None
@@ -208,7 +316,65 @@ class Ledger:
             self._n_trades += 1
             acct = self._accounts.setdefault(trade.agent, Account(agent=trade.agent))
             acct.apply(trade)  # only after the commit: memory never runs ahead of the disk
+            if trade.status == "filled" and turn is not None:
+                key = (trade.agent, turn)
+                self._turn_fills[key] = self._turn_fills.get(key, 0) + 1
+                self._turn_fills.move_to_end(key)
+                while len(self._turn_fills) > MAX_TURNS_TRACKED:
+                    self._turn_fills.popitem(last=False)
             return acct
+
+    def record_usage(self, decision) -> bool:
+        """Keep a finished turn's model usage (an arena.decisions.Decision) durably; False if that turn
+        (agent, run_id) is already kept or it called no model. Thread-safe; may wait for a busy disk
+        (busy_timeout), so a caller on an event loop runs it in a thread."""
+        if decision.status == "started" or not decision.model_calls:
+            return False
+        run_id = decision.run_id or f"tick {decision.tick_seq} at {decision.started_at.isoformat()}"
+        row = (decision.agent, run_id, decision.model_calls, decision.tokens_in, decision.tokens_out,
+               decision.tokens_reasoning, decision.tokens_cached, decision.cost_usd,
+               decision.finished_at.isoformat() if decision.finished_at else None)  # fmt: skip
+        sql = (
+            "INSERT OR IGNORE INTO usage(agent, run_id, model_calls, tokens_in, tokens_out, tokens_reasoning, "
+            "tokens_cached, cost_usd, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        if self.path == ":memory:":  # one database per connection: the main one
+            with self.lock, self._transaction():
+                return self._db.execute(sql, row).rowcount == 1
+        with self._usage_lock:
+            if self._usage_db is None:
+                self._usage_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._usage_db.execute(f"PRAGMA synchronous={self._synchronous}")
+                self._usage_db.execute("PRAGMA busy_timeout=5000")
+            db = self._usage_db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                n = db.execute(sql, row).rowcount
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return n == 1
+
+    def _migrate(self) -> None:
+        """Add the TRADE_COLUMNS a ledger from before them lacks, and fill them in for its fills."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(trades)")}
+        missing = [c for c in TRADE_COLUMNS if c not in have]
+        if not missing:
+            return
+        with self._transaction():
+            for c in missing:
+                self._db.execute(f"ALTER TABLE trades ADD COLUMN {c} {TRADE_COLUMNS[c]}")
+            rows = self._db.execute("SELECT seq, call_key, trade FROM trades WHERE status = 'filled'").fetchall()
+            for seq, call_key, raw in rows:
+                if (t := self._parse(seq, call_key, raw)) is not None:
+                    self._db.execute(
+                        "UPDATE trades SET price = ?, top_price = ?, fee = ?, slippage = ?, slippage_bps = ? "
+                        "WHERE seq = ?",
+                        (*_columns(t), seq),
+                    )
+        if rows:
+            log.info("%s: added columns %s to its trades, %d fills filled in", self.path, ", ".join(missing), len(rows))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -221,6 +387,10 @@ class Ledger:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
+        with self._usage_lock:
+            if self._usage_db is not None:
+                self._usage_db.close()
+                self._usage_db = None
         with self.lock:
             self._db.close()
             if self._lockfile is not None:  # closing the file releases the flock
@@ -232,3 +402,11 @@ class Ledger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _columns(t: Trade) -> tuple:
+    """(price, top_price, fee, slippage, slippage_bps) of a fill; NULLs for a rejection. A fill from before
+    the impact model filled at the top of book: its top price is its price."""
+    if t.status != "filled":
+        return (None,) * 5
+    return (t.price, t.top_price or t.price, t.fee, t.slippage, t.slippage_bps)

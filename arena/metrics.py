@@ -53,9 +53,13 @@ class AgentMetrics(BaseModel):
     trades: int = 0  # fills
     rejected: int = 0
     fees: float = 0.0
+    slippage: float = 0.0  # paid beyond the top of book by the impact model (inside cash and the P&Ls, like fees)
     exposure_pct: float | None = None  # positions' value / total value, now
     time_in_market_pct: float | None = None  # % of the agent's samples at which it held a position
     samples: int = 0  # value samples behind drawdown / Sharpe / time in market
+    # Open positions valued at a notional price, product -> why: the quote it was marked at is stale, or
+    # no price was ever seen (valued at its average cost). Empty: every mark is a live quote's bid.
+    notional_marks: dict[str, str] = {}
 
 
 def mark_of(m: Mark | None) -> float | None:
@@ -220,6 +224,7 @@ class MetricsTracker:
         self.keep_series = keep_series
         self.min_sharpe_returns = max(2, min_sharpe_returns)
         self.marks: dict[str, float] = {}
+        self.stale: set[str] = set()  # products whose latest mark came from a quote marked stale
         self._agents: dict[str, _Agent] = {}
         self._seen: set[tuple[str, str]] = set()  # (agent, trade_id) folded so far
         self._baseline_pending = baseline
@@ -273,6 +278,10 @@ class MetricsTracker:
             mark = mark_of(m)
             if mark is not None and math.isfinite(mark) and mark > 0:
                 self.marks[pid] = mark
+                if isinstance(m, Quote) and m.stale:
+                    self.stale.add(pid)
+                else:
+                    self.stale.discard(pid)
         if not sample:
             return
         self._sample_times.append(t)
@@ -331,7 +340,11 @@ class MetricsTracker:
         --prices); drawdown, Sharpe and time in market stay on the sampled series.
         """
         now = {**self.marks, **(marks or {})}
-        rows = sorted((self._row(a, now) for a in self._agents.values()), key=lambda m: m.total_value, reverse=True)
+        rows = sorted(
+            (self._row(a, now, set(marks or ())) for a in self._agents.values()),
+            key=lambda m: m.total_value,
+            reverse=True,
+        )
         return {m.name: m for m in rows}
 
     def metrics_for(self, name: str) -> AgentMetrics | None:
@@ -339,9 +352,16 @@ class MetricsTracker:
         agent = self._agents.get(name)
         return self._row(agent, self.marks) if agent else None
 
-    def _row(self, a: _Agent, marks: Mapping[str, float]) -> AgentMetrics:
+    def _row(self, a: _Agent, marks: Mapping[str, float], given: set[str] = frozenset()) -> AgentMetrics:
+        """given: products whose mark the caller chose (metrics(marks=...)): not flagged stale here."""
         a = a.now()
         acc = a.account
+        notional = {}
+        for pid in sorted(acc.positions):
+            if pid not in marks:
+                notional[pid] = "no price seen: valued at its average cost"
+            elif pid in self.stale and pid not in given:
+                notional[pid] = "marked at a stale quote's bid"
         held = a.positions_value(marks)
         total = acc.cash + held
         cost = sum(p.quantity * p.avg_cost for p in acc.positions.values())
@@ -361,9 +381,11 @@ class MetricsTracker:
             trades=acc.trades,
             rejected=acc.rejected,
             fees=acc.fees_paid,
+            slippage=acc.slippage_paid,
             exposure_pct=held / total * 100.0 if total > 0 else None,
             time_in_market_pct=a.in_market / a.samples * 100.0 if a.samples else None,
             samples=a.samples,
+            notional_marks=notional,
         )
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, computed_field, model_validator
 
 from arena.market import Quote
 from arena.wire import MAX_ID, PRODUCT_ID_RE, AgentName, Amount, AwareTime, Finite, Seq, Text, utcnow
 
 INITIAL_CASH = 100_000.0
 
-Side = Literal["buy", "sell"]
+# The one side type: the tools' schema advertises the enum; " BUY " from a live tool node's own
+# validation is read as "buy".
+Side = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
 
 
 class Trade(BaseModel):
@@ -26,8 +28,19 @@ class Trade(BaseModel):
     product_id: Annotated[str, Field(max_length=100)]  # a product id on a fill; on a rejection, what was asked for
     side: Side
     quantity: Finite  # base units (e.g. BTC)
-    price: Amount = 0.0  # fill price in quote currency (ask for buys, bid for sells); 0 for rejections
+    # The average fill price in quote currency: the best ask (buys) or bid (sells), worsened by the desk's
+    # impact model for the part of the order beyond the top-of-book size (docs/METRICS.md); 0 for rejections.
+    price: Amount = 0.0
     fee: Amount = 0.0
+    top_price: Amount | None = Field(
+        None, description="The best ask (buy) or bid (sell) the fill walked from, quote currency per base unit."
+    )
+    top_size: Amount | None = Field(
+        None, description="The size quoted at that price, base units; null: unknown (no impact applied)."
+    )
+    slippage: Amount = Field(
+        0.0, description="What the walk beyond the top of book cost, quote currency: quantity x |price - top_price|."
+    )
     status: Literal["filled", "rejected"] = "filled"
     reason: Text = ""  # why a rejection was rejected
     quote_age_s: Amount | None = None  # age of the quote the fill used
@@ -49,6 +62,13 @@ class Trade(BaseModel):
     @property
     def notional(self) -> float:
         return self.quantity * self.price
+
+    @computed_field
+    @property
+    def slippage_bps(self) -> float:
+        """The slippage in basis points of the order's value at the top of book (0 without a top price)."""
+        top = self.quantity * (self.top_price or 0.0)
+        return self.slippage / top * 10_000 if top > 0 else 0.0
 
 
 class Position(BaseModel):
@@ -72,9 +92,11 @@ class Account(BaseModel):
     positions: dict[str, Position] = Field(default_factory=dict)
     realized_pnl: float = 0.0
     fees_paid: float = 0.0
+    slippage_paid: float = 0.0  # what fills paid beyond the top of book (already inside cash and the P&Ls)
     trades: int = 0  # fills
     rejected: int = 0
     first_trade_at: datetime | None = None
+    last_fill_at: datetime | None = None  # the latest fill's time (the desk's cooldown counts from it)
 
     def total_value(self, quotes: dict[str, Quote]) -> float:
         return self.cash + sum(p.market_value(quotes.get(pid)) for pid, p in self.positions.items())
@@ -92,7 +114,9 @@ class Account(BaseModel):
             return
         self.trades += 1
         self.first_trade_at = self.first_trade_at or trade.executed_at
+        self.last_fill_at = max(self.last_fill_at or trade.executed_at, trade.executed_at)
         self.fees_paid += trade.fee
+        self.slippage_paid += trade.slippage
         pos = self.positions.get(trade.product_id) or Position(product_id=trade.product_id)
         if trade.side == "buy":
             cost = trade.notional + trade.fee

@@ -67,7 +67,8 @@ class ExportAgent(_Loose):
     trades: int = 0
     rejected: int = 0
     positions: list[ExportPosition] = []
-    metrics: dict[str, float | int | bool | str | None] = {}
+    # drawdown, Sharpe, slippage, ...; notional_marks: {product: why its mark is notional} (docs/METRICS.md)
+    metrics: dict[str, float | int | bool | str | dict[str, str] | None] = {}
 
 
 class ExportProduct(_Loose):

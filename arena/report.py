@@ -155,19 +155,26 @@ def ledger_leaderboard(
     """Leaderboard JSON from a trade log. Marks for open positions, by precedence: `prices`, the last
     bid in `market`, the last fill price of the product. The baseline needs `market`. fee_bps (for
     the baseline) defaults to the fee rate of the log's first fill with a nonzero notional."""
+    # "notional": not a live quote's bid (a fill's top of book, or a quote the feed marked stale).
     marks: dict[str, dict] = {}
     for t in trades:
         if t.status == "filled" and t.price > 0:
             marks[t.product_id] = {
-                "price": t.price,
+                "price": t.top_price or t.price,  # the book it traded at, without its own impact
                 "from": f"last fill: a {t.side} at {t.executed_at:%Y-%m-%d %H:%M:%S}",
+                "notional": True,
             }
     for t, quotes in market:
         for pid, q in quotes.items():
             if (m := mark_of(q)) is not None and m > 0:
-                marks[pid] = {"price": m, "from": f"--market: bid at {t:%Y-%m-%d %H:%M:%S}"}
+                stale = isinstance(q, Quote) and q.stale
+                marks[pid] = {
+                    "price": m,
+                    "from": f"--market: {'stale quote, ' if stale else ''}bid at {t:%Y-%m-%d %H:%M:%S}",
+                    "notional": stale,
+                }
     for pid, p in (prices or {}).items():
-        marks[pid] = {"price": p, "from": "--prices"}
+        marks[pid] = {"price": p, "from": "--prices", "notional": False}
     if fee_bps is None:
         fills = [t for t in trades if t.status == "filled" and t.notional > 0]
         fee_bps = fills[0].fee / fills[0].notional * 10_000 if fills else 0.0
@@ -181,7 +188,13 @@ def ledger_leaderboard(
         marks={pid: m["price"] for pid, m in marks.items()},
         agents=agents,
     )
-    held = {pid for acc in replay(trades).values() for pid in acc.positions}  # the marks that matter
+    accounts = replay(trades)
+    held = {pid for acc in accounts.values() for pid in acc.positions}  # the marks that matter
+    for row in rows.values():
+        acc = accounts.get(row.name)
+        for pid in sorted(acc.positions) if acc else ():
+            if marks.get(pid, {}).get("notional"):
+                row.notional_marks[pid] = marks[pid]["from"]
     return {
         "generated_at": utcnow().isoformat(),
         "source": source,
@@ -222,7 +235,10 @@ def _notes(board: dict, indent: str = "") -> list[Text]:
     lines = []
     if marks := board.get("marks"):
         lines.append("open positions valued at:")
-        lines += [f"  {pid} {_price(m['price'])} ({m['from']})" for pid, m in marks.items()]
+        lines += [
+            f"  {pid} {_price(m['price'])} ({m['from']}){' - notional' if m.get('notional') else ''}"
+            for pid, m in marks.items()
+        ]
     lines += board.get("notes", [])
     return [Text(indent + line, style="dim") for line in lines]
 

@@ -9,24 +9,22 @@ Bad input never raises out of a tool: the model gets a result saying what was wr
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from calfkit import ToolContext, Worker, agent_tool
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import WithJsonSchema
 
 from arena import auth
 from arena.calc import calculate
 from arena.desk import Desk, OutcomeUnknown
 from arena.market import utcnow
-from arena.portfolio import INITIAL_CASH
+from arena.portfolio import INITIAL_CASH, Side
 from arena.tool_names import TOOL_NAMES
 
 __all__ = ["INITIAL_CASH", "TOOLS", "calculator", "execute_trade", "get_portfolio", "provide_desk"]
 
 DESK = "desk"  # the worker resource key the tools read the desk from
 
-# Accept "BUY"/" Sell " from a live tool node's own validation; the advertised schema stays an enum.
-Side = Annotated[Literal["buy", "sell"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
 # Advertised as a number, but whatever arrives ("1e3", null for NaN, 1e308) reaches the desk, which
 # rejects it with a reason the model reads and the dashboard shows, instead of a schema error.
 Quantity = Annotated[Any, WithJsonSchema({"type": "number"})]
@@ -74,11 +72,13 @@ def _desk(ctx: ToolContext, tool: str) -> Desk:
 async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity: Quantity) -> dict:
     """Buy or sell a crypto product for your own paper account, at the current top of book.
 
-    A buy fills at the best ask, a sell at the best bid, of the latest market snapshot. You can only
-    sell what you hold (no shorting) and only buy what your cash covers (fees included). Orders that
-    break a rule or a risk limit (get_portfolio lists them) are rejected with the reason and change
-    nothing. Returns the fill price, quantity, notional, fee, your cash and position after the trade,
-    and the age of the quote used.
+    A buy fills at the best ask, a sell at the best bid, of the latest market snapshot, for as much as
+    the book shows there; the rest of a larger order fills at a worse price (slippage, growing with
+    the size beyond the top), and every fill pays the taker fee (get_portfolio shows both rates). You
+    can only sell what you hold (no shorting) and only buy what your cash covers (fees and slippage
+    included). Orders that break a rule or a risk limit (get_portfolio lists them) are rejected with
+    the reason and change nothing. Returns the average fill price, the top of book, the slippage,
+    quantity, notional, fee, your cash and position after the trade, and the age of the quote used.
 
     Args:
         product_id: The product to trade, e.g. "BTC-USD".
@@ -104,8 +104,9 @@ async def execute_trade(ctx: ToolContext, product_id: str, side: Side, quantity:
 @agent_tool
 async def get_portfolio(ctx: ToolContext) -> dict:
     """Show your own account: cash, each position (quantity, average cost, market value at the best
-    bid, unrealized P&L, average time held), realized P&L, fees paid, total value and return since
-    the start, and the risk limits the desk enforces on your orders."""
+    bid, unrealized P&L, average time held), realized P&L, fees and slippage paid, total value and
+    return since the start, the fee and impact rates, and the risk limits the desk enforces on your
+    orders."""
     strategy = ctx.deps.get("strategy") if isinstance(ctx.deps, dict) else None
     return _desk(ctx, "get_portfolio").portfolio(ctx.agent_name, strategy)
 

@@ -207,10 +207,10 @@ class FaultyLedger(Ledger):
 
     mode: str | None = None
 
-    def record(self, call_key, trade, result):
+    def record(self, call_key, trade, result, **kw):
         if self.mode in ("before", "blind"):
             raise sqlite3.OperationalError("disk I/O error")
-        acct = super().record(call_key, trade, result)
+        acct = super().record(call_key, trade, result, **kw)
         if self.mode == "after":
             raise RuntimeError("fold failed")
         return acct
@@ -414,7 +414,7 @@ def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it
 
 
 def test_concurrent_orders_never_overspend(tmp_path):
-    d = Desk(Ledger(tmp_path / "l.db"))
+    d = Desk(Ledger(tmp_path / "l.db"), fee_bps=0)
     d.quotes.update(market())
     # 40 threads each try to buy 0.3 BTC (~15k USD): only 6 fit in 100k.
     results = []

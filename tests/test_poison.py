@@ -377,6 +377,8 @@ async def arena(broker, tmp_path_factory):
         "3600",
         "--connect-timeout",
         "120",
+        "--fee-bps",
+        "0",  # the baseline's drawdown below is the spread alone
     )
     a.procs["viewer"] = Proc("response_viewer.py")
     a.producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, enable_idempotence=False)

@@ -209,7 +209,7 @@ def test_prices_override_the_last_fill(capsys, ledger_file):
     rows = {a["name"]: a for a in json.loads(out)["agents"]}
     assert rows["alice"]["total_value"] == pytest.approx(71_633.30 + 0.3 * 100_000)
     assert rows["bob"]["total_value"] == pytest.approx(90_873.10 + 50 * 200)
-    assert json.loads(out)["marks"]["SOL-USD"] == {"price": 200.0, "from": "--prices"}
+    assert json.loads(out)["marks"]["SOL-USD"] == {"price": 200.0, "from": "--prices", "notional": False}
 
 
 def test_market_recording_gives_drawdown_and_the_baseline(capsys, caplog, ledger_file, tmp_path):
