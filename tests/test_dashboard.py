@@ -651,3 +651,22 @@ def test_the_header_shows_the_risk_limits_in_force():
     for name, own in STRATEGY_LIMITS.items():  # each strategy's own numbers, the arena-wide ones where it has none
         assert f"{name}: {own.over(Limits(max_order_pct=12, max_orders_per_turn=3)).short()}" in header
     assert "risk limits" not in screen(ArenaState(max_quote_age_s=30, fee_bps=0), {}, 400, 50)
+
+
+def test_one_price_formatter_for_the_screen_the_prompt_the_summary_and_the_report():
+    from arena import fmt, ui
+    from arena.market import render_snapshot
+    from arena.report import _notes
+    from arena.router import summarize_snapshot
+
+    snap = MarketSnapshot(seq=3, quotes=quotes(NOW))
+    shown = {pid: fmt.price(q.price) for pid, q in snap.quotes.items()}
+    assert shown == {"BTC-USD": "97,000.50", "SOL-USD": "236.1234", "FARTCOIN-USD": "1.4213"}
+    assert ui.price is fmt.price
+    prompt, summary = render_snapshot(snap, NOW), summarize_snapshot(snap)
+    board = {"marks": {pid: {"price": q.price, "from": "feed"} for pid, q in snap.quotes.items()}}
+    report = " ".join(t.plain for t in _notes(board))
+    st, accounts = arena()
+    screen_text = screen(st, accounts, 160, 50)
+    for text in (prompt, summary, report, screen_text):
+        assert all(s in text for s in shown.values()), text

@@ -282,7 +282,7 @@ def test_prompt_and_summary():
     assert "snapshot #7" in prompt and "BTC-USD | 97,000.00" in prompt and "STALE - do not trade" in prompt
     assert "Your previous turn (snapshot #6) concluded: Bought BTC. Trend up." in prompt
     assert "get_portfolio first" in prompt and "one short sentence" in prompt
-    assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.00"
+    assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.0000"
 
 
 @pytest.mark.processes

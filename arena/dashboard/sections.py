@@ -13,6 +13,7 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
+from arena import fmt
 from arena.dashboard.chart import value_chart
 from arena.dashboard.export import Standing
 from arena.dashboard.state import ArenaState, Health, Problem, return_per_dollar
@@ -49,8 +50,8 @@ def _drawdown(m: dict) -> Text:
     return Text(pct(-dd), style="red" if round(dd, 2) > 0 else FLAT)
 
 
-def _number(key: str, fmt: str) -> Callable[[dict], Text]:
-    return lambda m: Text("—", style=FLAT) if m.get(key) is None else Text(fmt.format(m[key]))
+def _number(key: str, pattern: str) -> Callable[[dict], Text]:
+    return lambda m: Text("—", style=FLAT) if m.get(key) is None else Text(pattern.format(m[key]))
 
 
 # (metric key, column header, cell from the agent's metrics dict, priority): lower priority numbers stay
@@ -72,18 +73,11 @@ def tokens_text(n: int | None) -> str:
     return f"{n / 1000:.1f}k" if n < 1_000_000 else f"{n / 1_000_000:.2f}M"
 
 
-def usd_cost(x: float | None) -> str:
-    """A model cost: cents are too coarse for one agent's calls ($0.0027); "—" unknown."""
-    if x is None:
-        return "—"
-    return f"${x:.4f}" if x < 1 else f"${x:,.2f}"
-
-
 def per_dollar(x: float | None) -> Text:
     """P&L per dollar of inference, e.g. "+412" (dollars earned per dollar spent); "—" without a cost."""
     if x is None:
         return Text("—", style=FLAT)
-    return Text(f"{x:+,.0f}" if abs(x) >= 10 else f"{x:+.2f}", style="green" if x > 0 else "red" if x < 0 else FLAT)
+    return Text(fmt.per_dollar(x), style="green" if x > 0 else "red" if x < 0 else FLAT)
 
 
 @dataclass
@@ -237,7 +231,7 @@ def _leaderboard_body(f: Frame, width: int, rows: int) -> RenderableType:
             ),
             Column(
                 "Model $",
-                ["" if s.baseline else usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)],
+                ["" if s.baseline else fmt.usd_cost(a.model_cost_usd if a else None) for s, a in zip(shown, acts)],
                 priority=7,
             ),
             Column(

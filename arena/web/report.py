@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from arena import fmt
 from arena.metrics import BASELINE_NAME, value_series
 from arena.portfolio import INITIAL_CASH, Trade, replay
 from arena.report import SQLITE_MAGIC, ReportError, _export_runs, _read_json, ledger_leaderboard, read_ledger
@@ -139,7 +140,7 @@ def build(
         if board.get("marks"):
             notes.append(
                 "open positions valued at: "
-                + ", ".join(f"{pid} {m['price']:,.6g} ({m['from']})" for pid, m in board["marks"].items())
+                + ", ".join(f"{pid} {fmt.price(m['price'])} ({m['from']})" for pid, m in board["marks"].items())
             )
     if not samples:
         notes.append("no value history: curves need an export or --market")
