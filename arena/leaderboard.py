@@ -41,6 +41,12 @@ _COLUMNS = [
 _OPTIONAL = {"model_errors", "tokens", "model_cost_usd", "return_per_dollar"}  # shown only when some row has the field
 _UNAVAILABLE = 50  # priority offset for a column without any value
 NA = "—"  # not defined (yet): see docs/METRICS.md
+# An export row's own fields (arena.dashboard.leaderboard, arena report --html): any other key of an
+# agent's metrics goes under the row's "metrics".
+ROW_KEYS = frozenset(
+    {"rank", "name", "baseline", "total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees",
+     "trades", "rejected", "positions", "metrics"}
+)  # fmt: skip
 
 
 def _num(row: Mapping[str, Any], key: str) -> float | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import signal
 import sqlite3
 import threading
@@ -15,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from procs import Proc
 from starlette.testclient import TestClient
 from test_viewer import REJECTED, run_records
@@ -23,71 +21,13 @@ from test_viewer import REJECTED, run_records
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC
 from arena.dashboard import ArenaState, leaderboard, write_export
 from arena.decisions import Decision
-from arena.market import MarketSnapshot, Quote
-from arena.metrics import BASELINE_NAME, MetricsTracker
-from arena.portfolio import Trade, replay
+from arena.metrics import BASELINE_NAME
+from arena.portfolio import replay
 from arena.publish import BOARD_KEY, LeaderboardPublisher, LeaderboardRecord, ValueSample
 from arena.supervisor import ProcessStatus
 from arena.web.server import Reader, build_app
 from arena.web.state import WebState
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
-
-
-# -- synthetic records, as the arena's processes publish them --------------------------------------
-
-
-def snap(
-    seq: int, btc: float = 95_000.0, sol: float = 180.0, at: datetime | None = None, stale: bool = False
-) -> MarketSnapshot:
-    at = at or T0 + timedelta(seconds=10 * seq)
-    return MarketSnapshot(
-        seq=seq,
-        published_at=at,
-        quotes={
-            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc - 5, best_ask=btc + 5, received_at=at),
-            "SOL-USD": Quote(
-                product_id="SOL-USD", price=sol, best_bid=sol - 0.05, best_ask=sol + 0.05, received_at=at, stale=stale
-            ),
-        },
-    )
-
-
-def trade(
-    n: int, agent: str, side: str = "buy", qty: float = 0.1, price: float = 95_005.0, status: str = "filled", **kw
-) -> Trade:
-    return Trade(
-        trade_id=f"{agent}|run|{n}",
-        agent=agent,
-        product_id="BTC-USD",
-        side=side,
-        quantity=qty,
-        price=price if status == "filled" else 0.0,
-        fee=round(qty * price * 0.001, 2) if status == "filled" else 0.0,
-        status=status,
-        executed_at=T0 + timedelta(seconds=10 * n + 1),
-        latency_ms=1.5,
-        **kw,
-    )
-
-
-def tools_state() -> tuple[ArenaState, dict]:
-    """The tools process's dashboard state after two snapshots and three trades (one rejected)."""
-    st = ArenaState(max_quote_age_s=30, fee_bps=10, metrics=MetricsTracker(fee_bps=10))
-    trades = [
-        trade(1, "alice"),
-        trade(2, "bob", qty=0.2),
-        trade(3, "bob", status="rejected", reason="insufficient cash"),
-    ]
-    st.on_snapshot(snap(1), now=T0 + timedelta(seconds=10))
-    for t in trades:
-        st.on_trade(t)
-    st.on_snapshot(snap(2, btc=96_000.0), now=T0 + timedelta(seconds=20))
-    accounts = replay(trades)
-    st.sample(accounts, now=T0 + timedelta(seconds=20))
-    st.on_snapshot(snap(3, btc=96_500.0), now=T0 + timedelta(seconds=30))  # the values moved since the sample
-    return st, accounts
+from tests.support.records import T0, chromium, snap, tools_state, trade
 
 
 @dataclass
@@ -354,13 +294,6 @@ def test_report_html_from_an_export_and_its_ledger(tmp_path):
 # -- the page in a real browser --------------------------------------------------------------------
 
 
-def _browser(p):
-    try:
-        return p.chromium.launch(executable_path=CHROMIUM)
-    except Exception as exc:  # CI installs it (.ci/run); say so rather than skip
-        pytest.fail(f"cannot start Debian's chromium at {CHROMIUM} (apt-get install chromium): {exc}")
-
-
 def test_report_html_opens_offline_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -371,7 +304,7 @@ def test_report_html_opens_offline_in_chromium(tmp_path):
     write_export(export, leaderboard(st, accounts))
     out = write(tmp_path / "run.html", [export])
     with sync_playwright() as p:
-        browser = _browser(p)
+        browser = chromium(p)
         ctx = browser.new_context(viewport={"width": 1440, "height": 900}, offline=True)
         requests, errors = [], []
         ctx.on("request", lambda r: requests.append(r.url))
@@ -473,7 +406,7 @@ def test_live_page_in_chromium(tmp_path):
         url = re.search(r"http://\S+/", web.wait_for("READY", timeout=60)).group(0)
         shots = {}
         with sync_playwright() as p:
-            browser = _browser(p)
+            browser = chromium(p)
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

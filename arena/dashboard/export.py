@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from arena.dashboard.state import AgentActivity, ArenaState, return_per_dollar
+from arena.leaderboard import ROW_KEYS
 from arena.market import utcnow
 from arena.metrics import BASELINE_NAME, AgentMetrics
 from arena.portfolio import INITIAL_CASH, Account, mark_price
@@ -56,20 +57,6 @@ def _metrics_of(state: ArenaState, name: str, account: Account) -> dict:
     if state.metrics is not None:
         return dict(state.metrics(name, account, state.history.series(name)))
     return {}
-
-
-_ROW_KEYS = {
-    "name",
-    "baseline",
-    "total_value",
-    "return_pct",
-    "cash",
-    "realized_pnl",
-    "unrealized_pnl",
-    "fees",
-    "trades",
-    "rejected",
-}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -126,7 +113,7 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
                         for pid, p in sorted(s.account.positions.items())
                     ],
                     # drawdown, Sharpe, win rate, exposure, ... (docs/METRICS.md): what the row above does not say
-                    "metrics": {k: v for k, v in s.metrics.items() if k not in _ROW_KEYS},
+                    "metrics": {k: v for k, v in s.metrics.items() if k not in ROW_KEYS},
                 }
             )
         products = {
