@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from procs import Proc
 from starlette.testclient import TestClient
 from test_viewer import REJECTED, run_records
@@ -510,3 +511,68 @@ def test_demo_helpers_pick_a_free_port_when_taken_and_read_the_url():
     assert web_command(taken, [])[-2:] == ["--port", str(taken)]  # free again
     log = "Connecting to Kafka at b:9092 ...\nREADY web arena on http://127.0.0.1:8123/ (reading b:9092; Ctrl-C to stop)\n"
     assert web_url(log) == "http://127.0.0.1:8123/"
+
+
+@pytest.mark.processes
+async def test_arena_web_restarts_in_place_when_its_broker_restarts_empty():
+    """Like every part: the broker goes away (an in-memory one comes back empty), the page's process
+    restarts itself in place (same pid, same port), waits for the new broker and reads what it carries."""
+    import urllib.request
+
+    from arena import kafka as k
+    from arena.broker import EmbeddedBroker, free_port
+    from arena.config import KafkaSettings
+
+    port, web_port = free_port(), free_port()
+    broker = EmbeddedBroker("127.0.0.1", port).start()
+    web = None
+
+    async def publish(seq: int) -> None:
+        producer = k.producer(KafkaSettings(bootstrap_servers=broker.bootstrap))
+        await producer.start()
+        try:
+            await producer.send_and_wait(MARKET_TOPIC, k.encode(snap(seq, at=datetime.now(timezone.utc))))
+        finally:
+            await producer.stop()
+
+    async def shown_seq(seq: int, timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{web_port}/api/market"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+                if json.loads(body)["feed"]["snapshot_seq"] == seq:
+                    return
+            except OSError:
+                pass  # restarting: nobody listens for a moment
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"snapshot #{seq} not shown within {timeout}s:\n{web.output}")
+
+    async def readies(n: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while sum("READY" in line for line in list(web.lines)) < n:
+            assert web.proc.poll() is None and time.monotonic() < deadline, web.output
+            await asyncio.sleep(0.1)
+
+    try:
+        await broker.wait_ready()
+        web = Proc("-m", "arena.cli", "web", "--port", str(web_port), "--bootstrap-servers", broker.bootstrap)
+        await readies(1)
+        pid = web.proc.pid
+        await publish(7)
+        await shown_seq(7)
+        broker.proc.kill()
+        broker.proc.wait()
+        await asyncio.to_thread(web.wait_for, "restarting the web arena in place", 30)
+        broker = EmbeddedBroker("127.0.0.1", port).start()
+        await broker.wait_ready()
+        await readies(2)
+        await publish(1)  # the new broker's first snapshot: read by the fresh process from the new topic
+        await shown_seq(1)
+        assert web.proc.pid == pid
+        assert web.stop() == 0 and "Traceback" not in web.output, web.output
+        assert web.output.rstrip().endswith("web arena stopped"), web.output
+    finally:
+        if web is not None:
+            web.stop(signal.SIGKILL)
+        broker.stop()
