@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from arena import kafka as k
-from arena import lifeline
+from arena import lifeline, service
 from arena.config import DEFAULT_FETCH_WAIT_MS, HEALTH_TOPIC, KafkaSettings
 from arena.supervisor import ROOT, ProcessStatus, Supervisor
 
@@ -427,7 +427,7 @@ def status(msg: str) -> None:
     if Console.lost:
         return
     try:
-        print(f"[arena] {msg}", flush=True)
+        service.status(f"[arena] {msg}")
     except OSError:  # EPIPE from a closed pipe, EIO from a hung-up terminal
         Console.lose()
 
@@ -464,24 +464,9 @@ async def run(arena: Arena, opts: RunOptions) -> int:
     (run_dir / "arena.json").write_text(json.dumps(arena.describe(), indent=2) + "\n")
     status(f"run folder: {run_dir} (every process logs there)")
 
-    broker = None
-    if arena.bootstrap_servers:
-        bootstrap = arena.bootstrap_servers
-        status(f"using the Kafka cluster at {bootstrap}")
-    else:
-        broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
-        await broker.wait_ready()
-        bootstrap = broker.bootstrap
-        status(f"broker ready on {bootstrap}; consumers wait up to {wait_ms} ms per fetch")
-    sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ARENA_FETCH_WAIT_MS": str(wait_ms)})
-    health = k.producer(KafkaSettings(bootstrap_servers=bootstrap))
-    await health.start()
     loop = asyncio.get_running_loop()
-    sup.on_status = lambda st: loop.create_task(health.send(HEALTH_TOPIC, k.encode(st)))
-    kafka = ["--bootstrap-servers", bootstrap]
     market = arena.market
     replay = market.source == "recording"
-
     stop = asyncio.Event()
     starting = asyncio.current_task()  # cancelled by a stop request until every part is up
 
@@ -490,6 +475,7 @@ async def run(arena: Arena, opts: RunOptions) -> int:
         if starting is not None:
             starting.cancel()
 
+    # Taken over before anything starts: a Ctrl-C while the broker comes up stops it too.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
         loop.add_signal_handler(sig, request_stop)
 
@@ -500,7 +486,21 @@ async def run(arena: Arena, opts: RunOptions) -> int:
 
     output_watch = loop.create_task(watch_output())
     code = 0
+    broker = sup = health = None
     try:
+        if arena.bootstrap_servers:
+            bootstrap = arena.bootstrap_servers
+            status(f"using the Kafka cluster at {bootstrap}")
+        else:
+            broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
+            await broker.wait_ready()
+            bootstrap = broker.bootstrap
+            status(f"broker ready on {bootstrap}; consumers wait up to {wait_ms} ms per fetch")
+        sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ARENA_FETCH_WAIT_MS": str(wait_ms)})
+        health = k.producer(KafkaSettings(bootstrap_servers=bootstrap))
+        await health.start()
+        sup.on_status = lambda st: loop.create_task(health.send(HEALTH_TOPIC, k.encode(st)))
+        kafka = ["--bootstrap-servers", bootstrap]
         web = None
         if arena.web is not None:  # from the start, so the page holds the whole run
             from arena.web import web_command
@@ -634,10 +634,13 @@ async def run(arena: Arena, opts: RunOptions) -> int:
         status(f"error: {exc}")
         code = 1
     finally:
+        starting = None  # a second Ctrl-C must not cut the stop short
         output_watch.cancel()
         status("stopping ...")
-        sup.stop_all(order=["router", "chat", "tools", "connector", "web"])
-        await health.stop()
+        if sup is not None:
+            sup.stop_all(order=["router", "chat", "tools", "connector", "web"])
+        if health is not None:
+            await health.stop()
         if broker is not None:
             broker.stop()
     if Path(export).exists():
@@ -750,6 +753,16 @@ def summary(arena: Arena) -> str:
 
 
 def main(argv=None) -> int:
+    """Ctrl-C (or SIGTERM) at any moment stops the arena quietly: before the event loop (reading the file)
+    as arena.service's parts do; once it runs, every part started so far is stopped in order."""
+    service.own_signals()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     try:
