@@ -13,14 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiokafka import TopicPartition
-from calfkit._vendor.pydantic_ai.messages import ModelResponse, TextPart
-from calfkit._vendor.pydantic_ai.usage import RequestUsage
 from pydantic import ValidationError
 
 from arena import fmt
 from arena import kafka as k
 from arena.broker import free_port
 from arena.chat import ChatReply, RemoteChatModel, TokenUsage, provider_model, usage_of
+from arena.compat.vendored_pydantic_ai import ModelResponse, RequestUsage, TextPart
 from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.portfolio import INITIAL_CASH

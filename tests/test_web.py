@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from procs import Proc
 from starlette.testclient import TestClient
 from test_viewer import REJECTED, run_records
 
@@ -28,6 +27,7 @@ from arena.publish import BOARD_KEY, LeaderboardPublisher, LeaderboardRecord, Va
 from arena.supervisor import ProcessStatus
 from arena.web.server import Reader, build_app
 from arena.web.state import WebState
+from tests.support.procs import Proc
 from tests.support.records import T0, chromium, snap, tools_state, trade
 
 
