@@ -130,14 +130,10 @@ class ConfigError(Exception):
 
 
 def builtin_strategies() -> list[str]:
-    """The strategy names deploy_router_node.py defines (read from its STRATEGIES, without importing it)."""
-    import ast
+    """The strategy names deploy_router_node.py --strategy accepts (arena.strategies.STRATEGIES)."""
+    from arena.strategies import STRATEGIES
 
-    tree = ast.parse((ROOT / "deploy_router_node.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "STRATEGIES" for t in node.targets):
-            return [key.value for key in node.value.keys]  # type: ignore[attr-defined]
-    raise RuntimeError("deploy_router_node.py defines no STRATEGIES")
+    return sorted(STRATEGIES)
 
 
 def _toml(path: Path) -> dict:
