@@ -142,6 +142,16 @@ class MarketSnapshot(BaseModel):
         return max(0.0, ((now or utcnow()) - self.published_at).total_seconds())
 
 
+def stale_status(quotes: dict[str, Quote], now: datetime, max_age_s: float) -> tuple[str, str] | None:
+    """What stale quotes say about a feed that still publishes: ("down", "all quotes stale"),
+    ("degraded", "stale A, B"), or None when every quote is fresh (flagged stale by the feed, or older
+    than `max_age_s`)."""
+    stale = sorted(pid for pid, q in quotes.items() if q.stale or q.age_s(now) > max_age_s)
+    if stale and len(stale) == len(quotes):
+        return "down", "all quotes stale"
+    return ("degraded", "stale " + ", ".join(stale)) if stale else None
+
+
 def _fmt_size(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.6g}"
 

@@ -209,6 +209,20 @@ def _procs_with_marker(marker: str) -> list[int]:
     return find(marker)
 
 
+def _up_offline(marker: str, *args: str) -> subprocess.Popen:
+    """`arena up examples/offline.toml` in a session of its own; every process it starts carries `marker`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"},
+        start_new_session=True,
+    )
+
+
 def _trades_by_agent(ledger: Path) -> dict[str, int]:
     if not ledger.exists():
         return {}
@@ -223,26 +237,7 @@ def _trades_by_agent(ledger: Path) -> dict[str, int]:
 def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     run_dir, export = tmp_path / "run", tmp_path / "board.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "arena.cli",
-            "up",
-            str(EXAMPLES / "offline.toml"),
-            "--run-dir",
-            str(run_dir),
-            "--export",
-            str(export),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"},
-        start_new_session=True,
-    )
+    proc = _up_offline(marker, "--run-dir", str(run_dir), "--export", str(export))
     agents = [a.name for a in up.load(EXAMPLES / "offline.toml").agents]
     try:
         deadline = time.monotonic() + 400
@@ -274,16 +269,7 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
 def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp_path, sig):
     """A stop while the broker is still starting: exit 0, no traceback, and the broker stopped with it."""
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), "--run-dir", str(tmp_path / "run")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"},
-        start_new_session=True,
-    )
+    proc = _up_offline(marker, "--run-dir", str(tmp_path / "run"))
     lines = []
     try:
         for line in proc.stdout:  # the line before the broker starts

@@ -17,6 +17,7 @@ import pydantic_core
 from aiokafka import TopicPartition
 
 from arena import kafka as k
+from arena.chat.consume import consume
 from arena.chat.wire import ChatReply, ChatRequest, TokenUsage, check_name, usage_of
 from arena.compat.vendored_pydantic_ai import (
     Model,
@@ -30,7 +31,7 @@ from arena.compat.vendored_pydantic_ai import (
 from arena.config import KafkaSettings, chat_reply_topic, chat_request_topic
 from arena.decisions import TURN_KEY
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("arena.chat")  # one logger for the package
 
 DEFAULT_ACK_TIMEOUT_S = 30.0
 DEFAULT_TIMEOUT_S = 120.0
@@ -275,27 +276,7 @@ class RemoteChatModel(Model):
         self._consumer = self._producer = None
 
     async def _read_replies(self) -> None:
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a transient broker error must not end the reader
-                log.warning("reading chat replies failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    try:
-                        self._take_reply(record)
-                    except Exception as exc:  # one record: the others, and the reader, go on
-                        log.error(
-                            "could not take the chat reply on %s partition %s offset %s: %r",
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            exc,
-                        )
+        await consume(self._consumer, self._take_reply, reading="reading chat replies", item="the chat reply")
 
     def _take_reply(self, record) -> None:
         if not record.value:

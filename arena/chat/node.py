@@ -13,6 +13,7 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError
 
 from arena import kafka as k
+from arena.chat.consume import consume
 from arena.chat.provider import describe_failure, forwarded_settings, redact_url, redactor
 from arena.chat.wire import REPLY_TOPIC_RE, ChatReply, ChatRequest, _ReplyAddress, chat_group_id, check_name, usage_of
 from arena.compat.vendored_pydantic_ai import (
@@ -22,7 +23,7 @@ from arena.config import KafkaSettings, chat_request_topic
 from arena.market import utcnow
 from arena.pricing import Pricer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("arena.chat")  # one logger for the package
 
 
 class ChatNode:
@@ -116,29 +117,7 @@ class ChatNode:
 
     async def serve(self) -> None:
         """Take requests until cancelled."""
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a transient broker error must not end the node
-                log.warning("fetching requests failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    try:
-                        await self._take(record)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # one request: the others, and the node, go on
-                        log.error(
-                            "could not take the request on %s partition %s offset %s: %r",
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            exc,
-                        )
+        await consume(self._consumer, self._take, reading="fetching requests", item="the request")
 
     async def _take(self, record) -> None:
         if not record.value:
@@ -170,13 +149,7 @@ class ChatNode:
             return
         self._send(
             req.reply_to,
-            ChatReply(
-                request_id=req.request_id,
-                chat_node=self.name,
-                replica=self.replica,
-                kind="accepted",
-                model=self.model.model_name,
-            ),
+            self._reply(req.request_id, "accepted"),
         )
         task = self._spawn(self._serve_one(req))
         self._requests.add(task)
@@ -189,14 +162,11 @@ class ChatNode:
             return  # not even a valid address (or one outside arena.chat.replies.*): logged already, nothing more to do
         self._send(
             addr.reply_to,
-            ChatReply(
-                request_id=addr.request_id,
-                chat_node=self.name,
-                replica=self.replica,
-                kind="error",
+            self._reply(
+                addr.request_id,
+                "error",
                 error_type="malformed",
                 error="the chat node could not read the request (router and chat node versions differ?)",
-                model=self.model.model_name,
             ),
         )
 
@@ -262,11 +232,9 @@ class ChatNode:
             usage.input_tokens,
             usage.output_tokens,
         )
-        return ChatReply(
-            request_id=req.request_id,
-            chat_node=self.name,
-            replica=self.replica,
-            kind="response",
+        return self._reply(
+            req.request_id,
+            "response",
             response=response,
             model=response.model_name or self.model.model_name,
             elapsed_ms=elapsed,
@@ -282,17 +250,19 @@ class ChatNode:
         status_code: int | None = None,
         retryable: bool = False,
     ) -> ChatReply:
-        return ChatReply(
-            request_id=req.request_id,
-            chat_node=self.name,
-            replica=self.replica,
-            kind="error",
+        return self._reply(
+            req.request_id,
+            "error",
             error=self.redact(message),
             error_type=error_type,
             status_code=status_code,
             retryable=retryable,
-            model=self.model.model_name,
         )
+
+    def _reply(self, request_id: str, kind: str, **fields) -> ChatReply:
+        """A reply from this replica; `model` is the node's unless `fields` name the one that served."""
+        fields.setdefault("model", self.model.model_name)
+        return ChatReply(request_id=request_id, chat_node=self.name, replica=self.replica, kind=kind, **fields)
 
     async def _deliver(self, topic: str, reply: ChatReply) -> None:
         if not REPLY_TOPIC_RE.match(topic):  # the models check it already; a reply never goes anywhere else

@@ -21,7 +21,7 @@ from arena.dashboard.layout import final_standings_table, render
 from arena.dashboard.state import ArenaState
 from arena.portfolio import Account
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("arena.dashboard")  # one logger for the package
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from arena.decisions import Decision
-from arena.market import MarketSnapshot, Quote, utcnow
+from arena.market import MarketSnapshot, Quote, stale_status, utcnow
 from arena.metrics import MetricsTracker
 from arena.portfolio import Account, Trade
 from arena.supervisor import ProcessStatus
@@ -307,14 +307,9 @@ class ArenaState:
         elif feed_age > self.max_quote_age_s:
             level = "down"
             problems.append(f"feed silent {ago(feed_age)}")
-        else:
-            stale = sorted(pid for pid, q in self.quotes.items() if self.quote_is_stale(q, now))
-            if stale and len(stale) == len(self.quotes):
-                level = "down"
-                problems.append("all quotes stale")
-            elif stale:
-                level = "degraded"
-                problems.append("stale " + ", ".join(stale))
+        elif stale := stale_status(self.quotes, now, self.max_quote_age_s):
+            level = stale[0]
+            problems.append(stale[1])
         if self.first_decision_at is not None:
             since = self.last_reply_at or self.first_decision_at
             silent = (now - since).total_seconds()
