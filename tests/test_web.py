@@ -514,9 +514,10 @@ def test_demo_helpers_pick_a_free_port_when_taken_and_read_the_url():
 
 
 @pytest.mark.processes
-async def test_arena_web_restarts_in_place_when_its_broker_restarts_empty():
-    """Like every part: the broker goes away (an in-memory one comes back empty), the page's process
-    restarts itself in place (same pid, same port), waits for the new broker and reads what it carries."""
+async def test_arena_web_keeps_its_page_without_a_broker_and_restarts_in_place_when_one_answers():
+    """The broker goes away: the page keeps what it has (a finished run stays readable). A broker answers
+    again (an in-memory one comes back empty): the page's process restarts itself in place (same pid,
+    same port) and reads what the new broker carries."""
     import urllib.request
 
     from arena import kafka as k
@@ -563,9 +564,12 @@ async def test_arena_web_restarts_in_place_when_its_broker_restarts_empty():
         await shown_seq(7)
         broker.proc.kill()
         broker.proc.wait()
-        await asyncio.to_thread(web.wait_for, "restarting the web arena in place", 30)
+        await asyncio.to_thread(web.wait_for, "the web arena serves on with what it has", 30)
+        await shown_seq(7)  # the run so far stays on the page while no broker is there
+        assert "restarting" not in web.output
         broker = EmbeddedBroker("127.0.0.1", port).start()
         await broker.wait_ready()
+        await asyncio.to_thread(web.wait_for, "again: restarting the web arena in place", 30)
         await readies(2)
         await publish(1)  # the new broker's first snapshot: read by the fresh process from the new topic
         await shown_seq(1)

@@ -75,6 +75,7 @@ class WebService(service.Service):
 
     what = "the web arena"
     log = logging.getLogger("arena.web")
+    outlives_its_broker = True  # a finished run stays on the page (FEED DOWN) after its broker stopped
 
     def __init__(self, args: argparse.Namespace, sock: socket.socket):
         import uvicorn
@@ -97,6 +98,8 @@ class WebService(service.Service):
         )
         self.app.state.pushes.server = self.server
         self.http: asyncio.Task | None = None
+        self.follow: asyncio.Task | None = None
+        self.failed: BaseException | None = None
 
     async def warm_up(self) -> None:
         """Serve the page while the reader connects; READY waits until it answers."""
@@ -107,8 +110,19 @@ class WebService(service.Service):
 
     async def start(self) -> None:
         await self.reader.start()
+        self.follow = asyncio.create_task(self.reader.follow())
+        self.follow.add_done_callback(self._followed)
+
+    def _followed(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:  # the reader gave up: the part ends
+            self.failed = task.exception()
+            self.stop_requested.set()
 
     async def stop(self) -> None:
+        follow, self.follow = self.follow, None
+        if follow is not None:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
         await self.reader.stop()
 
     def abandon(self) -> None:
@@ -118,14 +132,9 @@ class WebService(service.Service):
         return f"READY web arena on {self.url} (reading {self.kafka.bootstrap_servers}; Ctrl-C to stop)"
 
     async def serve(self, stop: asyncio.Event) -> int:
-        follow = asyncio.create_task(self.reader.follow())
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({follow, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        follow.cancel()
-        await asyncio.gather(follow, waiter, return_exceptions=True)
-        if not follow.cancelled() and follow.exception() is not None:
-            service.error(f"lost the broker: {follow.exception()!r}")
+        await stop.wait()
+        if self.failed is not None:
+            service.error(f"lost the broker: {self.failed!r}")
             return 1
         return 0
 
