@@ -1,6 +1,6 @@
 """Deploy one named, stateless chat node: it serves model requests from any router over Kafka.
 
-Routers think through it by name (RemoteChatModel in arena/chat.py). Start several replicas with the same
+Routers think through it by name (RemoteChatModel in arena/chat/client.py). Start several replicas with the same
 --name to share the load; any OpenAI-compatible provider works through --base-url.
 
   uv run deploy_chat_node.py --name gpt --model-id gpt-4o-mini                  # OpenAI, key from OPENAI_API_KEY

@@ -20,16 +20,17 @@ from arena.up import OFFLINE, Agent, Arena, ChatNode, Market, Output, RunOptions
 log = logging.getLogger("arena.demo")
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
-STRATEGIES = ["momentum", "scalper", "brainrot", "default"]
 # Two shared chat nodes, each serving one deterministic policy from the policy server.
 CHAT_NODES = {"quant": "auto", "degen": "mean-revert"}
 
 
 def agent_plan(n: int) -> list[tuple[str, str, str]]:
-    """(name, strategy, chat node) for n agents: strategies rotate, chat nodes alternate."""
-    chat = list(CHAT_NODES)
+    """(name, strategy, chat node) for n agents: the built-in strategies rotate, chat nodes alternate."""
+    from arena.strategies import STRATEGIES
+
+    chat, strategies = list(CHAT_NODES), list(STRATEGIES)
     return [
-        (NAMES[i] if i < len(NAMES) else f"agent{i + 1}", STRATEGIES[i % len(STRATEGIES)], chat[i % len(chat)])
+        (NAMES[i] if i < len(NAMES) else f"agent{i + 1}", strategies[i % len(strategies)], chat[i % len(chat)])
         for i in range(n)
     ]
 

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from arena import ui
+from arena import fmt, ui
 from arena.metrics import AgentMetrics
 
 # (key, header, priority): lower priority matters more; 0 is never dropped. A narrow table drops the
@@ -42,6 +42,12 @@ _COLUMNS = [
 _OPTIONAL = {"model_errors", "tokens", "model_cost_usd", "return_per_dollar"}  # shown only when some row has the field
 _UNAVAILABLE = 50  # priority offset for a column without any value
 NA = "—"  # not defined (yet): see docs/METRICS.md
+# An export row's own fields (arena.dashboard.leaderboard, arena report --html): any other key of an
+# agent's metrics goes under the row's "metrics".
+ROW_KEYS = frozenset(
+    {"rank", "name", "baseline", "total_value", "return_pct", "cash", "realized_pnl", "unrealized_pnl", "fees",
+     "trades", "rejected", "positions", "metrics"}
+)  # fmt: skip
 
 
 def _num(row: Mapping[str, Any], key: str) -> float | None:
@@ -85,11 +91,9 @@ def _cell(key: str, row: Mapping[str, Any], rank: str, short: bool = False) -> T
     if key == "tokens":
         return Text(f"{v:,.0f}")
     if key == "model_cost_usd":  # one agent's calls often cost less than a cent
-        return Text(f"${v:.4f}" if v < 1 else f"${v:,.2f}")
+        return Text(fmt.usd_cost(v))
     if key == "return_per_dollar":
-        return Text(
-            f"{v:+,.0f}" if abs(v) >= 10 else f"{v:+.2f}", style=ui.UP if v > 0 else ui.DOWN if v < 0 else ui.FLAT
-        )
+        return Text(fmt.per_dollar(v), style=ui.UP if v > 0 else ui.DOWN if v < 0 else ui.FLAT)
     raise KeyError(key)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from arena.fmt import price
 from arena.wire import (
     MAX_CANDLES,
     MAX_GRANULARITIES,
@@ -141,14 +142,14 @@ class MarketSnapshot(BaseModel):
         return max(0.0, ((now or utcnow()) - self.published_at).total_seconds())
 
 
-def _fmt_price(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    if x >= 1000:
-        return f"{x:,.2f}"
-    if x >= 1:
-        return f"{x:.4f}"
-    return f"{x:.6f}"
+def stale_status(quotes: dict[str, Quote], now: datetime, max_age_s: float) -> tuple[str, str] | None:
+    """What stale quotes say about a feed that still publishes: ("down", "all quotes stale"),
+    ("degraded", "stale A, B"), or None when every quote is fresh (flagged stale by the feed, or older
+    than `max_age_s`)."""
+    stale = sorted(pid for pid, q in quotes.items() if q.stale or q.age_s(now) > max_age_s)
+    if stale and len(stale) == len(quotes):
+        return "down", "all quotes stale"
+    return ("degraded", "stale " + ", ".join(stale)) if stale else None
 
 
 def _fmt_size(x: float | None) -> str:
@@ -163,7 +164,7 @@ def render_snapshot(snapshot: MarketSnapshot, now: datetime | None = None) -> st
     for pid, q in sorted(snapshot.quotes.items()):
         age = f"{q.age_s(now):.0f}s" + (" STALE - do not trade on it" if q.stale else "")
         lines.append(
-            f"{pid} | {_fmt_price(q.price)} | {_fmt_price(q.best_bid)} | {_fmt_price(q.best_ask)} | {_fmt_price(q.spread)} | {age}"
+            f"{pid} | {price(q.price)} | {price(q.best_bid)} | {price(q.best_ask)} | {price(q.spread)} | {age}"
         )
     # Sizes as a table of their own, only when the feed sent any: the quote table above keeps its columns.
     sized = [(pid, q) for pid, q in sorted(snapshot.quotes.items()) if q.bid_size is not None or q.ask_size is not None]
@@ -179,7 +180,5 @@ def render_snapshot(snapshot: MarketSnapshot, now: datetime | None = None) -> st
             lines.append(f"{pid} {gran} candles (oldest first): time open high low close volume")
             for c in cs:
                 t = datetime.fromtimestamp(c.start, timezone.utc).strftime("%H:%M")
-                lines.append(
-                    f"{t} {_fmt_price(c.open)} {_fmt_price(c.high)} {_fmt_price(c.low)} {_fmt_price(c.close)} {c.volume:.4g}"
-                )
+                lines.append(f"{t} {price(c.open)} {price(c.high)} {price(c.low)} {price(c.close)} {c.volume:.4g}")
     return "\n".join(lines)

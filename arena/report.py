@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console, Group
 from rich.text import Text
 
+from arena import fmt
 from arena.leaderboard import NA, _num, leaderboard_table  # noqa: F401 - leaderboard_table re-exported
 from arena.market import Quote, utcnow
 from arena.metrics import PriceSample, compute, mark_of
@@ -236,15 +237,11 @@ def _notes(board: dict, indent: str = "") -> list[Text]:
     if marks := board.get("marks"):
         lines.append("open positions valued at:")
         lines += [
-            f"  {pid} {_price(m['price'])} ({m['from']}){' - notional' if m.get('notional') else ''}"
+            f"  {pid} {fmt.price(m['price'])} ({m['from']}){' - notional' if m.get('notional') else ''}"
             for pid, m in marks.items()
         ]
     lines += board.get("notes", [])
     return [Text(indent + line, style="dim") for line in lines]
-
-
-def _price(p: float) -> str:
-    return f"{p:,.2f}" if p >= 1 else f"{p:.6g}"
 
 
 def render_boards(boards: Sequence[dict], width: int | None = None) -> Group:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from arena import auth
+from arena import auth, fmt
 from arena import kafka as k
 from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
@@ -64,17 +64,11 @@ class LatestSlot(Generic[T]):
         return item
 
 
-def _fmt_price(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:,.2f}" if x >= 100 else f"{x:.4f}" if x >= 1 else f"{x:.6f}"
-
-
 def summarize_snapshot(snapshot: MarketSnapshot) -> str:
     """One line of what the market looked like, for Decision.summary and the viewer."""
     parts = []
     for pid, q in sorted(snapshot.quotes.items()):
-        parts.append(f"{pid.split('-')[0]} {_fmt_price(q.price)}" + (" STALE" if q.stale else ""))
+        parts.append(f"{pid.split('-')[0]} {fmt.price(q.price)}" + (" STALE" if q.stale else ""))
     return f"#{snapshot.seq} " + (" · ".join(parts) if parts else "no quotes")
 
 

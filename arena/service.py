@@ -11,6 +11,8 @@ A part is a `Service` (what to start, what to serve, what to say); `main(build)`
 3. Print the part's READY line, then serve until stopped.
 4. Stop in one order: the broker watch first; if the broker was replaced, restart in place (nothing to
    stop gracefully on a broker that is gone); otherwise the part's stop line, its clients, its goodbye.
+   A part that `outlives_its_broker` serves on while the broker is away and restarts in place when a
+   broker answers again.
 
 Only scripts call `main`; the parts themselves (ToolsService, ChatNode, Router, ...) never print READY
 nor touch signals.
@@ -98,6 +100,10 @@ class Service:
 
     what = "the part"  # in "could not start {what}" and "restarting {what} in place"
     restart_note = ""  # appended to the restart line, e.g. what survives the restart
+    # A broker that goes away restarts the part in place at once, unless it outlives its broker: then its
+    # clients stop (nothing of theirs reaches the next broker), it serves on with what it has (the web page
+    # keeps a finished run on screen), and restarts in place once a broker answers again.
+    outlives_its_broker = False
     log = logging.getLogger("arena.service")
 
     def __init__(self, kafka: KafkaSettings, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S):
@@ -162,12 +168,30 @@ async def run(service: Service) -> int:
         loop.add_signal_handler(sig, stop.set)
     say = lambda msg: status(service.redact(msg))  # noqa: E731
 
+    restarting: list[str] = []
+
     def replaced(why: str) -> None:
+        restarting.append(why)
         say(f"{why}: restarting {service.what} in place{service.restart_note}")
         stop.set()
 
+    async def lost(why: str) -> None:  # a part that outlives its broker
+        say(f"{why}: {service.what} serves on with what it has until a broker answers")
+        await service.stop()
+        while not stop.is_set():
+            probe = BrokerWatch(service.kafka, lambda _: None)
+            try:
+                await probe.start()
+            except Exception:  # nobody there yet
+                await asyncio.sleep(0.5)
+                continue
+            finally:
+                await probe.stop()
+            replaced(f"a Kafka broker answers at {service.kafka.bootstrap_servers} again")
+            return
+
     # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
-    watch = BrokerWatch(service.kafka, replaced, stop=stop)
+    watch = BrokerWatch(service.kafka, replaced, on_lost=lost if service.outlives_its_broker else None, stop=stop)
 
     async def attempt() -> None:
         await service.start()
@@ -200,7 +224,7 @@ async def run(service: Service) -> int:
         service.serve_failed(exc)
         code = 1
     await watch.stop()
-    if watch.replaced:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
+    if restarting:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
         service.abandon()
         restart_in_place(watch)
     if line := service.stopping():

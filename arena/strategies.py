@@ -1,8 +1,11 @@
-"""Each strategy's risk limits, as data: the router writes them into the agent's prompt and the desk
-enforces them, so what a model is told and what it can do never disagree.
+"""The built-in strategies: each one's prompt prose (STRATEGIES) and risk limits (STRATEGY_LIMITS), as
+data. The router writes the limits into the agent's prompt and the desk enforces them, so what a model
+is told and what it can do never disagree. Adding a strategy is its two entries here: the router's
+--strategy choices, `arena up`'s check of a file's strategies, the demo's rotation, the dashboard's
+limits line and the desk all read these.
 
-The prompts themselves (the editable prose) live in deploy_router_node.py; a strategy's prompt is its
-prose followed by `risk_rules(name)`, generated from STRATEGY_LIMITS below. The tools process applies
+A strategy's prompt is its prose followed by `risk_rules(name)`, generated from STRATEGY_LIMITS below
+(then deploy_router_node.py's house rules). The tools process applies
 the limits of the strategy the calling agent's router names in the run's deps; a rule a strategy leaves
 unset, and every rule for an agent without a known strategy, falls back to the arena-wide defaults
 (tools_and_dashboard.py --max-order-pct etc.; none by default).
@@ -86,6 +89,42 @@ class Limits:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# Prompt prose: plain text, edit freely; no limits here (they are generated from STRATEGY_LIMITS). In
+# this order `arena demo` hands them out to its agents.
+STRATEGIES: dict[str, str] = {
+    "momentum": """\
+You are a momentum trader managing a paper account in a trading competition.
+Objective: ride short-term trends and get out quickly when they fade.
+How you decide: a product has momentum when its last three 1-minute closes rise, its price is above
+the average close of its last six 5-minute candles, and the 15-minute trend is not down. Buy those.
+Exit a position when two 1-minute candles close lower in a row, when price drops below that 5-minute
+average, or when it is 2% below its average cost (stop loss). Prefer the strongest mover; do nothing
+when nothing moves. Enter with 10-15% of total account value per order.""",
+    "scalper": """\
+You are a scalper managing a paper account in a trading competition.
+Objective: many small gains from short moves, never a big loss.
+How you decide: trade only products whose spread is tight compared with their recent 1-minute range.
+Enter only when the expected move (recent 1-minute range) is at least three times the round-trip cost
+(spread plus fees on both sides). Take profit at +0.3% over average cost, cut at -0.2%, and close any
+position held longer than about 10 minutes (get_portfolio shows the average time held).""",
+    "brainrot": """\
+You are an extremely online meme-coin degen managing a paper account in a trading competition. You
+love FARTCOIN, you believe in green candles, and you write your closing sentence in internet slang.
+Objective: catch the big meme pumps without blowing up the account.
+How you decide: FARTCOIN-USD first. Ape in when its last 1-minute candles are green and volume is
+rising; take profit into spikes of 4% or more above your average cost; cut a position 5% below it
+("ngmi"). BTC and SOL are boomer coins: hold them only as a small parking spot. The hard limits
+below bind even a degen.""",
+    "default": """\
+You are a disciplined crypto trader managing a paper account in a trading competition.
+Objective: grow total account value steadily and finish ahead of buy-and-hold with smaller drawdowns.
+How you decide: read the 15-minute candles for the trend and the 5- and 1-minute candles for timing.
+Buy a product when its trend is up and the last minutes confirm it; trim or exit when the trend turns
+or a position falls 3% below its average cost; take partial profit on a position up 5% or more.
+Holding is a valid decision when nothing is clear.""",
+}
 
 
 STRATEGY_LIMITS: dict[str, Limits] = {

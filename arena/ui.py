@@ -15,6 +15,8 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
+from arena.fmt import money, price  # noqa: F401 - re-exported: the screens format through arena.ui
+
 # Distinct hues that read well on dark terminals, all in the xterm-256 cube so 256-colour terminals
 # show them exactly; neighbours differ most, since a collision moves an agent to the next one. P&L
 # uses plain green/red, so no agent is pure green or red.
@@ -70,18 +72,6 @@ def agent_text(name: str, *, bold: bool = True) -> Text:
     return Text(name, style=f"{'bold ' if bold else ''}{agent_color(name)}")
 
 
-def money(x: float | None, *, signed: bool = False, cents: bool = True) -> str:
-    """`$100,000.00`; signed: `+$2.10` / `-$1.60` (zero has no sign)."""
-    if x is None:
-        return "n/a"
-    digits = 2 if cents else 0
-    x = round(x, digits)
-    body = f"${abs(x):,.{digits}f}"
-    if x < 0:
-        return "-" + body
-    return ("+" + body) if signed and x > 0 else body
-
-
 def signed_money(x: float, *, cents: bool = True) -> Text:
     """A P&L amount: sign written out, green up, red down."""
     x = round(x, 2 if cents else 0)
@@ -99,17 +89,6 @@ def pct(x: float | None, *, signed: bool = True) -> str:
 def signed_pct(x: float) -> Text:
     x = round(x, 2)
     return Text(pct(x), style=UP if x > 0 else DOWN if x < 0 else FLAT)
-
-
-def price(x: float | None) -> str:
-    """Enough digits for the instrument: BTC to the cent, a $1 coin to 4 places, sub-dollar to 6."""
-    if x is None:
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.2f}"
-    if abs(x) >= 1:
-        return f"{x:.4f}"
-    return f"{x:.6f}"
 
 
 def base_unit(product_id: str) -> str:

@@ -40,14 +40,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def timing_model(marks: dict[str, list[float]], step: list[int]):
     """An instant model that records each tool call's hand-off and the arrival of its result."""
-    from calfkit._vendor.pydantic_ai.messages import (
-        ModelResponse,
-        TextPart,
-        ToolCallPart,
-        ToolReturnPart,
-    )
-    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
     from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+
+    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart, ToolCallPart, ToolReturnPart, function_model
+
+    FunctionModel, _ = function_model()
 
     sent: dict[str, tuple[str, float]] = {}
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 
-from calfkit._vendor.pydantic_ai.messages import (
+from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+
+from arena.compat.vendored_pydantic_ai import (
     ModelRequest,
     ModelResponse,
     RetryPromptPart,
@@ -20,9 +22,10 @@ from calfkit._vendor.pydantic_ai.messages import (
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
+    function_model,
 )
-from calfkit._vendor.pydantic_ai.models.function import AgentInfo, FunctionModel
-from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+
+FunctionModel, AgentInfo = function_model()
 
 
 def _script(messages) -> list[dict]:

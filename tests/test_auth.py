@@ -20,7 +20,7 @@ from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.feed import SnapshotSink
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import BASELINE_NAME
-from tests.procs import Proc
+from tests.support.procs import Proc
 from tests.test_tools import Arena as Agents
 
 RUN = uuid.uuid4().hex[:6]
@@ -188,8 +188,9 @@ async def test_with_keys_a_forger_moves_no_price_and_trades_for_no_agent(agents,
 @pytest.mark.timeout(600)
 async def test_a_router_proves_its_turns_with_its_key(agents, keyed_tools, kafka, monkeypatch):
     """deploy_router_node.py's Router with ARENA_AGENT_KEY: its key trades, another key is refused."""
-    from calfkit._vendor.pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
-    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart, ToolCallPart, ToolReturnPart, function_model
+
+    FunctionModel, _ = function_model()
     from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
 
     from arena.router import Router

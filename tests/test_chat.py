@@ -11,15 +11,6 @@ import uuid
 
 import pytest
 from aiokafka import TopicPartition
-from calfkit._vendor.pydantic_ai.messages import (
-    ModelRequest,
-    TextPart,
-    ToolCallPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
-from calfkit._vendor.pydantic_ai.models import ModelRequestParameters
-from calfkit._vendor.pydantic_ai.tools import ToolDefinition
 
 from arena import kafka as k
 from arena.broker import free_port
@@ -31,9 +22,18 @@ from arena.chat import (
     provider_model,
     redactor,
 )
+from arena.compat.vendored_pydantic_ai import (
+    ModelRequest,
+    ModelRequestParameters,
+    TextPart,
+    ToolCallPart,
+    ToolDefinition,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from arena.config import chat_request_topic
 from arena.market import render_snapshot
-from tests.procs import Proc
+from tests.support.procs import Proc
 from tests.test_policy_server import DESK_PORTFOLIO, snapshot
 
 SECRET = "sk-test-SECRET-0123456789"
@@ -351,8 +351,9 @@ def test_chat_node_without_a_key_for_openai_says_so():
 async def test_a_node_forwards_only_allowed_settings_and_answers_busy_beyond_its_cap(kafka, remote):
     """In-process ChatNode: one provider call at a time and one request in hand at most; the next one is
     told "busy" at once rather than queued. The provider sees only allow-listed model settings."""
-    from calfkit._vendor.pydantic_ai.messages import ModelResponse
-    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+    from arena.compat.vendored_pydantic_ai import ModelResponse, function_model
+
+    FunctionModel, _ = function_model()
 
     gate, seen = asyncio.Event(), []
 
@@ -395,8 +396,9 @@ async def test_a_node_forwards_only_allowed_settings_and_answers_busy_beyond_its
 async def test_a_request_sent_before_its_chat_node_joined_is_served(kafka, remote):
     """Every part of an arena starts at once: a router's first request can reach the topic before the
     chat node's group has joined. The node's first start reads from the earliest request."""
-    from calfkit._vendor.pydantic_ai.messages import ModelResponse
-    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+    from arena.compat.vendored_pydantic_ai import ModelResponse, function_model
+
+    FunctionModel, _ = function_model()
 
     async def provider(messages, info) -> ModelResponse:
         return ModelResponse(parts=[TextPart("late, but served")])

@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 
 from arena.broker import free_port
 from arena.exchanges.coinbase.protocol import parse_time
-from tests.procs import Proc
+from tests.support.procs import Proc
 
 PRODUCTS = ["BTC-USD", "SOL-USD", "FARTCOIN-USD"]
 

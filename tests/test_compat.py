@@ -137,6 +137,12 @@ def test_canary_calfkit_still_vendors_pydantic_ai_privately():
     assert not any(hasattr(calfkit, name) for name in ("Model", "ModelResponse", "ModelHTTPError"))
     chat_model, _, _ = v.openai_chat()
     assert issubclass(chat_model, v.Model)
+    function_model, _ = v.function_model()  # what tests and benchmarks script their agents with
+    assert issubclass(function_model, v.Model)
+    for name in v.__all__:  # every name the arena, its tests and benchmarks take from here is calfkit's copy
+        obj = getattr(v, name)
+        if isinstance(obj, type):
+            assert obj.__module__.startswith("calfkit._vendor.pydantic_ai"), (name, obj.__module__)
 
 
 # -- quiet_pydantic_graph --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from arena.market import MarketSnapshot, Quote
 from arena.portfolio import INITIAL_CASH, Account, Trade, replay
 from arena.supervisor import ProcessStatus
 from arena.ui import AGENT_PALETTE, AgentColors, Column, agent_color, ago, fit_table, hms, money, pct, qty
+from tests.support.records import turn
 
 NOW = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
 START = NOW - timedelta(minutes=20)
@@ -588,30 +589,15 @@ def test_tokens_and_dollars_per_agent_on_screen_and_in_the_export():
     agent; a cost is unknown ("—", None) once any call was unpriced, never 0; P&L per dollar needs a cost."""
     st, accounts = arena()
 
-    def turn(agent: str, status: str, calls: int, t_in: int, t_out: int, cost: float | None, **kw) -> None:
-        st.on_decision(
-            Decision(
-                agent=agent,
-                run_id=f"u{t_in}",
-                tick_seq=241,
-                tick_published_at=NOW,
-                status=status,
-                finished_at=NOW,
-                model_calls=calls,
-                tokens_in=t_in,
-                tokens_out=t_out,
-                cost_usd=cost,
-                **kw,
-            ),
-            now=NOW,
-        )
+    def add(agent: str, status: str, calls: int, t_in: int, t_out: int, cost: float | None, **kw) -> None:
+        st.on_decision(turn(agent, status, calls, t_in, t_out, cost, at=NOW, tick_seq=241, **kw), now=NOW)
 
-    turn("alice", "done", 3, 4_000, 300, 0.0012, tokens_reasoning=120, tokens_cached=1_000)
-    turn("alice", "timeout", 1, 1_500, 0, 0.0003)
-    turn("alice", "started", 0, 0, 0, None)  # a start carries nothing
-    turn("bob", "done", 2, 2_000, 100, None)  # unpriced: bob's cost is unknown
-    turn("bob", "done", 1, 1_000, 50, 0.0002)
-    turn("carol", "error", 0, 0, 0, None)  # no call answered: nothing to count
+    add("alice", "done", 3, 4_000, 300, 0.0012, tokens_reasoning=120, tokens_cached=1_000)
+    add("alice", "timeout", 1, 1_500, 0, 0.0003)
+    add("alice", "started", 0, 0, 0, None)  # a start carries nothing
+    add("bob", "done", 2, 2_000, 100, None)  # unpriced: bob's cost is unknown
+    add("bob", "done", 1, 1_000, 50, 0.0002)
+    add("carol", "error", 0, 0, 0, None)  # no call answered: nothing to count
     board = leaderboard(st, accounts, now=NOW)
     rows = {a["name"]: a for a in board["agents"]}
     alice, bob, carol = rows["alice"], rows["bob"], rows["carol"]
@@ -651,3 +637,22 @@ def test_the_header_shows_the_risk_limits_in_force():
     for name, own in STRATEGY_LIMITS.items():  # each strategy's own numbers, the arena-wide ones where it has none
         assert f"{name}: {own.over(Limits(max_order_pct=12, max_orders_per_turn=3)).short()}" in header
     assert "risk limits" not in screen(ArenaState(max_quote_age_s=30, fee_bps=0), {}, 400, 50)
+
+
+def test_one_price_formatter_for_the_screen_the_prompt_the_summary_and_the_report():
+    from arena import fmt, ui
+    from arena.market import render_snapshot
+    from arena.report import _notes
+    from arena.router import summarize_snapshot
+
+    snap = MarketSnapshot(seq=3, quotes=quotes(NOW))
+    shown = {pid: fmt.price(q.price) for pid, q in snap.quotes.items()}
+    assert shown == {"BTC-USD": "97,000.50", "SOL-USD": "236.1234", "FARTCOIN-USD": "1.4213"}
+    assert ui.price is fmt.price
+    prompt, summary = render_snapshot(snap, NOW), summarize_snapshot(snap)
+    board = {"marks": {pid: {"price": q.price, "from": "feed"} for pid, q in snap.quotes.items()}}
+    report = " ".join(t.plain for t in _notes(board))
+    st, accounts = arena()
+    screen_text = screen(st, accounts, 160, 50)
+    for text in (prompt, summary, report, screen_text):
+        assert all(s in text for s in shown.values()), text

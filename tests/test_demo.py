@@ -8,7 +8,7 @@ import signal
 import uuid
 from pathlib import Path
 
-from procs import Proc
+from tests.support.procs import Proc
 
 
 def _procs_with_marker(marker: str) -> list[int]:

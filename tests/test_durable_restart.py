@@ -20,7 +20,7 @@ from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, TRADES_
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.portfolio import Trade
-from tests.procs import Proc
+from tests.support import Proc
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

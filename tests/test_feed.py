@@ -16,7 +16,7 @@ from arena.exchanges.base import Backoff, SequenceTracker, TokenBucket
 from arena.feed import CandleStore, QuoteBook, describe, load_recording, retime
 from arena.market import CANDLE_WINDOWS, DEFAULT_PRODUCTS, Candle, MarketSnapshot, Quote
 from arena.sim.coinbase import MarketSim
-from tests.procs import ROOT, Proc
+from tests.support.procs import ROOT, Proc
 
 SAMPLE = ROOT / "assets" / "sample_recording.jsonl"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -217,7 +217,8 @@ def test_get_portfolio_shows_the_limits_in_force(make):
 
 
 def test_every_strategy_prompt_states_exactly_the_limits_the_desk_enforces():
-    from deploy_router_node import HOUSE_RULES, STRATEGIES
+    from arena.strategies import STRATEGIES
+    from deploy_router_node import HOUSE_RULES
 
     for name, prose in STRATEGIES.items():
         assert name in STRATEGY_LIMITS, f"strategy {name} has no limits in arena/strategies.py"

@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from calfkit._vendor.pydantic_ai.messages import ModelRequest, UserPromptPart
-from calfkit._vendor.pydantic_ai.models import ModelRequestParameters
 from pydantic import ValidationError
 
 from arena import kafka as k
 from arena.broker import free_port
 from arena.chat import ChatReply, ChatRequest, _ReplyAddress, forwarded_settings, redact_url, redactor
+from arena.compat.vendored_pydantic_ai import ModelRequest, ModelRequestParameters, UserPromptPart
 from arena.config import (
     ACTIVITY_TOPIC,
     DECISIONS_TOPIC,
@@ -43,7 +42,7 @@ from arena.metrics import BASELINE_NAME
 from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
 from arena.wire import MAX_CANDLES, MAX_FUTURE_SKEW_S, MAX_PRODUCTS, MAX_TEXT
-from tests.procs import Proc
+from tests.support.procs import Proc
 from tests.test_router import BASE, Watcher, router, snapshot, stop_cleanly
 
 

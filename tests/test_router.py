@@ -282,7 +282,7 @@ def test_prompt_and_summary():
     assert "snapshot #7" in prompt and "BTC-USD | 97,000.00" in prompt and "STALE - do not trade" in prompt
     assert "Your previous turn (snapshot #6) concluded: Bought BTC. Trend up." in prompt
     assert "get_portfolio first" in prompt and "one short sentence" in prompt
-    assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.00"
+    assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.0000"
 
 
 @pytest.mark.processes
@@ -320,8 +320,9 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
     """An idle router polls the broker on one consumer, not six (Tansu answers a fetch only when its
     wait runs out, so each running consumer is a fetch per 10 ms on both sides): calfkit's inbox,
     node subscriber and fan-out tables and the chat replies are paused between turns, awake during one."""
-    from calfkit._vendor.pydantic_ai.messages import ModelResponse, TextPart
-    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
+    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart, function_model
+
+    FunctionModel, _ = function_model()
     from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
 
     router_box: list[Router] = []

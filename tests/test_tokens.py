@@ -8,23 +8,25 @@ import json
 import signal
 import threading
 import uuid
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiokafka import TopicPartition
-from calfkit._vendor.pydantic_ai.messages import ModelResponse, TextPart
-from calfkit._vendor.pydantic_ai.usage import RequestUsage
 from pydantic import ValidationError
 
+from arena import fmt
 from arena import kafka as k
 from arena.broker import free_port
 from arena.chat import ChatReply, RemoteChatModel, TokenUsage, provider_model, usage_of
+from arena.compat.vendored_pydantic_ai import ModelResponse, RequestUsage, TextPart
 from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.portfolio import INITIAL_CASH
 from arena.pricing import NOTIONAL_PRICE, Pricer
 from arena.router import Router
-from tests.procs import Proc
+from tests.support.procs import Proc
+from tests.support.records import chromium, tools_state, turn
 from tests.test_chat import PARAMS, first_turn, in_process_node
 from tests.test_router import snapshot
 
@@ -335,30 +337,16 @@ def test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar(tmp_path):
 
     from arena.dashboard import leaderboard, write_export
     from arena.web.report import write
-    from tests.test_web import _browser, tools_state
 
     st, accounts = tools_state()
     for name, cost in (("alice", 0.0042), ("bob", None)):
-        st.on_decision(
-            Decision(
-                agent=name,
-                run_id="t",
-                tick_seq=1,
-                tick_published_at="2026-01-01T00:00:00Z",
-                status="done",
-                finished_at="2026-01-01T00:00:01Z",
-                model_calls=2,
-                tokens_in=12_000,
-                tokens_out=345,
-                cost_usd=cost,
-            )
-        )
+        st.on_decision(turn(name, "done", 2, 12_000, 345, cost, at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
     board = leaderboard(st, accounts)
     export = tmp_path / "leaderboard.json"
     write_export(export, board)
     out = write(tmp_path / "run.html", [export])
     with sync_playwright() as p:
-        browser = _browser(p)
+        browser = chromium(p)
         page = browser.new_context(viewport={"width": 1800, "height": 900}, offline=True).new_page()
         page.goto(out.as_uri())
         page.wait_for_selector("body[data-rendered]")
@@ -368,7 +356,7 @@ def test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar(tmp_path):
         alice = next(a for a in board["agents"] if a["name"] == "alice")
         assert cell("alice", "tokens") == "12,345" and cell("alice", "model_cost_usd") == "$0.0042"
         per = alice["return_per_dollar"]
-        assert cell("alice", "return_per_dollar") == (f"{per:+,.0f}" if abs(per) >= 10 else f"{per:+.2f}")
+        assert cell("alice", "return_per_dollar") == fmt.per_dollar(per)
         assert (
             cell("bob", "tokens") == "12,345"
             and cell("bob", "model_cost_usd") == "—"

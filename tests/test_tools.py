@@ -20,7 +20,7 @@ from arena.market import MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME
 from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
-from tests.procs import Proc
+from tests.support.procs import Proc
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

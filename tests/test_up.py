@@ -209,6 +209,20 @@ def _procs_with_marker(marker: str) -> list[int]:
     return find(marker)
 
 
+def _up_offline(marker: str, *args: str) -> subprocess.Popen:
+    """`arena up examples/offline.toml` in a session of its own; every process it starts carries `marker`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"},
+        start_new_session=True,
+    )
+
+
 def _trades_by_agent(ledger: Path) -> dict[str, int]:
     if not ledger.exists():
         return {}
@@ -223,26 +237,7 @@ def _trades_by_agent(ledger: Path) -> dict[str, int]:
 def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
     run_dir, export = tmp_path / "run", tmp_path / "board.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "arena.cli",
-            "up",
-            str(EXAMPLES / "offline.toml"),
-            "--run-dir",
-            str(run_dir),
-            "--export",
-            str(export),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", marker: "1"},
-        start_new_session=True,
-    )
+    proc = _up_offline(marker, "--run-dir", str(run_dir), "--export", str(export))
     agents = [a.name for a in up.load(EXAMPLES / "offline.toml").agents]
     try:
         deadline = time.monotonic() + 400
@@ -267,3 +262,30 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
     rows = {a["name"]: a for a in json.loads(export.read_text())["agents"]}
     assert all(rows[name]["trades"] >= 1 for name in agents), rows
     assert json.loads((run_dir / "arena.json").read_text())["source"].endswith("offline.toml")
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp_path, sig):
+    """A stop while the broker is still starting: exit 0, no traceback, and the broker stopped with it."""
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+    proc = _up_offline(marker, "--run-dir", str(tmp_path / "run"))
+    lines = []
+    try:
+        for line in proc.stdout:  # the line before the broker starts
+            lines.append(line)
+            if "run folder:" in line:
+                break
+        while len(_procs_with_marker(marker)) < 2:  # the broker process is there: stop in the middle of it
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = "".join(lines) + proc.stdout.read()
+        left = _procs_with_marker(marker)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in output and "stopping ..." in output and "agents online" not in output, output
+    assert not left, "the broker outlived the stop"

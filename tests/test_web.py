@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import signal
 import sqlite3
 import threading
@@ -16,78 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from procs import Proc
 from starlette.testclient import TestClient
 from test_viewer import REJECTED, run_records
 
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC
 from arena.dashboard import ArenaState, leaderboard, write_export
 from arena.decisions import Decision
-from arena.market import MarketSnapshot, Quote
-from arena.metrics import BASELINE_NAME, MetricsTracker
-from arena.portfolio import Trade, replay
+from arena.metrics import BASELINE_NAME
+from arena.portfolio import replay
 from arena.publish import BOARD_KEY, LeaderboardPublisher, LeaderboardRecord, ValueSample
 from arena.supervisor import ProcessStatus
 from arena.web.server import Reader, build_app
 from arena.web.state import WebState
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
-
-
-# -- synthetic records, as the arena's processes publish them --------------------------------------
-
-
-def snap(
-    seq: int, btc: float = 95_000.0, sol: float = 180.0, at: datetime | None = None, stale: bool = False
-) -> MarketSnapshot:
-    at = at or T0 + timedelta(seconds=10 * seq)
-    return MarketSnapshot(
-        seq=seq,
-        published_at=at,
-        quotes={
-            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc - 5, best_ask=btc + 5, received_at=at),
-            "SOL-USD": Quote(
-                product_id="SOL-USD", price=sol, best_bid=sol - 0.05, best_ask=sol + 0.05, received_at=at, stale=stale
-            ),
-        },
-    )
-
-
-def trade(
-    n: int, agent: str, side: str = "buy", qty: float = 0.1, price: float = 95_005.0, status: str = "filled", **kw
-) -> Trade:
-    return Trade(
-        trade_id=f"{agent}|run|{n}",
-        agent=agent,
-        product_id="BTC-USD",
-        side=side,
-        quantity=qty,
-        price=price if status == "filled" else 0.0,
-        fee=round(qty * price * 0.001, 2) if status == "filled" else 0.0,
-        status=status,
-        executed_at=T0 + timedelta(seconds=10 * n + 1),
-        latency_ms=1.5,
-        **kw,
-    )
-
-
-def tools_state() -> tuple[ArenaState, dict]:
-    """The tools process's dashboard state after two snapshots and three trades (one rejected)."""
-    st = ArenaState(max_quote_age_s=30, fee_bps=10, metrics=MetricsTracker(fee_bps=10))
-    trades = [
-        trade(1, "alice"),
-        trade(2, "bob", qty=0.2),
-        trade(3, "bob", status="rejected", reason="insufficient cash"),
-    ]
-    st.on_snapshot(snap(1), now=T0 + timedelta(seconds=10))
-    for t in trades:
-        st.on_trade(t)
-    st.on_snapshot(snap(2, btc=96_000.0), now=T0 + timedelta(seconds=20))
-    accounts = replay(trades)
-    st.sample(accounts, now=T0 + timedelta(seconds=20))
-    st.on_snapshot(snap(3, btc=96_500.0), now=T0 + timedelta(seconds=30))  # the values moved since the sample
-    return st, accounts
+from tests.support.procs import Proc
+from tests.support.records import T0, chromium, snap, tools_state, trade
 
 
 @dataclass
@@ -354,13 +295,6 @@ def test_report_html_from_an_export_and_its_ledger(tmp_path):
 # -- the page in a real browser --------------------------------------------------------------------
 
 
-def _browser(p):
-    try:
-        return p.chromium.launch(executable_path=CHROMIUM)
-    except Exception as exc:  # CI installs it (.ci/run); say so rather than skip
-        pytest.fail(f"cannot start Debian's chromium at {CHROMIUM} (apt-get install chromium): {exc}")
-
-
 def test_report_html_opens_offline_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -371,7 +305,7 @@ def test_report_html_opens_offline_in_chromium(tmp_path):
     write_export(export, leaderboard(st, accounts))
     out = write(tmp_path / "run.html", [export])
     with sync_playwright() as p:
-        browser = _browser(p)
+        browser = chromium(p)
         ctx = browser.new_context(viewport={"width": 1440, "height": 900}, offline=True)
         requests, errors = [], []
         ctx.on("request", lambda r: requests.append(r.url))
@@ -473,7 +407,7 @@ def test_live_page_in_chromium(tmp_path):
         url = re.search(r"http://\S+/", web.wait_for("READY", timeout=60)).group(0)
         shots = {}
         with sync_playwright() as p:
-            browser = _browser(p)
+            browser = chromium(p)
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -577,3 +511,72 @@ def test_demo_helpers_pick_a_free_port_when_taken_and_read_the_url():
     assert web_command(taken, [])[-2:] == ["--port", str(taken)]  # free again
     log = "Connecting to Kafka at b:9092 ...\nREADY web arena on http://127.0.0.1:8123/ (reading b:9092; Ctrl-C to stop)\n"
     assert web_url(log) == "http://127.0.0.1:8123/"
+
+
+@pytest.mark.processes
+async def test_arena_web_keeps_its_page_without_a_broker_and_restarts_in_place_when_one_answers():
+    """The broker goes away: the page keeps what it has (a finished run stays readable). A broker answers
+    again (an in-memory one comes back empty): the page's process restarts itself in place (same pid,
+    same port) and reads what the new broker carries."""
+    import urllib.request
+
+    from arena import kafka as k
+    from arena.broker import EmbeddedBroker, free_port
+    from arena.config import KafkaSettings
+
+    port, web_port = free_port(), free_port()
+    broker = EmbeddedBroker("127.0.0.1", port).start()
+    web = None
+
+    async def publish(seq: int) -> None:
+        producer = k.producer(KafkaSettings(bootstrap_servers=broker.bootstrap))
+        await producer.start()
+        try:
+            await producer.send_and_wait(MARKET_TOPIC, k.encode(snap(seq, at=datetime.now(timezone.utc))))
+        finally:
+            await producer.stop()
+
+    async def shown_seq(seq: int, timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{web_port}/api/market"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+                if json.loads(body)["feed"]["snapshot_seq"] == seq:
+                    return
+            except OSError:
+                pass  # restarting: nobody listens for a moment
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"snapshot #{seq} not shown within {timeout}s:\n{web.output}")
+
+    async def readies(n: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while sum("READY" in line for line in list(web.lines)) < n:
+            assert web.proc.poll() is None and time.monotonic() < deadline, web.output
+            await asyncio.sleep(0.1)
+
+    try:
+        await broker.wait_ready()
+        web = Proc("-m", "arena.cli", "web", "--port", str(web_port), "--bootstrap-servers", broker.bootstrap)
+        await readies(1)
+        pid = web.proc.pid
+        await publish(7)
+        await shown_seq(7)
+        broker.proc.kill()
+        broker.proc.wait()
+        await asyncio.to_thread(web.wait_for, "the web arena serves on with what it has", 30)
+        await shown_seq(7)  # the run so far stays on the page while no broker is there
+        assert "restarting" not in web.output
+        broker = EmbeddedBroker("127.0.0.1", port).start()
+        await broker.wait_ready()
+        await asyncio.to_thread(web.wait_for, "again: restarting the web arena in place", 30)
+        await readies(2)
+        await publish(1)  # the new broker's first snapshot: read by the fresh process from the new topic
+        await shown_seq(1)
+        assert web.proc.pid == pid
+        assert web.stop() == 0 and "Traceback" not in web.output, web.output
+        assert web.output.rstrip().endswith("web arena stopped"), web.output
+    finally:
+        if web is not None:
+            web.stop(signal.SIGKILL)
+        broker.stop()

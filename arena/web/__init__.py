@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
+import socket
 import sys
 
+from arena import service
 from arena.config import add_kafka_args, kafka_settings
 
 
@@ -40,19 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a quote older than this shows STALE, and a feed silent this long (or 3 snapshot intervals, "
         "if longer) shows FEED DOWN; match the tools process's --max-quote-age (default %(default)s)",
     )
-    p.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="seconds to keep trying to reach the broker at start before giving up (default %(default)s)",
-    )
-    p.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr (default %(default)s)",
-    )
+    service.add_service_args(p)
     add_kafka_args(p)
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -64,8 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def web_command(port: int, kafka_args: list[str]) -> list[str]:
     """The arguments `arena demo` starts the page with: on `port`, or on a free one when it is taken."""
-    import socket
-
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -82,91 +69,106 @@ def web_url(log: str) -> str:
     return "(see the web process's log)"
 
 
-def status(msg: str) -> None:
-    print(msg, flush=True)
+class WebService(service.Service):
+    """The page and its reader, run by arena.service: the HTTP server comes up beside connecting (a page
+    opened early says the feed is not there yet); the reader follows the topics until stopped."""
+
+    what = "the web arena"
+    log = logging.getLogger("arena.web")
+    outlives_its_broker = True  # a finished run stays on the page (FEED DOWN) after its broker stopped
+
+    def __init__(self, args: argparse.Namespace, sock: socket.socket):
+        import uvicorn
+
+        from arena.web.server import Reader, build_app
+        from arena.web.state import WebState
+
+        super().__init__(kafka_settings(args), args.connect_timeout)
+        # A person reads this page: a fetch wait of at least 100 ms is live enough and polls the broker far less.
+        self.state = WebState(max_quote_age_s=args.max_quote_age)
+        self.reader = Reader(self.kafka, self.state, fetch_wait_ms=max(100, args.fetch_wait_ms))
+        self.sock = sock
+        host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        self.url = f"http://{host}:{sock.getsockname()[1]}/"
+        self.app = build_app(self.state)
+        # uvicorn also takes Ctrl-C/SIGTERM while it serves (and passes them on when it stops): either way the
+        # runner's stop event is set, and the server is shut down last, in finish().
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        )
+        self.app.state.pushes.server = self.server
+        self.http: asyncio.Task | None = None
+        self.follow: asyncio.Task | None = None
+        self.failed: BaseException | None = None
+
+    async def warm_up(self) -> None:
+        """Serve the page while the reader connects; READY waits until it answers."""
+        self.http = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        self.http.add_done_callback(lambda _: self.stop_requested.set())  # the server's exit is the part's stop
+        while not self.server.started and not self.http.done():
+            await asyncio.sleep(0.01)
+
+    async def start(self) -> None:
+        await self.reader.start()
+        self.follow = asyncio.create_task(self.reader.follow())
+        self.follow.add_done_callback(self._followed)
+
+    def _followed(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:  # the reader gave up: the part ends
+            self.failed = task.exception()
+            self.stop_requested.set()
+
+    async def stop(self) -> None:
+        follow, self.follow = self.follow, None
+        if follow is not None:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+        await self.reader.stop()
+
+    def abandon(self) -> None:
+        self.sock.close()  # the fresh process listens on the same port
+
+    def ready(self, elapsed_s: float) -> str:
+        return f"READY web arena on {self.url} (reading {self.kafka.bootstrap_servers}; Ctrl-C to stop)"
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        await stop.wait()
+        if self.failed is not None:
+            service.error(f"lost the broker: {self.failed!r}")
+            return 1
+        return 0
+
+    def stopping(self) -> str | None:
+        self.app.state.pushes.closing = True  # every page's stream ends: the server need not wait for them
+        self.app.state.pushes.wake()
+        return None
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        self.server.should_exit = True
+        if self.http is not None:
+            await asyncio.gather(self.http, return_exceptions=True)
+        if served:
+            service.status("web arena stopped")
+        return code
 
 
-async def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+def build(argv: list[str] | None) -> WebService | int:
     from arena.sim.policy import listen
-    from arena.startup import StartupFailed, start_patiently
-    from arena.web.server import Reader, build_app
-    from arena.web.state import WebState
 
-    kafka = kafka_settings(args)
-    # A person reads this page: a fetch wait of at least 100 ms is live enough and polls the broker far less.
-    fetch_wait = max(100, args.fetch_wait_ms)
-    state = WebState(max_quote_age_s=args.max_quote_age)
-    reader = Reader(kafka, state, fetch_wait_ms=fetch_wait)
-    try:
-        sock = listen(args.host, args.port)
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    port = sock.getsockname()[1]
-    host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = f"http://{host}:{port}/"
-    app = build_app(state)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
-    )
-    app.state.pushes.server = server
-    stop = asyncio.Event()
-    http = asyncio.create_task(server.serve(sockets=[sock]))
-    stopper = asyncio.create_task(_stop_when(http, stop))
-
-    status(f"Connecting to Kafka at {kafka.bootstrap_servers} ...")
-    try:
-        if not await start_patiently(
-            reader.start, reader.stop, stop=stop, timeout_s=args.connect_timeout, what="the web reader", status=status
-        ):
-            server.should_exit = True
-            await http
-            return 0
-    except StartupFailed as exc:
-        status(f"error: {exc} (is Kafka reachable at {kafka.bootstrap_servers}?)")
-        server.should_exit = True
-        await http
-        return 1
-    follow = asyncio.create_task(reader.follow())
-    while not server.started and not http.done():
-        await asyncio.sleep(0.01)
-    status(f"READY web arena on {url} (reading {kafka.bootstrap_servers}; Ctrl-C to stop)")
-    code = 0
-    done, _ = await asyncio.wait({http, follow}, return_when=asyncio.FIRST_COMPLETED)
-    if follow in done and not follow.cancelled() and follow.exception() is not None:
-        status(f"error: lost the broker: {follow.exception()!r}")
-        code = 1
-    app.state.pushes.closing = True
-    app.state.pushes.wake()
-    server.should_exit = True
-    follow.cancel()
-    stopper.cancel()
-    await asyncio.gather(http, follow, stopper, return_exceptions=True)
-    await reader.stop()
-    status("web arena stopped")
-    return code
-
-
-async def _stop_when(http: asyncio.Task, stop: asyncio.Event) -> None:
-    """uvicorn owns SIGINT/SIGTERM while it serves: its exit is our stop."""
-    await asyncio.gather(http, return_exceptions=True)
-    stop.set()
-
-
-def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    service.quiet_libraries(args.log_level)
     # aiokafka logs every failed reconnect while the broker is away; the page says the feed is down instead.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    # uvicorn handles SIGINT/SIGTERM while serving, then re-raises the signal once it has stopped: a no-op
-    # handler underneath makes that re-raise harmless, so Ctrl-C exits 0 without a traceback.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
     try:
-        return asyncio.run(serve(args))
-    except KeyboardInterrupt:
-        return 0
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        service.error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return 1
+    return WebService(args, sock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service.main(lambda: build(argv))

@@ -15,26 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from arena import fmt
+from arena.leaderboard import ROW_KEYS
 from arena.metrics import BASELINE_NAME, value_series
 from arena.portfolio import INITIAL_CASH, Trade, replay
 from arena.report import SQLITE_MAGIC, ReportError, _export_runs, _read_json, ledger_leaderboard, read_ledger
 from arena.web.html import report_html
-
-_ROW_KEYS = {
-    "rank",
-    "name",
-    "baseline",
-    "total_value",
-    "return_pct",
-    "cash",
-    "realized_pnl",
-    "unrealized_pnl",
-    "fees",
-    "trades",
-    "rejected",
-    "positions",
-    "metrics",
-}
 
 
 def _is_ledger(path: Path) -> bool:
@@ -72,10 +58,10 @@ def _ledger_board(
             )
         agents.append(
             {
-                **{k: v for k, v in row.items() if k in _ROW_KEYS},
+                **{k: v for k, v in row.items() if k in ROW_KEYS},
                 "rank": None if row.get("baseline") else rank,
                 "positions": positions,
-                "metrics": {k: v for k, v in row.items() if k not in _ROW_KEYS},
+                "metrics": {k: v for k, v in row.items() if k not in ROW_KEYS},
             }
         )
     fills = [t for t in trades if t.status == "filled" and t.notional > 0]
@@ -125,7 +111,7 @@ def build(
             raise ReportError(f"{exports[0]}: holds {len(runs)} runs; --html takes one")
         board = runs[0]
         for a in board["agents"]:  # this command's own --json rows are flat: the page reads metrics nested
-            a.setdefault("metrics", {k: v for k, v in a.items() if k not in _ROW_KEYS})
+            a.setdefault("metrics", {k: v for k, v in a.items() if k not in ROW_KEYS})
         samples = list(board.get("value_history", {}).get("samples", []))
         source = str(exports[0]) + (f" + {ledgers[0]}" if ledgers else "")
         if not ledgers:
@@ -139,7 +125,7 @@ def build(
         if board.get("marks"):
             notes.append(
                 "open positions valued at: "
-                + ", ".join(f"{pid} {m['price']:,.6g} ({m['from']})" for pid, m in board["marks"].items())
+                + ", ".join(f"{pid} {fmt.price(m['price'])} ({m['from']})" for pid, m in board["marks"].items())
             )
     if not samples:
         notes.append("no value history: curves need an export or --market")

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from arena.decisions import Decision
-from arena.market import MarketSnapshot
+from arena.market import MarketSnapshot, stale_status
 from arena.metrics import BASELINE_NAME
 from arena.portfolio import Trade
 from arena.supervisor import ProcessStatus
@@ -414,16 +414,12 @@ class WebState:
         silent_after = max(self.max_quote_age_s, 3 * interval) if interval else self.max_quote_age_s
         problems: list[str] = []
         status = "ok"
-        stale = sorted(pid for pid, q in s.quotes.items() if self._stale(q, now))
         if age > silent_after:
             status = "down"
             problems.append(f"feed silent for {_ago(age)}: no snapshot since #{s.seq}")
-        elif stale and len(stale) == len(s.quotes):
-            status = "down"
-            problems.append("all quotes stale")
-        elif stale:
-            status = "degraded"
-            problems.append("stale " + ", ".join(stale))
+        elif stale := stale_status(s.quotes, now, self.max_quote_age_s):
+            status = stale[0]
+            problems.append(stale[1])
         return {
             "status": status,
             "problems": problems,

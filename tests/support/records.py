@@ -1,0 +1,106 @@
+"""Records as the arena's processes publish them (snapshots, trades, decisions with token usage) and the
+tools process's dashboard state built from them, for the dashboard, token and web tests."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from arena.dashboard import ArenaState
+from arena.decisions import Decision
+from arena.market import MarketSnapshot, Quote
+from arena.metrics import MetricsTracker
+from arena.portfolio import Trade, replay
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
+
+
+def snap(
+    seq: int, btc: float = 95_000.0, sol: float = 180.0, at: datetime | None = None, stale: bool = False
+) -> MarketSnapshot:
+    at = at or T0 + timedelta(seconds=10 * seq)
+    return MarketSnapshot(
+        seq=seq,
+        published_at=at,
+        quotes={
+            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc - 5, best_ask=btc + 5, received_at=at),
+            "SOL-USD": Quote(
+                product_id="SOL-USD", price=sol, best_bid=sol - 0.05, best_ask=sol + 0.05, received_at=at, stale=stale
+            ),
+        },
+    )
+
+
+def trade(
+    n: int, agent: str, side: str = "buy", qty: float = 0.1, price: float = 95_005.0, status: str = "filled", **kw
+) -> Trade:
+    return Trade(
+        trade_id=f"{agent}|run|{n}",
+        agent=agent,
+        product_id="BTC-USD",
+        side=side,
+        quantity=qty,
+        price=price if status == "filled" else 0.0,
+        fee=round(qty * price * 0.001, 2) if status == "filled" else 0.0,
+        status=status,
+        executed_at=T0 + timedelta(seconds=10 * n + 1),
+        latency_ms=1.5,
+        **kw,
+    )
+
+
+def tools_state() -> tuple[ArenaState, dict]:
+    """The tools process's dashboard state after two snapshots and three trades (one rejected)."""
+    st = ArenaState(max_quote_age_s=30, fee_bps=10, metrics=MetricsTracker(fee_bps=10))
+    trades = [
+        trade(1, "alice"),
+        trade(2, "bob", qty=0.2),
+        trade(3, "bob", status="rejected", reason="insufficient cash"),
+    ]
+    st.on_snapshot(snap(1), now=T0 + timedelta(seconds=10))
+    for t in trades:
+        st.on_trade(t)
+    st.on_snapshot(snap(2, btc=96_000.0), now=T0 + timedelta(seconds=20))
+    accounts = replay(trades)
+    st.sample(accounts, now=T0 + timedelta(seconds=20))
+    st.on_snapshot(snap(3, btc=96_500.0), now=T0 + timedelta(seconds=30))  # the values moved since the sample
+    return st, accounts
+
+
+def turn(
+    agent: str,
+    status: str,
+    calls: int,
+    tokens_in: int,
+    tokens_out: int,
+    cost_usd: float | None,
+    *,
+    at: datetime,
+    tick_seq: int = 1,
+    **kw,
+) -> Decision:
+    """A router's finished turn (or its start) with the usage of its model calls."""
+    return Decision(
+        agent=agent,
+        run_id=f"u{tokens_in}",
+        tick_seq=tick_seq,
+        tick_published_at=at,
+        status=status,
+        finished_at=at,
+        model_calls=calls,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost_usd,
+        **kw,
+    )
+
+
+def chromium(p):
+    """Debian's chromium through playwright (`p`: sync_playwright()); a failure, not a skip, without it."""
+    try:
+        return p.chromium.launch(executable_path=CHROMIUM)
+    except Exception as exc:  # CI installs it (.ci/run); say so rather than skip
+        pytest.fail(f"cannot start Debian's chromium at {CHROMIUM} (apt-get install chromium): {exc}")
