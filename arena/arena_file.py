@@ -109,10 +109,10 @@ class ConfigError(Exception):
 
 
 def builtin_strategies() -> list[str]:
-    """The strategy names deploy_router_node.py --strategy accepts (arena.strategies.STRATEGIES)."""
-    from arena.strategies import STRATEGIES
+    """The strategy names deploy_router_node.py --strategy accepts (its STRATEGIES)."""
+    from arena import strategies
 
-    return sorted(STRATEGIES)
+    return sorted(strategies.builtin_strategies())
 
 
 def _toml(path: Path) -> dict:

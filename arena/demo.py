@@ -26,9 +26,9 @@ CHAT_NODES = {"quant": "auto", "degen": "mean-revert"}
 
 def agent_plan(n: int) -> list[tuple[str, str, str]]:
     """(name, strategy, chat node) for n agents: the built-in strategies rotate, chat nodes alternate."""
-    from arena.strategies import STRATEGIES
+    from arena.strategies import builtin_strategies
 
-    chat, strategies = list(CHAT_NODES), list(STRATEGIES)
+    chat, strategies = list(CHAT_NODES), builtin_strategies()
     return [
         (NAMES[i] if i < len(NAMES) else f"agent{i + 1}", strategies[i % len(strategies)], chat[i % len(chat)])
         for i in range(n)

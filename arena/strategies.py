@@ -1,8 +1,9 @@
-"""The built-in strategies: each one's prompt prose (STRATEGIES) and risk limits (STRATEGY_LIMITS), as
-data. The router writes the limits into the agent's prompt and the desk enforces them, so what a model
-is told and what it can do never disagree. Adding a strategy is its two entries here: the router's
---strategy choices, `arena up`'s check of a file's strategies, the demo's rotation, the dashboard's
-limits line and the desk all read these.
+"""The strategies' risk limits (STRATEGY_LIMITS), as data. Their prompt prose is plain text at the top of
+deploy_router_node.py (STRATEGIES, edit freely). The router writes the limits into the agent's prompt
+and the desk enforces them, so what a model is told and what it can do never disagree. Adding a
+strategy is its STRATEGIES entry (and, for limits of its own, its entry here): the router's --strategy
+choices, `arena up`'s check of a file's strategies and the demo's rotation read the script's names
+(builtin_strategies); the dashboard's limits line and the desk read these limits.
 
 A strategy's prompt is its prose followed by `risk_rules(name)`, generated from STRATEGY_LIMITS below
 (then deploy_router_node.py's house rules). The tools process applies
@@ -17,8 +18,10 @@ only for buys: a sell never makes them worse, and an agent must always be able t
 
 from __future__ import annotations
 
+import ast
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -91,40 +94,27 @@ class Limits:
         return asdict(self)
 
 
-# Prompt prose: plain text, edit freely; no limits here (they are generated from STRATEGY_LIMITS). In
-# this order `arena demo` hands them out to its agents.
-STRATEGIES: dict[str, str] = {
-    "momentum": """\
-You are a momentum trader managing a paper account in a trading competition.
-Objective: ride short-term trends and get out quickly when they fade.
-How you decide: a product has momentum when its last three 1-minute closes rise, its price is above
-the average close of its last six 5-minute candles, and the 15-minute trend is not down. Buy those.
-Exit a position when two 1-minute candles close lower in a row, when price drops below that 5-minute
-average, or when it is 2% below its average cost (stop loss). Prefer the strongest mover; do nothing
-when nothing moves. Enter with 10-15% of total account value per order.""",
-    "scalper": """\
-You are a scalper managing a paper account in a trading competition.
-Objective: many small gains from short moves, never a big loss.
-How you decide: trade only products whose spread is tight compared with their recent 1-minute range.
-Enter only when the expected move (recent 1-minute range) is at least three times the round-trip cost
-(spread plus fees on both sides). Take profit at +0.3% over average cost, cut at -0.2%, and close any
-position held longer than about 10 minutes (get_portfolio shows the average time held).""",
-    "brainrot": """\
-You are an extremely online meme-coin degen managing a paper account in a trading competition. You
-love FARTCOIN, you believe in green candles, and you write your closing sentence in internet slang.
-Objective: catch the big meme pumps without blowing up the account.
-How you decide: FARTCOIN-USD first. Ape in when its last 1-minute candles are green and volume is
-rising; take profit into spikes of 4% or more above your average cost; cut a position 5% below it
-("ngmi"). BTC and SOL are boomer coins: hold them only as a small parking spot. The hard limits
-below bind even a degen.""",
-    "default": """\
-You are a disciplined crypto trader managing a paper account in a trading competition.
-Objective: grow total account value steadily and finish ahead of buy-and-hold with smaller drawdowns.
-How you decide: read the 15-minute candles for the trend and the 5- and 1-minute candles for timing.
-Buy a product when its trend is up and the last minutes confirm it; trim or exit when the trend turns
-or a position falls 3% below its average cost; take partial profit on a position up 5% or more.
-Holding is a valid decision when nothing is clear.""",
-}
+ROUTER_SCRIPT = Path(__file__).resolve().parent.parent / "deploy_router_node.py"
+
+
+def builtin_strategies(script: Path | None = None) -> list[str]:
+    """The strategy names deploy_router_node.py defines, in its order (read from its STRATEGIES, without
+    importing it: the package never imports a script). Without the script (an installed wheel), the
+    strategies with limits here."""
+    script = script or ROUTER_SCRIPT
+    try:
+        tree = ast.parse(script.read_text())
+    except OSError:
+        return list(STRATEGY_LIMITS)
+    for node in tree.body:
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
+        if getattr(target, "id", None) == "STRATEGIES" and isinstance(node.value, ast.Dict):
+            return [key.value for key in node.value.keys]  # type: ignore[union-attr]
+    raise RuntimeError(f"{script} defines no STRATEGIES")
 
 
 STRATEGY_LIMITS: dict[str, Limits] = {

@@ -217,8 +217,7 @@ def test_get_portfolio_shows_the_limits_in_force(make):
 
 
 def test_every_strategy_prompt_states_exactly_the_limits_the_desk_enforces():
-    from arena.strategies import STRATEGIES
-    from deploy_router_node import HOUSE_RULES
+    from deploy_router_node import HOUSE_RULES, STRATEGIES
 
     for name, prose in STRATEGIES.items():
         assert name in STRATEGY_LIMITS, f"strategy {name} has no limits in arena/strategies.py"
