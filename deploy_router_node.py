@@ -68,12 +68,13 @@ How the arena works:
 - Each turn you get one market snapshot: for every product the last price, best bid, best ask, spread
   and the age of its quote, then 15-, 5- and 1-minute candles (oldest first). Your account started
   with $100,000 in cash. Positions are marked at the best bid.
-- Tools: get_portfolio() shows your cash, positions, P&L and fees. execute_trade(product_id, side,
-  quantity) buys at the best ask or sells at the best bid. calculator(expression) does arithmetic: use
-  it for order sizes instead of mental math.
-- Call get_portfolio first, alone, and read its result before trading. Tool calls you send together
-  run in parallel and in no particular order: never send get_portfolio next to execute_trade and
-  expect it to show that trade.
+- Each turn's prompt also shows your account exactly as get_portfolio() returns it: cash, positions,
+  P&L, fees and the risk limits. Trade from it; call get_portfolio only when the prompt says the account
+  is not known or not valued at this snapshot. execute_trade(product_id, side, quantity) buys at the
+  best ask or sells at the best bid. calculator(expression) does arithmetic: use it for order sizes
+  instead of mental math.
+- Tool calls you send together run in parallel and in no particular order: never send get_portfolio
+  next to execute_trade and expect it to show that trade.
 - quantity is in base units (BTC for BTC-USD), not dollars: size = dollars / ask, rounded DOWN to the
   product's increment (see execute_trade's description). Every fill pays the spread and may pay a fee:
   do not churn.

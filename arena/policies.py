@@ -1,5 +1,6 @@
 """Deterministic trading policies for the offline policy server: read the market as the prompt shows it
-(arena.market.render_snapshot) and the account as get_portfolio returns it, decide orders. Pure: no I/O."""
+(arena.market.render_snapshot) and the account as get_portfolio returns it (in the turn prompt, see
+arena.accounts.render_account, or a get_portfolio result), decide orders. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ BUY_FRACTION = {"momentum": 0.08, "mean-revert": 0.06, "random-walk": 0.05}
 MIN_NOTIONAL = 1.0  # USD; smaller orders are not worth a tool call
 
 QUOTE_HEADER = "product | last | bid | ask | spread | quote age"
+ACCOUNT_HEADER = "Your account"  # arena.accounts.ACCOUNT_HEADER (not imported: that module brings Kafka)
 _CANDLE_HEADER = re.compile(r"^(?P<product>\S+) (?P<gran>[A-Z_]+) candles \(oldest first\)")
 
 
@@ -155,6 +157,17 @@ def parse_portfolio(text: str | None) -> Holdings:
         if float(pm[2]) > 0
     }
     return Holdings(float(m[1].replace(",", "")), positions)
+
+
+def parse_prompt_account(text: str) -> Holdings | None:
+    """The account a turn prompt shows (a header line ending in ':', then get_portfolio's JSON on the next
+    line); None when the prompt shows none (not yet known, or not opened yet)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith(ACCOUNT_HEADER) and line.rstrip().endswith(":"):
+            holdings = parse_portfolio(lines[i + 1])
+            return holdings if holdings.known else None
+    return None
 
 
 def increment(product_id: str, price: float | None) -> Decimal:

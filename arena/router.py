@@ -3,6 +3,11 @@
 The turn loop never queues. Snapshots land in a one-item slot that always holds the newest unseen
 one; while a turn runs, a newer snapshot replaces the waiting one (the replaced tick is reported as
 "skipped"). Each turn is one calfkit run of the agent; its outcome is broadcast as a Decision.
+
+The prompt carries the agent's own account as get_portfolio would return it, valued at the turn's
+snapshot (arena.accounts): the market consumer also reads ACCOUNTS_TOPIC, keeping this agent's records,
+and a turn waits up to `account_wait_s` for the valuation at its snapshot before it prompts with the
+newest one it has (saying how old it is). A usual turn is then model -> trades -> model.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from arena import auth, fmt
 from arena import kafka as k
+from arena.accounts import ACCOUNTS_TOPIC, AccountRecord, OwnAccount, render_account
 from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
@@ -73,15 +79,22 @@ def summarize_snapshot(snapshot: MarketSnapshot) -> str:
 
 
 TURN_INSTRUCTION = (
-    "Decide what to do now. Call get_portfolio first, then trade or hold. "
+    "Decide what to do now: trade or hold. Your account above is what get_portfolio returns; call "
+    "get_portfolio only if it is not shown or not valued at this snapshot. "
     "Tool calls you emit together run in parallel and in no particular order. "
     "End with one short sentence of reasoning."
 )
+ACCOUNT_WAIT_S = 2.0  # how long a turn waits for its account valued at its snapshot (arena.accounts)
 
 
-def build_prompt(snapshot: MarketSnapshot, previous: Decision | None = None, now: datetime | None = None) -> str:
-    """The per-turn user prompt: the market table, the agent's last conclusion, and the instruction."""
-    lines = [render_snapshot(snapshot, now=now), ""]
+def build_prompt(
+    snapshot: MarketSnapshot,
+    previous: Decision | None = None,
+    now: datetime | None = None,
+    account: AccountRecord | None = None,
+) -> str:
+    """The per-turn user prompt: the market table, the agent's account, its last conclusion, and the instruction."""
+    lines = [render_snapshot(snapshot, now=now), "", render_account(account, snapshot.seq, snapshot.published_at), ""]
     if previous is not None and previous.output:
         last = " ".join(previous.output.split())[:300]
         lines += [f"Your previous turn (snapshot #{previous.tick_seq}) concluded: {last}", ""]
@@ -172,6 +185,7 @@ class Router:
         strategy: str = "",
         turn_timeout_s: float = 60.0,
         on_decision: Callable[[Decision], None] | None = None,
+        account_wait_s: float = ACCOUNT_WAIT_S,
     ) -> None:
         if not AGENT_NAME_RE.match(name):
             raise ValueError(f"invalid agent name {name!r}: use 1-64 letters, digits, '-' or '_'")
@@ -184,6 +198,8 @@ class Router:
         self.chat_node = chat_node
         self.strategy = strategy
         self.turn_timeout_s = turn_timeout_s
+        self.account_wait_s = min(account_wait_s, turn_timeout_s / 4)
+        self.account = OwnAccount(name, strategy)
         self.on_decision = on_decision or (lambda d: None)
         self.agent_key = auth.agent_key()  # env ARENA_AGENT_KEY, or None
         self.slot: LatestSlot[MarketSnapshot] = LatestSlot()
@@ -239,9 +255,16 @@ class Router:
         )
         model_start = getattr(self.model_client, "start", None)
         self._producer = k.producer(self.kafka)
-        # No offsets are committed: a restarted router starts at the newest tick, never a backlog.
+        # No offsets are committed: a restarted router starts at the newest tick, never a backlog. The
+        # accounts ride on the same fetches (no poller of their own); from "latest" too: the tools value
+        # every account again at each snapshot, and a turn waits for that valuation.
         self._market = k.consumer(
-            self.kafka, MARKET_TOPIC, group_id=market_group(self.name), latest=True, enable_auto_commit=False
+            self.kafka,
+            MARKET_TOPIC,
+            ACCOUNTS_TOPIC,
+            group_id=market_group(self.name),
+            latest=True,
+            enable_auto_commit=False,
         )
         try:
             with k.consumers_started() as started:
@@ -304,6 +327,9 @@ class Router:
         snapshots = []
         for records in batches.values():
             for r in records:
+                if r.topic == ACCOUNTS_TOPIC:
+                    self.account.offer_record(r)
+                    continue
                 snapshot = k.decode_record(MarketSnapshot, r)
                 if snapshot is not None:
                     snapshots.append((snapshot.not_after(now), r))
@@ -377,7 +403,12 @@ class Router:
         self._steps.begin(run_id)
         started = self._decision(snapshot, "started", run_id=run_id)
         await self._publish(started)
-        prompt = build_prompt(snapshot, self.previous)
+        account = await self.account.wait_for(snapshot.published_at, self.account_wait_s)
+        if account is None or not account.covers(snapshot.published_at):
+            log.info(
+                "account not valued at #%s within %gs; prompting with the newest", snapshot.seq, self.account_wait_s
+            )
+        prompt = build_prompt(snapshot, self.previous, account=account)
         # reacted_to: the tools process starts the agent's metrics series at this snapshot
         deps = {
             "deadline": time.time() + self.turn_timeout_s,

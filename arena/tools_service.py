@@ -1,5 +1,6 @@
 """The tools process at run time: the three trading tools served over calfkit, the market, decision and
-process-health feeds that keep the desk and the dashboard current, and every trade published to TRADES_TOPIC.
+process-health feeds that keep the desk and the dashboard current, every trade published to TRADES_TOPIC,
+and every agent's account (what get_portfolio returns) to ACCOUNTS_TOPIC for its turn prompts (arena.accounts).
 
 Start-up is one calfkit Worker (and Client) per tool node, all started together: each node joins its
 own consumer group and Tansu holds a join ~1 s, so in parallel the three take ~1 s instead of ~3-15 s.
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from arena import kafka as k
+from arena.accounts import AccountPublisher
+from arena.accounts import ensure_topic as ensure_accounts_topic
 from arena.compat.worker_adverts import advertise_when_positioned
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
@@ -58,6 +61,7 @@ class ToolsService:
         self._health = None
         self._live_from: dict[tuple[str, int], int] = {}  # market partition -> first offset published after our start
         self._producer = None
+        self.accounts: AccountPublisher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         desk.on_trade = self._on_trade
         desk.on_call = self._on_call
@@ -70,12 +74,16 @@ class ToolsService:
             self.state.on_trade(trade)
         if self._loop is not None:  # thread-safe: a sync tool could run in an executor thread
             self._loop.call_soon_threadsafe(self._trades.put_nowait, trade)
+            if self.accounts is not None:
+                self._loop.call_soon_threadsafe(self.accounts.on_trade, trade.agent)
 
     def _on_call(self, agent: str, tool: str, reacted_to: datetime | None) -> None:
         if reacted_to is not None:  # said by the caller: never later than now, or its series would wait for it
             reacted_to = min(reacted_to, utcnow())
         if self.state is not None:
             self.state.on_tool_call(agent, tool, reacted_to=reacted_to)
+        if self._loop is not None and self.accounts is not None:
+            self._loop.call_soon_threadsafe(self.accounts.on_call, agent)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -107,6 +115,7 @@ class ToolsService:
             trading_tools.provide_desk(worker, self.desk)
             self._workers.append(worker)
         self._producer = k.producer(self.kafka)
+        self.accounts = AccountPublisher(self._producer, self.desk)
         self._market = k.consumer(self.kafka, MARKET_TOPIC, group_id=None)
         self._decisions = k.consumer(self.kafka, DECISIONS_TOPIC, group_id=None)
         # From the beginning: a supervisor reports its children's start before this process exists, and
@@ -121,6 +130,7 @@ class ToolsService:
                 self._start_market(),
                 self._decisions.start(),
                 self._health.start(),
+                ensure_accounts_topic(self.kafka),
             )
         await k.positioned(started)  # a call or snapshot sent right after READY is not skipped
         await self._seek_end(self._decisions)
@@ -129,6 +139,7 @@ class ToolsService:
             self._supervise("decisions", "the decisions feed", self._follow_decisions),
             self._supervise("health", "the process-health feed", self._follow_health),
             self._supervise("trades", "the trades publisher", self._publish_trades),
+            self._supervise("accounts", "the accounts publisher", self.accounts.run),
         ]
         if self.state is not None:  # the leaderboard for the web page (arena web), on LEADERBOARD_TOPIC
             from arena.publish import LeaderboardPublisher
@@ -205,6 +216,7 @@ class ToolsService:
             # Times capped at our clock: a snapshot dated ahead cannot keep its quotes young or its sample last.
             snapshot = snapshot.not_after(utcnow())
             self.desk.quotes.update(snapshot)
+            self.accounts.on_snapshot(snapshot.seq, snapshot.published_at)  # marks changed: value every account
             if self.state is not None:
                 # the snapshot(s) already on the topic at start-up are from before us, maybe from an earlier run
                 catch_up = r.offset < self._live_from.get((r.topic, r.partition), 0)
@@ -214,6 +226,8 @@ class ToolsService:
 
     async def _follow_decisions(self) -> None:
         def take(_, decision: Decision) -> None:
+            if decision.status == "started":
+                self.accounts.on_turn(decision.agent, decision.strategy)
             if self.state is not None:
                 self.state.on_decision(decision)
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from arena import config
+from arena.accounts import ACCOUNTS_TOPIC, AccountRecord
 from arena.chat import ChatReply, ChatRequest
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
@@ -67,6 +68,17 @@ TOPICS = [
         "each router (`deploy_router_node.py`)",
         "the tools process (dashboard); `response_viewer.py`; `arena web`",
         "One record when a turn starts (`status` started) and one when it ends.",
+    ),
+    Topic(
+        ACCOUNTS_TOPIC,
+        "the agent's name",
+        AccountRecord,
+        "the tools process (`trading_tools.py` / `tools_and_dashboard.py`)",
+        "each router, its own key only (the account in its turn prompt)",
+        "Created compacted (Tansu's memory storage keeps every record anyway). One record per agent after each "
+        "market snapshot the tools take (marks change), after each outcome of its orders, and when a turn starts "
+        "under a strategy not yet valued or for an agent without an account (`portfolio` null). `portfolio` is "
+        "get_portfolio's result as is: its fields are the desk's, beyond the few checked here.",
     ),
     Topic(
         config.HEALTH_TOPIC,
@@ -136,6 +148,7 @@ UNITS: dict[tuple[str, str], str] = {
     ("Trade", "latency_ms"): "milliseconds",
     ("Trade", "tick_seq"): "the snapshot `seq` traded on",
     ("Decision", "tick_seq"): "the snapshot `seq` of the turn",
+    ("AccountRecord", "snapshot_seq"): "the snapshot `seq`",
     ("ChatRequest", "timeout_s"): "seconds",
     ("ChatReply", "elapsed_ms"): "milliseconds",
     ("ChatReply", "status_code"): "HTTP status",

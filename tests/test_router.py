@@ -281,7 +281,8 @@ def test_prompt_and_summary():
     prompt = build_prompt(snap, prev)
     assert "snapshot #7" in prompt and "BTC-USD | 97,000.00" in prompt and "STALE - do not trade" in prompt
     assert "Your previous turn (snapshot #6) concluded: Bought BTC. Trend up." in prompt
-    assert "get_portfolio first" in prompt and "one short sentence" in prompt
+    assert "call get_portfolio only if it is not shown" in prompt and "one short sentence" in prompt
+    assert "Your account: not yet known. Call get_portfolio to see it." in prompt  # no record of it yet
     assert summarize_snapshot(snap) == "#7 BTC 97,000.00 · FARTCOIN 0.810000 STALE · SOL 145.0000"
 
 
@@ -347,6 +348,7 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
         system_prompt="hold",
         model_client=Instant(think, model_name="instant"),
         kafka=kafka,
+        account_wait_s=0.1,  # no tools process here to value the account
     )
     router_box.append(r)
     await r.start()

@@ -3,9 +3,9 @@ deterministic trading policies (arena.policies) — what the demo and tests thin
 
 A chat node reaches it exactly like a real provider: `--base-url http://127.0.0.1:PORT/v1`.
 Each turn of a router's conversation (the latest user message holding a market table and what follows it):
-  1. no tool calls yet          -> call get_portfolio
-  2. portfolio result present   -> execute_trade calls (never on a STALE product), or a text if no signal
-  3. trade results present      -> a short closing text
+  1. the account known          -> execute_trade calls (never on a STALE product), or a text if no signal;
+     the prompt's account counts (arena.accounts), else a get_portfolio result; neither -> call get_portfolio
+  2. trade results present      -> a short closing text
 Identical requests get identical answers (tool call ids are hashes of the conversation).
 
 Models: momentum, mean-revert, random-walk (seeded), hold, auto (picks one from the agent's system prompt),
@@ -39,6 +39,7 @@ from arena.policies import (
     increment,
     parse_market,
     parse_portfolio,
+    parse_prompt_account,
     round_down,
 )
 
@@ -195,9 +196,13 @@ def plan(model: str, turn: Turn, tools: dict[str, dict], seed: int) -> Reply:
     if trades or turn.model_turns >= MAX_TURNS:
         return Reply(_summary(policy, trades, turn.results))
     portfolio_calls = turn.calls_to("get_portfolio")
-    if portfolio_tool and not portfolio_calls:
+    prompted = parse_prompt_account(turn.prompt)
+    if portfolio_tool and not portfolio_calls and prompted is None:
         return Reply(calls=[(portfolio_tool, {})])
-    holdings = parse_portfolio(turn.results.get(portfolio_calls[-1][0])) if portfolio_calls else parse_portfolio(None)
+    if portfolio_calls:
+        holdings = parse_portfolio(turn.results.get(portfolio_calls[-1][0]))
+    else:
+        holdings = prompted or parse_portfolio(None)
     orders, notes = decide(policy, turn.market, holdings, random_seed(seed, turn))
     orders = cap_orders(orders, turn.system, turn.market, holdings)
     if not orders or not trade_tool:
