@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arena.desk import DEFAULT_FEE_BPS, DEFAULT_IMPACT_BPS
+
 OFFLINE = "offline"  # a chat node's base_url: the arena's own offline policy server (arena policy-server)
 SOURCES = ("simulator", "live", "recording")
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
@@ -60,7 +62,8 @@ class Agent:
 
 @dataclass
 class Tools:
-    fee_bps: float = 0.0
+    fee_bps: float = DEFAULT_FEE_BPS  # the tools' own defaults (a real venue's taker fee, docs/METRICS.md)
+    impact_bps: float = DEFAULT_IMPACT_BPS
     max_quote_age: float = 30.0
 
 
@@ -230,9 +233,10 @@ def parse(data: dict, *, base: Path, source: str = "arena.toml", env: dict[str, 
     if "fetch_wait_ms" in b:
         c.check(1 <= b["fetch_wait_ms"] <= 1000, f"[broker].fetch_wait_ms must be 1-1000, got {b['fetch_wait_ms']}")
 
-    t = c.table("[tools]", top.get("tools", {}), {"fee_bps": NUM, "max_quote_age": NUM})
+    t = c.table("[tools]", top.get("tools", {}), {"fee_bps": NUM, "impact_bps": NUM, "max_quote_age": NUM})
     tools = Tools(**{key: float(v) for key, v in t.items()})
     c.check(tools.fee_bps >= 0, f"[tools].fee_bps must be >= 0, got {tools.fee_bps}")
+    c.check(tools.impact_bps >= 0, f"[tools].impact_bps must be >= 0, got {tools.impact_bps}")
     c.check(tools.max_quote_age > 0, f"[tools].max_quote_age must be positive, got {tools.max_quote_age}")
 
     web = None

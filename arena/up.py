@@ -203,6 +203,8 @@ async def run(arena: Arena, opts: RunOptions) -> int:
             str(run_dir / "tools.log"),
             "--fee-bps",
             f"{arena.tools.fee_bps:g}",
+            "--impact-bps",
+            f"{arena.tools.impact_bps:g}",
             "--max-quote-age",
             f"{arena.tools.max_quote_age:g}",
         ]

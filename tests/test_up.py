@@ -86,6 +86,10 @@ def test_the_demo_is_an_arena_of_the_same_format():
         ("carol", "brainrot", "quant"),
     ]
     assert {a.chat_node for a in arena.agents} <= {c.name for c in arena.chat_nodes}
+    # the demo trades under the tools' own fee and impact defaults, not free fills
+    from arena.desk import DEFAULT_FEE_BPS, DEFAULT_IMPACT_BPS
+
+    assert (arena.tools.fee_bps, arena.tools.impact_bps) == (DEFAULT_FEE_BPS, DEFAULT_IMPACT_BPS) != (0, 0)
 
 
 def test_the_key_reaches_its_chat_node_through_the_environment_only(tmp_path, monkeypatch):
@@ -154,6 +158,7 @@ MISTAKES = [
         "give both price_in_per_mtok and price_out_per_mtok",
     ),
     (("seed = 3", "seed = 3\n[tools]\nfee_bps = -2"), "[tools].fee_bps must be >= 0"),
+    (("seed = 3", "seed = 3\n[tools]\nimpact_bps = -1"), "[tools].impact_bps must be >= 0"),
     (("seed = 3", "seed = 3\n[broker]\nfetch_wait_ms = 5000"), "[broker].fetch_wait_ms must be 1-1000"),
     (("seed = 3", "seed = 3\n[web]\nport = 70000"), "[web].port must be 0-65535"),
     (("seed = 3", 'seed = 3\n[web]\nhost = "0.0.0.0"'), "[web]: unknown key 'host'"),
