@@ -226,6 +226,7 @@ class ToolsProcess(service.Service):
         self.state = ArenaState(
             max_quote_age_s=args.max_quote_age,
             fee_bps=args.fee_bps,
+            impact_bps=args.impact_bps,
             metrics=metrics,
             log_path=None if args.no_dashboard else args.log_file,
             export_path=args.export,

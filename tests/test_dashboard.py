@@ -656,3 +656,26 @@ def test_one_price_formatter_for_the_screen_the_prompt_the_summary_and_the_repor
     screen_text = screen(st, accounts, 160, 50)
     for text in (prompt, summary, report, screen_text):
         assert all(s in text for s in shown.values()), text
+
+
+def test_slippage_and_the_impact_rate_on_screen_and_in_the_export():
+    """A fill that walked the book: its slippage in the fills table (bps), the agent's total in the
+    standings and the export, the impact rate in the header."""
+    from arena.metrics import MetricsTracker
+    from tests.support.records import snap
+
+    st = ArenaState(max_quote_age_s=30, fee_bps=120, impact_bps=2.5, metrics=MetricsTracker(fee_bps=120))
+    st.started_at = START
+    walked = Trade(trade_id="w1", agent="alice", product_id="BTC-USD", side="buy", quantity=1.5, price=96_533.33,
+                   top_price=96_500.0, top_size=0.5, slippage=50.0, fee=1_737.6, executed_at=NOW - timedelta(seconds=5))  # fmt: skip
+    st.on_snapshot(snap(1, btc=96_500.0), now=NOW - timedelta(seconds=1))
+    st.on_trade(walked)
+    accounts = replay([walked])
+    assert accounts["alice"].slippage_paid == 50.0
+    text = screen(st, accounts, 200, 50)
+    assert f"{walked.slippage_bps:.1f}bp" in text and "3.5bp" in text  # 50 / (1.5 * 96,500) = 3.45 bps
+    assert "Slippage" in text and "-$50.00" in text
+    assert "impact 2.5 bps per top size" in text
+    board = leaderboard(st, accounts, now=NOW)
+    alice = next(a for a in board["agents"] if a["name"] == "alice")
+    assert alice["slippage"] == 50.0 and board["impact_bps_per_top_size"] == 2.5

@@ -83,6 +83,7 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
                     "realized_pnl": s.account.realized_pnl,
                     "unrealized_pnl": s.unrealized,
                     "fees": s.account.fees_paid,
+                    "slippage": s.account.slippage_paid,
                     "trades": s.account.trades,
                     "rejected": s.account.rejected,
                     "model_errors": a.model_errors if a else 0,
@@ -133,6 +134,7 @@ def leaderboard(state: ArenaState, accounts: dict[str, Account], *, now: datetim
             "starting_cash": INITIAL_CASH,
             "positions_marked_at": "best bid",
             "fee_bps": state.fee_bps,
+            "impact_bps_per_top_size": state.impact_bps,
             "feed": {
                 "status": health.level,
                 "problems": health.problems,

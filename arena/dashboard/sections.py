@@ -218,6 +218,10 @@ def _leaderboard_body(f: Frame, width: int, rows: int) -> RenderableType:
             priority=6,
         ),
     ]
+    if any(s.account.slippage_paid for s in shown):  # fills have walked the book (impact beyond the top size)
+        fees = next(i for i, c in enumerate(cols) if c.header == "Fees")
+        cols.insert(fees + 1, Column("Slippage", [money(-s.account.slippage_paid) for s in shown], priority=6,
+                                     short=[money(-s.account.slippage_paid, cents=False) for s in shown]))  # fmt: skip
     if f.state.metrics is not None:
         cols += [
             Column(header, [cell(s.metrics) for s in shown], priority=prio) for _, header, cell, prio in METRIC_COLUMNS
@@ -302,7 +306,8 @@ def _fills_body(f: Frame, width: int, rows: int) -> RenderableType:
         Column("Agent", [agent_text(t.agent) for t in fills], justify="left", flex=True, min_width=10),
         Column("Side", [_side(t.side) for t in fills], justify="left"),
         Column("Quantity", [qty(t.quantity, t.product_id) for t in fills]),
-        Column("Price", [price(t.price) for t in fills], priority=0),
+        Column("Price", [price(t.price) for t in fills], priority=0),  # the average, impact included
+        Column("Slip", [f"{t.slippage_bps:.1f}bp" if t.slippage else "—" for t in fills], priority=4),
         Column("Notional", [money(t.notional) for t in fills], priority=4),
         Column("Fee", [money(t.fee) for t in fills], priority=3),
         Column("Latency", [f"{t.latency_ms:.0f}ms" if t.latency_ms is not None else "—" for t in fills], priority=2),
@@ -437,7 +442,7 @@ def _header(f: Frame, width: int, lines: int) -> list[Text]:
             second.append(f", {down} down" if down else "", style="bold red")
         second.append(f" · Start {money(INITIAL_CASH, cents=False)} per agent", style="bold")
         second.append(" · positions marked at best bid · ", style="grey70")
-        second.append(f"fee {state.fee_bps:g} bps", style="grey70")
+        second.append(f"fee {state.fee_bps:g} bps · impact {state.impact_bps:g} bps per top size", style="grey70")
         second.append(f" · quotes stale after {ago(state.max_quote_age_s)}", style="grey70")
         second.truncate(width, overflow="ellipsis")
         out.append(second)

@@ -156,6 +156,7 @@ class ArenaState:
         *,
         max_quote_age_s: float,
         fee_bps: float,
+        impact_bps: float = 0.0,
         log_path: str | None = None,
         export_path: str | None = None,
         reply_timeout_s: float = 120.0,
@@ -166,6 +167,7 @@ class ArenaState:
         self.limits = limits  # the risk limits in force, one line (the header shows them)
         self.max_quote_age_s = max_quote_age_s
         self.fee_bps = fee_bps
+        self.impact_bps = impact_bps
         self.log_path = log_path
         self.export_path = export_path
         self.reply_timeout_s = reply_timeout_s  # no model reply for longer than this is reported
