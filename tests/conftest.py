@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from arena.broker import EmbeddedBroker, free_port  # noqa: E402
 from arena.config import KafkaSettings  # noqa: E402
+from tests.support.desks import make  # noqa: E402, F401  (a fixture: a desk with limits, for test_limits and test_desk_fills)
 
 
 @pytest.fixture(scope="session")

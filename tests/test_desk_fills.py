@@ -17,44 +17,11 @@ from rich.console import Console
 from arena.desk import DEFAULT_FEE_BPS, MAX_WALK_PCT, Desk, walk
 from arena.leaderboard import leaderboard_table
 from arena.ledger import Ledger
-from arena.market import MarketSnapshot, Quote, utcnow
+from arena.market import utcnow
 from arena.metrics import MetricsTracker
 from arena.portfolio import INITIAL_CASH, Trade
 from arena.strategies import Limits
-
-
-def book(*, btc=(50_000.0, 50_000.0), btc_sizes=(None, None), fart=(1.0, 1.0), fart_sizes=(None, None), stale=False):
-    def q(pid, prices, sizes):
-        (b, a), (bs, as_) = prices, sizes
-        return Quote(product_id=pid, price=b, best_bid=b, best_ask=a, bid_size=bs, ask_size=as_, stale=stale)
-
-    return MarketSnapshot(
-        seq=1, quotes={"BTC-USD": q("BTC-USD", btc, btc_sizes), "FARTCOIN-USD": q("FARTCOIN-USD", fart, fart_sizes)}
-    )
-
-
-@pytest.fixture
-def make(tmp_path):
-    made = []
-
-    def _make(snapshot=None, *, fee_bps=0.0, impact_bps=10.0, **limits) -> Desk:
-        d = Desk(
-            Ledger(tmp_path / f"l{len(made)}.db"),
-            fee_bps=fee_bps,
-            impact_bps=impact_bps,
-            strategy_limits={"t": Limits(**limits)},
-        )
-        d.quotes.update(snapshot or book())
-        made.append(d)
-        return d
-
-    yield _make
-    for d in made:
-        d.ledger.close()
-
-
-def buy(d: Desk, pid: str, q: float, **kw) -> dict:
-    return d.execute_trade("ann", pid, "buy", q, strategy="t", **kw)
+from tests.support.desks import book, buy
 
 
 def most_in(r: dict) -> float:

@@ -12,42 +12,8 @@ import pytest
 
 from arena.desk import Desk
 from arena.ledger import Ledger
-from arena.market import MarketSnapshot, Quote
 from arena.strategies import STRATEGY_LIMITS, Limits, risk_rules, strategy_prompt
-
-
-def book(btc=(50_000.0, 50_000.0), fart=(1.0, 1.0)) -> MarketSnapshot:
-    q = {
-        pid: Quote(product_id=pid, price=b, best_bid=b, best_ask=a)
-        for pid, (b, a) in (("BTC-USD", btc), ("FARTCOIN-USD", fart))
-    }
-    return MarketSnapshot(seq=1, quotes=q)
-
-
-@pytest.fixture
-def make(tmp_path):
-    """A desk whose strategy "t" has the given limits; bid = ask and no fee unless asked, so every
-    boundary falls on an exact quantity."""
-    made = []
-
-    def _make(fee_bps=0.0, snapshot=None, arena=None, **limits) -> Desk:
-        d = Desk(
-            Ledger(tmp_path / f"l{len(made)}.db"),
-            fee_bps=fee_bps,
-            limits=arena,
-            strategy_limits={"t": Limits(**limits)},
-        )
-        d.quotes.update(snapshot or book())
-        made.append(d)
-        return d
-
-    yield _make
-    for d in made:
-        d.ledger.close()
-
-
-def buy(d: Desk, pid: str, q: float, **kw) -> dict:
-    return d.execute_trade("ann", pid, "buy", q, strategy="t", **kw)
+from tests.support.desks import book, buy
 
 
 def refused(r: dict, rule: str) -> str:
