@@ -254,13 +254,13 @@ def test_canary_the_embedded_broker_exits_0_on_a_port_it_cannot_bind(broker):
 # -- fetch_wait: a running consumer's fetch wait, through the Fetcher's private copy -----------------
 
 
-async def test_canary_a_running_consumers_next_fetch_takes_the_wait_set_on_it(kafka):
+async def test_canary_a_running_consumers_fetches_take_the_wait_asked_as_each_is_sent(kafka):
     # When this fails, aiokafka no longer builds each FetchRequest from Fetcher._fetch_max_wait_ms:
-    # arena/compat/fetch_wait.py changes nothing, and arena.polling's long/short switch is inert.
+    # arena/compat/fetch_wait.py changes nothing, and arena.polling's waits are inert.
     import asyncio
 
     from arena import kafka as k
-    from arena.compat.fetch_wait import set_fetch_wait
+    from arena.compat.fetch_wait import follow_fetch_wait
 
     consumer = k.consumer(kafka, "compat.fetch_wait", group_id=None)
     await consumer.start()
@@ -274,14 +274,17 @@ async def test_canary_a_running_consumers_next_fetch_takes_the_wait_set_on_it(ka
 
     consumer._client.send = recording_send
     try:
-        set_fetch_wait(consumer, 37)
-        reader = asyncio.create_task(consumer.getmany(timeout_ms=5000))
+        asked = [37]
+        assert follow_fetch_wait(consumer, lambda: asked[0])
+        reader = asyncio.create_task(consumer.getmany(timeout_ms=10000))
 
-        async def sent() -> None:
-            while 37 not in seen:
+        async def sent(ms: int) -> None:
+            while ms not in seen:
                 await asyncio.sleep(0.01)
 
-        await asyncio.wait_for(sent(), 10)
+        await asyncio.wait_for(sent(37), 10)
+        asked[0] = 41
+        await asyncio.wait_for(sent(41), 10)
         reader.cancel()
     finally:
         await consumer.stop()
