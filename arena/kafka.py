@@ -11,7 +11,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ValidationError
 
-from arena import auth
+from arena import auth, polling
 from arena.compat import tansu
 from arena.compat.started_consumers import consumers_started  # noqa: F401 - re-exported: the call sites' name
 from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 MAX_MESSAGE_BYTES = 5 * 1024 * 1024  # matches calfkit's default
+
+polling.install()  # every consumer of the process, calfkit's too, polls by arena.polling's policy
 
 
 def producer(settings: KafkaSettings, **kw) -> AIOKafkaProducer:
@@ -34,12 +36,15 @@ def producer(settings: KafkaSettings, **kw) -> AIOKafkaProducer:
 def consumer(
     settings: KafkaSettings, *topics: str, group_id: str | None, latest: bool = True, **kw
 ) -> AIOKafkaConsumer:
-    """A consumer tuned for latency. `group_id=None` reads without a group (no join wait)."""
+    """A consumer tuned for latency. `group_id=None` reads without a group (no join wait).
+
+    Its fetch wait (fetch_max_wait_ms: --fetch-wait-ms unless given) is the short one of arena.polling's
+    policy: a consumer of the market topic marks when snapshots are due."""
     tuning = dict(CONSUMER_TUNING)
     if group_id is None:
         tuning.pop("session_timeout_ms")
         tuning.pop("heartbeat_interval_ms")
-    return AIOKafkaConsumer(
+    c = AIOKafkaConsumer(
         *topics,
         **settings.aiokafka_kwargs(),
         group_id=group_id,
@@ -47,6 +52,8 @@ def consumer(
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         **{**tuning, **kw},
     )
+    polling.PACER.add(c, short_ms=c._fetch_max_wait_ms, clock=MARKET_TOPIC in topics)
+    return c
 
 
 async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0) -> None:
@@ -78,12 +85,19 @@ class Dozing:
     Tansu answers a fetch only when its max wait runs out — it has no wake-up on produce — so every
     running consumer costs a fetch per wait, on both sides (bench/README.md, "Findings"). Pausing is
     aiokafka's own: a paused partition is not fetched, keeps its position (nothing is skipped), and
-    resume() wakes the fetcher at once."""
+    resume() wakes the fetcher at once. Awake, the process waits for replies: arena.polling keeps
+    every consumer's fetch wait short until it dozes again (set before resume(), so the first fetch of
+    a woken consumer is already a short one)."""
 
-    def __init__(self, consumers: list[AIOKafkaConsumer]):
+    def __init__(self, consumers: list[AIOKafkaConsumer], pacer: polling.Pacer | None = None):
         self.consumers = consumers
+        self.pacer = pacer or polling.PACER
+        self.awake = False
 
     def wake(self) -> None:
+        if not self.awake:
+            self.awake = True
+            self.pacer.busy()
         for c in self.consumers:
             paused = c.paused()
             if paused:
@@ -96,6 +110,9 @@ class Dozing:
                     c.pause(tp)
                 except Exception:  # unassigned by a rebalance in between: nothing to pause
                     pass
+        if self.awake:
+            self.awake = False
+            self.pacer.idle()
 
 
 class BriefFormatter(logging.Formatter):

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "floor": ("bench.floor", "raw aiokafka publish -> consume latency and throughput on the broker (the floor)"),
     "fanout": ("bench.fanout", "a market snapshot published -> received by each of N router processes"),
     "decision": ("bench.decision", "tick -> fill for N routers through chat nodes and an instant model"),
+    "idle": ("bench.idle", "CPU of a whole `arena demo` between snapshots, per process kind (broker included)"),
     "tools": ("bench.tools", "execute_trade round trip through the tools process; ledger trades/s"),
     "startup": ("bench.startup", "launch -> READY per script, memory per process kind, dashboard CPU"),
     "backlog": ("bench.backlog", "slow model and restarted router: every decision uses the newest tick"),

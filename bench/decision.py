@@ -4,8 +4,14 @@ trade through the real tools process; for every N in --agents.
 
 Ticks alternate a 2 % jump up and down over flat candles, so every router's momentum turn buys all
 three products on one tick and sells them on the next: get_portfolio, then three parallel
-execute_trade calls, then a closing text (3 model calls). Ticks are published closed-loop (the next
-after every router finished its turn, plus --gap).
+execute_trade calls, then a closing text (3 model calls). `--turn one-trade` plays the side-by-side
+comparison's turn instead (model -> one execute_trade -> model; bench/one_trade.py). Ticks are published
+closed-loop on a grid: the next on the first --interval slot after every router finished its turn,
+plus --gap (as a connector publishes them, so arena.polling can expect them). Per agent count, enough
+ticks for --samples fills; a p99 from fewer is flagged `p99_is_max_of_few`.
+Per turn: model calls, tool calls, characters of the prompt and of all text sent to the model; CPU per
+decision (every process, the broker included, from /proc/<pid>/stat: gross, and net of the idle rate);
+idle CPU per process kind once no tick is expected.
 
 Fill time: Trade.executed_at (arena.trades) - published_at of the tick with seq Trade.tick_seq.
 Where the time goes, per fill, from the records themselves:
@@ -24,30 +30,41 @@ sent_at, the chat node's response records, the fill).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from datetime import datetime
 
 from arena import kafka as k
-from arena.chat import ChatReply, ChatRequest
-from arena.config import chat_request_topic
+from arena.chat import ChatRequest
 from bench.floor import latency
 from bench.harness import (
     Arena,
+    ChatLog,
     Recorder,
     Report,
+    add_sampling_args,
     add_tuning_args,
     agent_counts,
     closed_loop_ticks,
+    cpu_share,
     dist_ms,
     fmt_dist,
+    follow_chat,
+    honest,
+    sender_of,
     snapshot,
     start_stack,
     target,
+    ticks_for,
     tuning_of,
+    turn_stats,
 )
 
-HOPS_BEFORE_FILL = 8
+# The turns --turn picks: the policy server's model, fills per router per tick, broker hops before a fill.
+TURNS = {
+    "momentum": ("momentum", 3, 8),  # get_portfolio, then 3 parallel execute_trade, then text: 3 model calls
+    "one-trade": ("one-trade", 1, 4),  # the side-by-side turn: model -> one execute_trade -> model
+}
+TARGET_P50_MS = {1: 60.0, 10: 250.0, 50: 2000.0}
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -58,10 +75,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
         help="router counts to measure, comma separated (default 1,10,50)",
     )
     p.add_argument(
-        "--ticks",
-        type=int,
-        default=10,
-        help="ticks measured per agent count; each gives 3 fills per router (default %(default)s)",
+        "--turn",
+        choices=sorted(TURNS),
+        default="momentum",
+        help="the turn every router plays: momentum (get_portfolio, 3 trades, text: 3 model calls, 3 fills) or "
+        "one-trade (model -> one execute_trade -> model, the side-by-side comparison's; default %(default)s)",
     )
     p.add_argument(
         "--gap",
@@ -76,55 +94,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--chat-max-workers", type=int, default=8, help="deploy_chat_node.py --max-workers (default %(default)s)"
     )
     p.add_argument("--start-concurrency", type=int, default=4, help="routers starting at once (default %(default)s)")
+    add_sampling_args(p, "fills")
     add_tuning_args(p)
-
-
-class ChatLog:
-    """Chat requests and replies read from their topics (requests: per chat node; replies: every router's
-    reply topic, by pattern, from the beginning: the broker is fresh)."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, ChatRequest] = {}
-        self.accepted_ms: dict[str, int] = {}  # request id -> record timestamp of "accepted"
-        self.responses: dict[str, ChatReply] = {}
-        self.response_ms: dict[str, int] = {}  # request id -> record timestamp of the response
-        self.seen: set[tuple[str, int, int]] = set()
-
-    def take(self, topic: str, partition: int, offset: int, value: bytes, ts_ms: int) -> None:
-        if (topic, partition, offset) in self.seen or not value:
-            return
-        self.seen.add((topic, partition, offset))
-        if topic.endswith(".requests"):
-            # The messages are large; only the envelope matters here.
-            data = json.loads(value)
-            data["messages"] = []
-            req = ChatRequest.model_validate(data)
-            self.requests[req.request_id] = req
-        elif (reply := k.decode(ChatReply, value, topic)) is not None:
-            if reply.kind == "accepted":
-                self.accepted_ms[reply.request_id] = ts_ms
-            else:
-                self.responses[reply.request_id] = reply
-                self.response_ms[reply.request_id] = ts_ms
-
-
-async def _follow_chat(kafka, chat_nodes: list[str], log: ChatLog, stop) -> None:
-    import asyncio
-
-    req_consumer = k.consumer(
-        kafka, *(chat_request_topic(n) for n in chat_nodes), group_id=None, latest=False, metadata_max_age_ms=1000
-    )
-    rep_consumer = k.consumer(kafka, group_id=None, latest=False, metadata_max_age_ms=1000)
-    rep_consumer.subscribe(pattern=r"^arena\.chat\.replies\..*")
-    await asyncio.gather(req_consumer.start(), rep_consumer.start())
-    try:
-        while not stop.is_set():
-            for c in (req_consumer, rep_consumer):
-                for tp, records in (await c.getmany(timeout_ms=20, max_records=2000)).items():
-                    for r in records:
-                        log.take(tp.topic, tp.partition, r.offset, r.value, r.timestamp)
-    finally:
-        await asyncio.gather(req_consumer.stop(), rep_consumer.stop(), return_exceptions=True)
 
 
 def _ts(x: datetime) -> float:
@@ -132,13 +103,17 @@ def _ts(x: datetime) -> float:
 
 
 def analyse(
-    rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], sender_of: dict[str, str], floor_p50_ms: float
+    rec: Recorder,
+    chat: ChatLog,
+    agents: set[str],
+    seqs: set[int],
+    sender_of: dict[str, str],
+    floor_p50_ms: float,
+    hops: int = 8,
 ) -> dict:
     started = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status == "started"}
     finished = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status in ("done", "error", "timeout")}
-    by_sender: dict[str, list[ChatRequest]] = defaultdict(list)
-    for req in chat.requests.values():
-        by_sender[req.sender].append(req)
+    by_sender: dict[str, list[ChatRequest]] = defaultdict(list, chat.by_sender())
     total, delivery, model, tool, framework, done_lat = [], [], [], [], [], []
     stages: dict[str, list[float]] = defaultdict(list)
     fills = [t for t in rec.trades if t.status == "filled" and t.agent in agents and t.tick_seq in seqs]
@@ -183,14 +158,14 @@ def analyse(
     return {
         "fills": len(fills),
         "rejected": len(rejected),
-        "tick_to_fill_ms": dist_ms(total),
-        "tick_to_turn_done_ms": dist_ms(done_lat),
+        "tick_to_fill_ms": honest(dist_ms(total)),
+        "tick_to_turn_done_ms": honest(dist_ms(done_lat)),
         "breakdown_ms": {
             "delivery": dist_ms(delivery),
             "model": dist_ms(model),
             "tool": dist_ms(tool),
             "framework_and_broker": fw,
-            "broker_floor_estimate_p50": round(HOPS_BEFORE_FILL * floor_p50_ms, 1),
+            "broker_floor_estimate_p50": round(hops * floor_p50_ms, 1),
         },
         "router_to_chat_node_hop_ms": dist_ms(hop),
         "timeline_ms": {name: dist_ms(xs) for name, xs in sorted(stages.items())},
@@ -200,24 +175,31 @@ def analyse(
 async def run(args: argparse.Namespace, report: Report) -> int:
     import asyncio
 
-    results: dict = {"by_agents": {}}
+    model, fills_per_turn, hops = TURNS[args.turn]
+    results: dict = {"turn": args.turn, "by_agents": {}}
     async with Arena(report, tuning_of(args)) as arena:
         floor = dist_ms(await latency(arena.kafka, 200, k.encode(snapshot(1))))
         results["floor_ms"] = floor
         report.line(f"floor (raw publish -> consume, same broker): {fmt_dist(floor)}")
         chat_nodes = await start_stack(
-            arena, "momentum", chat_nodes=args.chat_nodes, chat_args=("--max-workers", str(args.chat_max_workers))
+            arena, model, chat_nodes=args.chat_nodes, chat_args=("--max-workers", str(args.chat_max_workers))
         )
         rec = await Recorder(arena.kafka).start()
         chat = ChatLog()
         stop = asyncio.Event()
-        follower = asyncio.create_task(_follow_chat(arena.kafka, chat_nodes, chat, stop))
+        follower = asyncio.create_task(follow_chat(arena.kafka, chat_nodes, chat, stop))
         agents: list[str] = []
-        sender_of: dict[str, str] = {}  # agent -> its RemoteChatModel instance id (contains the router's pid)
+        senders: dict[str, str] = {}
         seq = 0
+        loop = asyncio.get_running_loop()
 
         def jump(s):
             return 1.02 if s % 2 else 0.98
+
+        def ticks(seqs: range):
+            return closed_loop_ticks(
+                rec, agents, seqs, jump_of=jump, gap_s=args.gap, timeout_s=180, report=report, interval_s=args.interval
+            )
 
         try:
             for n in sorted(set(args.agents)):
@@ -227,37 +209,51 @@ async def run(args: argparse.Namespace, report: Report) -> int:
                 # warm-up: a buy and a sell turn each (lazy imports, first ledger rows)
                 if seq % 2 == 1:
                     seq += 1  # the next tick must be a buy
-                await closed_loop_ticks(
-                    rec, agents, range(seq + 1, seq + 3), jump_of=jump, gap_s=args.gap, timeout_s=180, report=report
-                )
+                await ticks(range(seq + 1, seq + 3))
                 seq += 2
-                for name, svc in zip(new, started):
-                    sender_of[name] = next(
-                        (r.sender for r in chat.requests.values() if f"-{svc.pid}-" in r.sender), "?"
-                    )
-                measured = range(seq + 1, seq + 1 + args.ticks)
-                c0, t0 = arena.cpu(), asyncio.get_running_loop().time()
-                done = await closed_loop_ticks(
-                    rec, agents, measured, jump_of=jump, gap_s=args.gap, timeout_s=180, report=report
-                )
-                c1, t1 = arena.cpu(), asyncio.get_running_loop().time()
-                seq += args.ticks
+                senders.update(sender_of(chat, new, started))
+                count = ticks_for(args, n, fills_per_turn)
+                count += count % 2  # whole buy/sell pairs
+                measured = range(seq + 1, seq + 1 + count)
+                c0, t0 = arena.cpu(), loop.time()
+                done = await ticks(measured)
+                c1, t1 = arena.cpu(), loop.time()
+                seq += count
                 await asyncio.sleep(0.5)  # the last replies
-                row = analyse(rec, chat, set(agents), set(done), sender_of, floor.get("p50", 0.0))
+                row = analyse(rec, chat, set(agents), set(done), senders, floor.get("p50", 0.0), hops)
                 row["ticks"] = len(done)
-                row["cpu_share_by_kind"] = {kind: round((c1[kind] - c0.get(kind, 0.0)) / (t1 - t0), 3) for kind in c1}
+                row.update(turn_stats(rec, chat, set(agents), set(done), senders))
+                busy = cpu_share(c0, c1, t1 - t0)
+                row["cpu_share_by_kind"] = busy
+                # Idle: once the routers stopped expecting a tick (arena.polling gives up after 3 missed slots).
+                await asyncio.sleep(4 * args.interval + 3.0)
+                idle = await arena.idle_cpu(args.idle_s)
+                row["idle_cpu_share_by_kind"] = idle
+                decisions = len(done) * n
+                if decisions:
+                    gross = (sum(c1.values()) - sum(c0.values())) * 1000 / decisions
+                    net = (busy["total"] - idle["total"]) * (t1 - t0) * 1000 / decisions
+                    row["cpu_ms_per_decision"] = {"gross": round(gross, 1), "net_of_idle": round(net, 1)}
                 row["memory"] = arena.memory()
                 if floor.get("p50") and row["tick_to_fill_ms"].get("n"):
                     row["fill_p50_vs_floor"] = round(row["tick_to_fill_ms"]["p50"] / floor["p50"], 1)
                 results["by_agents"][str(n)] = row
                 b = row["breakdown_ms"]
+                few = " (p99 is a max: fewer than 200 fills)" if row["tick_to_fill_ms"].get("p99_is_max_of_few") else ""
                 report.line(
-                    f"N={n:>3} tick -> fill:        {fmt_dist(row['tick_to_fill_ms'])}  ({row['fills']} fills, {row['rejected']} rejected)"
+                    f"N={n:>3} tick -> fill:        {fmt_dist(row['tick_to_fill_ms'])}  ({row['fills']} fills, {row['rejected']} rejected){few}"
                 )
                 report.line(f"      tick -> turn done:   {fmt_dist(row['tick_to_turn_done_ms'])}")
                 report.line(
                     f"      p50 split: delivery {b['delivery'].get('p50')} + model {b['model'].get('p50')} + tool {b['tool'].get('p50')} "
-                    f"+ framework/broker {b['framework_and_broker'].get('p50')} ms (8 hops x floor = {b['broker_floor_estimate_p50']} ms)"
+                    f"+ framework/broker {b['framework_and_broker'].get('p50')} ms ({hops} hops x floor = {b['broker_floor_estimate_p50']} ms)"
+                )
+                report.line(
+                    f"      per turn: {row['model_calls_per_turn']} model calls, {row['tool_calls_per_turn']} tool calls, "
+                    f"prompt {row['prompt_chars_per_turn']} chars, {row['input_chars_per_turn']} chars sent to the model"
+                )
+                report.line(
+                    f"      CPU per decision: {row.get('cpu_ms_per_decision')} ms; CPU share while ticking {busy}; idle {idle}"
                 )
                 report.line(f"      router -> chat node hop: {fmt_dist(row['router_to_chat_node_hop_ms'])}")
                 for stage, d in row["timeline_ms"].items():
@@ -266,12 +262,13 @@ async def run(args: argparse.Namespace, report: Report) -> int:
             stop.set()
             await asyncio.gather(follower, return_exceptions=True)
             await rec.stop()
-    top = results["by_agents"].get("50")
-    targets = None
-    if top:
-        targets = {
-            "fill_p50_ms_at_50": target(top["tick_to_fill_ms"].get("p50"), 50.0),
-            "fill_p99_ms_at_50": target(top["tick_to_fill_ms"].get("p99"), 150.0),
-        }
-    report.emit(results, targets)
+    targets = {}
+    for n, limit in TARGET_P50_MS.items():
+        if (row := results["by_agents"].get(str(n))) is not None:
+            targets[f"fill_p50_ms_at_{n}"] = target(row["tick_to_fill_ms"].get("p50"), limit)
+    if (row := results["by_agents"].get("10")) is not None:
+        targets["idle_cpu_share_at_10"] = target(row["idle_cpu_share_by_kind"].get("total"), 0.15)
+    if (row := results["by_agents"].get("1")) is not None and args.turn == "momentum":
+        targets["model_calls_per_trading_turn"] = target(row["model_calls_per_turn"], 2.0)
+    report.emit(results, targets or None)
     return 0

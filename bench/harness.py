@@ -181,16 +181,16 @@ class Arena(Stack):
         await self.close()
 
     def launch(self, kind: str, *args: str, tty: bool = False) -> Service:
-        env = {}
-        if self.tuning and args and args[0].endswith(".py"):
+        env = dict(self.tuning)  # ARENA_* settings reach every process; BENCH_* need bench.tuned
+        if any(k.startswith("BENCH_") for k in env) and args and args[0].endswith(".py"):
             args = ("-m", "bench.tuned", *args)
-            env = self.tuning
         return self.start(f"{kind} {len(self.procs) + 1}", *args, proc_type=Service, kind=kind, tty=tty, env=env)
 
     async def policy_server(self) -> Service:
+        """The offline policy server, with the one-trade turn's model too (bench/one_trade.py)."""
         port = free_port()
         self.policy_url = f"http://127.0.0.1:{port}/v1"
-        return await self.launch("policy-server", "-m", "arena.cli", "policy-server", "--port", str(port)).ready(60)
+        return await self.launch("policy-server", "-m", "bench.one_trade", "--port", str(port)).ready(60)
 
     def chat_node(self, name: str, model: str, *extra: str) -> Service:
         return self.launch("chat-node", "deploy_chat_node.py", "--name", name, "--model-id", model, "--base-url", self.policy_url,
@@ -257,8 +257,15 @@ class Arena(Stack):
         out["total_mb"] = round(sum(sum(xs) for xs in by_kind.values()), 1)
         return out
 
+    async def idle_cpu(self, seconds: float) -> dict[str, float]:
+        """CPU share (CPU seconds per wall second) per process kind, the broker included, over `seconds`
+        with nothing sent; "total" sums them."""
+        c0, t0 = self.cpu(), time.monotonic()
+        await asyncio.sleep(seconds)
+        return cpu_share(c0, self.cpu(), time.monotonic() - t0)
+
     def cpu(self) -> dict[str, float]:
-        """CPU seconds used so far per process kind (plus the broker)."""
+        """CPU seconds used so far per process kind (plus the broker), from /proc/<pid>/stat."""
         out: dict[str, float] = {}
         for svc in self.services:
             if (c := svc.cpu_s()) is not None:
@@ -266,6 +273,13 @@ class Arena(Stack):
         if self.broker.proc and (c := proc_cpu_s(self.broker.proc.pid)) is not None:
             out["broker"] = c
         return out
+
+
+def cpu_share(c0: dict[str, float], c1: dict[str, float], wall_s: float) -> dict[str, float]:
+    """CPU seconds per wall second per kind between two Arena.cpu() readings, and their "total"."""
+    out = {kind: round((c1[kind] - c0.get(kind, 0.0)) / wall_s, 3) for kind in c1}
+    out["total"] = round(sum(out.values()), 3)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ market + records
@@ -313,6 +327,174 @@ async def start_stack(arena: Arena, model: str, *, chat_nodes: int = 1, chat_arg
     return names
 
 
+class ChatLog:
+    """Chat requests and replies read from their topics (requests: per chat node; replies: every router's
+    reply topic, by pattern, from the beginning: the broker is fresh). Keeps each request's envelope and
+    how much text it carried, each reply's tool calls."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, Any] = {}  # request id -> ChatRequest (messages dropped)
+        self.prompt_chars: dict[str, int] = {}  # request id -> characters of the newest user prompt in it
+        self.input_chars: dict[str, int] = {}  # request id -> characters of every text sent (what a provider reads)
+        self.accepted_ms: dict[str, int] = {}  # request id -> record timestamp of "accepted"
+        self.responses: dict[str, Any] = {}  # request id -> ChatReply
+        self.response_ms: dict[str, int] = {}  # request id -> record timestamp of the response
+        self.seen: set[tuple[str, int, int]] = set()
+
+    def take(self, topic: str, partition: int, offset: int, value: bytes, ts_ms: int) -> None:
+        from arena import kafka as k
+        from arena.chat import ChatReply, ChatRequest
+
+        if (topic, partition, offset) in self.seen or not value:
+            return
+        self.seen.add((topic, partition, offset))
+        if topic.endswith(".requests"):
+            data = json.loads(value)
+            texts, prompt = _texts(data.get("messages") or [])
+            data["messages"] = []  # large; only the envelope is kept
+            req = ChatRequest.model_validate(data)
+            self.requests[req.request_id] = req
+            self.input_chars[req.request_id] = sum(len(t) for t in texts)
+            self.prompt_chars[req.request_id] = len(prompt)
+        elif (reply := k.decode(ChatReply, value, topic)) is not None:
+            if reply.kind == "accepted":
+                self.accepted_ms[reply.request_id] = ts_ms
+            else:
+                self.responses[reply.request_id] = reply
+                self.response_ms[reply.request_id] = ts_ms
+
+    def tool_calls(self, request_id: str) -> int:
+        reply = self.responses.get(request_id)
+        parts = reply.response.parts if reply is not None and reply.response is not None else []
+        return sum(1 for p in parts if getattr(p, "part_kind", "") == "tool-call")
+
+    def by_sender(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for req in self.requests.values():
+            out.setdefault(req.sender, []).append(req)
+        return out
+
+
+def _texts(messages: list[dict]) -> tuple[list[str], str]:
+    """Every text in a request's messages (prompts, tool results and arguments, earlier answers), and the
+    newest user prompt."""
+    texts, prompt = [], ""
+    for m in messages:
+        for part in m.get("parts") or []:
+            for key in ("content", "args"):
+                v = part.get(key)
+                if v is None:
+                    continue
+                text = v if isinstance(v, str) else json.dumps(v)
+                texts.append(text)
+                if part.get("part_kind") == "user-prompt" and key == "content":
+                    prompt = text
+    return texts, prompt
+
+
+async def follow_chat(kafka: KafkaSettings, chat_nodes: list[str], log: ChatLog, stop: asyncio.Event) -> None:
+    from arena import kafka as k
+    from arena.config import chat_request_topic
+
+    req_consumer = k.consumer(
+        kafka, *(chat_request_topic(n) for n in chat_nodes), group_id=None, latest=False, metadata_max_age_ms=1000
+    )
+    rep_consumer = k.consumer(kafka, group_id=None, latest=False, metadata_max_age_ms=1000)
+    rep_consumer.subscribe(pattern=r"^arena\.chat\.replies\..*")
+    await asyncio.gather(req_consumer.start(), rep_consumer.start())
+    try:
+        while not stop.is_set():
+            for c in (req_consumer, rep_consumer):
+                for tp, records in (await c.getmany(timeout_ms=20, max_records=2000)).items():
+                    for r in records:
+                        log.take(tp.topic, tp.partition, r.offset, r.value, r.timestamp)
+    finally:
+        await asyncio.gather(req_consumer.stop(), rep_consumer.stop(), return_exceptions=True)
+
+
+def turn_stats(rec: Recorder, chat: ChatLog, agents: set[str], seqs: set[int], sender_of: dict[str, str]) -> dict:
+    """Per finished turn: model calls, tool calls the model made, characters of the turn's prompt and of
+    all the text its model calls sent (a provider bills that as input)."""
+    started = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status == "started"}
+    by_sender = chat.by_sender()
+    calls, tools, prompt, sent, statuses = [], [], [], [], {}
+    for d in rec.decisions:
+        if d.agent not in agents or d.tick_seq not in seqs or d.status not in ("done", "error", "timeout"):
+            continue
+        statuses[d.status] = statuses.get(d.status, 0) + 1
+        s = started.get((d.agent, d.tick_seq))
+        if s is None or d.finished_at is None:
+            continue
+        lo, hi = s.started_at.timestamp(), d.finished_at.timestamp()
+        mine = [r for r in by_sender.get(sender_of.get(d.agent, "?"), []) if lo <= r.sent_at.timestamp() <= hi]
+        mine.sort(key=lambda r: r.sent_at)
+        calls.append(len(mine))
+        tools.append(sum(chat.tool_calls(r.request_id) for r in mine))
+        prompt.append(chat.prompt_chars.get(mine[0].request_id, 0) if mine else 0)
+        sent.append(sum(chat.input_chars.get(r.request_id, 0) for r in mine))
+
+    def mean(xs: list[int]) -> float | None:
+        return round(sum(xs) / len(xs), 2) if xs else None
+
+    return {
+        "turns": statuses,
+        "model_calls_per_turn": mean(calls),
+        "model_calls_per_turn_max": max(calls, default=None),
+        "tool_calls_per_turn": mean(tools),
+        "prompt_chars_per_turn": mean(prompt),
+        "input_chars_per_turn": mean(sent),
+    }
+
+
+def sender_of(chat: ChatLog, names: list[str], services: list[Service]) -> dict[str, str]:
+    """Each router's RemoteChatModel instance id (it contains the router's pid)."""
+    return {
+        name: next((r.sender for r in chat.requests.values() if f"-{svc.pid}-" in r.sender), "?")
+        for name, svc in zip(names, services)
+    }
+
+
+def ticks_for(args: argparse.Namespace, n: int, fills_per_turn: int) -> int:
+    """--ticks, or enough ticks for --samples samples at n agents (at least --min-ticks)."""
+    if args.ticks:
+        return args.ticks
+    return max(args.min_ticks, -(-args.samples // (n * fills_per_turn)))
+
+
+def add_sampling_args(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=200,
+        help=f"{what} measured per agent count (at least; percentiles from fewer are labelled maxima; default %(default)s)",
+    )
+    g.add_argument(
+        "--min-ticks", type=int, default=5, help="ticks measured per agent count, at least (default %(default)s)"
+    )
+    g.add_argument("--ticks", type=int, default=None, help="ticks per agent count, instead of --samples")
+    g.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="ticks are due on this grid (seconds), like the connector's --interval; a tick waits for the "
+        "first slot after every turn on the previous one ended and --gap passed (default %(default)s)",
+    )
+    g.add_argument(
+        "--idle-s",
+        type=float,
+        default=8.0,
+        help="seconds of idle CPU measured per agent count, once no tick is expected (default %(default)s)",
+    )
+
+
+def honest(d: dict[str, Any], minimum: int = 200) -> dict[str, Any]:
+    """A distribution whose p99 rests on fewer than `minimum` samples says so (`p99_is_max_of_few`)."""
+    if d.get("n") and d["n"] < minimum:
+        d = {**d, "p99_is_max_of_few": True}
+    return d
+
+
 def turn_over(rec: Recorder, agents: list[str], seq: int) -> bool:
     """Every agent has finished (done, error or timeout) its turn on tick `seq`."""
     finished = {d.agent for d in rec.decisions if d.tick_seq == seq and d.status in ("done", "error", "timeout")}
@@ -320,12 +502,19 @@ def turn_over(rec: Recorder, agents: list[str], seq: int) -> bool:
 
 
 async def closed_loop_ticks(rec: Recorder, agents: list[str], seqs: range, *, jump_of, gap_s: float, timeout_s: float,
-                            report: Report | None = None) -> list[int]:  # fmt: skip
+                            report: Report | None = None, interval_s: float = 0.0) -> list[int]:  # fmt: skip
     """Publish one tick, wait until every agent has finished its turn on it, pause `gap_s`, repeat: each
-    tick reaches idle routers, so its delivery is not delayed by an earlier turn. Returns the seqs whose
-    turns all finished in time."""
+    tick reaches idle routers, so its delivery is not delayed by an earlier turn. With `interval_s`, ticks
+    go out only on that grid (the next free slot), as a connector publishes them: arena.polling expects
+    them then. Returns the seqs whose turns all finished in time."""
     complete = []
+    loop = asyncio.get_running_loop()
+    grid = loop.time()
     for seq in seqs:
+        if interval_s > 0:
+            now = loop.time()
+            slot = grid + max(0, -(-(now - grid) // interval_s)) * interval_s
+            await asyncio.sleep(slot - now)
         await rec.publish(seq, jump_of(seq))
         if await rec.wait_for(lambda s=seq: turn_over(rec, agents, s), timeout_s):
             complete.append(seq)
@@ -338,6 +527,12 @@ async def closed_loop_ticks(rec: Recorder, agents: list[str], seqs: range, *, ju
 
 def add_tuning_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what-if tuning (default: the arena's own settings)")
+    g.add_argument(
+        "--idle-wait-ms",
+        type=int,
+        default=None,
+        help="arena.polling's long fetch wait (env ARENA_IDLE_WAIT_MS) in every process; 0 turns the policy off",
+    )
     g.add_argument(
         "--fetch-wait-ms",
         type=int,
@@ -354,6 +549,7 @@ def add_tuning_args(p: argparse.ArgumentParser) -> None:
 
 def tuning_of(args: argparse.Namespace) -> dict[str, int]:
     return {
+        "ARENA_IDLE_WAIT_MS": getattr(args, "idle_wait_ms", None),
         "BENCH_FETCH_WAIT_MS": args.fetch_wait_ms,
         "BENCH_READER_POLL_MS": args.reader_ms,
         "BENCH_READER_FETCH_MS": args.reader_ms,

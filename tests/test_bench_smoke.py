@@ -102,3 +102,35 @@ def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
         f["priced_on_older_than_a_tick_published_1s_before"] == 1
     )  # quote #3 at 4.5 s, #4 out since 3 s; #5 may be in flight
     assert f["decided_tick_age_at_fill_ms"]["max"] == 2500.0
+
+
+def test_the_one_trade_turn_is_model_then_one_trade_then_model():
+    """bench decision --turn one-trade: the side-by-side comparison's turn, buy on an odd snapshot and
+    sell on an even one, no get_portfolio; a text once the trade's result is in."""
+    from arena.router import build_prompt
+    from arena.sim import policy
+    from bench import one_trade
+    from tests.support import snapshot
+
+    tools = {"execute_trade": {"properties": {"product_id": {}, "side": {"enum": ["buy", "sell"]}, "quantity": {}}},
+             "get_portfolio": {}}  # fmt: skip
+    for seq, side in ((3, "buy"), (4, "sell")):
+        turn = policy.Turn(
+            [{"role": "system", "content": "x"}, {"role": "user", "content": build_prompt(snapshot(seq))}]
+        )
+        reply = one_trade.plan_one_trade(turn, tools)
+        assert [(name, args["side"], args["product_id"]) for name, args in reply.calls] == [
+            ("execute_trade", side, "BTC-USD")
+        ]
+        assert 0 < reply.calls[0][1]["quantity"] * turn.market.quotes["BTC-USD"].ask <= one_trade.NOTIONAL
+    done = policy.Turn([{"role": "user", "content": build_prompt(snapshot(3))},
+                        {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "execute_trade", "arguments": "{}"}}]},
+                        {"role": "tool", "tool_call_id": "c1", "content": "filled"}])  # fmt: skip
+    assert one_trade.plan_one_trade(done, tools).calls == []
+
+
+def test_a_p99_from_fewer_than_200_samples_is_labelled_a_max():
+    from bench.harness import dist_ms, honest
+
+    assert honest(dist_ms([0.01] * 199))["p99_is_max_of_few"] is True
+    assert "p99_is_max_of_few" not in honest(dist_ms([0.01] * 200))

@@ -255,3 +255,52 @@ def test_canary_the_embedded_broker_exits_0_on_a_port_it_cannot_bind(broker):
                           f"--listener-url={url}", f"--advertised-listener-url={url}"],
                          capture_output=True, timeout=30)  # fmt: skip
     assert out.returncode == 0
+
+
+# -- fetch_wait: a running consumer's fetch wait, through the Fetcher's private copy -----------------
+
+
+async def test_canary_a_running_consumers_fetches_take_the_wait_asked_as_each_is_sent(kafka):
+    # When this fails, aiokafka no longer builds each FetchRequest from Fetcher._fetch_max_wait_ms:
+    # arena/compat/fetch_wait.py changes nothing, and arena.polling's waits are inert.
+    import asyncio
+
+    from arena import kafka as k
+    from arena.compat.fetch_wait import follow_fetch_wait
+
+    consumer = k.consumer(kafka, "compat.fetch_wait", group_id=None)
+    await consumer.start()
+    seen: list[int] = []
+    send = consumer._client.send
+
+    async def recording_send(node_id, request, *a, **kw):
+        if type(request).__name__ == "FetchRequest":
+            seen.append(request._max_wait_ms)
+        return await send(node_id, request, *a, **kw)
+
+    consumer._client.send = recording_send
+    try:
+        asked = [37]
+        assert follow_fetch_wait(consumer, lambda: asked[0])
+        reader = asyncio.create_task(consumer.getmany(timeout_ms=10000))
+
+        async def sent(ms: int) -> None:
+            while ms not in seen:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(sent(37), 10)
+        asked[0] = 41
+        await asyncio.wait_for(sent(41), 10)
+        reader.cancel()
+    finally:
+        await consumer.stop()
+
+
+def test_canary_aiokafka_builds_its_fetcher_and_requests_from_the_private_wait():
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+    assert "self._fetch_max_wait_ms," in inspect.getsource(Fetcher._get_actions_per_node)

@@ -1,0 +1,161 @@
+"""How long each fetch of a process's consumers waits at the broker: long while nothing is due, short
+only around a message the process expects.
+
+The embedded broker answers a waiting fetch only when the wait runs out, so a consumer's fetch wait is
+both its latency and its polling rate (bench/README.md, "Findings"). Messages in the arena are
+predictable: a market snapshot every --interval seconds, then a burst of turns, model calls and tool
+calls, then quiet. Every consumer of a process, calfkit's and faststream's included (see
+arena/compat/fetch_wait.py), has each fetch's wait chosen as the fetch is sent:
+
+- its short wait (its builder's: --fetch-wait-ms) while the process waits for replies (a router's
+  turn, see arena.kafka.Dozing), for QUIET_S after the last record it received (the rest of a burst),
+  in the first STARTUP_S after its first consumer started (joins, the first tick), and from MARGIN_MS
+  before a due snapshot until it came (or LATE_S after it was due);
+- before a due snapshot, the time left until MARGIN_MS before it (capped at the long wait): the last
+  fetch before it ends just ahead of it, so no fetch in flight holds the snapshot back;
+- the long wait (IDLE_WAIT_MS) otherwise.
+
+When the next snapshot is due is learned, not configured: the process's market consumer (or, in a
+process without one, the first record of each burst) marks the schedule; the period is the shortest
+gap between marks (a skipped snapshot leaves a multiple of it), and the next MISSES multiples of it
+after the last mark are due (after that the schedule has stopped: nothing is expected until a
+snapshot comes). A message nobody predicted (the first snapshot, a tick off the schedule, the first
+request of a turn in a process that learned nothing yet) waits at most one long wait.
+Environment: ARENA_IDLE_WAIT_MS (default 500; 0 turns the policy off: every consumer keeps its short
+wait, as before it existed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer
+
+from arena.compat.fetch_wait import follow_fetch_wait, set_fetch_wait, watch_consumers
+
+IDLE_WAIT_MS = 500  # Kafka's own default: ~2 fetches/s per idle consumer
+MARGIN_MS = 50  # short this long before a due snapshot: the schedule's jitter as the process saw it
+LATE_S = 0.5  # a due snapshot not here this long after its time: not expected again until the next one
+QUIET_S = 1.0  # short this long after the last record: the rest of a turn's burst
+STARTUP_S = 5.0
+MIN_PERIOD_S = 0.2  # marks closer than this are one burst, not a schedule
+MARKS = 8  # schedule marks remembered (the period is the shortest gap between them)
+MISSES = 3  # due snapshots that never came: the schedule stopped (connector paused)
+
+
+def idle_wait_ms() -> int:
+    try:
+        return int(os.environ.get("ARENA_IDLE_WAIT_MS", IDLE_WAIT_MS))
+    except ValueError:
+        return IDLE_WAIT_MS
+
+
+class Pacer:
+    """The fetch waits of every consumer of one process, from what it expects next."""
+
+    def __init__(
+        self,
+        *,
+        idle_ms: int | None = None,
+        margin_ms: int = MARGIN_MS,
+        quiet_s: float = QUIET_S,
+        late_s: float = LATE_S,
+        startup_s: float = STARTUP_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle_ms = idle_wait_ms() if idle_ms is None else idle_ms
+        self.margin_s = margin_ms / 1000
+        self.quiet_s, self.late_s, self.startup_s = quiet_s, late_s, startup_s
+        self.clock = clock
+        # consumer -> (its short wait, whether its records mark the schedule)
+        self._consumers: weakref.WeakKeyDictionary[AIOKafkaConsumer, tuple[int, bool]] = weakref.WeakKeyDictionary()
+        self._busy = 0
+        self._started_at: float | None = None
+        self._last_record = -math.inf
+        self._marks: deque[float] = deque(maxlen=MARKS)
+        self._has_clock = False
+
+    # ----------------------------------------------------------------- what the process tells it
+
+    def add(self, consumer: AIOKafkaConsumer, *, short_ms: int, clock: bool = False) -> None:
+        """Manage `consumer`, whose short wait is `short_ms`; `clock`: its records mark the schedule."""
+        self._consumers[consumer] = (short_ms, clock)
+        self._has_clock = self._has_clock or clock
+
+    def starting(self, consumer: AIOKafkaConsumer) -> None:
+        if (
+            consumer not in self._consumers
+        ):  # built elsewhere (calfkit, faststream): its builder's wait is the short one
+            self.add(consumer, short_ms=consumer._fetch_max_wait_ms)
+        if self._started_at is None:
+            self._started_at = self.clock()
+        set_fetch_wait(consumer, self.wait_ms(consumer))  # its first fetches, before it is followed
+
+    def started(self, consumer: AIOKafkaConsumer) -> None:
+        ref = weakref.ref(consumer)
+        follow_fetch_wait(consumer, lambda: self.wait_ms(ref()))
+
+    def records(self, consumer: AIOKafkaConsumer) -> None:
+        now = self.clock()
+        _, clock = self._consumers.get(consumer, (0, False))
+        if clock or (not self._has_clock and now - self._last_record >= self.quiet_s):
+            if not self._marks or now - self._marks[-1] >= MIN_PERIOD_S:
+                self._marks.append(now)
+        self._last_record = now
+
+    def busy(self) -> None:
+        """Something is under way that brings replies soon (a turn): short until `idle()`."""
+        self._busy += 1
+
+    def idle(self) -> None:
+        self._busy = max(0, self._busy - 1)
+        self._last_record = max(self._last_record, self.clock())  # its last replies may still be on the way
+
+    # ----------------------------------------------------------------- the policy
+
+    def period(self) -> float | None:
+        marks = list(self._marks)
+        gaps = [b - a for a, b in zip(marks, marks[1:]) if b - a >= MIN_PERIOD_S]
+        return min(gaps) if gaps else None
+
+    def next_due(self, now: float) -> float | None:
+        """The first due time not yet LATE_S past (a multiple of the period after the last mark); None
+        with no period learned, or once MISSES due times passed without a mark."""
+        period = self.period()
+        if period is None:
+            return None
+        k = max(1, math.floor((now - self.late_s - self._marks[-1]) / period) + 1)
+        return self._marks[-1] + k * period if k <= MISSES else None
+
+    def wait_ms(self, consumer: AIOKafkaConsumer | None) -> int:
+        """The wait of a fetch `consumer` sends now."""
+        short = self._consumers.get(consumer, (None, False))[0] if consumer is not None else None
+        if short is None:
+            short = self.idle_ms if self.idle_ms > 0 else 500
+        long = max(self.idle_ms, short)
+        return self.wait_between(self.clock(), short, long)
+
+    def wait_between(self, now: float, short: int, long: int) -> int:
+        if self.idle_ms <= 0 or self._busy:
+            return short
+        if now < self._last_record + self.quiet_s or now < (self._started_at or -math.inf) + self.startup_s:
+            return short
+        due = self.next_due(now)
+        if due is None:
+            return long
+        ahead_ms = (due - self.margin_s - now) * 1000
+        return short if ahead_ms <= 0 else int(min(long, max(short, ahead_ms)))
+
+
+PACER = Pacer()
+
+
+def install() -> None:
+    """Route every consumer of this process through PACER (looked up at each call, so a test may swap
+    it): once per process, at import of arena.kafka."""
+    watch_consumers(lambda c: PACER.starting(c), lambda c: PACER.started(c), lambda c: PACER.records(c))
