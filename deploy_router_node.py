@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--strategy",
         default="default",
         choices=sorted(STRATEGIES),
-        help="strategy prompt: its prose in STRATEGIES at the top of this file, its limits in arena/strategies.py (default %(default)s)",
+        help="strategy prompt: prose in STRATEGIES at the top of this file, limits in arena/strategies.py (default %(default)s)",
     )
     strategy.add_argument(
         "--strategy-file",

@@ -211,6 +211,8 @@ def plan(model: str, turn: Turn, tools: dict[str, dict], seed: int) -> Reply:
     return Reply(text, [(trade_tool, trade_arguments(o, tools[trade_tool])) for o in orders])
 
 
+CAP_MARGIN = 0.01  # how far under the largest-order limit the offline policies size a buy
+
 # The largest-order rule as arena.strategies.Limits.sentences() writes it into a strategy's prompt.
 _ORDER_CAP = re.compile(r"One buy order is at most (\d+(?:\.\d+)?)% of total account value")
 
@@ -225,7 +227,9 @@ def cap_orders(orders: list[Order], system: str, market: Market, holdings: Holdi
     value = holdings.cash + sum(
         qty * (market.quotes[pid].bid or 0.0) for pid, qty in holdings.positions.items() if pid in market.quotes
     )
-    cap = float(m[1]) / 100 * value
+    # 1% under the cap, as a model reading "at most" would: the desk counts the order at its impacted
+    # price (docs/METRICS.md), a little above the ask the sizing uses.
+    cap = float(m[1]) / 100 * value * (1 - CAP_MARGIN)
     out = []
     for o in orders:
         if o.side == "buy":
