@@ -127,6 +127,11 @@ def parse_args(argv):
     return args
 
 
+# The offline models answer in milliseconds and a turn takes a few seconds at most: a turn that stalls
+# (docs/RELIABILITY.md, "Known issues": a tool's reply that never reaches its agent) costs 10 s, not 60.
+TURN_TIMEOUT_S = 10.0
+
+
 def demo_arena(args) -> Arena:
     """The demo as an arena file would describe it (arena/up.py): the same dataclasses, built in code."""
     if args.live:
@@ -138,7 +143,8 @@ def demo_arena(args) -> Arena:
     return Arena(
         chat_nodes=[ChatNode(name=name, model=model, base_url=OFFLINE) for name, model in CHAT_NODES.items()],
         agents=[
-            Agent(name=name, strategy=strategy, chat_node=chat) for name, strategy, chat in agent_plan(args.agents)
+            Agent(name=name, strategy=strategy, chat_node=chat, turn_timeout=TURN_TIMEOUT_S)
+            for name, strategy, chat in agent_plan(args.agents)
         ],
         market=market,
         output=Output(

@@ -90,6 +90,7 @@ def test_the_demo_is_an_arena_of_the_same_format():
     from arena.desk import DEFAULT_FEE_BPS, DEFAULT_IMPACT_BPS
 
     assert (arena.tools.fee_bps, arena.tools.impact_bps) == (DEFAULT_FEE_BPS, DEFAULT_IMPACT_BPS) != (0, 0)
+    assert {a.turn_timeout for a in arena.agents} == {10.0}  # a stalled turn costs 10 s, not the default 60
 
 
 def test_the_key_reaches_its_chat_node_through_the_environment_only(tmp_path, monkeypatch):
