@@ -74,7 +74,9 @@ class Agents:
         call = {"tool": "execute_trade", "id": call_id,
                 "args": {"product_id": "FARTCOIN-USD", "side": "buy", "quantity": quantity}}  # fmt: skip
         result = await self.client.agent(agent).execute(json.dumps([call]), timeout=30, correlation_id=turn)
-        return json.loads(result.output)[call_id]
+        out = json.loads(result.output)
+        assert call_id in out, result.output  # what the agent got instead of its call's result
+        return out[call_id]
 
     async def publish_market(self, seq: int) -> None:
         quote = Quote(product_id="FARTCOIN-USD", price=1.0, best_bid=0.99, best_ask=1.0, bid_size=100, ask_size=100)
