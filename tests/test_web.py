@@ -421,7 +421,8 @@ def test_live_page_in_chromium(tmp_path):
 
             # the model chat: a tool call with its result, readable
             page.wait_for_selector(".turn .step.call[data-tool=execute_trade] .res.ok", timeout=30_000)
-            call = page.locator(".turn .step.call[data-tool=execute_trade]").first
+            # (the one with its result: a newer call may still be waiting for its own)
+            call = page.locator(".turn .step.call[data-tool=execute_trade]:has(.res.ok)").first
             assert call.locator(".sig").inner_text().startswith("→ execute_trade(product_id=")
             assert re.match(r"← filled (buy|sell) ", call.locator(".res").inner_text())
             page.select_option("#agent-filter", "carol")
