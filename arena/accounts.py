@@ -227,22 +227,9 @@ async def ensure_topic(kafka, timeout_s: float = 10.0) -> None:
     """Create ACCOUNTS_TOPIC compacted if it is not there yet (best effort: a broker that auto-creates
     topics takes the records anyway, and Tansu's memory storage keeps every record either way)."""
     try:
-        await asyncio.wait_for(_create_topic(kafka), timeout_s)
+        await asyncio.wait_for(k.ensure_compacted_topic(kafka, ACCOUNTS_TOPIC), timeout_s)
     except asyncio.TimeoutError:
         log.warning("could not create %s within %gs; publishing anyway", ACCOUNTS_TOPIC, timeout_s)
-
-
-async def _create_topic(kafka) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
-    try:
-        await admin.start()
-        await admin.create_topics([NewTopic(ACCOUNTS_TOPIC, 4, 1, topic_configs={"cleanup.policy": "compact"})])
-    except Exception as exc:  # TopicAlreadyExistsError, or a broker without the admin API
-        log.debug("creating %s: %r", ACCOUNTS_TOPIC, exc)
-    finally:
-        await admin.close()
 
 
 # ----------------------------------------------------------------------------------- the router side

@@ -262,3 +262,18 @@ async def supervised(
                 "%s failed (%s); restarting it", name, rejection_reason(exc), exc_info=log.isEnabledFor(logging.DEBUG)
             )
             await asyncio.sleep(pause_s)
+
+
+async def ensure_compacted_topic(kafka: KafkaSettings, topic: str) -> None:
+    """Create `topic` compacted (4 partitions) if it is not there yet. Best effort: a broker that
+    auto-creates topics takes the records anyway."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
+    try:
+        await admin.start()
+        await admin.create_topics([NewTopic(topic, 4, 1, topic_configs={"cleanup.policy": "compact"})])
+    except Exception as exc:  # TopicAlreadyExistsError, or a broker without the admin API
+        log.debug("creating %s: %r", topic, exc)
+    finally:
+        await admin.close()

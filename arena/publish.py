@@ -125,16 +125,7 @@ def _signature(board: dict) -> str:
 async def ensure_topic(kafka: KafkaSettings) -> None:
     """Create LEADERBOARD_TOPIC compacted, if it is not there yet (best effort: a broker that auto-creates
     topics takes the records anyway)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
-    try:
-        await admin.start()
-        await admin.create_topics([NewTopic(LEADERBOARD_TOPIC, 4, 1, topic_configs={"cleanup.policy": "compact"})])
-    except Exception as exc:  # TopicAlreadyExistsError, or a broker without the admin API
-        log.debug("creating %s: %r", LEADERBOARD_TOPIC, exc)
-    finally:
-        await admin.close()
+    await k.ensure_compacted_topic(kafka, LEADERBOARD_TOPIC)
 
 
 class LeaderboardPublisher:
