@@ -22,7 +22,7 @@ from arena import exchanges
 from arena.exchanges.coinbase.products import KNOWN as KNOWN_PRODUCTS
 from arena.ledger import DuplicateCall, Ledger
 from arena.market import Quote, base_currency, utcnow
-from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+from arena.portfolio import INITIAL_CASH, Account, Fill, Rejection, mark_price
 from arena.quotes import QuoteBook
 from arena.strategies import STRATEGY_LIMITS, Limits
 
@@ -120,7 +120,7 @@ class Desk:
         impact_bps: float = DEFAULT_IMPACT_BPS,
         max_quote_age_s: float = 30.0,
         increments: dict[str, float] | None = None,
-        on_trade: Callable[[Trade], None] | None = None,
+        on_trade: Callable[[Fill | Rejection], None] | None = None,
         on_call: Callable[[str, str, datetime | None], None] | None = None,
         limits: Limits | None = None,
         strategy_limits: dict[str, Limits] | None = None,
@@ -195,7 +195,7 @@ class Desk:
         received_at = received_at or utcnow()
         call_key = call_key or uuid.uuid4().hex
         try:
-            result, trade = self._execute(
+            result, outcome = self._execute(
                 agent,
                 product_id,
                 side,
@@ -220,8 +220,8 @@ class Desk:
                 "call %s from %s failed after its outcome was recorded; answering from the log", call_key, agent
             )
             return {**done.result, "warning": f"an error followed the recording of this order: {_echo(exc)}"}
-        if trade is not None:
-            self._notify(self.on_trade, trade)
+        if outcome is not None:
+            self._notify(self.on_trade, outcome)
         return result
 
     def _notify(self, observer: Callable, *args) -> None:
@@ -242,8 +242,8 @@ class Desk:
         deadline: object,
         strategy: object = None,
         turn: str | None = None,
-    ) -> tuple[dict, Trade | None]:
-        """(result, the trade just logged or None)."""
+    ) -> tuple[dict, Fill | Rejection | None]:
+        """(result, the outcome just logged or None)."""
         with self._lock:
             done = self.ledger.find(call_key)
             if done is not None:
@@ -253,12 +253,12 @@ class Desk:
             pid = product_id.strip().upper() if isinstance(product_id, str) else product_id
             sd = side.strip().lower() if isinstance(side, str) else side
             if sd not in ("buy", "sell"):
-                # A Trade cannot carry an unknown side; the schema of the tool already refuses this.
+                # An outcome cannot carry an unknown side; the schema of the tool already refuses this.
                 return _rejection(f"side must be 'buy' or 'sell', not {_echo(side)}"), None
             try:
-                trade = self._fill(acct, call_key, pid, sd, quantity, received_at, _finite(deadline), strategy, turn)
+                fill = self._fill(acct, call_key, pid, sd, quantity, received_at, _finite(deadline), strategy, turn)
             except Rejected as why:
-                trade = Trade(
+                outcome: Fill | Rejection = Rejection(
                     trade_id=call_key,
                     agent=agent,
                     product_id=pid if isinstance(pid, str) and len(pid) <= MAX_ECHO else _echo(product_id),
@@ -273,15 +273,16 @@ class Desk:
             else:
                 # The result states the account as it will be: fold the fill into a cheap copy (only
                 # the traded position is copied; apply() replaces the positions dict entry it touches).
-                pos = acct.positions.get(trade.product_id)
+                pos = acct.positions.get(fill.product_id)
                 after = acct.model_copy(update={"positions": {pos.product_id: pos.model_copy()} if pos else {}})
-                after.apply(trade)
-                result = self._fill_result(after, trade)
+                after.apply(fill)
+                result = self._fill_result(after, fill)
+                outcome = fill
             try:
-                self.ledger.record(call_key, trade, result, turn=turn)
+                self.ledger.record(call_key, outcome, result, turn=turn)
             except DuplicateCall:  # written by someone else between find() and record()
                 return self.ledger.find(call_key).result, None
-        return result, trade
+        return result, outcome
 
     def _fill(
         self,
@@ -294,7 +295,7 @@ class Desk:
         deadline: float | None = None,
         strategy: object = None,
         turn: str | None = None,
-    ) -> Trade:
+    ) -> Fill:
         if deadline is not None and (late := time.time() - deadline) > 0:
             raise Rejected(f"turn deadline passed {late:.1f}s ago: the router gave up on this turn")
         if not isinstance(pid, str) or pid not in self.products():
@@ -356,7 +357,7 @@ class Desk:
                     f"cannot sell {q:g} {unit(pid)}: you hold {_qty(held, inc):g} {unit(pid)} (no short selling)"
                 )
         self._check_limits(acct, pid, side, q, notional, cost, quote, strategy, turn)
-        return Trade(
+        return Fill(
             trade_id=call_key,
             agent=acct.agent,
             product_id=pid,
@@ -475,7 +476,7 @@ class Desk:
                     f"limit '{rule}'{whose}: {what(q)}; the most you can buy now is {_show_qty(most, inc)} {u}"
                 )
 
-    def _fill_result(self, acct: Account, t: Trade) -> dict:
+    def _fill_result(self, acct: Account, t: Fill) -> dict:
         inc = self.increment(t.product_id)
         pos = acct.positions.get(t.product_id)
         return {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from arena import auth, polling
 from arena.compat import tansu
@@ -206,7 +207,14 @@ def parse(model_type: type[M], raw: bytes | None, *, max_bytes: int = MAX_MESSAG
         raise ValueError("empty record")
     if len(raw) > max_bytes:
         raise ValueError(f"{len(raw)} bytes, over the {max_bytes}-byte bound")
-    return model_type.model_validate_json(raw)
+    if isinstance(model_type, type) and issubclass(model_type, BaseModel):
+        return model_type.model_validate_json(raw)
+    return _adapter(model_type).validate_json(raw)  # a named union (arena.portfolio.TradeOutcome)
+
+
+@functools.cache
+def _adapter(alias) -> TypeAdapter:
+    return TypeAdapter(alias)
 
 
 def decode_record(model_type: type[M], record, *, max_bytes: int = MAX_MESSAGE_BYTES) -> M | None:

@@ -48,7 +48,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from arena.market import utcnow
-from arena.portfolio import Account, Trade, replay
+from arena.portfolio import Account, Fill, Rejection, parse_outcome, replay
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS trades (
     call_key TEXT NOT NULL UNIQUE,   -- idempotency key of the tool call
     agent TEXT NOT NULL,
     status TEXT NOT NULL,            -- filled | rejected
-    trade TEXT NOT NULL,             -- arena.portfolio.Trade as JSON
+    trade TEXT NOT NULL,             -- arena.portfolio.Fill or Rejection as JSON (status tells which)
     result TEXT NOT NULL             -- the JSON result the model was given
     -- and the columns of TRADE_COLUMNS, added by Ledger() to a ledger from before them
 );
@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS usage (   -- one row per finished agent turn that cal
 );
 """
 
-# Columns of `trades` beside the JSON, for readers that query SQL (name, type, from the Trade). Fills only;
+# Columns of `trades` beside the JSON, for readers that query SQL (name, type, from the Fill). Fills only;
 # NULL on rejections. A ledger from before a column gets it on open, its old fills filled in.
 TRADE_COLUMNS = {
     "turn": "TEXT",  # the agent run (correlation id) the call belonged to; NULL when unknown
@@ -147,9 +147,9 @@ def _take_lock(path: str):
 
 @dataclass(frozen=True)
 class Recorded:
-    """A logged tool call: the trade and the result that was returned for it."""
+    """A logged tool call: its outcome and the result that was returned for it."""
 
-    trade: Trade
+    outcome: Fill | Rejection
     result: dict
 
 
@@ -218,7 +218,7 @@ class Ledger:
         """Rows in the log (fills and rejections)."""
         return self._n_trades
 
-    def trades(self, agent: str | None = None) -> list[Trade]:
+    def trades(self, agent: str | None = None) -> list[Fill | Rejection]:
         """The log in order, optionally for one agent."""
         sql, args = "SELECT seq, call_key, trade FROM trades ORDER BY seq", ()
         if agent is not None:
@@ -227,10 +227,10 @@ class Ledger:
             rows = self._db.execute(sql, args).fetchall()
         return [t for t in (self._parse(*row) for row in rows) if t is not None]
 
-    def _parse(self, seq: int, call_key: str, raw: str) -> Trade | None:
-        """The row's Trade, or None (logged once per row) if it no longer parses."""
+    def _parse(self, seq: int, call_key: str, raw: str) -> Fill | Rejection | None:
+        """The row's outcome, or None (logged once per row) if it no longer parses."""
         try:
-            return Trade.model_validate_json(raw)
+            return parse_outcome(raw)
         except ValidationError as exc:
             if seq not in self._skipped:
                 self._skipped.add(seq)
@@ -266,7 +266,7 @@ class Ledger:
             row = self._db.execute("SELECT trade, result FROM trades WHERE call_key = ?", (call_key,)).fetchone()
         if row is None:
             return None
-        return Recorded(Trade.model_validate_json(row[0]), json.loads(row[1]))
+        return Recorded(parse_outcome(row[0]), json.loads(row[1]))
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -289,7 +289,7 @@ class Ledger:
             acct = self._accounts[agent] = Account(agent=agent)
             return acct, True
 
-    def record(self, call_key: str, trade: Trade, result: dict, *, turn: str | None = None) -> Account:
+    def record(self, call_key: str, outcome: Fill | Rejection, result: dict, *, turn: str | None = None) -> Account:
         """Append one outcome durably, then fold it into the agent's account.
 
         turn: the agent run the call belongs to (counted by fills_in_turn). Raises DuplicateCall (and
@@ -298,26 +298,26 @@ class Ledger:
         with self.lock:
             try:
                 with self._transaction():
-                    if trade.agent not in self._accounts:
+                    if outcome.agent not in self._accounts:
                         self._db.execute(
                             "INSERT OR IGNORE INTO agents(name, created_at) VALUES (?, ?)",
-                            (trade.agent, trade.executed_at.isoformat()),
+                            (outcome.agent, outcome.executed_at.isoformat()),
                         )
                     self._db.execute(
                         "INSERT INTO trades(call_key, agent, status, trade, result, turn, price, top_price, fee, "
                         "slippage, slippage_bps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (call_key, trade.agent, trade.status, trade.model_dump_json(), json.dumps(result), turn,
-                         *_columns(trade)),
+                        (call_key, outcome.agent, outcome.status, outcome.model_dump_json(), json.dumps(result), turn,
+                         *_columns(outcome)),
                     )  # fmt: skip
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc) and "call_key" in str(exc):
                     raise DuplicateCall(call_key) from None
                 raise
             self._n_trades += 1
-            acct = self._accounts.setdefault(trade.agent, Account(agent=trade.agent))
-            acct.apply(trade)  # only after the commit: memory never runs ahead of the disk
-            if trade.status == "filled" and turn is not None:
-                key = (trade.agent, turn)
+            acct = self._accounts.setdefault(outcome.agent, Account(agent=outcome.agent))
+            acct.fold(outcome)  # only after the commit: memory never runs ahead of the disk
+            if isinstance(outcome, Fill) and turn is not None:
+                key = (outcome.agent, turn)
                 self._turn_fills[key] = self._turn_fills.get(key, 0) + 1
                 self._turn_fills.move_to_end(key)
                 while len(self._turn_fills) > MAX_TURNS_TRACKED:
@@ -404,9 +404,9 @@ class Ledger:
         self.close()
 
 
-def _columns(t: Trade) -> tuple:
+def _columns(t: Fill | Rejection) -> tuple:
     """(price, top_price, fee, slippage, slippage_bps) of a fill; NULLs for a rejection. A fill from before
     the impact model filled at the top of book: its top price is its price."""
-    if t.status != "filled":
+    if not isinstance(t, Fill):
         return (None,) * 5
     return (t.price, t.top_price or t.price, t.fee, t.slippage, t.slippage_bps)

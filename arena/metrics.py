@@ -20,7 +20,7 @@ from typing import Union
 from pydantic import BaseModel
 
 from arena.market import MarketSnapshot, Quote
-from arena.portfolio import INITIAL_CASH, Account, Trade, mark_price
+from arena.portfolio import INITIAL_CASH, Account, Fill, Rejection, mark_price
 
 BASELINE_NAME = "buy-and-hold (baseline)"
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: no trading-day calendar
@@ -119,7 +119,7 @@ class _Agent:
         self.in_market = 0
         self.series: list[tuple[datetime, float]] | None = [] if keep_series else None
         self.since: datetime | None = None  # samples of snapshots older than this are not its own
-        self.pending: list[Trade] = []  # trades stamped after the latest sample: they count from the next
+        self.pending: list[Fill | Rejection] = []  # outcomes stamped after the latest sample: they count from the next
 
     def settle(self, t: datetime | None) -> None:
         """Fold the pending trades stamped at or before `t` (all of them when t is None)."""
@@ -142,10 +142,10 @@ class _Agent:
         copy.settle(None)
         return copy
 
-    def apply(self, trade: Trade) -> None:
+    def apply(self, trade: Fill | Rejection) -> None:
         before = self.account.realized_pnl
-        self.account.apply(trade)
-        if trade.status == "filled" and trade.side == "sell":
+        self.account.fold(trade)
+        if isinstance(trade, Fill) and trade.side == "sell":
             self.round_trips += 1
             if self.account.realized_pnl - before > 0:
                 self.wins += 1
@@ -253,7 +253,7 @@ class MetricsTracker:
             if t >= reacted_to:
                 agent.sample(t, self.initial_cash, False)
 
-    def on_trade(self, trade: Trade) -> None:
+    def on_trade(self, trade: Fill | Rejection) -> None:
         """One logged trade (fill or rejection). An (agent, trade_id) seen before (trade_id is the ledger's
         idempotency key: a redelivery, or a replay overlapping the live feed) is ignored."""
         key = (trade.agent, trade.trade_id)
@@ -309,7 +309,7 @@ class MetricsTracker:
             qty = budget / (ask * (1 + fee_rate))  # spends exactly the budget, fee included
             # Not validated: its name is no agent name on purpose (no agent can trade as the baseline).
             agent.apply(
-                Trade.model_construct(
+                Fill.model_construct(
                     trade_id=f"baseline:{pid}",
                     agent=BASELINE_NAME,
                     product_id=pid,
@@ -390,7 +390,7 @@ class MetricsTracker:
 
 
 def _replay(
-    tracker: MetricsTracker, trades: Iterable[Trade], price_history: Iterable[PriceSample | MarketSnapshot]
+    tracker: MetricsTracker, trades: Iterable[Fill | Rejection], price_history: Iterable[PriceSample | MarketSnapshot]
 ) -> MetricsTracker:
     """Feed a recorded history in time order: trades stamped at or before a sample count in it."""
     samples = sorted((_as_sample(s) for s in price_history), key=lambda s: s[0])
@@ -411,7 +411,7 @@ def _as_sample(s: PriceSample | MarketSnapshot) -> PriceSample:
 
 
 def compute(
-    trades: Sequence[Trade],
+    trades: Sequence[Fill | Rejection],
     price_history: Iterable[PriceSample | MarketSnapshot],
     *,
     initial_cash: float = INITIAL_CASH,
@@ -449,7 +449,7 @@ def compute(
 
 
 def value_series(
-    trades: Sequence[Trade],
+    trades: Sequence[Fill | Rejection],
     price_history: Iterable[PriceSample | MarketSnapshot],
     initial_cash: float = INITIAL_CASH,
     *,

@@ -28,7 +28,7 @@ from arena import fmt
 from arena.leaderboard import NA, _num, leaderboard_table  # noqa: F401 - leaderboard_table re-exported
 from arena.market import Quote, utcnow
 from arena.metrics import PriceSample, compute, mark_of
-from arena.portfolio import INITIAL_CASH, Trade, replay
+from arena.portfolio import INITIAL_CASH, Fill, Rejection, parse_outcome, replay
 
 log = logging.getLogger("arena.report")
 
@@ -72,13 +72,13 @@ def _export_runs(path: Path, data: dict) -> list[dict]:
     return out
 
 
-def read_ledger(path: Path) -> tuple[list[Trade], dict[str, datetime | None]]:
+def read_ledger(path: Path) -> tuple[list[Fill | Rejection], dict[str, datetime | None]]:
     """A ledger file's trade log (in log order) and every account, read-only: name -> the snapshot its
     first call reacted to (None when the ledger does not know), in order of opening.
 
     Reads arena.ledger's tables directly through a read-only connection rather than opening a
     Ledger (which creates its schema and takes write locks): a running arena may be writing it.
-    A row that does not parse as a Trade is logged and skipped.
+    A row that parses as neither a Fill nor a Rejection is logged and skipped.
     """
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
@@ -107,7 +107,7 @@ def read_ledger(path: Path) -> tuple[list[Trade], dict[str, datetime | None]]:
     trades = []
     for seq, raw in rows:
         try:
-            trades.append(Trade.model_validate_json(raw))
+            trades.append(parse_outcome(raw))
         except ValidationError as exc:
             log.warning("%s: skipped trade row %s that does not parse (%s)", path, seq, exc.errors()[0]["msg"])
     return trades, names
@@ -143,7 +143,7 @@ def read_market(path: Path) -> list[PriceSample]:
 
 
 def ledger_leaderboard(
-    trades: Sequence[Trade],
+    trades: Sequence[Fill | Rejection],
     *,
     source: str,
     agents: Sequence[str] | Mapping[str, datetime | None] = (),
@@ -159,7 +159,7 @@ def ledger_leaderboard(
     # "notional": not a live quote's bid (a fill's top of book, or a quote the feed marked stale).
     marks: dict[str, dict] = {}
     for t in trades:
-        if t.status == "filled" and t.price > 0:
+        if isinstance(t, Fill):
             marks[t.product_id] = {
                 "price": t.top_price or t.price,  # the book it traded at, without its own impact
                 "from": f"last fill: a {t.side} at {t.executed_at:%Y-%m-%d %H:%M:%S}",
@@ -177,7 +177,7 @@ def ledger_leaderboard(
     for pid, p in (prices or {}).items():
         marks[pid] = {"price": p, "from": "--prices", "notional": False}
     if fee_bps is None:
-        fills = [t for t in trades if t.status == "filled" and t.notional > 0]
+        fills = [t for t in trades if isinstance(t, Fill)]
         fee_bps = fills[0].fee / fills[0].notional * 10_000 if fills else 0.0
     rows = compute(
         trades,

@@ -21,7 +21,7 @@ from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_
 from arena.decisions import Decision
 from arena.desk import Desk
 from arena.market import MarketSnapshot, utcnow
-from arena.portfolio import Trade
+from arena.portfolio import Fill, Rejection
 from arena.supervisor import ProcessStatus
 from arena.tool_names import TOOL_NAMES
 
@@ -29,8 +29,8 @@ log = logging.getLogger("arena.tools")
 SERVED = "tools served"  # logged once the tools answer
 
 
-def _describe(t: Trade) -> str:
-    if t.status == "filled":
+def _describe(t: Fill | Rejection) -> str:
+    if isinstance(t, Fill):
         return f"{t.agent} {t.side} {t.quantity:g} {t.product_id} @ {t.price:,.8g} (fee {t.fee:.4g})"
     return f"{t.agent} REJECTED {t.side} {t.quantity:g} {t.product_id[:40]}: {t.reason}"
 
@@ -53,7 +53,7 @@ class ToolsService:
         self.desk = desk
         self.max_workers = max_workers
         self.state = state  # the dashboard's ArenaState, or None
-        self._trades: asyncio.Queue[Trade | None] = asyncio.Queue()
+        self._trades: asyncio.Queue[Fill | Rejection | None] = asyncio.Queue()
         self._workers: list = []
         self._tasks: list[asyncio.Task] = []
         self._market = None
@@ -68,7 +68,7 @@ class ToolsService:
 
     # -- callbacks from the desk (run inside the tool call) -----------------------------------------
 
-    def _on_trade(self, trade: Trade) -> None:
+    def _on_trade(self, trade: Fill | Rejection) -> None:
         log.info("%s", _describe(trade))
         if self.state is not None:
             self.state.on_trade(trade)

@@ -14,16 +14,17 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
+from typing_extensions import TypeAliasType
 
 from arena import config
 from arena.accounts import ACCOUNTS_TOPIC, AccountRecord
 from arena.chat import ChatReply, ChatRequest
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
-from arena.portfolio import Trade
+from arena.portfolio import TradeOutcome
 from arena.publish import LeaderboardRecord, ValueSample
 from arena.supervisor import ProcessStatus
 
@@ -34,11 +35,13 @@ COMMAND = "uv run python -m arena.topics_doc > docs/TOPICS.md"
 class Topic:
     name: str
     key: str
-    model: type[BaseModel] | None  # None: not an arena model (calfkit's own envelope)
+    # None: not an arena model (calfkit's own envelope); a named union: one of its models, by `kind_field`
+    model: type[BaseModel] | TypeAliasType | None
     written_by: str
     read_by: str
     note: str = ""
     more: tuple[tuple[str, type[BaseModel]], ...] = ()  # other kinds of record: (their key, their model)
+    kind_field: str = ""  # the field that tells a union's models apart
 
 
 _WARM_UP = (
@@ -56,10 +59,12 @@ TOPICS = [
     Topic(
         config.TRADES_TOPIC,
         "the agent's name",
-        Trade,
+        TradeOutcome,
         "the tools process (`trading_tools.py` / `tools_and_dashboard.py`)",
         "`arena web`; anyone outside (recordings, analysis)",
-        "Every `execute_trade` outcome: fills (`status` filled) and rejections (`status` rejected, which move no money).",
+        "Every `execute_trade` outcome: a `Fill` (`status` filled) or a `Rejection` (`status` rejected, which moves "
+        "no money). Read `status` first: each has only its own fields. A record without `status` is a fill.",
+        kind_field="status",
     ),
     Topic(
         config.DECISIONS_TOPIC,
@@ -141,12 +146,15 @@ UNITS: dict[tuple[str, str], str] = {
     ("Candle", "low"): "quote currency per base unit",
     ("Candle", "close"): "quote currency per base unit",
     ("Candle", "volume"): "base units",
-    ("Trade", "quantity"): "base units",
-    ("Trade", "price"): "quote currency per base unit (0 when rejected)",
-    ("Trade", "fee"): "quote currency",
-    ("Trade", "quote_age_s"): "seconds",
-    ("Trade", "latency_ms"): "milliseconds",
-    ("Trade", "tick_seq"): "the snapshot `seq` traded on",
+    ("Fill", "quantity"): "base units",
+    ("Fill", "price"): "quote currency per base unit",
+    ("Fill", "fee"): "quote currency",
+    ("Fill", "quote_age_s"): "seconds",
+    ("Fill", "latency_ms"): "milliseconds",
+    ("Fill", "tick_seq"): "the snapshot `seq` traded on",
+    ("Rejection", "quantity"): "base units (as asked)",
+    ("Rejection", "latency_ms"): "milliseconds",
+    ("Rejection", "tick_seq"): "the snapshot `seq` judged on",
     ("Decision", "tick_seq"): "the snapshot `seq` of the turn",
     ("AccountRecord", "snapshot_seq"): "the snapshot `seq`",
     ("ChatRequest", "timeout_s"): "seconds",
@@ -376,10 +384,33 @@ def _model_table(model: type[BaseModel]) -> list[str]:
     return out
 
 
-def _name(model: type[BaseModel] | None, module: bool = False) -> str:
+def variants(model: type[BaseModel] | TypeAliasType | None) -> tuple[type[BaseModel], ...]:
+    """The models a topic's value may be: the model itself, or each model of a named union."""
+    if model is None:
+        return ()
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return (model,)
+    out: list[type[BaseModel]] = []
+    todo = [model.__value__ if isinstance(model, TypeAliasType) else model]
+    while todo:
+        t = todo.pop(0)
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            out.append(t)
+        elif get_origin(t) is not None:  # a Union, an Annotated: look inside
+            todo[:0] = [a for a in get_args(t) if isinstance(a, type) or get_origin(a) is not None]
+    return tuple(out)
+
+
+def _kind(model: type[BaseModel], field: str) -> str:
+    return ", ".join(f"`{field}` {v}" for v in get_args(model.model_fields[field].annotation))
+
+
+def _name(model: type[BaseModel] | TypeAliasType | None, module: bool = False) -> str:
     if model is None:
         return "calfkit's envelope (not an arena model)" if module else "calfkit envelope"
-    return f"`{model.__name__}`" + (f" (`{model.__module__}`)" if module else "")
+    models = variants(model)
+    names = " or ".join(f"`{m.__name__}`" for m in models)
+    return names + (f" (`{models[0].__module__}`)" if module else "")
 
 
 def render() -> str:
@@ -397,10 +428,13 @@ def render() -> str:
         out.append(f"- written by: {t.written_by}\n- read by: {t.read_by}")
         if t.note:
             out.append(f"\n{t.note}")
-        if t.model is not None:
+        models = variants(t.model)
+        for model in models:
             if t.more:
-                out.append(f"\n### {_name(t.model)} (key {t.key})")
-            out.extend(_model_table(t.model))
+                out.append(f"\n### {_name(model)} (key {t.key})")
+            elif len(models) > 1:
+                out.append(f"\n### {_name(model)} ({_kind(model, t.kind_field)})")
+            out.extend(_model_table(model))
         for key, model in t.more:
             out.append(f"\n### {_name(model)} (key {key.split(',')[0]})")
             out.extend(_model_table(model))
@@ -416,9 +450,7 @@ def missing_descriptions() -> list[str]:
     """`Model.field` for every documented field whose model gives no description."""
     out: list[str] = []
     for t in TOPICS:
-        for model in (t.model, *(m for _, m in t.more)):
-            if model is None:
-                continue
+        for model in (*variants(t.model), *(m for _, m in t.more)):
             for r in rows(model)[0]:
                 name = f"{r.model}.{r.field}"
                 if not r.description and name not in out:

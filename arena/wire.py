@@ -1,7 +1,7 @@
 """What every record on the bus must mean, not only its shape: the field types the wire models share.
 
 Any client on the broker can write any topic, so a reader trusts nothing it did not check. The wire
-models (MarketSnapshot, Decision, Trade, the chat types, ProcessStatus) build their fields from these
+models (MarketSnapshot, Decision, Fill and Rejection, the chat types, ProcessStatus) build their fields from these
 types; a record that breaks one is rejected whole by `arena.kafka.decode_record` and never reaches a
 prompt, a quote book, a metric, the dashboard or the viewer.
 

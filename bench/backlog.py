@@ -11,11 +11,11 @@ Then the fast router is stopped, ticks go on for --down seconds, and it is start
 Per turn (Decision "started"): its tick's age at the start (started_at - published_at); how many newer
 ticks the router had received by then (from its own records: a "started" or a "skipped ... superseded
 by #N" record marks when a tick arrived) and how many had been published by then (some still in flight).
-Per fill, at the moment it filled (Trade.executed_at): its turn (by the run id in its trade id) and so the
+Per fill, at the moment it filled (Fill.executed_at): its turn (by the run id in its trade id) and so the
 tick it was decided on; how many newer ticks had been published, and received by its router (a lower
 bound: a tick waiting in the router's slot leaves a record only once it starts a turn or is displaced);
 the age of the decided-on tick; and whether the desk's price came from an older quote than the newest
-tick published (Trade.tick_seq: the snapshot of the quote the desk filled at).
+tick published (Fill.tick_seq: the snapshot of the quote the desk filled at).
 After the restart: which ticks were missed, and the first tick the restarted router decided on.
 """
 
@@ -27,6 +27,7 @@ import re
 import time
 from bisect import bisect_right
 
+from arena.portfolio import Fill
 from bench.harness import Arena, Recorder, Report, dist_ms, fmt_dist, target
 
 SUPERSEDED = re.compile(r"superseded by #(\d+)")
@@ -119,7 +120,7 @@ def fill_checks(rec: Recorder, newest: Newest, agent: str) -> dict:
     tick published and received by then, and the quote the desk priced it at."""
     turns = {d.run_id: d for d in rec.decisions if d.agent == agent and d.status == "started"}
     ages, behind_pub, behind_recv, price_behind, price_missed, unmatched = [], [], [], [], [], 0
-    for t in (t for t in rec.trades if t.agent == agent and t.status == "filled"):
+    for t in (t for t in rec.trades if t.agent == agent and isinstance(t, Fill)):
         parts = t.trade_id.split("|")  # agent|run|messages|tool call id (trading_tools.call_key)
         turn = turns.get(parts[1]) if len(parts) == 4 else None
         if turn is None:

@@ -24,7 +24,7 @@ from arena.dashboard import ArenaState, leaderboard, render, save_screenshot
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import MetricsTracker
-from arena.portfolio import Account, Trade
+from arena.portfolio import Account, Fill, Rejection
 from bench.harness import Report, dist_ms
 
 NAMES = [
@@ -79,16 +79,16 @@ def synthetic_arena(
                     else held * rnd.choice([0.5, 1.0])
                 )
                 px = q.best_ask if side == "buy" else q.best_bid
-                t = Trade(trade_id=f"t{step}-{n}", agent=n, product_id=p, side=side, quantity=qty, price=px, fee=qty * px * 0.001,
+                t = Fill(trade_id=f"t{step}-{n}", agent=n, product_id=p, side=side, quantity=qty, price=px, fee=qty * px * 0.001,
                           executed_at=now, latency_ms=rnd.uniform(3, 40), quote_age_s=rnd.uniform(0.1, 2))  # fmt: skip
                 acc.apply(t)
                 st.on_trade(t)
                 st.on_tool_call(n, "execute_trade", now=now)
             if rnd.random() < 0.004:
-                t = Trade(trade_id=f"r{step}-{n}", agent=n, product_id="BTC-USD", side="buy", quantity=5.0, status="rejected",
-                          reason="insufficient cash: need $485,120.00, have $61,204.18", executed_at=now)  # fmt: skip
-                accounts.setdefault(n, Account(agent=n)).apply(t)
-                st.on_trade(t)
+                no = Rejection(trade_id=f"r{step}-{n}", agent=n, product_id="BTC-USD", side="buy", quantity=5.0, status="rejected",
+                               reason="insufficient cash: need $485,120.00, have $61,204.18", executed_at=now)  # fmt: skip
+                accounts.setdefault(n, Account(agent=n)).fold(no)
+                st.on_trade(no)
             if rnd.random() < 0.002:
                 st.on_decision(Decision(agent=n, run_id=f"x{step}", tick_seq=step + 1, tick_published_at=now, status="timeout",
                                         reason="model did not answer within 60s", started_at=now,

@@ -13,12 +13,12 @@ Per turn: model calls, tool calls, characters of the prompt and of all text sent
 decision (every process, the broker included, from /proc/<pid>/stat: gross, and net of the idle rate);
 idle CPU per process kind once no tick is expected.
 
-Fill time: Trade.executed_at (arena.trades) - published_at of the tick with seq Trade.tick_seq.
+Fill time: Fill.executed_at (arena.trades) - published_at of the tick with seq Fill.tick_seq.
 Where the time goes, per fill, from the records themselves:
   delivery  = the turn's Decision "started".started_at - tick published_at (market topic hop);
   model     = sum of the chat node's provider time (ChatReply.elapsed_ms) of the turn's model calls
               made before the fill (2 calls);
-  tool      = Trade.latency_ms (tool call received -> filled, inside the tools process);
+  tool      = Fill.latency_ms (tool call received -> filled, inside the tools process);
   framework = the rest: broker hops inside the turn (router -> agent, agent <-> chat node twice,
               agent <-> get_portfolio, agent -> execute_trade: 8 hops) plus calfkit's and our code's
               CPU time. `hops x floor p50` estimates its broker-wait share.

@@ -32,7 +32,7 @@ from arena.dashboard import ArenaState
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import MetricsTracker
-from arena.portfolio import Account, Trade
+from arena.portfolio import Account, Fill, Rejection
 from arena.publish import BOARD_KEY, LeaderboardPublisher
 from bench.harness import Arena, Report, dist_ms, target
 
@@ -181,7 +181,7 @@ def synthetic_run(n_agents: int, n_fills: int, n_turns: int, seed: int):
             side = "sell" if held and rnd.random() < 0.5 else "buy"
             qty = round(rnd.choice([200, 500, 1000]) / q.price, 6) if side == "buy" else held * rnd.choice([0.5, 1.0])
             px = q.best_ask if side == "buy" else q.best_bid
-            t = Trade(
+            t = Fill(
                 trade_id=f"{n}|t{step}|{fills}",
                 agent=n,
                 product_id=pid,
@@ -194,24 +194,24 @@ def synthetic_run(n_agents: int, n_fills: int, n_turns: int, seed: int):
                 quote_age_s=rnd.uniform(0.1, 2),
             )
             fills += 1
-            batch = [t]
+            batch: list[Fill | Rejection] = [t]
             if rnd.random() < 0.01:  # and now and then a rejection besides
                 batch.append(
-                    t.model_copy(
-                        update={
-                            "trade_id": t.trade_id + "r",
-                            "side": "buy",
-                            "quantity": 50.0,
-                            "status": "rejected",
-                            "price": 0.0,
-                            "fee": 0.0,
-                            "reason": "insufficient cash: need $485,120.00, have $61,204.18",
-                        }
+                    Rejection(
+                        trade_id=t.trade_id + "r",
+                        agent=n,
+                        product_id=pid,
+                        side="buy",
+                        quantity=50.0,
+                        status="rejected",
+                        reason="insufficient cash: need $485,120.00, have $61,204.18",
+                        executed_at=now,
+                        latency_ms=t.latency_ms,
                     )
                 )
                 rejections += 1
             for t in batch:
-                acc.apply(t)
+                acc.fold(t)
                 st.on_trade(t)
                 records.append((TRADES_TOPIC, n.encode(), k.encode(t), []))
         st.sample(accounts, now=now)
@@ -336,7 +336,7 @@ async def load(
             await prod.send(
                 MARKET_TOPIC, k.encode(MarketSnapshot(seq=10_000 + i, published_at=now, quotes=quotes_at(prices, now)))
             )
-            t = Trade(
+            t = Fill(
                 trade_id=f"live{tag}-{i}",
                 agent="agent-00",
                 product_id="SOL-USD",

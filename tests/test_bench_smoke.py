@@ -50,13 +50,13 @@ def test_floor_bench_prints_its_json_result():
 def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
     """bench backlog's figures from records: a turn decided on tick 1 whose order fills after ticks 2 and
     3 were published (and 3 reached the router) is a fill on an older tick, although the turn started on
-    the newest one; the desk's price is judged by the quote it used (Trade.tick_seq)."""
+    the newest one; the desk's price is judged by the quote it used (Fill.tick_seq)."""
     from datetime import datetime, timedelta, timezone
     from types import SimpleNamespace
 
     from arena.decisions import Decision
     from arena.market import MarketSnapshot
-    from arena.portfolio import Trade
+    from arena.portfolio import Fill
     from bench.backlog import Newest, fill_checks, turn_checks
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -72,15 +72,15 @@ def test_backlog_measures_staleness_at_the_fill_not_at_the_turn_start():
         return Decision(agent="a", run_id=run, tick_seq=seq, tick_published_at=published[seq].published_at, status=status,
                         reason=reason, started_at=at(s))  # fmt: skip
 
-    def fill(run: str, s: float, quote_seq: int) -> Trade:
-        return Trade(trade_id=f"a|{run}|4|call_{s}", agent="a", product_id="BTC-USD", side="buy", quantity=1.0, price=1.0,
+    def fill(run: str, s: float, quote_seq: int) -> Fill:
+        return Fill(trade_id=f"a|{run}|4|call_{s}", agent="a", product_id="BTC-USD", side="buy", quantity=1.0, price=1.0,
                      tick_seq=quote_seq, executed_at=at(s))  # fmt: skip
 
     rec = SimpleNamespace(
         published=published,
         decisions=[turn("r1", 1, 0.1), turn("", 2, 2.2, "skipped", "superseded by #3 while a turn was running"),
                    turn("r2", 4, 3.1), turn("r3", 5, 4.1), turn("r4", 2, 4.2)],  # fmt: skip
-        trades=[fill("r1", 2.5, 3), fill("r2", 3.3, 4), fill("r3", 4.3, 4), fill("r3", 4.5, 3), Trade(trade_id="k", agent="a", product_id="BTC-USD",
+        trades=[fill("r1", 2.5, 3), fill("r2", 3.3, 4), fill("r3", 4.3, 4), fill("r3", 4.5, 3), Fill(trade_id="k", agent="a", product_id="BTC-USD",
                                                                                   side="buy", quantity=1.0, price=1.0, executed_at=at(4.4))],
     )  # fmt: skip
     newest = Newest(rec)

@@ -23,7 +23,7 @@ from arena.dashboard import (
 )
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
-from arena.portfolio import INITIAL_CASH, Account, Trade, replay
+from arena.portfolio import INITIAL_CASH, Account, Fill, Rejection, replay
 from arena.supervisor import ProcessStatus
 from arena.ui import AGENT_PALETTE, AgentColors, Column, agent_color, ago, fit_table, hms, money, pct, qty
 from tests.support.records import turn
@@ -60,8 +60,8 @@ def quotes(now: datetime) -> dict[str, Quote]:
     }
 
 
-def fill(i: int, agent: str, product: str, side: str, quantity: float, price: float, at: datetime) -> Trade:
-    return Trade(
+def fill(i: int, agent: str, product: str, side: str, quantity: float, price: float, at: datetime) -> Fill:
+    return Fill(
         trade_id=f"t{i}", agent=agent, product_id=product, side=side, quantity=quantity, price=price,
         fee=quantity * price * 0.001, executed_at=at, latency_ms=12.0 + i, quote_age_s=0.4,
     )  # fmt: skip
@@ -77,8 +77,8 @@ def arena(log_path: str = "/var/log/arena/tools.log", export_path: str | None = 
         fill(2, "bob", "SOL-USD", "buy", 40.0, 230.0, START + timedelta(minutes=2)),
         fill(3, "bob", "SOL-USD", "sell", 15.0, 236.0, START + timedelta(minutes=15)),
         fill(4, "carol", "SOL-USD", "buy", 10.0, 240.0, START + timedelta(minutes=16)),
-        Trade(trade_id="t5", agent="carol", product_id="BTC-USD", side="buy", quantity=5.0, status="rejected",
-              reason=REASON, executed_at=NOW - timedelta(seconds=20)),
+        Rejection(trade_id="t5", agent="carol", product_id="BTC-USD", side="buy", quantity=5.0, status="rejected",
+                  reason=REASON, executed_at=NOW - timedelta(seconds=20)),
     ]  # fmt: skip
     st.on_snapshot(MarketSnapshot(seq=1, published_at=START, quotes=quotes(START)), now=START)
     for t in trades:
@@ -666,8 +666,8 @@ def test_slippage_and_the_impact_rate_on_screen_and_in_the_export():
 
     st = ArenaState(max_quote_age_s=30, fee_bps=120, impact_bps=2.5, metrics=MetricsTracker(fee_bps=120))
     st.started_at = START
-    walked = Trade(trade_id="w1", agent="alice", product_id="BTC-USD", side="buy", quantity=1.5, price=96_533.33,
-                   top_price=96_500.0, top_size=0.5, slippage=50.0, fee=1_737.6, executed_at=NOW - timedelta(seconds=5))  # fmt: skip
+    walked = Fill(trade_id="w1", agent="alice", product_id="BTC-USD", side="buy", quantity=1.5, price=96_533.33,
+                  top_price=96_500.0, top_size=0.5, slippage=50.0, fee=1_737.6, executed_at=NOW - timedelta(seconds=5))  # fmt: skip
     st.on_snapshot(snap(1, btc=96_500.0), now=NOW - timedelta(seconds=1))
     st.on_trade(walked)
     accounts = replay([walked])

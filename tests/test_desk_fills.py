@@ -19,7 +19,7 @@ from arena.leaderboard import leaderboard_table
 from arena.ledger import Ledger
 from arena.market import utcnow
 from arena.metrics import MetricsTracker
-from arena.portfolio import INITIAL_CASH, Trade
+from arena.portfolio import INITIAL_CASH, Fill
 from arena.strategies import Limits
 from tests.support.desks import book, buy
 
@@ -263,12 +263,12 @@ def test_limit_state_and_model_usage_survive_reopening_the_ledger(tmp_path, monk
     d.ledger.close()
 
 
-def test_trade_json_carries_slippage_bps_and_reads_back():
-    t = Trade(trade_id="k", agent="ann", product_id="BTC-USD", side="buy", quantity=2.0, price=100.5, top_price=100.0,
+def test_fill_json_carries_slippage_bps_and_reads_back():
+    t = Fill(trade_id="k", agent="ann", product_id="BTC-USD", side="buy", quantity=2.0, price=100.5, top_price=100.0,
               slippage=1.0, executed_at=datetime(2026, 1, 1, tzinfo=timezone.utc))  # fmt: skip
     data = json.loads(t.model_dump_json())
     assert data["slippage_bps"] == pytest.approx(50.0)  # $1 of $200 at the top
-    assert Trade.model_validate_json(t.model_dump_json()) == t
+    assert Fill.model_validate_json(t.model_dump_json()) == t
 
 
 def test_one_quote_book_and_one_side_type():
@@ -279,4 +279,4 @@ def test_one_quote_book_and_one_side_type():
 
     assert arena.desk.QuoteBook is arena.feed.QuoteBook
     assert arena.tools.Side is portfolio.Side
-    assert Trade(trade_id="k", agent="ann", product_id="BTC-USD", side=" Sell ", quantity=1, price=1).side == "sell"
+    assert Fill(trade_id="k", agent="ann", product_id="BTC-USD", side=" Sell ", quantity=1, price=1).side == "sell"

@@ -19,7 +19,7 @@ from arena import kafka as k
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote, utcnow
-from arena.portfolio import Trade
+from arena.portfolio import Fill, TradeOutcome
 from tests.support import Proc
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -140,8 +140,8 @@ async def test_limits_and_tokens_survive_a_kill_and_a_fill_carries_its_slippage(
     while published is None and time.monotonic() < deadline:
         for records in (await tap.getmany(timeout_ms=200)).values():
             for rec in records:
-                t = k.decode(Trade, rec.value)
-                if t is not None and t.agent == ANN and t.status == "filled":
+                t = k.decode(TradeOutcome, rec.value)
+                if isinstance(t, Fill) and t.agent == ANN:
                     published = json.loads(rec.value)
     await tap.stop()
     assert published is not None, "ANN's fill never reached the trades topic"

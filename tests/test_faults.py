@@ -38,7 +38,7 @@ from arena.config import (
 )
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
-from arena.portfolio import Trade, replay
+from arena.portfolio import Fill, Rejection, parse_outcome, replay
 from tests.support import ROOT, Proc, Stack, TopicReader
 
 # Generous bounds: on an idle 2-core machine the module takes ~2-3 minutes, most of it process start-up.
@@ -107,7 +107,7 @@ class Order:
         return (self.agent, self.run, self.product_id, self.side, self.quantity)
 
 
-def trade_content(key: str, t: Trade) -> tuple:
+def trade_content(key: str, t: Fill | Rejection) -> tuple:
     """A ledger row as an order's content; its run is the one its key names (the ledger keeps no other)."""
     parts = key.split("|")
     return (t.agent, parts[1] if len(parts) == 4 else "?", t.product_id, t.side, t.quantity)
@@ -141,12 +141,12 @@ class Tap(TopicReader):
     def take(self, r) -> None:
         self.records.append(Seen(r.topic, r.value or b"", tuple(r.headers or ()), time.time(), r.timestamp / 1000))
 
-    def _models(self, topic, model, since):
+    def _models(self, topic, parse, since):
         out = []
         for r in self.records:
             if r.topic == topic and r.at >= since:
                 try:
-                    out.append(model.model_validate_json(r.value))
+                    out.append(parse(r.value))
                 except ValueError:
                     pass  # the garbage this module publishes itself
         return out
@@ -154,19 +154,21 @@ class Tap(TopicReader):
     def decisions(self, agent: str | None = None, *statuses: str, since: float = 0) -> list[Decision]:
         return [
             d
-            for d in self._models(DECISIONS_TOPIC, Decision, since)
+            for d in self._models(DECISIONS_TOPIC, Decision.model_validate_json, since)
             if (agent is None or d.agent == agent) and (not statuses or d.status in statuses)
         ]
 
-    def trades(self, since: float = 0) -> list[Trade]:
-        return self._models(TRADES_TOPIC, Trade, since)
+    def trades(self, since: float = 0) -> list[Fill | Rejection]:
+        return self._models(TRADES_TOPIC, parse_outcome, since)
 
-    def fills(self, agent: str, since: float = 0) -> list[Trade]:
-        return [t for t in self.trades(since) if t.agent == agent and t.status == "filled"]
+    def fills(self, agent: str, since: float = 0) -> list[Fill]:
+        return [t for t in self.trades(since) if t.agent == agent and isinstance(t, Fill)]
 
     def published(self) -> dict[int, float]:
         """snapshot seq -> when the connector published it (epoch seconds)."""
-        return {s.seq: s.published_at.timestamp() for s in self._models(MARKET_TOPIC, MarketSnapshot, 0)}
+        return {
+            s.seq: s.published_at.timestamp() for s in self._models(MARKET_TOPIC, MarketSnapshot.model_validate_json, 0)
+        }
 
     def _envelopes(self, since: float = 0):
         """(record, calfkit Envelope) for every mirrored agent step received since `since`."""
@@ -346,14 +348,11 @@ class Arena(Stack):
         finally:
             db.close()
 
-    def ledger_trades(self) -> list[tuple[str, Trade]]:
+    def ledger_trades(self) -> list[tuple[str, Fill | Rejection]]:
         """(call key, trade) for every row, in log order."""
         db = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
         try:
-            return [
-                (key, Trade.model_validate_json(t))
-                for key, t in db.execute("SELECT call_key, trade FROM trades ORDER BY seq")
-            ]
+            return [(key, parse_outcome(t)) for key, t in db.execute("SELECT call_key, trade FROM trades ORDER BY seq")]
         finally:
             db.close()
 
@@ -822,7 +821,7 @@ async def test_killed_tools_lose_and_double_nothing(arena):
     for tid, (r, result) in acked.items():
         t = by_key.get(tid)
         said = (r.header("x-calf-emitter"), r.run, result["product_id"], result["side"], result["quantity"])
-        if t is None or t.status != "filled":
+        if not isinstance(t, Fill):
             problems.append(f"acknowledged fill not in the ledger: {said}")
         elif trade_content(tid, t) != said:
             problems.append(f"acknowledged {said}, the ledger says {trade_content(tid, t)}")
@@ -831,7 +830,7 @@ async def test_killed_tools_lose_and_double_nothing(arena):
     fills = [
         (key, t)
         for key, t in rows
-        if t.status == "filled"
+        if isinstance(t, Fill)
         and (trade_content(key, t)[1] in observed or t.executed_at.timestamp() > tap.started_at + 15)
     ]
     for key, t in fills:
@@ -862,10 +861,10 @@ async def test_killed_tools_lose_and_double_nothing(arena):
         agent = trades[position[tid]].agent
         cash = replay(trades[: position[tid] + 1])[agent].cash
         assert result["cash_after"] == pytest.approx(cash, abs=0.011), (tid, result["cash_after"], cash)
-    published = [t.trade_id for t in tap.trades() if t.status == "filled"]
+    published = [t.trade_id for t in tap.trades() if isinstance(t, Fill)]
     assert len(published) == len(set(published)), "a fill published twice on the trades topic"
     assert set(published) <= set(by_key), "a published fill is not in the ledger"
-    fate = {o.key: (by_key[o.key].status + (f" ({by_key[o.key].reason})" if by_key[o.key].reason else "")
+    fate = {o.key: (by_key[o.key].status + (f" ({t.reason})" if isinstance(t := by_key[o.key], Rejection) and t.reason else "")
                     if o.key in by_key else "never executed") for o in in_flight}  # fmt: skip
     redelivered = sum("duplicate call" in line for line in proc.lines)
     print(

@@ -20,7 +20,7 @@ from arena.calc import calculate
 from arena.desk import Desk, OutcomeUnknown, QuoteBook
 from arena.ledger import DuplicateCall, Ledger, LedgerLocked
 from arena.market import MarketSnapshot, Quote, utcnow
-from arena.portfolio import INITIAL_CASH, Trade
+from arena.portfolio import INITIAL_CASH, Fill, Rejection
 
 BTC_BID, BTC_ASK = 50_000.0, 50_010.0
 
@@ -174,7 +174,7 @@ def test_rejections_are_explained_logged_and_change_nothing(desk, pid, side, q, 
     desk.execute_trade("alice", "FARTCOIN-USD", "buy", 10)
     before = desk.ledger.account("alice").model_copy(deep=True)
     n = len(desk.ledger)
-    seen: list[Trade] = []
+    seen: list[Fill | Rejection] = []
     desk.on_trade = seen.append
     r = desk.execute_trade("alice", pid, side, q)
     assert r["status"] == "rejected" and why in r["error"] and r["error"].endswith("Nothing was traded.")
@@ -184,7 +184,7 @@ def test_rejections_are_explained_logged_and_change_nothing(desk, pid, side, q, 
     assert after.rejected == before.rejected + 1
     assert len(desk.ledger) == n + 1
     [t] = seen
-    assert t.status == "rejected" and why in t.reason and len(t.product_id) <= 40 and math.isfinite(t.quantity)
+    assert isinstance(t, Rejection) and why in t.reason and len(t.product_id) <= 40 and math.isfinite(t.quantity)
 
 
 def test_a_call_past_its_turn_deadline_is_refused_and_garbage_is_no_deadline(desk):
@@ -279,7 +279,7 @@ def test_invalid_side_is_refused_without_a_trade_row(desk):
     n = len(desk.ledger)
     r = desk.execute_trade("alice", "BTC-USD", "hold", 0.1)
     assert r["status"] == "rejected" and "'buy' or 'sell'" in r["error"]
-    assert len(desk.ledger) == n  # a Trade has no way to say "hold"; the tool schema refuses it first
+    assert len(desk.ledger) == n  # an outcome has no way to say "hold"; the tool schema refuses it first
 
 
 def test_cash_check_includes_the_fee(desk):
@@ -316,7 +316,7 @@ def test_repeated_call_key_trades_once_even_after_restart(desk, tmp_path):
 
 def test_ledger_refuses_a_duplicate_key(tmp_path):
     with Ledger(tmp_path / "l.db") as ledger:
-        t = Trade(trade_id="k", agent="a", product_id="BTC-USD", side="buy", quantity=1, price=10)
+        t = Fill(trade_id="k", agent="a", product_id="BTC-USD", side="buy", quantity=1, price=10)
         ledger.record("k", t, {"status": "filled"})
         with pytest.raises(DuplicateCall):
             ledger.record("k", t, {"status": "filled"})
@@ -389,8 +389,8 @@ def test_a_ledger_held_by_another_process_is_refused_naming_it_and_freed_when_it
         [
             sys.executable,
             "-c",
-            "import sys; from arena.ledger import Ledger; from arena.portfolio import Trade\n"
-            "l = Ledger(sys.argv[1]); l.record('k1', Trade(trade_id='k1', agent='ann', product_id='BTC-USD', side='buy', "
+            "import sys; from arena.ledger import Ledger; from arena.portfolio import Fill\n"
+            "l = Ledger(sys.argv[1]); l.record('k1', Fill(trade_id='k1', agent='ann', product_id='BTC-USD', side='buy', "
             "quantity=0.1, price=10.0), {'status': 'filled'}); print('held', flush=True); sys.stdin.read()",
             str(path),
         ],

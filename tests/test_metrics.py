@@ -9,7 +9,9 @@ import pytest
 
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import BASELINE_NAME, MetricsTracker, compute, value_series
-from arena.portfolio import Trade
+from arena.portfolio import Fill
+from tests.support import records
+from tests.support.records import rejection
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -18,18 +20,9 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def fill(
-    agent: str, side: str, qty: float, price: float, fee: float = 0.0, t: float = 1.0, pid: str = "X-USD"
-) -> Trade:
-    return Trade(
-        trade_id=f"{agent}-{side}-{t}-{qty}",
-        agent=agent,
-        product_id=pid,
-        side=side,
-        quantity=qty,
-        price=price,
-        fee=fee,
-        executed_at=at(t),
+def fill(agent: str, side: str, qty: float, price: float, fee: float = 0.0, t: float = 1.0, pid: str = "X-USD") -> Fill:
+    return records.fill(
+        0, agent, side, qty, price, fee=fee, at=at(t), trade_id=f"{agent}-{side}-{t}-{qty}", product_id=pid
     )
 
 
@@ -75,18 +68,7 @@ def test_sharpe_is_none_with_fewer_than_two_returns_or_zero_variance():
     two_samples = MARKS[:2]  # one return only
     assert compute(ALL_IN, two_samples, baseline=False, min_sharpe_returns=2)["alice"].sharpe is None
     # a cash-only agent (it only has a rejection): every return is 0 -> zero variance
-    rejected = [
-        Trade(
-            trade_id="r1",
-            agent="bob",
-            product_id="X-USD",
-            side="buy",
-            quantity=1e9,
-            status="rejected",
-            reason="insufficient cash",
-            executed_at=at(1),
-        )
-    ]
+    rejected = [rejection(1, "bob", qty=1e9, trade_id="r1", product_id="X-USD", at=at(1))]
     m = compute(rejected, MARKS, baseline=False, min_sharpe_returns=2)["bob"]
     assert m.sharpe is None
     assert m.max_drawdown_pct == 0.0
@@ -101,16 +83,7 @@ def test_win_rate_counts_each_sell_as_a_round_trip_fees_included():
         fill("carol", "sell", 3, 101.0, fee=3.03, t=3),  # 303 - 3.03 - 303 = -3.03  loss (the fee)
         fill("carol", "sell", 2, 101.0, t=4),  # 202 - 202 = 0             not a win
         fill("carol", "sell", 1, 110.0, t=5),  # 110 - 101 = +9            win
-        Trade(
-            trade_id="rej",
-            agent="carol",
-            product_id="X-USD",
-            side="sell",
-            quantity=5,
-            status="rejected",
-            reason="selling more than held",
-            executed_at=at(6),
-        ),
+        rejection(6, "carol", "selling more than held", 5, trade_id="rej", product_id="X-USD", side="sell", at=at(6)),
     ]
     m = compute(trades, [], baseline=False)["carol"]
     assert m.round_trips == 4 and m.wins == 2

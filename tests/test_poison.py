@@ -39,7 +39,7 @@ from arena.config import (
 from arena.decisions import Decision
 from arena.market import Candle, MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME
-from arena.portfolio import Trade
+from arena.portfolio import Fill, Rejection, TradeOutcome
 from arena.supervisor import ProcessStatus
 from arena.wire import MAX_CANDLES, MAX_FUTURE_SKEW_S, MAX_PRODUCTS, MAX_TEXT
 from tests.support.procs import Proc
@@ -59,7 +59,7 @@ FORGED = 900_000  # forged snapshots' seqs start here: a router or the tools tak
 
 def wire(model, **fields):
     """`model` read from the wire (JSON), as every reader reads it."""
-    return model.model_validate_json(json.dumps(fields, default=str))
+    return k.parse(model, json.dumps(fields, default=str).encode())
 
 
 def naive(t: datetime) -> str:
@@ -90,7 +90,7 @@ def test_times_carry_a_zone_and_are_not_ahead_of_the_reader():
         wire(Decision, **{**decision, "started_at": naive(now)})
     with pytest.raises(ValidationError):
         wire(
-            Trade,
+            TradeOutcome,
             trade_id="t",
             agent="alice",
             product_id="BTC-USD",
@@ -132,17 +132,18 @@ def test_ids_and_names_have_their_patterns():
         with pytest.raises(ValidationError):
             wire(Decision, agent=name, **decision)
     fill = dict(trade_id="t", agent="alice", side="buy", quantity=1.0, price=10.0)
-    wire(Trade, product_id="BTC-USD", **fill)
-    wire(
-        Trade,
+    assert isinstance(wire(TradeOutcome, product_id="BTC-USD", **fill), Fill)
+    rejected = wire(  # as a rejection was logged before the split: with a price of 0
+        TradeOutcome,
         product_id="'doge??'",
         status="rejected",
         reason="unknown product",
         **{**fill, "price": 0.0, "quantity": -5.0},
     )
+    assert isinstance(rejected, Rejection) and "price" not in rejected.model_dump()
     for change in ({"product_id": "doge"}, {"price": 0.0}, {"quantity": 0.0}, {"agent": BASELINE_NAME}):
         with pytest.raises(ValidationError):
-            wire(Trade, **{"product_id": "BTC-USD", **fill, **change})
+            wire(TradeOutcome, **{"product_id": "BTC-USD", **fill, **change})
 
 
 def test_counts_and_sizes_are_bounded():
@@ -321,7 +322,7 @@ class Arena:
         later = {s for s in self.published if s > seq}
         w = self.watcher
         return all(w.of(a, "done", seqs=later) for a in TRADERS) and any(
-            t.status == "filled" and t.tick_seq in later for t in w.trades
+            isinstance(t, Fill) and t.tick_seq in later for t in w.trades
         )
 
     def dead(self) -> list[str]:
@@ -446,7 +447,7 @@ async def test_a_forged_crossed_or_future_snapshot_moves_nothing(arena):
         if d.tick_seq in (crossed, future) or f"#{crossed}" in d.reason or f"#{future}" in d.reason
     ]
     for t in w.trades:  # every fill at a real price: the base bid or ask
-        if t.status == "filled":
+        if isinstance(t, Fill):
             real = BASE[t.product_id] * (1.0001 if t.side == "buy" else 0.9999)
             assert abs(t.price / real - 1) < 1e-9 and t.tick_seq < FORGED, t
     assert not arena.dead(), arena.dead()

@@ -15,8 +15,9 @@ from rich.console import Console
 from arena.ledger import Ledger
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import BASELINE_NAME, AgentMetrics
-from arena.portfolio import Trade
+from arena.portfolio import Fill
 from arena.report import leaderboard_table, main, print_export
+from tests.support.records import fill, rejection
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -91,24 +92,18 @@ def make_ledger(path: Path) -> None:
     a rejected oversell, sells 50 at 178 (fee 8.90); carol opened an account and never traded."""
     with Ledger(path) as ledger:
 
-        def rec(key, agent, pid, side, qty, price, fee=0.0, t=1, status="filled"):
-            trade = Trade(
-                trade_id=f"{agent}:run:{key}",
-                agent=agent,
-                product_id=pid,
-                side=side,
-                quantity=qty,
-                price=price,
-                fee=fee,
-                status=status,
-                executed_at=T0 + timedelta(seconds=t),
-            )
-            ledger.record(trade.trade_id, trade, {"ok": status == "filled"})  # as the desk does
+        def rec(key, agent, pid, side, qty, price, fee=0.0, t=1):
+            at, trade_id = T0 + timedelta(seconds=t), f"{agent}:run:{key}"
+            if price:
+                trade = fill(0, agent, side, qty, price, fee=fee, at=at, trade_id=trade_id, product_id=pid)
+            else:
+                trade = rejection(0, agent, "", qty, at=at, trade_id=trade_id, product_id=pid, side=side)
+            ledger.record(trade.trade_id, trade, {"ok": bool(price)})  # as the desk does
 
         rec("c1", "alice", "BTC-USD", "buy", 0.5, 95_000.0, fee=47.5, t=1)
         rec("c1", "bob", "SOL-USD", "buy", 100, 180.0, fee=18.0, t=2)  # same tool call id, other agent
         rec("c2", "alice", "BTC-USD", "sell", 0.2, 96_000.0, fee=19.2, t=5)
-        rec("c2", "bob", "SOL-USD", "sell", 1_000, 0.0, t=6, status="rejected")
+        rec("c2", "bob", "SOL-USD", "sell", 1_000, 0.0, t=6)  # no price: rejected
         rec("c3", "bob", "SOL-USD", "sell", 50, 178.0, fee=8.9, t=7)
         ledger.open_account("carol")
 
@@ -245,7 +240,7 @@ def test_report_reads_without_changing_the_ledger_even_while_it_is_open(capsys, 
     with Ledger(ledger_file) as live:  # a running arena holds it open and keeps writing
         live.record(
             "dave:run:c1",
-            Trade(trade_id="c1", agent="dave", product_id="BTC-USD", side="buy", quantity=0.01, price=95_000.0),
+            Fill(trade_id="c1", agent="dave", product_id="BTC-USD", side="buy", quantity=0.01, price=95_000.0),
             {"ok": True},
         )
         code, out, _ = run(capsys, str(ledger_file), "--json")

@@ -18,7 +18,7 @@ from arena import kafka as k
 from arena.config import CONSUMER_TUNING, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.market import MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME
-from arena.portfolio import Trade
+from arena.portfolio import Fill, Rejection, TradeOutcome, parse_outcome
 from arena.supervisor import ProcessStatus
 from tests.support.procs import Proc
 
@@ -163,10 +163,10 @@ def stable(positions: list[dict]) -> list[dict]:
     return [{k: v for k, v in p.items() if not k.startswith("avg_time_held")} for p in positions]
 
 
-def ledger_rows(tools: ToolsProcess) -> list[Trade]:
+def ledger_rows(tools: ToolsProcess) -> list[Fill | Rejection]:
     db = sqlite3.connect(f"file:{tools.ledger}?mode=ro", uri=True)
     try:
-        return [Trade.model_validate_json(t) for (t,) in db.execute("SELECT trade FROM trades ORDER BY seq")]
+        return [parse_outcome(t) for (t,) in db.execute("SELECT trade FROM trades ORDER BY seq")]
     finally:
         db.close()
 
@@ -309,7 +309,7 @@ async def test_hostile_orders_are_rejected_and_change_nothing(arena, tools):
     assert stable(after["positions"]) == stable(before["positions"])
     assert after["rejected_orders"] == before["rejected_orders"] + len(HOSTILE)
     rows = ledger_rows(tools)[n_before:]
-    assert len(rows) == len(HOSTILE) and all(t.status == "rejected" and t.reason for t in rows)
+    assert len(rows) == len(HOSTILE) and all(isinstance(t, Rejection) and t.reason for t in rows)
 
 
 async def test_stale_old_and_malformed_market_data(arena):
@@ -347,7 +347,7 @@ async def test_a_call_after_its_turn_deadline_is_refused_and_changes_nothing(are
         assert after[key] == before[key], key
     assert stable(after["positions"]) == stable(before["positions"])
     [row] = ledger_rows(tools)[n_before:]  # recorded like any rejection
-    assert row.status == "rejected" and row.agent == BOB and "turn deadline passed" in row.reason
+    assert isinstance(row, Rejection) and row.agent == BOB and "turn deadline passed" in row.reason
 
     on_time = await arena.one(BOB, "execute_trade", order, deps={"deadline": time.time() + 30, "tick_seq": 1})
     assert on_time["status"] == "filled", on_time
@@ -438,15 +438,15 @@ async def test_redelivered_call_trades_once(arena, tools, kafka):
 async def test_trades_are_published(arena, kafka):
     tap = k.consumer(kafka, TRADES_TOPIC, group_id=None, latest=False)
     await tap.start()
-    seen: list[Trade] = []
+    seen: list[Fill | Rejection] = []
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(t.agent == ALICE and t.status == "rejected" for t in seen):
+    while time.monotonic() < deadline and not any(t.agent == ALICE and isinstance(t, Rejection) for t in seen):
         for records in (await tap.getmany(timeout_ms=200)).values():
-            seen += [t for t in (k.decode(Trade, r.value) for r in records) if t is not None]
+            seen += [t for t in (k.decode(TradeOutcome, r.value) for r in records) if t is not None]
     await tap.stop()
     mine = [t for t in seen if t.agent in (ALICE, BOB)]
-    assert any(t.status == "filled" and t.agent == ALICE and t.side == "buy" for t in mine)
-    assert any(t.status == "rejected" and t.reason for t in mine)
+    assert any(isinstance(t, Fill) and t.agent == ALICE and t.side == "buy" for t in mine)
+    assert any(isinstance(t, Rejection) and t.reason for t in mine)
 
 
 async def test_restart_after_kill_restores_identical_accounts(arena, tools):

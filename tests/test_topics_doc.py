@@ -9,7 +9,7 @@ from pathlib import Path
 
 from arena import config, topics_doc
 from arena.market import Candle, MarketSnapshot, Quote
-from arena.portfolio import Trade
+from arena.portfolio import Fill, Rejection
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "TOPICS.md"
 
@@ -56,12 +56,21 @@ def test_a_real_record_has_only_documented_fields():
             "BTC-USD": {"ONE_MINUTE": [Candle(start=1_700_000_040, open=1.0, high=2.0, low=0.5, close=1.5, volume=3.0)]}
         },
     )
-    trade = Trade(
+    fill = Fill(
         trade_id="t1", agent="a", product_id="BTC-USD", side="buy", quantity=0.1, price=95001.0, executed_at=now
     )
+    no = Rejection(
+        trade_id="t2", agent="a", product_id="BTC-USD", side="buy", quantity=9.0, status="rejected", reason="x"
+    )
     doc = DOC.read_text()
-    for record, section in ((snap, "market_data.prices"), (trade, "arena.trades")):
+    for record, section, part in (
+        (snap, "market_data.prices", ""),
+        (fill, "arena.trades", "### `Fill`"),
+        (no, "arena.trades", "### `Rejection`"),
+    ):
         body = doc.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
+        if part:  # one model of the topic's union: its own table
+            body = body.split(part, 1)[1].split("\n### ", 1)[0]
         documented = set(re.findall(r"^\| `([^`]+)` \|", body, re.MULTILINE))
         data = json.loads(record.model_dump_json())
         seen = {p.replace("BTC-USD", "{product_id}").replace("ONE_MINUTE", "{granularity}") for p in _paths(data)}

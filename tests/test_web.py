@@ -28,7 +28,7 @@ from arena.supervisor import ProcessStatus
 from arena.web.server import Reader, build_app
 from arena.web.state import WebState
 from tests.support.procs import Proc
-from tests.support.records import T0, chromium, snap, tools_state, trade
+from tests.support.records import T0, chromium, fill, rejection, snap, tools_state
 
 
 @dataclass
@@ -56,9 +56,9 @@ def fed_state() -> tuple[WebState, Reader, dict]:
     records += [
         Rec(TRADES_TOPIC, t.model_dump_json().encode(), t.agent.encode())
         for t in [
-            trade(1, "alice"),
-            trade(2, "bob", qty=0.2),
-            trade(3, "bob", status="rejected", reason="insufficient cash"),
+            fill(1, "alice"),
+            fill(2, "bob", qty=0.2),
+            rejection(3, "bob", qty=0.1),
         ]
     ]
     records.append(Rec(MARKET_TOPIC, snap(2, btc=96_000.0, at=datetime.now(timezone.utc)).model_dump_json().encode()))
@@ -108,14 +108,14 @@ def test_publisher_sends_each_sample_once_and_the_board_when_it_changes():
     assert board.value_history.samples == []  # the samples travel once each, not in every board
     assert {a.name for a in board.agents} == {"alice", "bob", BASELINE_NAME}
     assert pub.records(0.5) == []  # nothing changed: nothing sent
-    st.on_trade(trade(4, "alice", side="sell", qty=0.05, price=95_995.0))
+    st.on_trade(fill(4, "alice", side="sell", qty=0.05, price=95_995.0))
     accounts.update(
         replay(
             [
-                trade(1, "alice"),
-                trade(2, "bob", qty=0.2),
-                trade(3, "bob", status="rejected"),
-                trade(4, "alice", side="sell", qty=0.05, price=95_995.0),
+                fill(1, "alice"),
+                fill(2, "bob", qty=0.2),
+                rejection(3, "bob", "", qty=0.1),
+                fill(4, "alice", side="sell", qty=0.05, price=95_995.0),
             ]
         )
     )
@@ -235,10 +235,8 @@ def test_pushes_carry_only_what_changed():
     v = first["version"]
     quiet = state.delta(v)
     assert "trades" not in quiet and "turns" not in quiet and "board" not in quiet and "market" in quiet  # ages only
-    reader.take([Rec(TRADES_TOPIC, trade(9, "alice", side="sell", qty=0.05).model_dump_json().encode())])
-    reader.take(
-        [Rec(TRADES_TOPIC, trade(9, "alice", side="sell", qty=0.05).model_dump_json().encode())]
-    )  # a redelivery
+    reader.take([Rec(TRADES_TOPIC, fill(9, "alice", side="sell", qty=0.05).model_dump_json().encode())])
+    reader.take([Rec(TRADES_TOPIC, fill(9, "alice", side="sell", qty=0.05).model_dump_json().encode())])  # a redelivery
     d = state.delta(v)
     assert [t["trade_id"] for t in d["trades"]] == ["alice|run|9"] and d["trade_count"] == 4 and "turns" not in d
 
@@ -268,9 +266,9 @@ def test_report_html_from_an_export_and_its_ledger(tmp_path):
     ledger = tmp_path / "ledger.db"
     with Ledger(ledger) as lg:
         for t in [
-            trade(1, "alice"),
-            trade(2, "bob", qty=0.2),
-            trade(3, "bob", status="rejected", reason="insufficient cash"),
+            fill(1, "alice"),
+            fill(2, "bob", qty=0.2),
+            rejection(3, "bob", qty=0.1),
         ]:
             lg.record(t.trade_id, t, {})
     out = tmp_path / "run.html"

@@ -17,7 +17,7 @@ from arena import fmt
 from arena.dashboard.chart import value_chart
 from arena.dashboard.export import Standing
 from arena.dashboard.state import ArenaState, Health, Problem, return_per_dollar
-from arena.portfolio import INITIAL_CASH, Trade, mark_price
+from arena.portfolio import INITIAL_CASH, Fill, mark_price
 from arena.ui import (
     FLAT,
     Column,
@@ -345,7 +345,7 @@ def _activity_body(f: Frame, width: int, rows: int) -> RenderableType:
     times, agents, whats, details, lat = [], [], [], [], []
     for at, e in events:
         times.append(hms(at))
-        if isinstance(e, Trade):
+        if isinstance(e, Fill):
             agents.append(agent_text(e.agent))
             whats.append(_side(e.side) + Text(f" {qty(e.quantity, e.product_id)}"))
             details.append(Text(f"@ {price(e.price)}  fee {money(e.fee)}"))

@@ -15,7 +15,7 @@ from datetime import datetime
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote, stale_status, utcnow
 from arena.metrics import MetricsTracker
-from arena.portfolio import Account, Trade
+from arena.portfolio import Account, Fill, Rejection
 from arena.supervisor import ProcessStatus
 from arena.ui import (
     agent_color,
@@ -177,7 +177,7 @@ class ArenaState:
         self.snapshot_seq: int | None = None
         self.snapshots = 0
         self.last_snapshot_at: datetime | None = None  # when we received it (our clock)
-        self.fills: deque[Trade] = deque(maxlen=RECENT_FILLS)
+        self.fills: deque[Fill] = deque(maxlen=RECENT_FILLS)
         self.problems: deque[Problem] = deque(maxlen=RECENT_PROBLEMS)
         self.activity: OrderedDict[str, AgentActivity] = OrderedDict()  # least recently active first
         self.first_decision_at: datetime | None = None
@@ -206,12 +206,12 @@ class ArenaState:
             if self.tracker is not None:
                 self.tracker.on_snapshot(snapshot, sample=not catch_up)
 
-    def on_trade(self, trade: Trade) -> None:
+    def on_trade(self, trade: Fill | Rejection) -> None:
         with self._lock:
             if self.tracker is not None:
                 self.tracker.on_trade(trade)
             self._agent(trade.agent, trade.executed_at)
-            if trade.status == "filled":
+            if isinstance(trade, Fill):
                 self.fills.append(trade)
             else:
                 what = f"{trade.side.upper()} {qty(trade.quantity, trade.product_id)}"

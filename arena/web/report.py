@@ -18,7 +18,7 @@ from typing import Any
 from arena import fmt
 from arena.leaderboard import ROW_KEYS
 from arena.metrics import BASELINE_NAME, value_series
-from arena.portfolio import INITIAL_CASH, Trade, replay
+from arena.portfolio import INITIAL_CASH, Fill, Rejection, replay
 from arena.report import SQLITE_MAGIC, ReportError, _export_runs, _read_json, ledger_leaderboard, read_ledger
 from arena.web.html import report_html
 
@@ -29,7 +29,7 @@ def _is_ledger(path: Path) -> bool:
 
 
 def _ledger_board(
-    trades: Sequence[Trade], names: Sequence[str], source: str, *, market, prices, fee_bps, interval_s
+    trades: Sequence[Fill | Rejection], names: Sequence[str], source: str, *, market, prices, fee_bps, interval_s
 ) -> tuple[dict, list[dict]]:
     """The leaderboard of a ledger in the export's shape (ranks, positions, metrics nested), and its value samples."""
     board = ledger_leaderboard(
@@ -64,7 +64,7 @@ def _ledger_board(
                 "metrics": {k: v for k, v in row.items() if k not in ROW_KEYS},
             }
         )
-    fills = [t for t in trades if t.status == "filled" and t.notional > 0]
+    fills = [t for t in trades if isinstance(t, Fill)]
     out = {
         "generated_at": board["generated_at"],
         "source": source,
@@ -102,7 +102,7 @@ def build(
     if len(exports) > 1 or len(ledgers) > 1:
         raise ReportError("--html takes one run: an export, a ledger, or an export and its ledger")
     notes: list[str] = []
-    trades: list[Trade] = []
+    trades: list[Fill | Rejection] = []
     if ledgers:
         trades, names = read_ledger(ledgers[0])
     if exports:

@@ -30,7 +30,7 @@ from arena.config import (
 )
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
-from arena.portfolio import Trade
+from arena.portfolio import TradeOutcome
 from arena.publish import BOARD_KEY, SAMPLE_PREFIX, LeaderboardRecord, ValueSample, ensure_topic
 from arena.supervisor import ProcessStatus
 from arena.web.html import page_html
@@ -111,7 +111,7 @@ class Reader:
                         if sample is not None:
                             s.on_sample(sample.t, sample.values)
                 elif r.topic == TRADES_TOPIC:
-                    if (trade := self._decode(Trade, r)) is not None:
+                    if (trade := self._decode(TradeOutcome, r)) is not None:
                         s.on_trade(trade)
                 elif r.topic == DECISIONS_TOPIC:
                     if (decision := self._decode(Decision, r)) is not None:

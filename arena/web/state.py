@@ -21,7 +21,7 @@ from typing import Any
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, stale_status
 from arena.metrics import BASELINE_NAME
-from arena.portfolio import Trade
+from arena.portfolio import Fill, Rejection
 from arena.supervisor import ProcessStatus
 
 log = logging.getLogger("arena.web")
@@ -245,7 +245,7 @@ class WebState:
         bisect.insort(self._sample_times, t)
         self._changed("sample", t)
 
-    def on_trade(self, trade: Trade) -> None:
+    def on_trade(self, trade: Fill | Rejection) -> None:
         key = (trade.agent, trade.trade_id)
         if key in self._trade_keys:
             return

@@ -1,4 +1,4 @@
-"""Records as the arena's processes publish them (snapshots, trades, decisions with token usage) and the
+"""Records as the arena's processes publish them (snapshots, fills and rejections, decisions with token usage) and the
 tools process's dashboard state built from them, for the dashboard, token and web tests."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from arena.dashboard import ArenaState
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, Quote
 from arena.metrics import MetricsTracker
-from arena.portfolio import Trade, replay
+from arena.portfolio import Fill, Rejection, replay
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
@@ -34,21 +34,44 @@ def snap(
     )
 
 
-def trade(
-    n: int, agent: str, side: str = "buy", qty: float = 0.1, price: float = 95_005.0, status: str = "filled", **kw
-) -> Trade:
-    return Trade(
-        trade_id=f"{agent}|run|{n}",
+def fill(
+    n: int,
+    agent: str,
+    side: str = "buy",
+    qty: float = 0.1,
+    price: float = 95_005.0,
+    *,
+    fee: float | None = None,
+    at: datetime | None = None,
+    trade_id: str | None = None,
+    product_id: str = "BTC-USD",
+    **kw,
+) -> Fill:
+    """A fill 1 s after snapshot n (unless `at`), its fee 0.1 % of the notional (unless `fee`)."""
+    return Fill(
+        trade_id=trade_id or f"{agent}|run|{n}",
         agent=agent,
-        product_id="BTC-USD",
+        product_id=product_id,
         side=side,
         quantity=qty,
-        price=price if status == "filled" else 0.0,
-        fee=round(qty * price * 0.001, 2) if status == "filled" else 0.0,
-        status=status,
-        executed_at=T0 + timedelta(seconds=10 * n + 1),
-        latency_ms=1.5,
-        **kw,
+        price=price,
+        fee=round(qty * price * 0.001, 2) if fee is None else fee,
+        executed_at=at or T0 + timedelta(seconds=10 * n + 1),
+        **{"latency_ms": 1.5, **kw},
+    )
+
+
+def rejection(
+    n: int, agent: str, reason: str = "insufficient cash", qty: float = 5.0, *, at: datetime | None = None, **kw
+) -> Rejection:
+    """A refused order (a buy of BTC-USD unless `side`/`product_id` say otherwise) 1 s after snapshot n."""
+    return Rejection(
+        **{"trade_id": f"{agent}|run|{n}", "product_id": "BTC-USD", "side": "buy", "latency_ms": 1.5, **kw},
+        agent=agent,
+        quantity=qty,
+        status="rejected",
+        reason=reason,
+        executed_at=at or T0 + timedelta(seconds=10 * n + 1),
     )
 
 
@@ -56,9 +79,9 @@ def tools_state() -> tuple[ArenaState, dict]:
     """The tools process's dashboard state after two snapshots and three trades (one rejected)."""
     st = ArenaState(max_quote_age_s=30, fee_bps=10, metrics=MetricsTracker(fee_bps=10))
     trades = [
-        trade(1, "alice"),
-        trade(2, "bob", qty=0.2),
-        trade(3, "bob", status="rejected", reason="insufficient cash"),
+        fill(1, "alice"),
+        fill(2, "bob", qty=0.2),
+        rejection(3, "bob", qty=0.1),
     ]
     st.on_snapshot(snap(1), now=T0 + timedelta(seconds=10))
     for t in trades:

@@ -9,7 +9,7 @@ from arena import kafka as k
 from arena.config import DECISIONS_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
-from arena.portfolio import Trade
+from arena.portfolio import Fill, Rejection, TradeOutcome
 
 
 class TopicReader:
@@ -89,7 +89,7 @@ class Watcher(TopicReader):
     def __init__(self, kafka: KafkaSettings, *extra: str, topics=(DECISIONS_TOPIC, TRADES_TOPIC), **kw):
         super().__init__(kafka, *topics, *extra, **kw)
         self.decisions: list[Decision] = []
-        self.trades: list[Trade] = []
+        self.trades: list[Fill | Rejection] = []
         self.extra: list[tuple[str, bytes, int]] = []  # (topic, value, record timestamp ms)
         self.published: dict[int, MarketSnapshot] = {}
         self.sent_at: dict[int, float] = {}  # seq -> time.time() when sent
@@ -101,7 +101,7 @@ class Watcher(TopicReader):
             if (d := k.decode_record(Decision, r)) is not None:
                 self.decisions.append(d)
         elif r.topic == TRADES_TOPIC:
-            if (t := k.decode_record(Trade, r)) is not None:
+            if (t := k.decode_record(TradeOutcome, r)) is not None:
                 self.trades.append(t)
         else:
             self.extra.append((r.topic, r.value, r.timestamp))

@@ -203,7 +203,7 @@
     return '<tr data-trade-id="' + esc(t.trade_id) + '" data-status="' + t.status + '" class="' + (fresh ? "fresh" : "") + '"><td class="l">' + hms(t.executed_at) +
       '</td><td class="l">' + agentCell(t.agent) + '</td><td class="l"><span class="tag ' + (t.side === "buy" ? "buy" : "sell") + '">' + esc(String(t.side).toUpperCase()) +
       '</span></td><td data-k="quantity" data-v="' + t.quantity + '">' + qty(t.quantity) + '</td><td class="l">' + esc(t.product_id.slice(0, 40)) +
-      '</td><td data-k="price" data-v="' + t.price + '">' + (filled ? price(t.price) : "—") + "</td><td>" + (filled ? money(t.fee) : "—") + "</td>" + result + "</tr>";
+      '</td><td data-k="price" data-v="' + (filled ? t.price : "") + '">' + (filled ? price(t.price) : "—") + "</td><td>" + (filled ? money(t.fee) : "—") + "</td>" + result + "</tr>";
   }
   var tradesRendered = false;
   function renderTrades() {
