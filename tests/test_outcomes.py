@@ -78,7 +78,11 @@ def test_each_outcome_round_trips_through_the_union_as_its_own_type():
 
 def test_rows_written_before_the_split_load_as_the_right_types(tmp_path):
     old_fill, old_rejection = parse_outcome(OLD_FILL), parse_outcome(OLD_REJECTION)
-    assert isinstance(old_fill, Fill) and old_fill.price == 95010.0 and old_fill.slippage_bps == pytest.approx(1.0526315789)
+    assert (
+        isinstance(old_fill, Fill)
+        and old_fill.price == 95010.0
+        and old_fill.slippage_bps == pytest.approx(1.0526315789)
+    )
     assert isinstance(old_rejection, Rejection) and old_rejection.reason == "unknown product"
     # The fields each type keeps are written as before: same names, same values.
     for new, old in ((old_fill, OLD_FILL), (old_rejection, OLD_REJECTION)):
