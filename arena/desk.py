@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation, localcontext
 
-from arena import exchanges
+from arena import exchanges, fmt
 from arena.exchanges.coinbase.products import KNOWN as KNOWN_PRODUCTS
 from arena.ledger import DuplicateCall, Ledger
 from arena.market import Quote, base_currency, utcnow
@@ -153,7 +153,7 @@ class Desk:
         when the snapshot the caller is deciding on was published, if known."""
         acct, created = self.ledger.open_account(agent, reacted_to=reacted_to)
         if created:
-            log.info("opened account for %s with $%s", agent, f"{INITIAL_CASH:,.2f}")
+            log.info("opened account for %s with %s", agent, fmt.money(INITIAL_CASH))
         self._notify(self.on_call, agent, tool, reacted_to)
         return acct
 
@@ -344,8 +344,9 @@ class Desk:
             if cost(q) > acct.cash:
                 affordable = _most(lambda x: cost(x) <= acct.cash, q, inc)
                 raise Rejected(
-                    f"insufficient cash: buying {q:g} {unit(pid)} at {price:,.8g}{' on average' if price != top else ''}"
-                    f" costs ${cost(q):,.2f}{f' (incl. fee ${fee:,.2f})' if fee else ''} but you have ${acct.cash:,.2f}; "
+                    f"insufficient cash: buying {q:g} {unit(pid)} at {fmt.price(price)}{' on average' if price != top else ''}"
+                    f" costs {fmt.money(cost(q))}{f' (incl. fee {fmt.money(fee)})' if fee else ''} but you have "
+                    f"{fmt.money(acct.cash)}; "
                     f"the most you can buy now is {_show_qty(affordable, inc)} {unit(pid)}"
                 )
         else:
@@ -431,8 +432,8 @@ class Desk:
                     "largest order",
                     lambda x: notional(x) <= cap * (1 + LIMIT_SLACK),
                     lambda x: (
-                        f"this buy is ${notional(x):,.2f}, {pct(notional(x), value):.2f}% of your total value "
-                        f"${value:,.2f}; the most is {lim.max_order_pct:g}% (${cap:,.2f})"
+                        f"this buy is {fmt.money(notional(x))}, {pct(notional(x), value):.2f}% of your total value "
+                        f"{fmt.money(value)}; the most is {lim.max_order_pct:g}% ({fmt.money(cap)})"
                     ),
                 )
             )

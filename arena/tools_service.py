@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from arena import fmt
 from arena import kafka as k
 from arena.accounts import AccountPublisher
 from arena.accounts import ensure_topic as ensure_accounts_topic
@@ -31,7 +32,7 @@ SERVED = "tools served"  # logged once the tools answer
 
 def _describe(t: Fill | Rejection) -> str:
     if isinstance(t, Fill):
-        return f"{t.agent} {t.side} {t.quantity:g} {t.product_id} @ {t.price:,.8g} (fee {t.fee:.4g})"
+        return f"{t.agent} {t.side} {t.quantity:g} {t.product_id} @ {fmt.price(t.price)} (fee {fmt.money(t.fee)})"
     return f"{t.agent} REJECTED {t.side} {t.quantity:g} {t.product_id[:40]}: {t.reason}"
 
 
@@ -279,7 +280,7 @@ class ToolsService:
 def standings_line(accounts: dict, quotes: dict, top: int = 8) -> str:
     """One headless status line: agents by total value."""
     rows = sorted(accounts.values(), key=lambda a: a.total_value(quotes), reverse=True)
-    parts = [f"{a.agent} ${a.total_value(quotes):,.2f} ({a.return_pct(quotes):+.3f}%)" for a in rows[:top]]
+    parts = [f"{a.agent} {fmt.money(a.total_value(quotes))} ({a.return_pct(quotes):+.3f}%)" for a in rows[:top]]
     return "standings: " + (" | ".join(parts) if parts else "no agents yet")
 
 

@@ -107,6 +107,22 @@ def test_the_cash_check_uses_the_impacted_cost_and_suggests_exactly_the_most(mak
     assert r["status"] == "filled" and 0 <= r["cash_after"] < 1
 
 
+def test_messages_show_prices_and_money_the_arena_way(make):
+    """The desk's refusals and the tools' log lines format through arena.fmt, as the screens do."""
+    from arena import fmt
+    from arena.tools_service import _describe, standings_line
+
+    d = make(book(btc=(49_990.0, 50_000.123456)), fee_bps=120, impact_bps=0)
+    r = buy(d, "BTC-USD", 3)
+    cost = 3 * 50_000.123456 * 1.012
+    assert f"at {fmt.price(50_000.123456)} costs {fmt.money(cost)}" in r["error"], r  # 50,000.12, $151,800.37
+    assert "at 50,000.12 costs $151,800.37 (incl. fee $1,800.00)" in r["error"], r
+    buy(d, "BTC-USD", 0.01)
+    [fill] = [t for t in d.ledger.trades("ann") if isinstance(t, Fill)]
+    assert _describe(fill) == "ann buy 0.01 BTC-USD @ 50,000.12 (fee $6.00)"
+    assert standings_line(d.ledger.accounts(), d.quotes.quotes()) == "standings: ann $99,993.90 (-0.006%)"
+
+
 @pytest.mark.parametrize(
     "rule,limits",
     [
