@@ -437,39 +437,30 @@ class Desk:
                     ),
                 )
             )
-        if (p := lim.max_position_pct) is not None:
-            rules.append(
-                (
-                    "largest position",
-                    lambda x, p=p: position + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
-                    lambda x, p=p: (
-                        f"after this buy {pid} would be {pct(position + x * bid, after(x)):.2f}% of your "
-                        f"total value; the most is {p:g}%"
-                    ),
-                )
-            )
-        if (p := lim.max_invested_pct) is not None:
-            rules.append(
-                (
-                    "most invested",
-                    lambda x, p=p: invested + x * bid <= p / 100 * after(x) * (1 + LIMIT_SLACK),
-                    lambda x, p=p: (
-                        f"after this buy {pct(invested + x * bid, after(x)):.2f}% of your total value "
-                        f"would be invested; the most is {p:g}%"
-                    ),
-                )
-            )
-        if (m := lim.min_cash_pct) is not None:
-            rules.append(
-                (
-                    "least cash",
-                    lambda x, m=m: acct.cash - cost(x) >= m / 100 * after(x) * (1 - LIMIT_SLACK),
-                    lambda x, m=m: (
-                        f"after this buy cash would be {pct(acct.cash - cost(x), after(x)):.2f}% of "
-                        f"your total value; the least is {m:g}%"
-                    ),
-                )
-            )
+
+        def share(limit: float, held: Callable[[float], float], says: Callable[[str], str], least: bool):
+            """(passes(x), what(x)) of a rule on held(x), a value after buying x, as a share of the total value."""
+
+            def passes(x: float) -> bool:
+                bound = limit / 100 * after(x)
+                return held(x) >= bound * (1 - LIMIT_SLACK) if least else held(x) <= bound * (1 + LIMIT_SLACK)
+
+            def what(x: float) -> str:
+                said = says(f"{pct(held(x), after(x)):.2f}%")
+                return f"after this buy {said}; the {'least' if least else 'most'} is {limit:g}%"
+
+            return passes, what
+
+        # (rule, limit %, the value held after buying x, how the message says its share, a least not a most)
+        shares = (
+            ("largest position", lim.max_position_pct, lambda x: position + x * bid,
+             lambda s: f"{pid} would be {s} of your total value", False),
+            ("most invested", lim.max_invested_pct, lambda x: invested + x * bid,
+             lambda s: f"{s} of your total value would be invested", False),
+            ("least cash", lim.min_cash_pct, lambda x: acct.cash - cost(x),
+             lambda s: f"cash would be {s} of your total value", True),
+        )  # fmt: skip
+        rules += [(rule, *share(limit, *how)) for rule, limit, *how in shares if limit is not None]
         for rule, passes, what in rules:
             if not passes(q):
                 most = _most(lambda x: all(ok(x) for _, ok, _ in rules), q, inc)

@@ -26,7 +26,7 @@ from arena.market import MarketSnapshot, Quote
 from arena.portfolio import INITIAL_CASH, Account, Fill, Rejection, replay
 from arena.supervisor import ProcessStatus
 from arena.ui import AGENT_PALETTE, AgentColors, Column, agent_color, ago, fit_table, hms, money, pct, qty
-from tests.support.records import turn
+from tests.support.records import quote, turn
 
 NOW = datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)
 START = NOW - timedelta(minutes=20)
@@ -35,28 +35,10 @@ REASON = "insufficient cash: need $485,120.00, have $61,204.18"
 
 def quotes(now: datetime) -> dict[str, Quote]:
     return {
-        "BTC-USD": Quote(
-            product_id="BTC-USD",
-            price=97_000.5,
-            best_bid=96_999.0,
-            best_ask=97_001.0,
-            received_at=now - timedelta(seconds=2),
-        ),
-        "SOL-USD": Quote(
-            product_id="SOL-USD",
-            price=236.1234,
-            best_bid=236.10,
-            best_ask=236.15,
-            received_at=now - timedelta(seconds=1),
-        ),
+        "BTC-USD": quote("BTC-USD", 96_999.0, 97_001.0, price=97_000.5, at=now - timedelta(seconds=2)),
+        "SOL-USD": quote("SOL-USD", 236.10, 236.15, price=236.1234, at=now - timedelta(seconds=1)),
         # the feed stopped updating this one 95 s ago
-        "FARTCOIN-USD": Quote(
-            product_id="FARTCOIN-USD",
-            price=1.4213,
-            best_bid=1.4207,
-            best_ask=1.4219,
-            received_at=now - timedelta(seconds=95),
-        ),
+        "FARTCOIN-USD": quote("FARTCOIN-USD", 1.4207, 1.4219, price=1.4213, at=now - timedelta(seconds=95)),
     }
 
 
@@ -225,8 +207,8 @@ def test_live_marker_says_what_is_wrong():
         Decision(agent="carol", run_id="r3", tick_seq=241, tick_published_at=NOW, status="done", finished_at=NOW),
         now=NOW,
     )
-    for pid, quote in quotes(NOW).items():
-        st.quotes[pid] = quote.model_copy(update={"received_at": NOW})
+    for pid, q in quotes(NOW).items():
+        st.quotes[pid] = q.model_copy(update={"received_at": NOW})
     assert "LIVE" in screen(st, accounts, 80, 24)
     # feed silent: never LIVE
     later = NOW + timedelta(seconds=95)

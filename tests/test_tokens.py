@@ -211,9 +211,10 @@ async def read_responses(consumer, timeout: float = 20.0) -> list[ChatReply]:
     return got
 
 
-async def test_a_reply_carries_the_providers_usage_and_its_published_price(broker, kafka, provider):
-    model = RemoteChatModel(f"tok-known-{RUN}", kafka, timeout_s=20)
-    async with in_process_node(f"tok-known-{RUN}", kafka, provider, model_id="gpt-4o-mini", max_retries=0):
+async def one_reply(kafka, provider, node: str, model_id: str) -> ChatReply:
+    """The one response of a chat node serving `model_id` to a first turn."""
+    model = RemoteChatModel(node, kafka, timeout_s=20)
+    async with in_process_node(node, kafka, provider, model_id=model_id, max_retries=0):
         consumer = await replies_on(kafka, model)
         try:
             await model.request(first_turn(), None, PARAMS)
@@ -221,6 +222,11 @@ async def test_a_reply_carries_the_providers_usage_and_its_published_price(broke
         finally:
             await consumer.stop()
             await model.stop()
+    return reply
+
+
+async def test_a_reply_carries_the_providers_usage_and_its_published_price(broker, kafka, provider):
+    reply = await one_reply(kafka, provider, f"tok-known-{RUN}", "gpt-4o-mini")
     u = reply.usage
     assert (u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens) == (1_234, 321, 1_000, 200)
     p_in, p_cached, p_out = GPT_4O_MINI
@@ -228,15 +234,7 @@ async def test_a_reply_carries_the_providers_usage_and_its_published_price(broke
 
 
 async def test_an_unknown_models_cost_is_unknown_not_zero(broker, kafka, provider):
-    model = RemoteChatModel(f"tok-unknown-{RUN}", kafka, timeout_s=20)
-    async with in_process_node(f"tok-unknown-{RUN}", kafka, provider, model_id="my-local-llama", max_retries=0):
-        consumer = await replies_on(kafka, model)
-        try:
-            await model.request(first_turn(), None, PARAMS)
-            (reply,) = await read_responses(consumer)
-        finally:
-            await consumer.stop()
-            await model.stop()
+    reply = await one_reply(kafka, provider, f"tok-unknown-{RUN}", "my-local-llama")
     assert reply.usage.input_tokens == 1_234 and reply.usage.cost_usd is None
 
 

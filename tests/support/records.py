@@ -18,6 +18,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
 
 
+def quote(pid: str, bid: float, ask: float, *, price: float | None = None, at: datetime | None = None, **kw) -> Quote:
+    """A quote at (bid, ask); its last price the bid unless `price`, received `at` (now unless given)."""
+    at = at or datetime.now(timezone.utc)
+    return Quote(
+        product_id=pid, price=bid if price is None else price, best_bid=bid, best_ask=ask, received_at=at, **kw
+    )
+
+
 def snap(
     seq: int, btc: float = 95_000.0, sol: float = 180.0, at: datetime | None = None, stale: bool = False
 ) -> MarketSnapshot:
@@ -26,10 +34,8 @@ def snap(
         seq=seq,
         published_at=at,
         quotes={
-            "BTC-USD": Quote(product_id="BTC-USD", price=btc, best_bid=btc - 5, best_ask=btc + 5, received_at=at),
-            "SOL-USD": Quote(
-                product_id="SOL-USD", price=sol, best_bid=sol - 0.05, best_ask=sol + 0.05, received_at=at, stale=stale
-            ),
+            "BTC-USD": quote("BTC-USD", btc - 5, btc + 5, price=btc, at=at),
+            "SOL-USD": quote("SOL-USD", sol - 0.05, sol + 0.05, price=sol, at=at, stale=stale),
         },
     )
 
@@ -106,19 +112,9 @@ def turn(
     **kw,
 ) -> Decision:
     """A router's finished turn (or its start) with the usage of its model calls."""
-    return Decision(
-        agent=agent,
-        run_id=f"u{tokens_in}",
-        tick_seq=tick_seq,
-        tick_published_at=at,
-        status=status,
-        finished_at=at,
-        model_calls=calls,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        cost_usd=cost_usd,
-        **kw,
-    )
+    usage = {"model_calls": calls, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": cost_usd}
+    times = {"tick_published_at": at, "finished_at": at}
+    return Decision(agent=agent, run_id=f"u{tokens_in}", tick_seq=tick_seq, status=status, **times, **usage, **kw)
 
 
 def chromium(p):
