@@ -202,14 +202,15 @@ _rejections = _Rejections()
 
 
 def parse(model_type: type[M], raw: bytes | None, *, max_bytes: int = MAX_MESSAGE_BYTES) -> M:
-    """The record as `model_type`; raises ValueError with the reason when it is not one."""
+    """The record as `model_type` (a model, or a named union of models such as arena.portfolio.TradeOutcome);
+    raises ValueError with the reason when it is not one."""
     if not raw:
         raise ValueError("empty record")
     if len(raw) > max_bytes:
         raise ValueError(f"{len(raw)} bytes, over the {max_bytes}-byte bound")
     if isinstance(model_type, type) and issubclass(model_type, BaseModel):
         return model_type.model_validate_json(raw)
-    return _adapter(model_type).validate_json(raw)  # a named union (arena.portfolio.TradeOutcome)
+    return _adapter(model_type).validate_json(raw)
 
 
 @functools.cache
