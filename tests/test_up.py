@@ -18,6 +18,7 @@ import pytest
 from arena import up
 from arena.demo import demo_arena
 from arena.demo import parse_args as demo_args
+from tests.support.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -263,6 +264,7 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
         for pid in _procs_with_marker(marker):
             os.kill(pid, signal.SIGKILL)
     assert "agents online: alice, bob, carol" in output and "stopping" in output, output
+    assert "READY arena: 3 agents trading" in output, output  # headless: stdout is not a terminal
     assert "web page: http://" in output, output  # the example has a [web] table
     assert not _procs_with_marker(marker), "a part outlived Ctrl-C"
     rows = {a["name"]: a for a in json.loads(export.read_text())["agents"]}
@@ -271,7 +273,7 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp_path, sig):
     """A stop while the broker is still starting: exit 0, no traceback, and the broker stopped with it."""
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
@@ -295,3 +297,68 @@ def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp
             os.kill(pid, signal.SIGKILL)
     assert "Traceback" not in output and "stopping ..." in output and "agents online" not in output, output
     assert not left, "the broker outlived the stop"
+
+
+def _broker_of(pid: int) -> int:
+    """The embedded broker among the children of `pid`."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if b"--storage-engine" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise AssertionError(f"no broker among the children of {pid}")
+
+
+def _up(marker: str, *args: str) -> Proc:
+    """`arena up examples/offline.toml` headless, in a session of its own; every process carries `marker`."""
+    return Proc("-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), "--no-dashboard", *args,
+                env={marker: "1"}, new_session=True)  # fmt: skip
+
+
+def _nothing_left(marker: str, within: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while (left := _procs_with_marker(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+@pytest.mark.timeout(400)
+def test_a_broker_that_dies_is_started_again_and_the_arena_trades_on(tmp_path):
+    """`arena up` watches the broker it owns: killed, a fresh one starts on the same address, every part
+    restarts in place on it, and the agents trade again; Ctrl-C then stops everything."""
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+    run_dir = tmp_path / "run"
+    up_ = _up(marker, "--run-dir", str(run_dir))
+    try:
+        up_.wait_for("READY arena: 3 agents trading", 240)  # every part READY, its broker watch running
+        before = sum(_trades_by_agent(run_dir / "ledger.db").values())
+        os.kill(_broker_of(up_.pid), signal.SIGKILL)
+        up_.wait_for("broker ready again on", 30)
+        deadline = time.monotonic() + 240
+        while sum(_trades_by_agent(run_dir / "ledger.db").values()) <= before:
+            assert up_.proc.poll() is None, up_.output
+            assert time.monotonic() < deadline, f"no trade after the broker restart:\n{up_.output}"
+            time.sleep(1)
+        assert up_.stop(timeout=120) == 0, up_.output
+    finally:
+        up_.stop(signal.SIGKILL)
+        left = _nothing_left(marker, within=0)
+    assert "exited (code -9): starting a fresh one on the same address" in up_.output, up_.output
+    assert "Traceback" not in up_.output and "aiokafka" not in up_.output, up_.output
+    assert not left, "a part outlived Ctrl-C"
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_up_ends_every_child(tmp_path):
+    """However `arena up` ends, no part outlives it: the broker by PR_SET_PDEATHSIG, the others by their
+    lifeline (arena/lifeline.py)."""
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+    up_ = _up(marker, "--run-dir", str(tmp_path / "run"))
+    try:
+        up_.wait_for("agents online", 240)
+        assert len(_procs_with_marker(marker)) >= 2 + 2 + 3 + 3  # up, broker, sim, policy, connector, chats, routers
+        up_.stop(signal.SIGKILL)
+    finally:
+        up_.stop(signal.SIGKILL)
+        left = _nothing_left(marker)
+    assert not left, f"{len(left)} process(es) outlived kill -9 of arena up"
