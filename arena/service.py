@@ -74,15 +74,22 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_service_args(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
-    """The flags every long-running part shares (the broker's are arena.config.add_kafka_args)."""
+def add_service_args(parser: argparse.ArgumentParser, *, log_level: bool = True, supervisor: bool = False) -> None:
+    """The flags every long-running part shares (the broker's are arena.config.add_kafka_args); a
+    `supervisor` (arena up, arena demo) starts its own broker, or reaches the cluster its file names."""
     parser.add_argument(
         "--connect-timeout",
         type=seconds,
         default=DEFAULT_CONNECT_TIMEOUT_S,
         metavar="SECONDS",
-        help="seconds to keep trying to start (the broker not there yet, or just restarted) before giving up; "
-        "once running, a broker that goes away is waited for without limit (default %(default)s)",
+        help=(
+            "seconds to keep trying to start the arena's own broker (or to reach the Kafka cluster the arena "
+            "file names) before giving up; once running, its own broker is started again should it die"
+            if supervisor
+            else "seconds to keep trying to start (the broker not there yet, or just restarted) before giving up; "
+            "once running, a broker that goes away is waited for without limit"
+        )
+        + " (default %(default)s)",
     )
     if log_level:
         parser.add_argument(

@@ -114,7 +114,7 @@ def add_run_args(p: argparse.ArgumentParser, *, from_file: bool) -> None:
         action="store_true",
         help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)",
     )
-    service.add_service_args(p, log_level=False)
+    service.add_service_args(p, log_level=False, supervisor=True)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
