@@ -18,6 +18,7 @@ import pytest
 from arena import up
 from arena.demo import demo_arena
 from arena.demo import parse_args as demo_args
+from tests.support.commands import run_script
 from tests.support.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,13 +197,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
 def test_a_bad_file_starts_nothing(tmp_path):
     path = tmp_path / "arena.toml"
     path.write_text(VALID.replace('chat_node = "gpt"', 'chat_node = "claude"'))
-    out = subprocess.run(
-        [sys.executable, "-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_script("-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "unknown chat node 'claude'" in out.stderr, out
     assert not (tmp_path / "run").exists()
 
