@@ -93,22 +93,13 @@ def add_run_args(p: argparse.ArgumentParser, *, from_file: bool) -> None:
         help="stop by itself after this many seconds of trading (counted once every part is up) and print "
         "the final leaderboard",
     )
-    p.add_argument(
-        "--export",
-        type=Path,
-        default=None,
-        help="write the final leaderboard as JSON to this path (default: "
-        + ("the file's [output].export, else " if from_file else "")
-        + "leaderboard.json in the run folder)",
-    )
-    p.add_argument(
-        "--run-dir",
-        type=Path,
-        default=None,
-        help="folder for logs and the ledger (default: "
-        + ("the file's [output].run_dir, else " if from_file else "")
-        + "runs/<timestamp>)",
-    )
+    for flag, what, otherwise in (
+        ("--export", "write the final leaderboard as JSON to this path", "leaderboard.json in the run folder"),
+        ("--run-dir", "folder for logs and the ledger", "runs/<timestamp>"),
+    ):
+        key = flag[2:].replace("-", "_")
+        default = f"the file's [output].{key}, else {otherwise}" if from_file else otherwise
+        p.add_argument(flag, type=Path, default=None, help=f"{what} (default: {default})")
     p.add_argument(
         "--no-dashboard",
         action="store_true",
