@@ -3,6 +3,7 @@ with the message that names it), and a whole offline arena runs from examples/of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from arena import up
+from arena import service, up
 from arena.demo import demo_arena
 from arena.demo import parse_args as demo_args
 from tests.support.commands import run_script
@@ -357,3 +358,86 @@ def test_kill_9_of_up_ends_every_child(tmp_path):
         up_.stop(signal.SIGKILL)
         left = _nothing_left(marker)
     assert not left, f"{len(left)} process(es) outlived kill -9 of arena up"
+
+
+# -- the supervisor's sequence on arena.service (no broker: what happens around `launch`) -------------
+
+
+class _Launching(service.Service):
+    """A supervisor-shaped part without a broker, recording what the runner does with it."""
+
+    what = "the test arena"
+    watches_broker = False
+
+    def __init__(self, launch):
+        super().__init__(None, 5.0)
+        self._launch = launch
+        self.events: list[str] = []
+
+    def say(self, msg: str) -> None:
+        self.events.append(msg)
+
+    def connecting(self) -> None:
+        return None
+
+    async def start(self) -> None:
+        self.events.append("start")
+
+    async def launch(self) -> None:
+        self.events.append("launch")
+        try:
+            await self._launch(self)
+        except asyncio.CancelledError:
+            self.events.append("launch cancelled")
+            raise
+
+    def ready(self, elapsed_s: float) -> str:
+        return "READY"
+
+    def launch_failed(self, exc: Exception) -> None:
+        self.events.append(f"failed: {exc}")
+
+    def stopping(self) -> str:
+        return "stopping"
+
+    async def stop(self) -> None:
+        self.events.append("stop")
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        self.events.append(f"finish {code}{' served' if served else ''}")
+        return code
+
+
+def _run(part: _Launching) -> int:
+    async def main() -> int:
+        return await asyncio.wait_for(service.run(part), 10)
+
+    return asyncio.run(main())
+
+
+def test_a_stop_while_a_supervisor_launches_its_parts_cancels_the_launch_and_stops_them():
+    async def stopped_midway(part):  # Ctrl-C while the parts come up
+        asyncio.get_running_loop().call_soon(part.stop_requested.set)
+        await asyncio.Event().wait()
+
+    part = _Launching(stopped_midway)
+    assert _run(part) == 0
+    assert part.events == ["start", "launch", "launch cancelled", "stopping", "stop", "finish 0"]
+
+
+def test_a_part_that_fails_to_come_up_stops_what_was_started_and_exits_1():
+    async def fails(part):
+        raise RuntimeError("chat quant exited with code 1")
+
+    part = _Launching(fails)
+    assert _run(part) == 1
+    assert part.events == ["start", "launch", "failed: chat quant exited with code 1", "stopping", "stop", "finish 1"]
+
+
+def test_once_launched_a_supervisor_says_ready_and_serves_until_stopped():
+    async def launched(part):
+        asyncio.get_running_loop().call_later(0.05, part.stop_requested.set)
+
+    part = _Launching(launched)
+    assert _run(part) == 0
+    assert part.events == ["start", "launch", "READY", "stopping", "stop", "finish 0 served"]
