@@ -9,13 +9,13 @@ file built in code (`demo_arena`), run the way `arena up` runs one."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from pathlib import Path
 
+from arena import service
 from arena.config import DEFAULT_FETCH_WAIT_MS, fetch_wait_ms
-from arena.up import OFFLINE, Agent, Arena, ChatNode, Market, Output, RunOptions, Web, run
+from arena.up import OFFLINE, Agent, Arena, ArenaService, ChatNode, Market, Output, Web, add_run_args, run_options
 
 log = logging.getLogger("arena.demo")
 
@@ -54,13 +54,6 @@ def parse_args(argv):
         help="seconds between market snapshots (default %(default)s; with --replay the recording keeps its own pace)",
     )
     p.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard",
-    )
-    p.add_argument("--export", default=None, help="write the final leaderboard as JSON to this path")
-    p.add_argument(
         "--seed", type=int, default=7, help="seed for the market simulator and random policies (default %(default)s)"
     )
     p.add_argument("--ledger", default=None, help="ledger database path (default: ledger.db in the run folder)")
@@ -92,7 +85,6 @@ def parse_args(argv):
         "4 ms per agent within 10-100: at 10 agents each hop waits up to 40 ms, but the broker is not "
         "swamped by polls; see bench/README.md)",
     )
-    p.add_argument("--run-dir", default=None, help="folder for logs and the ledger (default runs/<timestamp>)")
     p.add_argument(
         "--web-port",
         type=int,
@@ -101,11 +93,7 @@ def parse_args(argv):
         help="port of the live web page (arena web; default %(default)s, a free one when taken)",
     )
     p.add_argument("--no-web", action="store_true", help="no web page")
-    p.add_argument(
-        "--no-dashboard",
-        action="store_true",
-        help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)",
-    )
+    add_run_args(p, from_file=False)
     args = p.parse_args(argv)
     if args.agents < 1:
         p.error("--agents must be at least 1")
@@ -147,9 +135,7 @@ def demo_arena(args) -> Arena:
             for name, strategy, chat in agent_plan(args.agents)
         ],
         market=market,
-        output=Output(
-            run_dir=Path(args.run_dir) if args.run_dir else None, ledger=Path(args.ledger) if args.ledger else None
-        ),
+        output=Output(run_dir=args.run_dir, ledger=Path(args.ledger) if args.ledger else None),
         seed=args.seed,
         fetch_wait_ms=args.fetch_wait_ms,
         web=None if args.no_web else Web(port=args.web_port),
@@ -157,10 +143,12 @@ def demo_arena(args) -> Arena:
     )
 
 
-def main(argv=None) -> int:
+def build(argv) -> ArenaService:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    opts = RunOptions(
-        duration=args.duration, export=Path(args.export) if args.export else None, headless=args.no_dashboard
-    )
-    return asyncio.run(run(demo_arena(args), opts))
+    return ArenaService(demo_arena(args), run_options(args))
+
+
+def main(argv=None) -> int:
+    """Run the way `arena up` runs (arena.service.main): Ctrl-C at any moment stops it quietly."""
+    return service.main(lambda: build(argv))

@@ -14,8 +14,14 @@ A part is a `Service` (what to start, what to serve, what to say); `main(build)`
    A part that `outlives_its_broker` serves on while the broker is away and restarts in place when a
    broker answers again.
 
-Only scripts call `main`; the parts themselves (ToolsService, ChatNode, Router, ...) never print READY
-nor touch signals.
+A supervisor (`arena up`, `arena demo`) runs the same way with two differences: it may own its broker
+(`OwnBroker`: started first as its child, stopped last, and in place of the broker watch a watch on
+that child, which starts a fresh broker on the same address should it die: the parts restart in place
+on it by themselves), and between connecting and READY it `launch`es its children, which a stop
+request cancels like connecting.
+
+Only scripts and the supervisors' `main` call `main`; the parts themselves (ToolsService, ChatNode,
+Router, ...) never print READY nor touch signals.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from arena.config import KafkaSettings
 from arena.reconnect import BrokerWatch, restart_in_place
@@ -67,15 +74,22 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_service_args(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
-    """The flags every long-running part shares (the broker's are arena.config.add_kafka_args)."""
+def add_service_args(parser: argparse.ArgumentParser, *, log_level: bool = True, supervisor: bool = False) -> None:
+    """The flags every long-running part shares (the broker's are arena.config.add_kafka_args); a
+    `supervisor` (arena up, arena demo) starts its own broker, or reaches the cluster its file names."""
     parser.add_argument(
         "--connect-timeout",
         type=seconds,
         default=DEFAULT_CONNECT_TIMEOUT_S,
         metavar="SECONDS",
-        help="seconds to keep trying to start (the broker not there yet, or just restarted) before giving up; "
-        "once running, a broker that goes away is waited for without limit (default %(default)s)",
+        help=(
+            "seconds to keep trying to start the arena's own broker (or to reach the Kafka cluster the arena "
+            "file names) before giving up; once running, its own broker is started again should it die"
+            if supervisor
+            else "seconds to keep trying to start (the broker not there yet, or just restarted) before giving up; "
+            "once running, a broker that goes away is waited for without limit"
+        )
+        + " (default %(default)s)",
     )
     if log_level:
         parser.add_argument(
@@ -104,11 +118,22 @@ class Service:
     # clients stop (nothing of theirs reaches the next broker), it serves on with what it has (the web page
     # keeps a finished run on screen), and restarts in place once a broker answers again.
     outlives_its_broker = False
+    stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)  # each a quiet, orderly stop
+    # False: no broker watch (a supervisor on a cluster it does not own: its children watch it themselves,
+    # and restarting the supervisor in place would start them twice).
+    watches_broker = True
     log = logging.getLogger("arena.service")
 
-    def __init__(self, kafka: KafkaSettings, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S):
-        self.kafka = kafka
+    def __init__(
+        self,
+        kafka: KafkaSettings | None,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        *,
+        own_broker: OwnBroker | None = None,
+    ):
+        self.kafka = kafka  # with own_broker: set once that broker is up, before `start`
         self.connect_timeout_s = connect_timeout_s
+        self.own_broker = own_broker
         self.stop_requested = asyncio.Event()
 
     # -- the part's own work --------------------------------------------------------------------
@@ -122,6 +147,16 @@ class Service:
     async def warm_up(self) -> None:
         """Work that runs beside connecting (e.g. loading a model), before READY."""
 
+    async def launch(self) -> None:
+        """Once connected, before READY: what needs the broker and is not retried (a supervisor's
+        children). A stop request cancels it; an exception is a failed start (exit 1)."""
+
+    async def broker_lost(self, why: str) -> None:
+        """With own_broker: it died and a fresh one is about to start; close the clients on it."""
+
+    async def broker_back(self) -> None:
+        """With own_broker: the fresh broker answers (on the same address)."""
+
     async def serve(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set; the exit code. An exception is logged and exits 1."""
         await stop.wait()
@@ -132,6 +167,10 @@ class Service:
 
     # -- what it says ---------------------------------------------------------------------------
 
+    def say(self, msg: str) -> None:
+        """How the runner prints a status line (a supervisor prefixes its own and minds a lost stdout)."""
+        status(self.redact(msg))
+
     def redact(self, text: str) -> str:
         """Every line the runner prints passes here (a part with secrets in its errors hides them)."""
         return text
@@ -139,7 +178,8 @@ class Service:
     def connecting(self) -> str | None:
         return f"Connecting to Kafka at {self.kafka.bootstrap_servers} ..."
 
-    def ready(self, elapsed_s: float) -> str:
+    def ready(self, elapsed_s: float) -> str | None:
+        """The READY line (None: say nothing, e.g. when a dashboard has the screen)."""
         raise NotImplementedError
 
     def startup_failed(self, exc: StartupFailed) -> None:
@@ -147,6 +187,9 @@ class Service:
 
     def interrupted(self) -> None:
         """Ctrl-C while connecting (everything started is stopped already)."""
+
+    def launch_failed(self, exc: Exception) -> None:
+        error(self.redact(f"could not start {self.what}: {exc}"))
 
     def serve_failed(self, exc: Exception) -> None:
         self.log.exception("%s failed", self.what)
@@ -160,13 +203,115 @@ class Service:
         return code
 
 
+class OwnBroker:
+    """The embedded broker a supervisor starts as its child (`Service(own_broker=...)`): the first start
+    takes a free port, and a restart keeps the address the parts know. As the supervisor's broker watch
+    it checks that the child lives; should it die, the supervisor is told (`broker_lost`), a fresh, empty
+    broker starts on the same address, and the supervisor is told again (`broker_back`). The parts on it
+    notice for themselves and restart in place (arena/reconnect.py). The broker dies with its owner,
+    however that ends (arena/broker.py: PR_SET_PDEATHSIG)."""
+
+    CHECK_S = 0.2
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.broker = None  # arena.broker.EmbeddedBroker, once started
+        self.restarts = 0
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.broker.bootstrap)
+
+    async def start(self) -> None:
+        """Start the broker and wait until it answers (a port lost to a race is tried again by the runner)."""
+        from arena.broker import EmbeddedBroker, free_port
+
+        port = self.broker.port if self.restarts else free_port()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.broker = EmbeddedBroker("127.0.0.1", port, log=log).start()
+        try:
+            await self.broker.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+
+    def watch(self, service: Service) -> _OwnBrokerWatch:
+        return _OwnBrokerWatch(self, service)
+
+
+class _OwnBrokerWatch:
+    """The broker watch of a supervisor that owns its broker: a watch on the child (see OwnBroker)."""
+
+    def __init__(self, own: OwnBroker, service: Service):
+        self.own, self.service = own, service
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="own-broker-watch")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        own, service, stop = self.own, self.service, self.service.stop_requested
+        while not stop.is_set():
+            await asyncio.sleep(own.CHECK_S)
+            code = own.broker.proc.poll()
+            if code is None or stop.is_set():
+                continue
+            why = f"the Kafka broker at {own.broker.bootstrap} exited (code {code})"
+            service.say(f"{why}: starting a fresh one on the same address; every part restarts on it")
+            await service.broker_lost(why)
+            own.restarts += 1
+            try:
+                await own.start()
+            except Exception as exc:
+                service.say(f"error: could not start a fresh broker: {exc}")
+                service.stop_requested.set()
+                return
+            await service.broker_back()
+            service.say(f"broker ready again on {own.broker.bootstrap} (restart {own.restarts})")
+
+
+class _Unwatched:
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def _unless_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Run `work` until it ends (True; its exception raised) or `stop` is set (False, `work` cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
+
+
 async def run(service: Service) -> int:
-    """Connect, READY, serve, stop (see the module doc). The exit code."""
+    """Connect, launch, READY, serve, stop (see the module doc). The exit code."""
     stop = service.stop_requested
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in service.stop_signals:
         loop.add_signal_handler(sig, stop.set)
-    say = lambda msg: status(service.redact(msg))  # noqa: E731
+    say = service.say
+    own = service.own_broker
 
     restarting: list[str] = []
 
@@ -190,16 +335,27 @@ async def run(service: Service) -> int:
             replaced(f"a Kafka broker answers at {service.kafka.bootstrap_servers} again")
             return
 
-    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place.
-    watch = BrokerWatch(service.kafka, replaced, on_lost=lost if service.outlives_its_broker else None, stop=stop)
+    # A broker that goes away or comes back empty (in-memory) is met by restarting this process in place;
+    # a supervisor's own broker is restarted instead (OwnBroker).
+    if own is not None:
+        watch = own.watch(service)
+    elif not service.watches_broker:
+        watch = _Unwatched()
+    else:
+        watch = BrokerWatch(service.kafka, replaced, on_lost=lost if service.outlives_its_broker else None, stop=stop)
 
     async def attempt() -> None:
+        if own is not None:  # first up, last down
+            await own.start()
+            service.kafka = own.kafka
         await service.start()
         await watch.start()
 
     async def undo() -> None:
         await watch.stop()
         await service.stop()
+        if own is not None:
+            own.close()
 
     if line := service.connecting():
         say(line)
@@ -217,12 +373,20 @@ async def run(service: Service) -> int:
     if not up:
         service.interrupted()
         return await service.finish(0, served=False)
-    say(service.ready(loop.time() - began))
+    code = 0
     try:
-        code = await service.serve(stop)
+        launched = await _unless_stopped(service.launch(), stop)
     except Exception as exc:
-        service.serve_failed(exc)
-        code = 1
+        service.launch_failed(exc)
+        launched, code = False, 1
+    if launched:
+        if line := service.ready(loop.time() - began):
+            say(line)
+        try:
+            code = await service.serve(stop)
+        except Exception as exc:
+            service.serve_failed(exc)
+            code = 1
     await watch.stop()
     if restarting:  # every Kafka client here talks to a broker that is gone: nothing to stop gracefully
         service.abandon()
@@ -230,7 +394,9 @@ async def run(service: Service) -> int:
     if line := service.stopping():
         say(line)
     await service.stop()
-    return await service.finish(code, served=True)
+    if own is not None:
+        own.close()
+    return await service.finish(code, served=launched)
 
 
 def own_signals() -> None:

@@ -30,7 +30,6 @@ import math
 import random
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import replace
 from itertools import combinations
@@ -38,14 +37,13 @@ from pathlib import Path
 
 from arena.up import (
     Arena,
-    ConfigError,
     Console,
     Market,
     _chat_args,
     _chat_env,
     _router_args,
     fetch_wait_for,
-    load,
+    load_or_say,
     status,
 )
 
@@ -497,11 +495,9 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    try:
-        arena = load(args.file)
-    except ConfigError as exc:
-        print(f"arena tournament: {exc}", file=sys.stderr)
-        return 2
+    arena = load_or_say(args.file, "arena tournament")
+    if isinstance(arena, int):
+        return arena
     arena = replace(arena, market=Market(source="recording", recording=args.replay.resolve(), speed=args.speed or 1.0))
     args.out.mkdir(parents=True, exist_ok=True)
     try:

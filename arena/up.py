@@ -1,9 +1,11 @@
 """`arena up arena.toml`: a whole arena from one file (read and checked by arena/arena_file.py).
 
-`arena demo` builds the same `Arena` in code (arena/demo.py), and both run through `run()`: the embedded
+`arena demo` builds the same `Arena` in code (arena/demo.py), and both run as an `ArenaService` on
+arena/service.py (signals, start-up, READY, shutdown order, like every other part): its own embedded
 broker (or an external cluster), the market (simulator, live Coinbase feed or a recording), the offline
 policy server when a chat node uses it, the chat nodes, one router per agent, and the tools process with
-the dashboard in front.
+the dashboard in front, each a child process (arena/supervisor.py) that ends with it, however it ends
+(arena/lifeline.py).
 """
 
 from __future__ import annotations
@@ -79,6 +81,46 @@ class RunOptions:
     duration: float | None = None  # seconds of trading, counted once every part is up
     export: Path | None = None  # overrides the file's [output].export
     headless: bool = False  # status lines instead of the live dashboard
+    connect_timeout: float = service.DEFAULT_CONNECT_TIMEOUT_S  # to start the broker or reach the cluster
+
+
+def add_run_args(p: argparse.ArgumentParser, *, from_file: bool) -> None:
+    """The flags `arena up` and `arena demo` share (`from_file`: the defaults come from the arena file)."""
+    p.add_argument(
+        "--duration",
+        type=service.seconds,
+        default=None,
+        help="stop by itself after this many seconds of trading (counted once every part is up) and print "
+        "the final leaderboard",
+    )
+    for flag, what, otherwise in (
+        ("--export", "write the final leaderboard as JSON to this path", "leaderboard.json in the run folder"),
+        ("--run-dir", "folder for logs and the ledger", "runs/<timestamp>"),
+    ):
+        key = flag[2:].replace("-", "_")
+        default = f"the file's [output].{key}, else {otherwise}" if from_file else otherwise
+        p.add_argument(flag, type=Path, default=None, help=f"{what} (default: {default})")
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)",
+    )
+    service.add_service_args(p, log_level=False, supervisor=True)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        duration=args.duration, export=args.export, headless=args.no_dashboard, connect_timeout=args.connect_timeout
+    )
+
+
+def load_or_say(path: Path, prog: str) -> Arena | int:
+    """The checked arena file, or exit code 2 with every problem said on stderr."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
 
 
 def fetch_wait_for(arena: Arena) -> int:
@@ -91,58 +133,118 @@ def fetch_wait_for(arena: Arena) -> int:
     )
 
 
-async def run(arena: Arena, opts: RunOptions) -> int:
-    from arena.broker import EmbeddedBroker, free_port
-    from arena.exchanges.coinbase.protocol import COINBASE_REST_URL, COINBASE_WS_URL
-    from arena.tools_service import SERVED
+class ArenaService(service.Service):
+    """A whole arena, run by arena.service as a supervisor: its own broker (unless the file names a
+    cluster), then every part as a child process (`launch`), then watching them until stopped, and
+    every part stopped in order. SIGHUP (the terminal went away) stops it like Ctrl-C."""
 
-    out = arena.output
-    run_dir = Path(out.run_dir or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ledger = str(out.ledger or run_dir / "ledger.db")
-    export = str(opts.export or out.export or run_dir / "leaderboard.json")
-    headless = opts.headless or not sys.stdout.isatty()
-    wait_ms = fetch_wait_for(arena)
-    (run_dir / "arena.json").write_text(json.dumps(arena.describe(), indent=2) + "\n")
-    status(f"run folder: {run_dir} (every process logs there)")
+    what = "the arena"
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    watches_broker = False  # on a cluster the file names; its own broker is watched as such (OwnBroker)
+    log = log
 
-    loop = asyncio.get_running_loop()
-    market = arena.market
-    replay = market.source == "recording"
-    stop = asyncio.Event()
-    starting = asyncio.current_task()  # cancelled by a stop request until every part is up
+    def __init__(self, arena: Arena, opts: RunOptions):
+        out = arena.output
+        self.arena, self.opts = arena, opts
+        self.run_dir = Path(out.run_dir or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = str(out.ledger or self.run_dir / "ledger.db")
+        self.export = str(opts.export or out.export or self.run_dir / "leaderboard.json")
+        self.headless = opts.headless or not sys.stdout.isatty()
+        self.wait_ms = fetch_wait_for(arena)
+        external = KafkaSettings(bootstrap_servers=arena.bootstrap_servers) if arena.bootstrap_servers else None
+        own = None if external else service.OwnBroker(self.run_dir / "broker.log")
+        super().__init__(external, opts.connect_timeout, own_broker=own)
+        # Its one Kafka client publishes health: a broker that goes away is said by the runner (OwnBroker),
+        # not by aiokafka's reconnect errors.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        self.sup: Supervisor | None = None
+        self.health = None
+        self.tools = self.conn = None
+        self.conn_args: list[str] = []
+        self.output_watch: asyncio.Task | None = None
 
-    def request_stop() -> None:
-        stop.set()
-        if starting is not None:
-            starting.cancel()
+    # -- what it says ------------------------------------------------------------------------------
 
-    # Taken over before anything starts: a Ctrl-C while the broker comes up stops it too.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
-        loop.add_signal_handler(sig, request_stop)
+    def say(self, msg: str) -> None:
+        status(msg)
 
-    async def watch_output() -> None:
-        while not Console.check():
-            await asyncio.sleep(0.5)
-        request_stop()
+    def connecting(self) -> str | None:
+        (self.run_dir / "arena.json").write_text(json.dumps(self.arena.describe(), indent=2) + "\n")
+        status(f"run folder: {self.run_dir} (every process logs there)")
+        return f"using the Kafka cluster at {self.kafka.bootstrap_servers}" if self.kafka else None
 
-    output_watch = loop.create_task(watch_output())
-    code = 0
-    broker = sup = health = None
-    try:
-        if arena.bootstrap_servers:
-            bootstrap = arena.bootstrap_servers
-            status(f"using the Kafka cluster at {bootstrap}")
-        else:
-            broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
-            await broker.wait_ready()
-            bootstrap = broker.bootstrap
-            status(f"broker ready on {bootstrap}; consumers wait up to {wait_ms} ms per fetch")
-        sup = Supervisor(run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ARENA_FETCH_WAIT_MS": str(wait_ms)})
-        health = k.producer(KafkaSettings(bootstrap_servers=bootstrap))
+    def startup_failed(self, exc) -> None:
+        status(f"error: {exc}")
+
+    def launch_failed(self, exc: Exception) -> None:  # a part failed to come up: its name and log are in exc
+        status(f"error: {exc}")
+
+    def interrupted(self) -> None:
+        status("stopping ...")
+
+    def ready(self, elapsed_s: float) -> str | None:
+        if not self.headless:  # the dashboard has the screen
+            return None
+        return f"READY arena: {len(self.arena.agents)} agents trading after {elapsed_s:.1f}s"
+
+    def stopping(self) -> str | None:
+        return "stopping ..."
+
+    # -- its clients and children ------------------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        async def watch_output() -> None:  # a lost stdout stops the arena as Ctrl-C does
+            while not Console.check():
+                await asyncio.sleep(0.5)
+            self.stop_requested.set()
+
+        self.output_watch = asyncio.create_task(watch_output())
+
+    async def start(self) -> None:
+        bootstrap = self.kafka.bootstrap_servers
+        if self.own_broker is not None:
+            status(f"broker ready on {bootstrap}; consumers wait up to {self.wait_ms} ms per fetch")
+        if self.sup is None:  # the children's environment names the broker: it keeps its address
+            self.sup = Supervisor(
+                self.run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ARENA_FETCH_WAIT_MS": str(self.wait_ms)}
+            )
+            self.sup.on_status = self._publish
+        await self._open_health()
+
+    async def _open_health(self) -> None:
+        health = k.producer(self.kafka)
         await health.start()
-        sup.on_status = lambda st: loop.create_task(health.send(HEALTH_TOPIC, k.encode(st)))
-        kafka = ["--bootstrap-servers", bootstrap]
+        self.health = health
+
+    def _publish(self, st: ProcessStatus) -> None:
+        if self.health is not None:
+            asyncio.get_running_loop().create_task(self.health.send(HEALTH_TOPIC, k.encode(st)))
+
+    async def _close_health(self) -> None:
+        health, self.health = self.health, None
+        if health is not None:
+            await health.stop()
+
+    async def broker_lost(self, why: str) -> None:
+        health, self.health = self.health, None  # its broker is gone: nothing to flush
+        if health is not None:
+            try:
+                await asyncio.wait_for(health.stop(), 5)
+            except (Exception, asyncio.TimeoutError):
+                pass
+
+    async def broker_back(self) -> None:
+        await self._open_health()
+
+    async def launch(self) -> None:
+        from arena.broker import free_port
+        from arena.exchanges.coinbase.protocol import COINBASE_REST_URL, COINBASE_WS_URL
+        from arena.tools_service import SERVED
+
+        arena, sup, market, headless = self.arena, self.sup, self.arena.market, self.headless
+        replay = market.source == "recording"
+        kafka = ["--bootstrap-servers", self.kafka.bootstrap_servers]
         web = None
         if arena.web is not None:  # from the start, so the page holds the whole run
             from arena.web import web_command
@@ -170,7 +272,7 @@ async def run(arena: Arena, opts: RunOptions) -> int:
                 ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(arena.seed)],
             )
         if replay:  # started last, so every agent sees the recording from its first snapshot
-            conn_args = [
+            self.conn_args = [
                 "coinbase_connector.py",
                 *kafka,
                 "--replay",
@@ -178,9 +280,8 @@ async def run(arena: Arena, opts: RunOptions) -> int:
                 "--speed",
                 f"{market.speed:g}",
             ]
-            conn = None
         else:
-            conn_args = [
+            self.conn_args = [
                 "coinbase_connector.py",
                 *kafka,
                 "--ws-url",
@@ -191,16 +292,16 @@ async def run(arena: Arena, opts: RunOptions) -> int:
                 f"{market.interval:g}",
                 *products,
             ]
-            conn = sup.start("connector", conn_args)
+            self.conn = sup.start("connector", self.conn_args)
         tools_args = [
             "tools_and_dashboard.py",
             *kafka,
             "--ledger",
-            ledger,
+            self.ledger,
             "--export",
-            export,
+            self.export,
             "--log-file",
-            str(run_dir / "tools.log"),
+            str(self.run_dir / "tools.log"),
             "--fee-bps",
             f"{arena.tools.fee_bps:g}",
             "--impact-bps",
@@ -218,8 +319,8 @@ async def run(arena: Arena, opts: RunOptions) -> int:
             for c in arena.chat_nodes
         ]
         routers = [sup.start(f"router {a.name}", _router_args(a, kafka)) for a in arena.agents]
-        if conn is not None:
-            await sup.wait_ready(conn, timeout=90)
+        if self.conn is not None:
+            await sup.wait_ready(self.conn, timeout=90)
             status("feed connected; first snapshot published")
         for c in chats:
             await sup.wait_ready(c)
@@ -233,9 +334,9 @@ async def run(arena: Arena, opts: RunOptions) -> int:
             await sup.wait_ready(web)
             status(f"web page: {web_url(web.log_tail(200))}")
         status("starting tools + dashboard" + (" (headless)" if headless else "; Ctrl-C to stop"))
-        tools = sup.start("tools", tools_args, foreground=not headless)
-        if headless or replay:
-            await sup.wait_ready(tools, marker=SERVED)  # its log: with the dashboard, stdout is the terminal
+        self.tools = sup.start("tools", tools_args, foreground=not headless)
+        if headless or replay:  # headless, its READY is in its log; with the dashboard, on the terminal
+            await sup.wait_ready(self.tools, marker="READY" if headless else SERVED)
             if headless:
                 status("tools ready; trading")
         if web is not None:
@@ -245,11 +346,16 @@ async def run(arena: Arena, opts: RunOptions) -> int:
             if headless:
                 status(f"web page: {web_url(web.log_tail(200))}")
         if replay:
-            conn = sup.start("connector", conn_args)
+            self.conn = sup.start("connector", self.conn_args)
             if headless:
                 status(f"replaying {market.recording} at {f'{market.speed:g}x' if market.speed else 'full speed'}")
-        starting = None
-        deadline = loop.time() + opts.duration if opts.duration else None
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        sup, conn, headless = self.sup, self.conn, self.headless
+        replay = self.arena.market.source == "recording"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.opts.duration if self.opts.duration else None
+        code = 0
         while not stop.is_set():
             if replay and not conn.stopping and conn.proc.poll() == 0:  # the recording is over: expected
                 conn.stopping = True
@@ -261,7 +367,7 @@ async def run(arena: Arena, opts: RunOptions) -> int:
                     status(
                         f"{c.name} exited unexpectedly (code {c.proc.returncode}); log {c.log_path}:\n{c.log_tail(5)}"
                     )
-                if c is tools:
+                if c is self.tools:
                     stop.set()
                     code = 1
             if deadline and loop.time() >= deadline:
@@ -270,32 +376,26 @@ async def run(arena: Arena, opts: RunOptions) -> int:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
-    except asyncio.CancelledError:
-        if not stop.is_set():
-            raise
-        starting = None  # asked to stop while the parts were coming up
-    except Exception as exc:  # a part failed to come up: say which, and where its log is
-        status(f"error: {exc}")
-        code = 1
-    finally:
-        starting = None  # a second Ctrl-C must not cut the stop short
-        output_watch.cancel()
-        status("stopping ...")
-        if sup is not None:
-            sup.stop_all(order=["router", "chat", "tools", "connector", "web"])
-        if health is not None:
-            await health.stop()
-        if broker is not None:
-            broker.stop()
-    if Path(export).exists():
-        if headless and not Console.check():  # with the dashboard, the tools process printed the final standings itself
-            try:
-                print_leaderboard(export)
-                sys.stdout.flush()
-            except OSError:
-                Console.lose()
-        status(f"leaderboard written to {export}")
-    return code
+        return code
+
+    async def stop(self) -> None:
+        if self.sup is not None:
+            self.sup.stop_all(order=["router", "chat", "tools", "connector", "web"])
+        await self._close_health()
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        if self.output_watch is not None:
+            self.output_watch.cancel()
+        if Path(self.export).exists():
+            # with the dashboard, the tools process printed the final standings itself
+            if self.headless and not Console.check():
+                try:
+                    print_leaderboard(self.export)
+                    sys.stdout.flush()
+                except OSError:
+                    Console.lose()
+            status(f"leaderboard written to {self.export}")
+        return code
 
 
 def _chat_args(c: ChatNode, kafka: list[str], policy_port: int | None) -> list[str]:
@@ -340,61 +440,32 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", type=Path, help="the arena file (TOML)")
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help="stop by itself after this many seconds of trading (counted once every part is up) and print the final leaderboard",
-    )
-    p.add_argument(
-        "--export",
-        type=Path,
-        default=None,
-        help="write the final leaderboard as JSON to this path (default: the file's [output].export, else leaderboard.json in the run folder)",
-    )
-    p.add_argument(
-        "--run-dir",
-        type=Path,
-        default=None,
-        help="folder for logs and the ledger (default: the file's [output].run_dir, else runs/<timestamp>)",
-    )
+    add_run_args(p, from_file=True)
     p.add_argument(
         "--check",
         action="store_true",
         help="only check the file: print what it would start, or every problem, and exit",
     )
-    p.add_argument(
-        "--no-dashboard",
-        action="store_true",
-        help="headless: status lines instead of the live dashboard (automatic when stdout is not a terminal)",
-    )
-    args = p.parse_args(argv)
-    if args.duration is not None and not args.duration > 0:
-        p.error("--duration must be positive")
-    return args
+    return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    """Ctrl-C (or SIGTERM) at any moment stops the arena quietly: before the event loop (reading the file)
-    as arena.service's parts do; once it runs, every part started so far is stopped in order."""
-    service.own_signals()
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _main(argv) -> int:
+def build(argv) -> ArenaService | int:
+    """Read and check the file (no part starts on a bad one); the arena to run, or an exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    try:
-        arena = load(args.file)
-    except ConfigError as exc:
-        print(f"arena up: {exc}", file=sys.stderr)
-        return 2
+    arena = load_or_say(args.file, "arena up")
+    if isinstance(arena, int):
+        return arena
     if args.run_dir is not None:
         arena.output.run_dir = args.run_dir
     if args.check:
         print(f"{args.file}: ok\n{summary(arena)}")
         return 0
-    return asyncio.run(run(arena, RunOptions(duration=args.duration, export=args.export, headless=args.no_dashboard)))
+    return ArenaService(arena, run_options(args))
+
+
+def main(argv=None) -> int:
+    """Ctrl-C (or SIGTERM, SIGHUP) at any moment stops the arena quietly (arena.service.main): before the
+    event loop (reading the file), while it comes up, and once it runs, every part started so far
+    stopped in order."""
+    return service.main(lambda: build(argv))

@@ -33,31 +33,9 @@ import argparse
 from collections import defaultdict
 from datetime import datetime
 
-from arena import kafka as k
 from arena.chat import ChatRequest
-from bench.floor import latency
-from bench.harness import (
-    Arena,
-    ChatLog,
-    Recorder,
-    Report,
-    add_sampling_args,
-    add_tuning_args,
-    agent_counts,
-    closed_loop_ticks,
-    cpu_share,
-    dist_ms,
-    fmt_dist,
-    follow_chat,
-    honest,
-    sender_of,
-    snapshot,
-    start_stack,
-    target,
-    ticks_for,
-    tuning_of,
-    turn_stats,
-)
+from bench.harness import ChatLog, Recorder, Report, dist_ms, fmt_dist, honest, target
+from bench.sweep import Step, Sweep, add_sweep_args, sweep
 
 # The turns --turn picks: the policy server's model, fills per router per tick, broker hops before a fill.
 TURNS = {
@@ -69,12 +47,6 @@ TARGET_P50_MS = {1: 60.0, 10: 250.0, 50: 2000.0}
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--agents",
-        type=agent_counts,
-        default=[1, 10, 50],
-        help="router counts to measure, comma separated (default 1,10,50)",
-    )
-    p.add_argument(
         "--turn",
         choices=sorted(TURNS),
         default="momentum",
@@ -82,20 +54,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "one-trade (model -> one execute_trade -> model, the side-by-side comparison's; default %(default)s)",
     )
     p.add_argument(
-        "--gap",
-        type=float,
-        default=0.3,
-        help="seconds between one tick's last turn and the next tick (default %(default)s)",
-    )
-    p.add_argument(
         "--chat-nodes", type=int, default=1, help="chat nodes the routers share round-robin (default %(default)s)"
     )
     p.add_argument(
         "--chat-max-workers", type=int, default=8, help="deploy_chat_node.py --max-workers (default %(default)s)"
     )
-    p.add_argument("--start-concurrency", type=int, default=4, help="routers starting at once (default %(default)s)")
-    add_sampling_args(p, "fills")
-    add_tuning_args(p)
+    add_sweep_args(p, "fills")
 
 
 def _ts(x: datetime) -> float:
@@ -172,96 +136,53 @@ def analyse(
     }
 
 
-async def run(args: argparse.Namespace, report: Report) -> int:
-    import asyncio
+def say(report: Report, step: Step, row: dict, hops: int) -> None:
+    b = row["breakdown_ms"]
+    few = " (p99 is a max: fewer than 200 fills)" if row["tick_to_fill_ms"].get("p99_is_max_of_few") else ""
+    report.line(
+        f"N={step.n:>3} tick -> fill:        {fmt_dist(row['tick_to_fill_ms'])}  ({row['fills']} fills, {row['rejected']} rejected){few}"
+    )
+    report.line(f"      tick -> turn done:   {fmt_dist(row['tick_to_turn_done_ms'])}")
+    report.line(
+        f"      p50 split: delivery {b['delivery'].get('p50')} + model {b['model'].get('p50')} + tool {b['tool'].get('p50')} "
+        f"+ framework/broker {b['framework_and_broker'].get('p50')} ms ({hops} hops x floor = {b['broker_floor_estimate_p50']} ms)"
+    )
+    report.line(
+        f"      per turn: {row['model_calls_per_turn']} model calls, {row['tool_calls_per_turn']} tool calls, "
+        f"prompt {row['prompt_chars_per_turn']} chars, {row['input_chars_per_turn']} chars sent to the model"
+    )
+    report.line(
+        f"      CPU per decision: {row.get('cpu_ms_per_decision')} ms; CPU share while ticking "
+        f"{row['cpu_share_by_kind']}; idle {row['idle_cpu_share_by_kind']}"
+    )
+    report.line(f"      router -> chat node hop: {fmt_dist(row['router_to_chat_node_hop_ms'])}")
+    for stage, d in row["timeline_ms"].items():
+        report.line(f"      {stage:<66} p50 {d.get('p50')} ms")
 
+
+async def run(args: argparse.Namespace, report: Report) -> int:
     model, fills_per_turn, hops = TURNS[args.turn]
     results: dict = {"turn": args.turn, "by_agents": {}}
-    async with Arena(report, tuning_of(args)) as arena:
-        floor = dist_ms(await latency(arena.kafka, 200, k.encode(snapshot(1))))
-        results["floor_ms"] = floor
-        report.line(f"floor (raw publish -> consume, same broker): {fmt_dist(floor)}")
-        chat_nodes = await start_stack(
-            arena, model, chat_nodes=args.chat_nodes, chat_args=("--max-workers", str(args.chat_max_workers))
-        )
-        rec = await Recorder(arena.kafka).start()
-        chat = ChatLog()
-        stop = asyncio.Event()
-        follower = asyncio.create_task(follow_chat(arena.kafka, chat_nodes, chat, stop))
-        agents: list[str] = []
-        senders: dict[str, str] = {}
-        seq = 0
-        loop = asyncio.get_running_loop()
 
-        def jump(s):
-            return 1.02 if s % 2 else 0.98
+    def measure(step: Step) -> dict:
+        row = analyse(step.rec, step.chat, set(step.agents), set(step.done), step.senders, step.floor.get("p50", 0.0),
+                      hops)  # fmt: skip
+        if step.floor.get("p50") and row["tick_to_fill_ms"].get("n"):
+            row["fill_p50_vs_floor"] = round(row["tick_to_fill_ms"]["p50"] / step.floor["p50"], 1)
+        return row
 
-        def ticks(seqs: range):
-            return closed_loop_ticks(
-                rec, agents, seqs, jump_of=jump, gap_s=args.gap, timeout_s=180, report=report, interval_s=args.interval
-            )
-
-        try:
-            for n in sorted(set(args.agents)):
-                new = [f"dec{i:03d}_{arena.run}" for i in range(len(agents), n)]
-                started = await arena.routers(new, chat_nodes, concurrency=args.start_concurrency)
-                agents += new
-                # warm-up: a buy and a sell turn each (lazy imports, first ledger rows)
-                if seq % 2 == 1:
-                    seq += 1  # the next tick must be a buy
-                await ticks(range(seq + 1, seq + 3))
-                seq += 2
-                senders.update(sender_of(chat, new, started))
-                count = ticks_for(args, n, fills_per_turn)
-                count += count % 2  # whole buy/sell pairs
-                measured = range(seq + 1, seq + 1 + count)
-                c0, t0 = arena.cpu(), loop.time()
-                done = await ticks(measured)
-                c1, t1 = arena.cpu(), loop.time()
-                seq += count
-                await asyncio.sleep(0.5)  # the last replies
-                row = analyse(rec, chat, set(agents), set(done), senders, floor.get("p50", 0.0), hops)
-                row["ticks"] = len(done)
-                row.update(turn_stats(rec, chat, set(agents), set(done), senders))
-                busy = cpu_share(c0, c1, t1 - t0)
-                row["cpu_share_by_kind"] = busy
-                # Idle: once the routers stopped expecting a tick (arena.polling gives up after 3 missed slots).
-                await asyncio.sleep(4 * args.interval + 3.0)
-                idle = await arena.idle_cpu(args.idle_s)
-                row["idle_cpu_share_by_kind"] = idle
-                decisions = len(done) * n
-                if decisions:
-                    gross = (sum(c1.values()) - sum(c0.values())) * 1000 / decisions
-                    net = (busy["total"] - idle["total"]) * (t1 - t0) * 1000 / decisions
-                    row["cpu_ms_per_decision"] = {"gross": round(gross, 1), "net_of_idle": round(net, 1)}
-                row["memory"] = arena.memory()
-                if floor.get("p50") and row["tick_to_fill_ms"].get("n"):
-                    row["fill_p50_vs_floor"] = round(row["tick_to_fill_ms"]["p50"] / floor["p50"], 1)
-                results["by_agents"][str(n)] = row
-                b = row["breakdown_ms"]
-                few = " (p99 is a max: fewer than 200 fills)" if row["tick_to_fill_ms"].get("p99_is_max_of_few") else ""
-                report.line(
-                    f"N={n:>3} tick -> fill:        {fmt_dist(row['tick_to_fill_ms'])}  ({row['fills']} fills, {row['rejected']} rejected){few}"
-                )
-                report.line(f"      tick -> turn done:   {fmt_dist(row['tick_to_turn_done_ms'])}")
-                report.line(
-                    f"      p50 split: delivery {b['delivery'].get('p50')} + model {b['model'].get('p50')} + tool {b['tool'].get('p50')} "
-                    f"+ framework/broker {b['framework_and_broker'].get('p50')} ms ({hops} hops x floor = {b['broker_floor_estimate_p50']} ms)"
-                )
-                report.line(
-                    f"      per turn: {row['model_calls_per_turn']} model calls, {row['tool_calls_per_turn']} tool calls, "
-                    f"prompt {row['prompt_chars_per_turn']} chars, {row['input_chars_per_turn']} chars sent to the model"
-                )
-                report.line(
-                    f"      CPU per decision: {row.get('cpu_ms_per_decision')} ms; CPU share while ticking {busy}; idle {idle}"
-                )
-                report.line(f"      router -> chat node hop: {fmt_dist(row['router_to_chat_node_hop_ms'])}")
-                for stage, d in row["timeline_ms"].items():
-                    report.line(f"      {stage:<66} p50 {d.get('p50')} ms")
-        finally:
-            stop.set()
-            await asyncio.gather(follower, return_exceptions=True)
-            await rec.stop()
+    how = Sweep(
+        prefix="dec",
+        model=model,
+        measure=measure,
+        say=lambda step, row: say(report, step, row, hops),
+        jump_of=lambda s: 1.02 if s % 2 else 0.98,  # odd ticks buy, even ones sell
+        fills_per_turn=fills_per_turn,
+        timeout_s=180,
+        pairs=True,
+        stack={"chat_nodes": args.chat_nodes, "chat_args": ("--max-workers", str(args.chat_max_workers))},
+    )
+    await sweep(args, report, how, results)
     targets = {}
     for n, limit in TARGET_P50_MS.items():
         if (row := results["by_agents"].get(str(n))) is not None:

@@ -66,6 +66,8 @@ PROCESS_TESTS: dict[str, set[str]] = {
     "test_up.py": {
         "test_a_bad_file_starts_nothing",
         "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part",
+        "test_a_broker_that_dies_is_started_again_and_the_arena_trades_on",
+        "test_kill_9_of_up_ends_every_child",
     },
     "test_web.py": {"test_report_html_opens_offline_in_chromium", "test_live_page_in_chromium"},
 }

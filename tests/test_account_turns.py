@@ -13,11 +13,11 @@ import pytest_asyncio
 
 from arena import kafka as k
 from arena.accounts import ACCOUNT_HEADER
-from arena.broker import free_port
 from arena.config import MARKET_TOPIC, KafkaSettings
 from arena.decisions import Decision
 from arena.router import Router
-from tests.support import Proc, snapshot
+from tests.support import snapshot
+from tests.support.agents import function_router, model_stack
 
 ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 RUN = uuid.uuid4().hex[:5]
@@ -29,30 +29,8 @@ async def stack(broker, tmp_path_factory):
     """The policy server, one chat node on its `auto` model (the system prompt picks the policy) and the
     tools process; a producer for snapshots."""
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-    port = free_port()
-    policy = Proc("-m", "arena.cli", "policy-server", "--port", str(port))
-    chat = Proc(
-        "deploy_chat_node.py",
-        "--name",
-        NODE,
-        "--model-id",
-        "auto",
-        "--base-url",
-        f"http://127.0.0.1:{port}/v1",
-        "--max-retries",
-        "0",
-        env={"OPENAI_API_KEY": "test"},
-    )
-    tools = Proc(
-        "tools_and_dashboard.py",
-        "--no-dashboard",
-        "--ledger",
-        str(tmp_path_factory.mktemp("accounts") / "ledger.db"),
-        "--status-every",
-        "3600",
-        "--connect-timeout",
-        "120",
-    )
+    ledger = tmp_path_factory.mktemp("accounts") / "ledger.db"
+    policy, chat, tools = model_stack(NODE, "auto", ledger, chat_args=("--max-retries", "0"))
     producer = k.producer(kafka)
     try:
         for p in (policy, chat, tools):
@@ -159,8 +137,6 @@ async def test_the_prompts_account_is_what_get_portfolio_returns_at_that_moment(
     """A scripted model buys on the first turn; on the second it reads the account in its prompt and
     calls get_portfolio at once: the two agree (the time held ticks with the clock, by a second at most)."""
     from calfkit._vendor.pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
-    from calfkit._vendor.pydantic_ai.models.function import FunctionModel
-    from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
 
     seen: dict[int, str] = {}  # turn -> the prompt
     answers: list = []  # get_portfolio's results
@@ -178,18 +154,8 @@ async def test_the_prompts_account_is_what_get_portfolio_returns_at_that_moment(
         answers.extend(r.content for r in returns if r.tool_name == "get_portfolio")
         return ModelResponse(parts=[TextPart("done")])
 
-    class Scripted(FunctionModel, PydanticModelClient):
-        pass
-
-    r = Router(
-        name=f"same_{RUN}",
-        system_prompt="scripted",
-        model_client=Scripted(think, model_name="scripted"),
-        kafka=stack["kafka"],
-        strategy="momentum",
-        turn_timeout_s=60,
-        account_wait_s=20,
-    )
+    r = function_router(think, name=f"same_{RUN}", kafka=stack["kafka"], strategy="momentum", turn_timeout_s=60,
+                        account_wait_s=20)  # fmt: skip
     async with Running(stack, r) as arena:
         assert (await arena.turn(1))[r.name].status == "done"
         assert f"{ACCOUNT_HEADER}: none yet" in seen[1]  # its router did not wait out the bound for it

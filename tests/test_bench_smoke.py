@@ -4,36 +4,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.support import ROOT
+from tests.support.commands import run_script
 
 
 @pytest.mark.processes
 def test_floor_bench_prints_its_json_result():
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "floor",
-            "--json",
-            "--messages",
-            "20",
-            "--throughput",
-            "200",
-            "--long-poll",
-            "5",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_script("-m", "bench", "floor", "--json", "--messages", "20", "--throughput", "200", "--long-poll", "5")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1, out.stdout  # --json: the JSON object only

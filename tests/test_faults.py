@@ -16,7 +16,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,7 +38,8 @@ from arena.config import (
 from arena.decisions import Decision
 from arena.market import MarketSnapshot
 from arena.portfolio import Fill, Rejection, parse_outcome, replay
-from tests.support import ROOT, Proc, Stack, TopicReader
+from tests.support import Proc, Stack, TopicReader
+from tests.support.commands import run_script
 
 # Generous bounds: on an idle 2-core machine the module takes ~2-3 minutes, most of it process start-up.
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
@@ -463,15 +463,7 @@ async def arena(tmp_path_factory):
 async def test_every_script_offers_the_kafka_security_flags():
     flags = ("--bootstrap-servers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--ssl-cafile")
     for script in SCRIPTS:
-        out = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, script, "--help"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        out = await asyncio.to_thread(run_script, script, "--help")
         assert out.returncode == 0, out.stderr
         for flag in flags:
             assert flag in out.stdout, f"{script} --help lacks {flag}"

@@ -22,6 +22,7 @@ from arena.decisions import Decision
 from arena.market import utcnow
 from arena.router import LatestSlot, Router, build_prompt, summarize_snapshot
 from tests.support import BASE, ROOT, Proc, Watcher, snapshot, stop_all
+from tests.support.agents import function_router
 
 ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # async tests only: sync ones would warn
 
@@ -213,16 +214,16 @@ async def test_latest_slot_keeps_only_the_newest():
     assert await asyncio.wait_for(waiter, 1) == 3
 
 
+def _unconnected(seen: list[Decision]) -> Router:
+    """A router never started (no broker there): its offers and decisions only."""
+    return Router(name="x", system_prompt="", model_client=None, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+                  on_decision=seen.append)  # fmt: skip
+
+
 @ON_MODULE_LOOP
 async def test_offer_reports_displaced_and_late_ticks_as_skipped():
     seen: list[Decision] = []
-    r = Router(
-        name="x",
-        system_prompt="",
-        model_client=None,
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        on_decision=seen.append,
-    )
+    r = _unconnected(seen)
     s1, s2, s3 = snapshot(1), snapshot(2), snapshot(3)
     s2.published_at = s1.published_at + timedelta(seconds=1)
     s3.published_at = s1.published_at + timedelta(seconds=2)
@@ -242,13 +243,7 @@ async def test_poison_is_skipped_and_a_time_ahead_is_capped_at_arrival():
 
     Record = namedtuple("Record", "topic partition offset value")
     seen: list[Decision] = []
-    r = Router(
-        name="x",
-        system_prompt="",
-        model_client=None,
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        on_decision=seen.append,
-    )
+    r = _unconnected(seen)
     ahead = snapshot(1)
     ahead.published_at = utcnow() + timedelta(seconds=4)  # within the skew: a valid record
     zoneless = json.loads(k.encode(snapshot(9)))
@@ -321,10 +316,7 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
     """An idle router polls the broker on one consumer, not six (Tansu answers a fetch only when its
     wait runs out, so each running consumer is a fetch per 10 ms on both sides): calfkit's inbox,
     node subscriber and fan-out tables and the chat replies are paused between turns, awake during one."""
-    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart, function_model
-
-    FunctionModel, _ = function_model()
-    from calfkit.providers.pydantic_ai.model_client import PydanticModelClient
+    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart
 
     router_box: list[Router] = []
     awake_in_turn: list[bool] = []
@@ -340,16 +332,9 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
         awake_in_turn.append(not any(c.paused() for c in router_box[0]._turn_consumers.consumers))
         return ModelResponse(parts=[TextPart("holding")])
 
-    class Instant(FunctionModel, PydanticModelClient):
-        pass
-
-    r = Router(
-        name=f"doze_{uuid.uuid4().hex[:6]}",
-        system_prompt="hold",
-        model_client=Instant(think, model_name="instant"),
-        kafka=kafka,
-        account_wait_s=0.1,  # no tools process here to value the account
-    )
+    # account_wait_s: no tools process here to value the account
+    r = function_router(think, name=f"doze_{uuid.uuid4().hex[:6]}", kafka=kafka, model_name="instant",
+                        system_prompt="hold", account_wait_s=0.1)  # fmt: skip
     router_box.append(r)
     await r.start()
     try:

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from arena import fmt
 from arena import kafka as k
-from arena.broker import free_port
 from arena.chat import ChatReply, RemoteChatModel, TokenUsage, provider_model, usage_of
 from arena.compat.vendored_pydantic_ai import ModelResponse, RequestUsage, TextPart
 from arena.config import MARKET_TOPIC, KafkaSettings
@@ -25,7 +24,7 @@ from arena.decisions import Decision
 from arena.portfolio import INITIAL_CASH
 from arena.pricing import NOTIONAL_PRICE, Pricer
 from arena.router import Router
-from tests.support.procs import Proc
+from tests.support.agents import model_stack
 from tests.support.records import chromium, tools_state, turn
 from tests.test_chat import PARAMS, first_turn, in_process_node
 from tests.test_router import snapshot
@@ -242,36 +241,11 @@ async def test_a_router_turn_sums_its_model_calls_and_the_export_totals_them(bro
     """The policy server (plausible usage), a chat node priced by --price-in/--price-out, the tools process
     and a router: one momentum turn (portfolio, trades, answer: several model calls) puts the sum of its
     replies' usage on its Decision, and the tools process's export carries that agent's totals."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
     node, agent = f"tok-{RUN}", f"tok_{RUN}"
     export = tmp_path / "export.json"
-    policy = Proc("-m", "arena.cli", "policy-server", "--port", str(port))
-    chat = Proc(
-        "deploy_chat_node.py",
-        "--name",
-        node,
-        "--model-id",
-        "momentum",
-        "--base-url",
-        base_url,
-        "--price-in",
-        "2",
-        "--price-out",
-        "8",
-        env={"OPENAI_API_KEY": "test"},
-    )
-    tools = Proc(
-        "tools_and_dashboard.py",
-        "--no-dashboard",
-        "--ledger",
-        str(tmp_path / "ledger.db"),
-        "--export",
-        str(export),
-        "--status-every",
-        "3600",
-        "--connect-timeout",
-        "120",
+    prices = ("--price-in", "2", "--price-out", "8")
+    policy, chat, tools = model_stack(
+        node, "momentum", tmp_path / "ledger.db", chat_args=prices, tools_args=("--export", str(export))
     )
     model = RemoteChatModel(node, kafka, timeout_s=30, instance_id=f"tok-router-{RUN}")
     decisions: list[Decision] = []

@@ -3,6 +3,7 @@ with the message that names it), and a whole offline arena runs from examples/of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from arena import up
+from arena import service, up
 from arena.demo import demo_arena
 from arena.demo import parse_args as demo_args
+from tests.support.commands import run_script
+from tests.support.procs import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -195,13 +198,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
 def test_a_bad_file_starts_nothing(tmp_path):
     path = tmp_path / "arena.toml"
     path.write_text(VALID.replace('chat_node = "gpt"', 'chat_node = "claude"'))
-    out = subprocess.run(
-        [sys.executable, "-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_script("-m", "arena.cli", "up", str(path), "--run-dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "unknown chat node 'claude'" in out.stderr, out
     assert not (tmp_path / "run").exists()
 
@@ -263,6 +260,7 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
         for pid in _procs_with_marker(marker):
             os.kill(pid, signal.SIGKILL)
     assert "agents online: alice, bob, carol" in output and "stopping" in output, output
+    assert "READY arena: 3 agents trading" in output, output  # headless: stdout is not a terminal
     assert "web page: http://" in output, output  # the example has a [web] table
     assert not _procs_with_marker(marker), "a part outlived Ctrl-C"
     rows = {a["name"]: a for a in json.loads(export.read_text())["agents"]}
@@ -271,7 +269,7 @@ def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_p
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp_path, sig):
     """A stop while the broker is still starting: exit 0, no traceback, and the broker stopped with it."""
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"
@@ -295,3 +293,151 @@ def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp
             os.kill(pid, signal.SIGKILL)
     assert "Traceback" not in output and "stopping ..." in output and "agents online" not in output, output
     assert not left, "the broker outlived the stop"
+
+
+def _broker_of(pid: int) -> int:
+    """The embedded broker among the children of `pid`."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if b"--storage-engine" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise AssertionError(f"no broker among the children of {pid}")
+
+
+def _up(marker: str, *args: str) -> Proc:
+    """`arena up examples/offline.toml` headless, in a session of its own; every process carries `marker`."""
+    return Proc("-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), "--no-dashboard", *args,
+                env={marker: "1"}, new_session=True)  # fmt: skip
+
+
+def _nothing_left(marker: str, within: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while (left := _procs_with_marker(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+@pytest.mark.timeout(400)
+def test_a_broker_that_dies_is_started_again_and_the_arena_trades_on(tmp_path):
+    """`arena up` watches the broker it owns: killed, a fresh one starts on the same address, every part
+    restarts in place on it, and the agents trade again; Ctrl-C then stops everything."""
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+    run_dir = tmp_path / "run"
+    up_ = _up(marker, "--run-dir", str(run_dir))
+    try:
+        up_.wait_for("READY arena: 3 agents trading", 240)  # every part READY, its broker watch running
+        before = sum(_trades_by_agent(run_dir / "ledger.db").values())
+        os.kill(_broker_of(up_.pid), signal.SIGKILL)
+        up_.wait_for("broker ready again on", 30)
+        deadline = time.monotonic() + 240
+        while sum(_trades_by_agent(run_dir / "ledger.db").values()) <= before:
+            assert up_.proc.poll() is None, up_.output
+            assert time.monotonic() < deadline, f"no trade after the broker restart:\n{up_.output}"
+            time.sleep(1)
+        assert up_.stop(timeout=120) == 0, up_.output
+    finally:
+        up_.stop(signal.SIGKILL)
+        left = _nothing_left(marker, within=0)
+    assert "exited (code -9): starting a fresh one on the same address" in up_.output, up_.output
+    assert "Traceback" not in up_.output and "aiokafka" not in up_.output, up_.output
+    assert not left, "a part outlived Ctrl-C"
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_up_ends_every_child(tmp_path):
+    """However `arena up` ends, no part outlives it: the broker by PR_SET_PDEATHSIG, the others by their
+    lifeline (arena/lifeline.py)."""
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+    up_ = _up(marker, "--run-dir", str(tmp_path / "run"))
+    try:
+        up_.wait_for("agents online", 240)
+        assert len(_procs_with_marker(marker)) >= 2 + 2 + 3 + 3  # up, broker, sim, policy, connector, chats, routers
+        up_.stop(signal.SIGKILL)
+    finally:
+        up_.stop(signal.SIGKILL)
+        left = _nothing_left(marker)
+    assert not left, f"{len(left)} process(es) outlived kill -9 of arena up"
+
+
+# -- the supervisor's sequence on arena.service (no broker: what happens around `launch`) -------------
+
+
+class _Launching(service.Service):
+    """A supervisor-shaped part without a broker, recording what the runner does with it."""
+
+    what = "the test arena"
+    watches_broker = False
+
+    def __init__(self, launch):
+        super().__init__(None, 5.0)
+        self._launch = launch
+        self.events: list[str] = []
+
+    def say(self, msg: str) -> None:
+        self.events.append(msg)
+
+    def connecting(self) -> None:
+        return None
+
+    async def start(self) -> None:
+        self.events.append("start")
+
+    async def launch(self) -> None:
+        self.events.append("launch")
+        try:
+            await self._launch(self)
+        except asyncio.CancelledError:
+            self.events.append("launch cancelled")
+            raise
+
+    def ready(self, elapsed_s: float) -> str:
+        return "READY"
+
+    def launch_failed(self, exc: Exception) -> None:
+        self.events.append(f"failed: {exc}")
+
+    def stopping(self) -> str:
+        return "stopping"
+
+    async def stop(self) -> None:
+        self.events.append("stop")
+
+    async def finish(self, code: int, *, served: bool) -> int:
+        self.events.append(f"finish {code}{' served' if served else ''}")
+        return code
+
+
+def _run(part: _Launching) -> int:
+    async def main() -> int:
+        return await asyncio.wait_for(service.run(part), 10)
+
+    return asyncio.run(main())
+
+
+def test_a_stop_while_a_supervisor_launches_its_parts_cancels_the_launch_and_stops_them():
+    async def stopped_midway(part):  # Ctrl-C while the parts come up
+        asyncio.get_running_loop().call_soon(part.stop_requested.set)
+        await asyncio.Event().wait()
+
+    part = _Launching(stopped_midway)
+    assert _run(part) == 0
+    assert part.events == ["start", "launch", "launch cancelled", "stopping", "stop", "finish 0"]
+
+
+def test_a_part_that_fails_to_come_up_stops_what_was_started_and_exits_1():
+    async def fails(part):
+        raise RuntimeError("chat quant exited with code 1")
+
+    part = _Launching(fails)
+    assert _run(part) == 1
+    assert part.events == ["start", "launch", "failed: chat quant exited with code 1", "stopping", "stop", "finish 1"]
+
+
+def test_once_launched_a_supervisor_says_ready_and_serves_until_stopped():
+    async def launched(part):
+        asyncio.get_running_loop().call_later(0.05, part.stop_requested.set)
+
+    part = _Launching(launched)
+    assert _run(part) == 0
+    assert part.events == ["start", "launch", "READY", "stopping", "stop", "finish 0 served"]
