@@ -336,6 +336,11 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
     r = function_router(think, name=f"doze_{uuid.uuid4().hex[:6]}", kafka=kafka, model_name="instant",
                         system_prompt="hold", account_wait_s=0.1)  # fmt: skip
     router_box.append(r)
+
+    async def no_tools_needed(wait_s: float) -> tuple[str, ...]:  # the turn only holds: no tools process here
+        return ()
+
+    r.missing_tools = no_tools_needed
     await r.start()
     try:
         turn_consumers = r._turn_consumers.consumers
