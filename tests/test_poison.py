@@ -305,7 +305,7 @@ class Arena:
                     f"{d.agent} #{d.tick_seq} {d.status} {d.reason[:60]}" for d in self.watcher.decisions[-12:]
                 )
                 trades = "; ".join(
-                    f"{t.agent} {t.status} {t.side} {t.product_id} #{t.tick_seq} {t.reason[:80]}"
+                    f"{t.agent} {t.status} {t.side} {t.product_id} #{t.tick_seq} {getattr(t, 'reason', '')[:80]}"
                     for t in self.watcher.trades[-8:]
                 )
                 raise AssertionError(
@@ -640,6 +640,8 @@ async def test_the_leaderboard_never_saw_a_forged_snapshot(arena):
                 latest and latest["feed"],
                 latest and {a["name"]: a["turns"] for a in latest["agents"]},
                 {a: len(w.of(a, "done")) for a in TRADERS},
+                f"published {arena.published[-5:]}",
+                arena.procs["tools"].output[-4000:],
             )
             records = [
                 r for rs in (await board.getmany(timeout_ms=500)).values() for r in rs if r.key == b"leaderboard"
