@@ -41,12 +41,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from arena.decisions import Usage
 from arena.market import utcnow
 from arena.portfolio import Account, Fill, Rejection, parse_outcome, replay
 
@@ -94,24 +95,6 @@ TRADE_COLUMNS = {
     "slippage": "REAL",  # quote currency paid beyond the top of book
     "slippage_bps": "REAL",
 }
-
-
-@dataclass
-class Usage:
-    """One agent's model usage summed over its finished turns (field names as arena.dashboard.AgentActivity)."""
-
-    model_calls: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    tokens_reasoning: int = 0
-    tokens_cached: int = 0
-    cost_usd: float = 0.0  # of the priced calls
-    unpriced_calls: int = 0  # calls of turns without a known price
-
-    def add_to(self, target: object) -> None:
-        """Add these totals to an object with the same attributes (e.g. the dashboard's AgentActivity)."""
-        for f in fields(self):
-            setattr(target, f.name, getattr(target, f.name) + getattr(self, f.name))
 
 
 class DuplicateCall(Exception):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from arena.decisions import Decision
+from arena.decisions import Decision, Usage
 from arena.market import MarketSnapshot, Quote, stale_status, utcnow
 from arena.metrics import MetricsTracker
 from arena.portfolio import Account, Fill, Rejection
@@ -41,9 +41,10 @@ HISTORY_POINTS = 480  # chart samples kept; when full, every other one goes and 
 MetricsFn = Callable[[str, Account, list[tuple[datetime, float]]], dict[str, float]]
 
 
-@dataclass
-class AgentActivity:
-    """What the dashboard knows about an agent apart from its money."""
+@dataclass(kw_only=True)
+class AgentActivity(Usage):
+    """What the dashboard knows about an agent apart from its money: its turns, tool calls and (as a
+    Usage) its model calls, tokens and dollars."""
 
     first_seen: datetime
     turns: int = 0  # finished model turns ("done")
@@ -55,36 +56,6 @@ class AgentActivity:
     last_error: str = ""
     last_tool_call_at: datetime | None = None
     tool_calls: dict[str, int] = field(default_factory=dict)
-    # Inference, summed over the finished turns' Decisions (docs/METRICS.md "Tokens and dollars").
-    model_calls: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    tokens_reasoning: int = 0
-    tokens_cached: int = 0
-    cost_usd: float = 0.0  # of the priced calls
-    unpriced_calls: int = 0  # calls whose price was unknown: the agent's cost is then unknown
-
-    def add_usage(self, d: Decision) -> None:
-        if not d.model_calls:
-            return
-        self.model_calls += d.model_calls
-        self.tokens_in += d.tokens_in
-        self.tokens_out += d.tokens_out
-        self.tokens_reasoning += d.tokens_reasoning
-        self.tokens_cached += d.tokens_cached
-        if d.cost_usd is None:
-            self.unpriced_calls += d.model_calls
-        else:
-            self.cost_usd += d.cost_usd
-
-    @property
-    def tokens(self) -> int:
-        return self.tokens_in + self.tokens_out
-
-    @property
-    def model_cost_usd(self) -> float | None:
-        """What its model calls cost; None when any was unpriced (unknown, never shown as 0)."""
-        return None if self.unpriced_calls or not self.model_calls else self.cost_usd
 
 
 def return_per_dollar(pnl: float, cost_usd: float | None) -> float | None:
@@ -228,7 +199,7 @@ class ArenaState:
             if decision.status == "started":
                 return
             a.last_status = decision.status
-            a.add_usage(decision)  # also an error's or timeout's calls: they were paid for
+            a.add(decision)  # also an error's or timeout's calls: they were paid for
             if decision.status == "done":
                 a.turns += 1
                 a.last_reply_at = at
