@@ -397,48 +397,16 @@ class Router:
 
     async def run_turn(self, snapshot: MarketSnapshot) -> Decision:
         """One calfkit run of the agent on `snapshot`; returns (and publishes) its outcome."""
-        from calfkit import ClientTimeoutError
-
         run_id = uuid.uuid4().hex
         self._steps.begin(run_id)
         started = self._decision(snapshot, "started", run_id=run_id)
         await self._publish(started)
-        account = await self.account.wait_for(snapshot.published_at, self.account_wait_s)
-        if account is None or not account.covers(snapshot.published_at):
-            log.info(
-                "account not valued at #%s within %gs; prompting with the newest", snapshot.seq, self.account_wait_s
-            )
-        prompt = build_prompt(snapshot, self.previous, account=account)
-        # reacted_to: the tools process starts the agent's metrics series at this snapshot
-        deps = {
-            "deadline": time.time() + self.turn_timeout_s,
-            "tick_seq": snapshot.seq,
-            "reacted_to": snapshot.published_at.isoformat(),
-            TURN_KEY: run_id,  # the model client sums the turn's token usage under it
-            "strategy": self.strategy,
-        }  # the desk enforces this strategy's limits (arena.strategies)
-        if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
-            deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
-        if missing := await self.missing_tools(min(TOOLS_WAIT_S, self.turn_timeout_s)):
-            # A turn without them would spend model calls on tools it cannot reach.
-            reason = f"the trading tools are not on the bus ({', '.join(missing)} not advertised): is tools_and_dashboard.py running?"
-            decision = started.model_copy(update=dict(finished_at=utcnow(), status="skipped", reason=reason))
-            self._steps.end(run_id)
-            await self._publish(decision)
-            return decision
+        # Awake from here: the account and the turn's replies are due (arena.polling keeps every fetch short).
         self._turn_consumers.wake()
         try:
-            handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
-            result = await handle.result(timeout=self.turn_timeout_s)
-            outcome = dict(status="done", output=clip(str(result.output or "").strip()))
-        except ClientTimeoutError:
-            outcome = dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            outcome = dict(status="error", reason=clip(fault_reason(exc)))
+            outcome = await self._think(snapshot, run_id)
         finally:
-            # A timed-out run's late steps wait for the next turn's wake, where the deadline guard drops them.
+            # A timed-out run's late steps wait for the next turn's wake, where TurnSteps drops them.
             self._turn_consumers.doze()
         decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome, **self._turn_usage(run_id)))
         self._steps.end(run_id)  # its late steps are refused from now on
@@ -446,6 +414,45 @@ class Router:
             self.previous = decision
         await self._publish(decision)
         return decision
+
+    async def _think(self, snapshot: MarketSnapshot, run_id: str) -> dict:
+        """The turn's outcome fields: the tools checked, the account awaited, then the agent run."""
+        from calfkit import ClientTimeoutError
+
+        if missing := await self.missing_tools(min(TOOLS_WAIT_S, self.turn_timeout_s)):
+            # A turn without them would spend model calls on tools it cannot reach.
+            return dict(
+                status="skipped",
+                reason=f"the trading tools are not on the bus ({', '.join(missing)} not advertised): "
+                "is tools_and_dashboard.py running?",
+            )
+        account = await self.account.wait_for(snapshot.published_at, self.account_wait_s)
+        if account is None or not account.covers(snapshot.published_at):
+            log.info(
+                "account not valued at #%s within %gs; prompting with the newest", snapshot.seq, self.account_wait_s
+            )
+        prompt = build_prompt(snapshot, self.previous, account=account)
+        # The turn's time starts with its run: the deadline every step and tool call is held to (the
+        # desk refuses a trade after it) is the one the router waits for.
+        deps = {
+            "deadline": time.time() + self.turn_timeout_s,
+            "tick_seq": snapshot.seq,
+            "reacted_to": snapshot.published_at.isoformat(),  # the tools start the agent's metrics series here
+            TURN_KEY: run_id,  # the model client sums the turn's token usage under it
+            "strategy": self.strategy,  # the desk enforces this strategy's limits (arena.strategies)
+        }
+        if self.agent_key:  # ARENA_AGENT_KEY: the tools refuse a call of this turn without it
+            deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
+        try:
+            handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
+            result = await handle.result(timeout=self.turn_timeout_s)
+            return dict(status="done", output=clip(str(result.output or "").strip()))
+        except ClientTimeoutError:
+            return dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return dict(status="error", reason=clip(fault_reason(exc)))
 
     async def missing_tools(self, wait_s: float) -> tuple[str, ...]:
         """The trading tools this agent's capability view does not list, after waiting up to `wait_s` for

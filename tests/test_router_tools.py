@@ -4,6 +4,9 @@ other test's tools advert (live for 90 s after a kill) can stand in."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from arena.config import KafkaSettings
@@ -23,7 +26,7 @@ async def test_a_turn_without_the_tools_is_skipped_before_any_model_call(tmp_pat
     from arena.broker import EmbeddedBroker, free_port
     from arena.desk import Desk
     from arena.ledger import Ledger
-    from arena.router import Router
+    from arena.router import Router, TurnSteps
     from arena.tools_service import ToolsService
 
     calls = []
@@ -39,6 +42,14 @@ async def test_a_turn_without_the_tools_is_skipped_before_any_model_call(tmp_pat
     broker = EmbeddedBroker("127.0.0.1", free_port()).start()
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
     router = Router(name="lonely", system_prompt="hold", model_client=Instant(think, model_name="instant"), kafka=kafka)
+    deadlines = []  # (the run's deadline, when its step ran)
+
+    class Seen(TurnSteps):
+        def __call__(self, ctx):
+            deadlines.append(((ctx.deps or {}).get("deadline"), time.time()))
+            return super().__call__(ctx)
+
+    router._steps = Seen()  # the agent's before_node seam, as the router builds it at start
     service = ToolsService(kafka, Desk(Ledger(str(tmp_path / "ledger.db"))))
     try:
         await broker.wait_ready()
@@ -51,6 +62,16 @@ async def test_a_turn_without_the_tools_is_skipped_before_any_model_call(tmp_pat
         assert await router.missing_tools(60) == ()
         d = await router.run_turn(snapshot(2))
         assert d.status == "done" and len(calls) == 1, d
+
+        async def slow_check(wait_s: float) -> tuple[str, ...]:  # the tools' advert takes its time to show
+            await asyncio.sleep(2.0)
+            return ()
+
+        router.missing_tools = slow_check
+        d = await router.run_turn(snapshot(3))
+        deadline, first_step_at = deadlines[-1]
+        # The turn's time starts with its run, not before the waits that precede it.
+        assert d.status == "done" and deadline - first_step_at > router.turn_timeout_s - 1.0, (deadline, first_step_at)
         assert set(TOOL_NAMES) == {"execute_trade", "get_portfolio", "calculator"}
     finally:
         await router.stop()
