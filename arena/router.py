@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from arena import auth, fmt
 from arena import kafka as k
 from arena.accounts import ACCOUNTS_TOPIC, AccountRecord, OwnAccount, render_account
+from arena.accounts import ensure_topic as ensure_accounts_topic
 from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
@@ -267,6 +268,9 @@ class Router:
             enable_auto_commit=False,
         )
         try:
+            # A router may come up before any tools process: a topic created later would reach this
+            # consumer only at its next metadata refresh (minutes), and every prompt would lack its account.
+            await ensure_accounts_topic(self.kafka)
             with k.consumers_started() as started:
                 await asyncio.gather(
                     self._worker.start(),
@@ -399,12 +403,21 @@ class Router:
         """One calfkit run of the agent on `snapshot`; returns (and publishes) its outcome."""
         run_id = uuid.uuid4().hex
         self._steps.begin(run_id)
-        started = self._decision(snapshot, "started", run_id=run_id)
-        await self._publish(started)
         # Awake from here: the account and the turn's replies are due (arena.polling keeps every fetch short).
         self._turn_consumers.wake()
         try:
-            outcome = await self._think(snapshot, run_id)
+            missing = await self.missing_tools(min(TOOLS_WAIT_S, self.turn_timeout_s))
+            started = self._decision(snapshot, "started", run_id=run_id)
+            if missing:  # a turn without them would spend model calls on tools it cannot reach
+                outcome = dict(
+                    status="skipped",
+                    reason=f"the trading tools are not on the bus ({', '.join(missing)} not advertised): "
+                    "is tools_and_dashboard.py running?",
+                )
+            else:
+                # Only now: a tools process that just came up reads it, and values the account for it.
+                await self._publish(started)
+                outcome = await self._think(snapshot, run_id)
         finally:
             # A timed-out run's late steps wait for the next turn's wake, where TurnSteps drops them.
             self._turn_consumers.doze()
@@ -416,16 +429,9 @@ class Router:
         return decision
 
     async def _think(self, snapshot: MarketSnapshot, run_id: str) -> dict:
-        """The turn's outcome fields: the tools checked, the account awaited, then the agent run."""
+        """The turn's outcome fields: the account awaited, then the agent run."""
         from calfkit import ClientTimeoutError
 
-        if missing := await self.missing_tools(min(TOOLS_WAIT_S, self.turn_timeout_s)):
-            # A turn without them would spend model calls on tools it cannot reach.
-            return dict(
-                status="skipped",
-                reason=f"the trading tools are not on the bus ({', '.join(missing)} not advertised): "
-                "is tools_and_dashboard.py running?",
-            )
         account = await self.account.wait_for(snapshot.published_at, self.account_wait_s)
         if account is None or not account.covers(snapshot.published_at):
             log.info(

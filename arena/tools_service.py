@@ -133,8 +133,7 @@ class ToolsService:
                 self._health.start(),
                 ensure_accounts_topic(self.kafka),
             )
-        await k.positioned(started)  # a call or snapshot sent right after READY is not skipped
-        await self._seek_end(self._decisions)
+        await k.positioned(started)  # a call, snapshot or decision sent right after READY is not skipped
         self._tasks = [
             self._supervise("market", "the market feed", self._follow_market),
             self._supervise("decisions", "the decisions feed", self._follow_decisions),
@@ -175,14 +174,6 @@ class ToolsService:
 
         task.add_done_callback(ended)
         return task
-
-    @staticmethod
-    async def _seek_end(consumer) -> None:
-        parts = sorted(consumer.assignment())
-        if parts:
-            ends = await consumer.end_offsets(parts)
-            for tp in parts:
-                consumer.seek(tp, ends[tp])
 
     async def stop(self) -> None:
         """Stop serving (in-flight calls finish), then flush the trades topic and close the feeds."""

@@ -50,6 +50,7 @@ async def test_a_turn_without_the_tools_is_skipped_before_any_model_call(tmp_pat
             return super().__call__(ctx)
 
     router._steps = Seen()  # the agent's before_node seam, as the router builds it at start
+    intake = None
     service = ToolsService(kafka, Desk(Ledger(str(tmp_path / "ledger.db"))))
     try:
         await broker.wait_ready()
@@ -58,10 +59,14 @@ async def test_a_turn_without_the_tools_is_skipped_before_any_model_call(tmp_pat
         assert d.status == "skipped" and "execute_trade, get_portfolio, calculator not advertised" in d.reason, d
         assert calls == []  # no tokens spent on a turn that could not trade
 
-        await service.start()
-        assert await router.missing_tools(60) == ()
-        d = await router.run_turn(snapshot(2))
+        # The tools come up while a turn waits for them: the turn says it started only once they are
+        # there, so they read it and value the agent's account in time for its prompt.
+        monkeypatch.setattr(router_module, "TOOLS_WAIT_S", 60)
+        intake = asyncio.create_task(router._read_market())  # the account arrives on the market consumer
+        d, _ = await asyncio.gather(router.run_turn(snapshot(2)), service.start())
         assert d.status == "done" and len(calls) == 1, d
+        prompt = calls[0][0].parts[0].content
+        assert "Your account: none yet; your first tool call opens it" in prompt, prompt
 
         async def slow_check(wait_s: float) -> tuple[str, ...]:  # the tools' advert takes its time to show
             await asyncio.sleep(2.0)
@@ -74,6 +79,8 @@ async def test_a_turn_without_the_tools_is_skipped_before_any_model_call(tmp_pat
         assert d.status == "done" and deadline - first_step_at > router.turn_timeout_s - 1.0, (deadline, first_step_at)
         assert set(TOOL_NAMES) == {"execute_trade", "get_portfolio", "calculator"}
     finally:
+        if intake is not None:
+            intake.cancel()
         await router.stop()
         await service.stop()
         broker.stop()
