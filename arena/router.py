@@ -23,7 +23,6 @@ from typing import Any, Generic, TypeVar
 from arena import auth, fmt
 from arena import kafka as k
 from arena.accounts import ACCOUNTS_TOPIC, AccountRecord, OwnAccount, render_account
-from arena.accounts import ensure_topic as ensure_accounts_topic
 from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
@@ -268,9 +267,6 @@ class Router:
             enable_auto_commit=False,
         )
         try:
-            # A router may come up before any tools process: a topic created later would reach this
-            # consumer only at its next metadata refresh (minutes), and every prompt would lack its account.
-            await ensure_accounts_topic(self.kafka)
             with k.consumers_started() as started:
                 await asyncio.gather(
                     self._worker.start(),
