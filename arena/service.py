@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -348,11 +349,19 @@ async def run(service: Service) -> int:
         if own is not None:  # first up, last down
             await own.start()
             service.kafka = own.kafka
-        await service.start()
+            await service.start()
+            await watch.start()
+            return
+        # The watch first: it knows the broker the part's clients start on, so one that dies or is replaced
+        # while they start (or before READY) restarts the part, instead of being taken for the one they know.
         await watch.start()
+        await service.start()
+        await _hold_before_ready()
 
     async def undo() -> None:
         await watch.stop()
+        if restarting:  # the broker is gone: nothing to stop gracefully (see below)
+            return
         await service.stop()
         if own is not None:
             own.close()
@@ -371,6 +380,9 @@ async def run(service: Service) -> int:
         service.startup_failed(exc)
         return await service.finish(1, served=False)
     if not up:
+        if restarting:  # the broker went away while the part started
+            service.abandon()
+            restart_in_place(watch)
         service.interrupted()
         return await service.finish(0, served=False)
     code = 0
@@ -397,6 +409,19 @@ async def run(service: Service) -> int:
     if own is not None:
         own.close()
     return await service.finish(code, served=launched)
+
+
+HOLD_ENV = "ARENA_TEST_HOLD_STARTED"  # a test hook: a file path (see _hold_before_ready)
+
+
+async def _hold_before_ready() -> None:
+    """For a test: with HOLD_ENV set, once the part has started (its clients up, READY not yet printed)
+    say HOLD_ENV and wait until the file it names exists. Once per process: a restart in place does not hold."""
+    path = os.environ.pop(HOLD_ENV, None)
+    if path:
+        status(f"{HOLD_ENV}: holding")
+        while not os.path.exists(path):
+            await asyncio.sleep(0.05)
 
 
 def own_signals() -> None:

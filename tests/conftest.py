@@ -56,6 +56,7 @@ PROCESS_TESTS: dict[str, set[str]] = {
         "test_join_follows_at_the_usual_spacing_and_keeps_candles_aligned",
     },
     "test_requirements.py": {"*"},
+    "test_service_restart.py": {"*"},
     "test_startup.py": {
         "test_a_signal_before_the_event_loop_ends_a_part_quietly",
         "test_ctrl_c_while_a_script_still_imports_ends_it_quietly",
