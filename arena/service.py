@@ -289,7 +289,7 @@ class _Unwatched:
         pass
 
 
-async def _unless_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+async def unless_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
     """Run `work` until it ends (True; its exception raised) or `stop` is set (False, `work` cancelled)."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
@@ -387,7 +387,7 @@ async def run(service: Service) -> int:
         return await service.finish(0, served=False)
     code = 0
     try:
-        launched = await _unless_stopped(service.launch(), stop)
+        launched = await unless_stopped(service.launch(), stop)
     except Exception as exc:
         service.launch_failed(exc)
         launched, code = False, 1

@@ -63,7 +63,10 @@ PROCESS_TESTS: dict[str, set[str]] = {
     },
     "test_tools.py": {"test_tools_are_advertised_only_once_a_call_cannot_be_missed"},
     "test_tokens.py": {"test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar"},
-    "test_tournament.py": {"test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them"},
+    "test_tournament.py": {
+        "test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them",
+        "test_ctrl_c_during_a_tournament_exits_0_and_leaves_no_process_behind",
+    },
     "test_up.py": {
         "test_a_bad_file_starts_nothing",
         "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part",
