@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from starlette.testclient import TestClient
-from test_viewer import REJECTED, call, envelope, headers, prompt, response, result, returns, run_records
+from test_viewer import REJECTED, headers, refused_call, run_records
 
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC
 from arena.dashboard import ArenaState, leaderboard, write_export
@@ -196,18 +196,7 @@ def test_api_shapes_from_topic_records():
 def test_a_call_calfkit_refused_is_a_refused_step_with_its_reason():
     """The same reading of the envelopes as the response viewer's (arena/conversation.py)."""
     state = WebState()
-    refused = {
-        "part_kind": "retry-prompt",
-        "tool_name": "execute_trade",
-        "tool_call_id": "c3",
-        "content": [{"type": "json_schema_violation", "loc": [], "msg": "'quantity' is a required property"}],
-    }
-    history = [
-        prompt(2),
-        response(call("execute_trade", {"product_id": "BTC-USD", "side": "buy"}, "c3")),
-        returns(result("execute_trade", refused, "c3")),
-    ]
-    assert state.on_activity(envelope(history), headers("bob", "r10"), now=T0)
+    assert state.on_activity(refused_call(), headers("bob", "r10"), now=T0)
     (turn,) = state.decisions("bob")
     assert [(s["kind"], s.get("tool")) for s in turn["steps"]] == [
         ("call", "execute_trade"),
