@@ -7,7 +7,8 @@ A part is a `Service` (what to start, what to serve, what to say); `main(build)`
    imports and `build` runs (before the event loop), while connecting, while serving (then as an
    orderly stop). One rule for every part.
 2. Connect patiently (arena/startup.py): try each second until --connect-timeout, beside the part's
-   own warm-up; the broker watch (arena/reconnect.py) starts with the part's clients.
+   own warm-up; the broker watch (arena/reconnect.py) starts just before the part's clients, so a broker
+   that dies or is replaced while they start restarts the part in place like one lost while it serves.
 3. Print the part's READY line, then serve until stopped.
 4. Stop in one order: the broker watch first; if the broker was replaced, restart in place (nothing to
    stop gracefully on a broker that is gone); otherwise the part's stop line, its clients, its goodbye.
