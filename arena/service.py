@@ -7,7 +7,8 @@ A part is a `Service` (what to start, what to serve, what to say); `main(build)`
    imports and `build` runs (before the event loop), while connecting, while serving (then as an
    orderly stop). One rule for every part.
 2. Connect patiently (arena/startup.py): try each second until --connect-timeout, beside the part's
-   own warm-up; the broker watch (arena/reconnect.py) starts with the part's clients.
+   own warm-up; the broker watch (arena/reconnect.py) starts just before the part's clients, so a broker
+   that dies or is replaced while they start restarts the part in place like one lost while it serves.
 3. Print the part's READY line, then serve until stopped.
 4. Stop in one order: the broker watch first; if the broker was replaced, restart in place (nothing to
    stop gracefully on a broker that is gone); otherwise the part's stop line, its clients, its goodbye.
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -288,7 +290,7 @@ class _Unwatched:
         pass
 
 
-async def _unless_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+async def unless_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
     """Run `work` until it ends (True; its exception raised) or `stop` is set (False, `work` cancelled)."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
@@ -348,11 +350,19 @@ async def run(service: Service) -> int:
         if own is not None:  # first up, last down
             await own.start()
             service.kafka = own.kafka
-        await service.start()
+            await service.start()
+            await watch.start()
+            return
+        # The watch first: it knows the broker the part's clients start on, so one that dies or is replaced
+        # while they start (or before READY) restarts the part, instead of being taken for the one they know.
         await watch.start()
+        await service.start()
+        await _hold_before_ready()
 
     async def undo() -> None:
         await watch.stop()
+        if restarting:  # the broker is gone: nothing to stop gracefully (see below)
+            return
         await service.stop()
         if own is not None:
             own.close()
@@ -371,11 +381,14 @@ async def run(service: Service) -> int:
         service.startup_failed(exc)
         return await service.finish(1, served=False)
     if not up:
+        if restarting:  # the broker went away while the part started
+            service.abandon()
+            restart_in_place(watch)
         service.interrupted()
         return await service.finish(0, served=False)
     code = 0
     try:
-        launched = await _unless_stopped(service.launch(), stop)
+        launched = await unless_stopped(service.launch(), stop)
     except Exception as exc:
         service.launch_failed(exc)
         launched, code = False, 1
@@ -397,6 +410,19 @@ async def run(service: Service) -> int:
     if own is not None:
         own.close()
     return await service.finish(code, served=launched)
+
+
+HOLD_ENV = "ARENA_TEST_HOLD_STARTED"  # a test hook: a file path (see _hold_before_ready)
+
+
+async def _hold_before_ready() -> None:
+    """For a test: with HOLD_ENV set, once the part has started (its clients up, READY not yet printed)
+    say HOLD_ENV and wait until the file it names exists. Once per process: a restart in place does not hold."""
+    path = os.environ.pop(HOLD_ENV, None)
+    if path:
+        status(f"{HOLD_ENV}: holding")
+        while not os.path.exists(path):
+            await asyncio.sleep(0.05)
 
 
 def own_signals() -> None:

@@ -15,7 +15,8 @@ comes makes that agent skip it: such a run is flagged (and redone once, twice as
 was chosen automatically), since it would not be the same market for everyone.
 
 The results go to --out: run-K/ (every process's log, ledger, leaderboard.json), summary.json,
-summary.csv, index.html, and a table on the terminal.
+summary.csv, index.html, and a table on the terminal. It runs on arena/service.py: Ctrl-C at any moment
+ends it quietly (exit code 0), the run in progress stopped with every process of it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import logging
 import math
 import random
 import shutil
+import signal
 import statistics
 import time
 from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
+from arena import service
 from arena.up import (
     Arena,
     Console,
@@ -290,8 +293,8 @@ def print_table(summary: dict) -> None:
 async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, speed: float | None) -> dict:
     """A fresh arena on the recording: warm-up, replay, stop. Returns the run's facts and its export."""
     from arena import kafka as k
-    from arena.broker import EmbeddedBroker, free_port
-    from arena.config import DECISIONS_TOPIC, KafkaSettings
+    from arena.broker import free_port
+    from arena.config import DECISIONS_TOPIC
     from arena.decisions import Decision
     from arena.feed import SnapshotSink, load_recording
     from arena.market import MarketSnapshot, utcnow
@@ -306,12 +309,13 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
     spacing = statistics.median(gaps) if gaps else 1.0
     names = [a.name for a in arena.agents]
     export = run_dir / "leaderboard.json"
-    broker = EmbeddedBroker("127.0.0.1", free_port(), log=open(run_dir / "broker.log", "ab")).start()
-    await broker.wait_ready()
-    kafka = ["--bootstrap-servers", broker.bootstrap]
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    own = service.OwnBroker(run_dir / "broker.log")  # started, not watched: a run on a broker that died is void
+    await own.start()
+    settings = own.kafka
+    kafka = ["--bootstrap-servers", settings.bootstrap_servers]
     sup = Supervisor(
-        run_dir, env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "ARENA_FETCH_WAIT_MS": str(fetch_wait_for(arena))}
+        run_dir,
+        env={"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "ARENA_FETCH_WAIT_MS": str(fetch_wait_for(arena))},
     )
     producer = k.producer(settings)
     reader = k.consumer(settings, DECISIONS_TOPIC, group_id=None, latest=False)
@@ -406,7 +410,7 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
     finally:
         sup.stop_all()
         await asyncio.gather(producer.stop(), reader.stop(), return_exceptions=True)
-        broker.stop()
+        own.close()
     turns = [d for d in decisions[since:] if d.status != "started"]
     published = {d.tick_seq: d.tick_published_at for d in turns}
     not_in_time = [f"{d.agent} #{d.tick_seq} {d.status}" for d in turns if d.status != "done"]
@@ -492,7 +496,47 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None) -> int:
+class TournamentService(service.Service):
+    """The tournament on arena/service.py, for its signals and stop: Ctrl-C (or SIGTERM, SIGHUP) at any
+    moment ends it quietly with exit code 0, the run in progress and every process of it stopped.
+
+    Not a supervisor of one arena: each run starts its own broker and parts and stops them again
+    (`one_run`), so there is no broker to connect to or watch, and no READY; the K runs are `serve`."""
+
+    what = "the tournament"
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    watches_broker = False  # each run owns its broker, from start to stop
+
+    def __init__(self, arena: Arena, args: argparse.Namespace):
+        super().__init__(None)
+        self.arena, self.args = arena, args
+
+    def say(self, msg: str) -> None:
+        status(msg)
+
+    def connecting(self) -> None:
+        return None
+
+    def ready(self, elapsed_s: float) -> None:
+        return None
+
+    def serve_failed(self, exc: Exception) -> None:
+        status(f"error: {exc}")
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        a = self.args
+        work = asyncio.ensure_future(tournament(self.arena, a.replay.resolve(), a.runs, a.out, a.speed))
+        # A stop cancels the run in progress: its `finally` stops its processes and its broker.
+        if not await service.unless_stopped(work, stop):
+            status("stopped")
+            return 0
+        if not Console.lost:
+            print_table(work.result())
+        status(f"results in {a.out}: summary.json, summary.csv, index.html")
+        return 0
+
+
+def build(argv) -> TournamentService | int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     arena = load_or_say(args.file, "arena tournament")
@@ -500,15 +544,8 @@ def main(argv=None) -> int:
         return arena
     arena = replace(arena, market=Market(source="recording", recording=args.replay.resolve(), speed=args.speed or 1.0))
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        summary = asyncio.run(tournament(arena, args.replay.resolve(), args.runs, args.out, args.speed))
-    except KeyboardInterrupt:
-        status("stopped")
-        return 130
-    except Exception as exc:
-        status(f"error: {exc}")
-        return 1
-    if not Console.lost:
-        print_table(summary)
-    status(f"results in {args.out}: summary.json, summary.csv, index.html")
-    return 0
+    return TournamentService(arena, args)
+
+
+def main(argv=None) -> int:
+    return service.main(lambda: build(argv))

@@ -23,6 +23,7 @@ from calfkit.models.envelope import Envelope
 from rich.table import Table
 from rich.text import Text
 
+from arena import conversation
 from arena.decisions import Decision
 from arena.kafka import rejection_reason
 from arena.ui import agent_color, hms, money, price, qty
@@ -120,51 +121,19 @@ def steps_from_envelope(agent: str, run_id: str, envelope: Any) -> list[Step]:
     The final answer (the text of the last response of a finished run) is not a step here: the
     router's "done" Decision shows it together with the turn's latency.
     """
-    state = envelope.context.state
-    messages = list(state.message_history)
-    if state.uncommitted_message is not None:
-        messages.append(state.uncommitted_message)
-    reply = envelope.reply
-    finished = reply is not None and getattr(reply, "kind", "") == "return"
     steps: list[Step] = []
-    for i, message in enumerate(messages):
-        final = finished and i == len(messages) - 1 and getattr(message, "kind", "") == "response"
-        for j, part in enumerate(message.parts):
-            kind = getattr(part, "part_kind", "")
-            step = None
-            if kind == "text" and not final and part.content.strip():
-                step = Step(agent, run_id, (i, j), "text", body=_clip(part.content))
-            elif kind == "tool-call":
-                step = Step(agent, run_id, (i, j), "call", tool=part.tool_name, body=format_args(part.args))
-            elif kind == "retry-prompt":
-                step = Step(
-                    agent,
-                    run_id,
-                    (i, j),
-                    "rejected",
-                    tool=part.tool_name or "",
-                    body=_retry_text(part.content),
-                    failed=True,
-                )
-            elif kind == "tool-return":
-                content = part.content
-                if isinstance(content, dict) and content.get("part_kind") == "retry-prompt":  # a call calfkit refused
-                    step = Step(
-                        agent, run_id, (i, j), "rejected", tool=part.tool_name, body=_retry_text(content), failed=True
-                    )
-                else:
-                    body, failed = describe_result(content)
-                    step = Step(agent, run_id, (i, j), "result", tool=part.tool_name, body=body, failed=failed)
-            if step is not None:
-                steps.append(step)
+    for key, kind, part in conversation.parts(envelope):
+        if kind == "text":
+            steps.append(Step(agent, run_id, key, "text", body=_clip(part.content)))
+        elif kind == "call":
+            steps.append(Step(agent, run_id, key, "call", tool=part.tool_name, body=format_args(part.args)))
+        elif kind == "refused":
+            tool = getattr(part, "tool_name", "") or ""
+            steps.append(Step(agent, run_id, key, "rejected", tool=tool, body=_retry_text(part.content), failed=True))
+        elif kind == "result":
+            body, failed = describe_result(part.content)
+            steps.append(Step(agent, run_id, key, "result", tool=part.tool_name, body=body, failed=failed))
     return steps
-
-
-def _header(headers: Any, name: str) -> str:
-    for k, v in headers or ():
-        if k == name:
-            return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
-    return ""
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -252,9 +221,9 @@ class ActivityFeed:
 
     def on_activity(self, raw: bytes | None, headers: Any = (), at: datetime | None = None) -> list[Table]:
         """Renderables for the new steps in one activity-topic record; malformed records are skipped."""
-        if _header(headers, "x-calf-wire") not in ("", "envelope"):
+        if conversation.header(headers, "x-calf-wire") not in ("", "envelope"):
             return []  # another calfkit wire type (e.g. step notifications): not a conversation mirror
-        agent = _header(headers, "x-calf-emitter")
+        agent = conversation.header(headers, "x-calf-emitter")
         if not agent or not self.wants(agent):
             return []
         if not AGENT_NAME_RE.match(agent):  # shown in the terminal: no control characters, no made-up names
@@ -265,7 +234,7 @@ class ActivityFeed:
         except ValueError as exc:  # a ValidationError, or a validator's own ValueError
             log.warning("skipping malformed activity record from %s: %s", agent, rejection_reason(exc))
             return []
-        run_id = _header(headers, "correlation_id")
+        run_id = conversation.header(headers, "correlation_id")
         at = at or datetime.now(timezone.utc)
         return [
             render_step(s, at, agent_width=self.agent_width)

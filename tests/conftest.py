@@ -56,13 +56,17 @@ PROCESS_TESTS: dict[str, set[str]] = {
         "test_join_follows_at_the_usual_spacing_and_keeps_candles_aligned",
     },
     "test_requirements.py": {"*"},
+    "test_service_restart.py": {"*"},
     "test_startup.py": {
         "test_a_signal_before_the_event_loop_ends_a_part_quietly",
         "test_ctrl_c_while_a_script_still_imports_ends_it_quietly",
     },
     "test_tools.py": {"test_tools_are_advertised_only_once_a_call_cannot_be_missed"},
     "test_tokens.py": {"test_the_web_page_shows_tokens_dollars_and_pnl_per_dollar"},
-    "test_tournament.py": {"test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them"},
+    "test_tournament.py": {
+        "test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them",
+        "test_ctrl_c_during_a_tournament_exits_0_and_leaves_no_process_behind",
+    },
     "test_up.py": {
         "test_a_bad_file_starts_nothing",
         "test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part",

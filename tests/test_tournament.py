@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from arena.metrics import BASELINE_NAME
 from arena.tournament import bootstrap_ci, compare, kendalls_w
+from tests.support import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,3 +138,26 @@ def test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_co
     assert {r["agent"] for r in rows} == {"mo", "mr"}
     assert "<table>" in (out / "index.html").read_text()
     assert "vs buy-and-hold" in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_during_a_tournament_exits_0_and_leaves_no_process_behind(tmp_path):
+    """Ctrl-C while a run trades: the run's processes and its broker are stopped, the exit is quiet (0)."""
+    from test_up import _nothing_left  # as test_up takes test_demo's
+
+    (tmp_path / "arena.toml").write_text(DETERMINISTIC)
+    marker = f"ARENA_TEST_{uuid.uuid4().hex}"  # every process of the tournament inherits it
+    proc = Proc(
+        "-m", "arena.cli", "tournament", str(tmp_path / "arena.toml"), "--replay",
+        str(ROOT / "assets" / "sample_recording.jsonl"), "--runs", "2", "--out", str(tmp_path / "out"),
+        env={marker: "1"}, new_session=True,
+    )  # fmt: skip
+    try:
+        proc.wait_for("run-1: warm turn", 240)  # every part of run 1 up, the replay about to start
+        code = proc.stop(timeout=60)
+    finally:
+        proc.stop(signal.SIGKILL)
+        left = _nothing_left(marker)
+    assert code == 0, proc.output
+    assert not left, f"{len(left)} process(es) outlived Ctrl-C:\n{proc.output}"
+    assert "Traceback" not in proc.output and proc.output.rstrip().endswith("[arena] stopped"), proc.output

@@ -182,11 +182,8 @@ def test_two_runs_of_one_agent_are_separate():
     assert render(rows).count("→ get_portfolio()") == 2
 
 
-def test_rejected_trade_and_refused_call_are_shown_with_their_reason():
-    feed = ActivityFeed()
-    raw, hdrs = run_records("bob", "r9", seq=2, trade_result=REJECTED)[-1]
-    rows = feed.on_activity(raw, hdrs, T0)
-    # calfkit refusing a call whose arguments fail the schema: a tool-return carrying a retry prompt.
+def refused_call() -> bytes:
+    """calfkit refusing a call whose arguments fail the schema: a tool-return carrying a retry prompt."""
     refused = {
         "part_kind": "retry-prompt",
         "tool_name": "execute_trade",
@@ -198,7 +195,14 @@ def test_rejected_trade_and_refused_call_are_shown_with_their_reason():
         response(call("execute_trade", {"product_id": "BTC-USD", "side": "buy"}, "c3")),
         returns(result("execute_trade", refused, "c3")),
     ]
-    rows += feed.on_activity(envelope(history), headers("bob", "r10"), T0)
+    return envelope(history)
+
+
+def test_rejected_trade_and_refused_call_are_shown_with_their_reason():
+    feed = ActivityFeed()
+    raw, hdrs = run_records("bob", "r9", seq=2, trade_result=REJECTED)[-1]
+    rows = feed.on_activity(raw, hdrs, T0)
+    rows += feed.on_activity(refused_call(), headers("bob", "r10"), T0)
     out = render(rows)
     assert "✗ execute_trade: order rejected: insufficient cash for 9 BTC-USD" in out, out
     assert "✗ execute_trade refused: 'quantity' is a required property" in out, out

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from starlette.testclient import TestClient
-from test_viewer import REJECTED, run_records
+from test_viewer import REJECTED, headers, refused_call, run_records
 
 from arena.config import ACTIVITY_TOPIC, DECISIONS_TOPIC, HEALTH_TOPIC, LEADERBOARD_TOPIC, MARKET_TOPIC, TRADES_TOPIC
 from arena.dashboard import ArenaState, leaderboard, write_export
@@ -191,6 +191,18 @@ def test_api_shapes_from_topic_records():
     assert "static/app.js" in page and not re.search(r"""(src|href)=["']https?:""", page)  # no CDN
     assert client.get("/static/uplot/uPlot.iife.min.js").status_code == 200
     assert client.get("/static/uplot/LICENSE").status_code == 200
+
+
+def test_a_call_calfkit_refused_is_a_refused_step_with_its_reason():
+    """The same reading of the envelopes as the response viewer's (arena/conversation.py)."""
+    state = WebState()
+    assert state.on_activity(refused_call(), headers("bob", "r10"), now=T0)
+    (turn,) = state.decisions("bob")
+    assert [(s["kind"], s.get("tool")) for s in turn["steps"]] == [
+        ("call", "execute_trade"),
+        ("refused", "execute_trade"),
+    ]
+    assert turn["steps"][1]["text"] == "'quantity' is a required property" and turn["steps"][1]["failed"]
 
 
 def test_malformed_records_are_counted_and_skipped_never_raised():

@@ -18,12 +18,13 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
+from arena.conversation import header
 from arena.decisions import Decision
 from arena.market import MarketSnapshot, stale_status
 from arena.metrics import BASELINE_NAME
 from arena.portfolio import Fill, Rejection
 from arena.supervisor import ProcessStatus
-from arena.web.turns import Turn, header
+from arena.web.turns import Turn
 
 log = logging.getLogger("arena.web")
 

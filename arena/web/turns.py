@@ -7,6 +7,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from arena import conversation
+
 MAX_TEXT = 4000  # characters of a model text or a tool result kept per step
 
 
@@ -26,14 +28,6 @@ def _pretty(value: Any) -> str:
         except ValueError:
             return _clip(value)
     return _clip(json.dumps(value, indent=1, ensure_ascii=False, default=str))
-
-
-def header(headers: Any, name: str) -> str:
-    """A Kafka record header's value as text ("" when the record has none of that name)."""
-    for k, v in headers or ():
-        if k == name:
-            return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
-    return ""
 
 
 class Turn:
@@ -95,71 +89,57 @@ class Turn:
         conversation so far; envelopes of a run may come out of order). True if anything was new."""
         from arena.viewer import _retry_text, describe_result, format_args
 
-        state = envelope.context.state
-        messages = list(state.message_history)
-        if state.uncommitted_message is not None:
-            messages.append(state.uncommitted_message)
-        reply = envelope.reply
-        finished = reply is not None and getattr(reply, "kind", "") == "return"
         new = False
-        for i, message in enumerate(messages):
-            final = finished and i == len(messages) - 1 and getattr(message, "kind", "") == "response"
-            for j, part in enumerate(message.parts):
-                if (i, j) in self._parts:
-                    continue
-                kind = getattr(part, "part_kind", "")
-                step: dict | None = None
-                if kind in ("text", "thinking") and not final and str(part.content).strip():
-                    step = {"kind": kind, "text": _clip(str(part.content))}
-                elif kind == "tool-call":
-                    step = {
-                        "kind": "call",
-                        "tool": part.tool_name,
-                        "call_id": part.tool_call_id,
-                        "summary": format_args(part.args),
-                        "args": _pretty(part.args),
-                        "result": None,
-                    }
-                    pending = self._calls.get(part.tool_call_id)
-                    if pending is not None and pending.get("kind") == "orphan-result":  # its result came first
-                        step.update(
-                            result=pending["result"], result_summary=pending["result_summary"], failed=pending["failed"]
-                        )
-                        self.steps.remove(pending)
-                    self._calls[part.tool_call_id] = step
-                elif kind == "retry-prompt" or (
-                    kind == "tool-return"
-                    and isinstance(part.content, dict)
-                    and part.content.get("part_kind") == "retry-prompt"
-                ):
-                    content = part.content if kind == "retry-prompt" else part.content
-                    step = {
-                        "kind": "refused",
-                        "tool": getattr(part, "tool_name", "") or "",
-                        "text": _retry_text(content),
-                        "failed": True,
-                    }
-                elif kind == "tool-return":
-                    summary, failed = describe_result(part.content)
-                    call = self._calls.get(part.tool_call_id)
-                    if call is not None and call.get("kind") == "call":
-                        call.update(result=_pretty(part.content), result_summary=summary, failed=failed)
-                        self._parts.add((i, j))
-                        new = True
-                        continue
-                    step = {
-                        "kind": "orphan-result",
-                        "tool": part.tool_name,
-                        "result": _pretty(part.content),
-                        "result_summary": summary,
-                        "failed": failed,
-                    }
-                    self._calls[part.tool_call_id] = step
-                if step is not None:
-                    step["key"] = [i, j]
-                    self.steps.append(step)
+        for key, kind, part in conversation.parts(envelope):
+            if key in self._parts:
+                continue
+            step: dict | None = None
+            if kind in ("text", "thinking"):
+                step = {"kind": kind, "text": _clip(str(part.content))}
+            elif kind == "call":
+                step = {
+                    "kind": "call",
+                    "tool": part.tool_name,
+                    "call_id": part.tool_call_id,
+                    "summary": format_args(part.args),
+                    "args": _pretty(part.args),
+                    "result": None,
+                }
+                pending = self._calls.get(part.tool_call_id)
+                if pending is not None and pending.get("kind") == "orphan-result":  # its result came first
+                    step.update(
+                        result=pending["result"], result_summary=pending["result_summary"], failed=pending["failed"]
+                    )
+                    self.steps.remove(pending)
+                self._calls[part.tool_call_id] = step
+            elif kind == "refused":
+                step = {
+                    "kind": "refused",
+                    "tool": getattr(part, "tool_name", "") or "",
+                    "text": _retry_text(part.content),
+                    "failed": True,
+                }
+            elif kind == "result":
+                summary, failed = describe_result(part.content)
+                call = self._calls.get(part.tool_call_id)
+                if call is not None and call.get("kind") == "call":
+                    call.update(result=_pretty(part.content), result_summary=summary, failed=failed)
+                    self._parts.add(key)
                     new = True
-                self._parts.add((i, j))
+                    continue
+                step = {
+                    "kind": "orphan-result",
+                    "tool": part.tool_name,
+                    "result": _pretty(part.content),
+                    "result_summary": summary,
+                    "failed": failed,
+                }
+                self._calls[part.tool_call_id] = step
+            if step is not None:
+                step["key"] = list(key)
+                self.steps.append(step)
+                new = True
+            self._parts.add(key)
         if new:
             self.steps.sort(key=lambda s: s["key"])
         return new
