@@ -3,8 +3,8 @@
 trade through the real tools process; for every N in --agents.
 
 Ticks alternate a 2 % jump up and down over flat candles, so every router's momentum turn buys all
-three products on one tick and sells them on the next: get_portfolio, then three parallel
-execute_trade calls, then a closing text (3 model calls). `--turn one-trade` plays the side-by-side
+three products on one tick and sells them on the next: with its account in the prompt, three parallel
+execute_trade calls, then a closing text (2 model calls). `--turn one-trade` plays the side-by-side
 comparison's turn instead (model -> one execute_trade -> model; bench/one_trade.py). Ticks are published
 closed-loop on a grid: the next on the first --interval slot after every router finished its turn,
 plus --gap (as a connector publishes them, so arena.polling can expect them). Per agent count, enough
@@ -17,14 +17,14 @@ Fill time: Fill.executed_at (arena.trades) - published_at of the tick with seq F
 Where the time goes, per fill, from the records themselves:
   delivery  = the turn's Decision "started".started_at - tick published_at (market topic hop);
   model     = sum of the chat node's provider time (ChatReply.elapsed_ms) of the turn's model calls
-              made before the fill (2 calls);
+              made before the fill (1 call);
   tool      = Fill.latency_ms (tool call received -> filled, inside the tools process);
-  framework = the rest: broker hops inside the turn (router -> agent, agent <-> chat node twice,
-              agent <-> get_portfolio, agent -> execute_trade: 8 hops) plus calfkit's and our code's
+  framework = the rest: broker hops inside the turn (router -> agent, agent <-> chat node,
+              agent -> execute_trade: 4 hops) plus calfkit's and our code's
               CPU time. `hops x floor p50` estimates its broker-wait share.
 Also the router -> chat node hop under load (ChatRequest.sent_at -> the node's "accepted" record), and
-the turn's timeline up to the fill in five stages, from the records' own timestamps (the requests'
-sent_at, the chat node's response records, the fill).
+the turn's timeline up to the fill in three stages (five when a model call came before the one that
+traded), from the records' own timestamps (the requests' sent_at, the chat node's response records, the fill).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from bench.sweep import Step, Sweep, add_sweep_args, sweep
 
 # The turns --turn picks: the policy server's model, fills per router per tick, broker hops before a fill.
 TURNS = {
-    "momentum": ("momentum", 3, 8),  # get_portfolio, then 3 parallel execute_trade, then text: 3 model calls
+    "momentum": ("momentum", 3, 4),  # account in the prompt: 3 parallel execute_trade, then text: 2 model calls
     "one-trade": ("one-trade", 1, 4),  # the side-by-side turn: model -> one execute_trade -> model
 }
 TARGET_P50_MS = {1: 60.0, 10: 250.0, 50: 2000.0}
@@ -50,7 +50,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--turn",
         choices=sorted(TURNS),
         default="momentum",
-        help="the turn every router plays: momentum (get_portfolio, 3 trades, text: 3 model calls, 3 fills) or "
+        help="the turn every router plays: momentum (3 trades, text: 2 model calls, 3 fills) or "
         "one-trade (model -> one execute_trade -> model, the side-by-side comparison's; default %(default)s)",
     )
     p.add_argument(
@@ -73,7 +73,7 @@ def analyse(
     seqs: set[int],
     sender_of: dict[str, str],
     floor_p50_ms: float,
-    hops: int = 8,
+    hops: int = 4,
 ) -> dict:
     started = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status == "started"}
     finished = {(d.agent, d.tick_seq): d for d in rec.decisions if d.status in ("done", "error", "timeout")}
@@ -98,7 +98,16 @@ def analyse(
         m = sum((chat.responses[r.request_id].elapsed_ms or 0) / 1000 for r in calls if r.request_id in chat.responses)
         tl = (t.latency_ms or 0) / 1000
         calls.sort(key=lambda r: r.sent_at)
-        if len(calls) >= 2 and all(r.request_id in chat.response_ms for r in calls[:2]):
+        if len(calls) == 1 and calls[0].request_id in chat.response_ms:
+            # the turn's timeline up to the fill (its first model call ordered it)
+            r1 = calls[0]
+            done1 = chat.response_ms[r1.request_id] / 1000
+            stages["1 turn start -> model call 1 sent (prompt hop + agent step)"].append(
+                _ts(r1.sent_at) - _ts(turn.started_at)
+            )
+            stages["2 model call 1 -> its answer sent (hop + provider)"].append(done1 - _ts(r1.sent_at))
+            stages["3 answer 1 -> fill (hop + trade dispatch hop + desk)"].append(_ts(t.executed_at) - done1)
+        elif len(calls) >= 2 and all(r.request_id in chat.response_ms for r in calls[:2]):
             # the turn's timeline up to the fill, from the records' own timestamps
             r1, r2 = calls[0], calls[1]
             done1, done2 = chat.response_ms[r1.request_id] / 1000, chat.response_ms[r2.request_id] / 1000

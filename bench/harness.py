@@ -91,6 +91,7 @@ class Report:
         self.as_json = getattr(args, "json", False)
         self.params = {k: v for k, v in vars(args).items() if k not in ("json", "func")}
         self.t0 = time.monotonic()
+        self.machine = machine()  # at the start: the load other work put on the machine before this run's own
 
     def log(self, msg: str) -> None:
         print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -100,7 +101,8 @@ class Report:
         print(msg, file=sys.stderr if self.as_json else sys.stdout, flush=True)
 
     def emit(self, results: dict[str, Any], targets: dict[str, Any] | None = None) -> None:
-        out = {"bench": self.name, "machine": machine(), "params": self.params, "results": results}
+        end = {"loadavg_1m_at_end": round(os.getloadavg()[0], 1)}
+        out = {"bench": self.name, "machine": {**self.machine, **end}, "params": self.params, "results": results}
         if targets:
             out["targets"] = targets
         out["wall_s"] = round(time.monotonic() - self.t0, 1)
