@@ -478,8 +478,9 @@ def test_live_page_in_chromium(tmp_path):
                 phone.evaluate("document.documentElement.scrollWidth") <= 390
             )  # no sideways page: wide tables scroll inside
 
-            # the run ends: the tools process's last board equals its export, and the page says the feed is down
-            assert demo.proc.wait(240) == 0, demo.output
+            # the run ends (Ctrl-C, as a user ends it; --duration is only the bound): the tools process's
+            # last board equals its export, and the page says the feed is down
+            assert demo.stop(signal.SIGINT, timeout=60) == 0, demo.output
             export = json.loads((run / "leaderboard.json").read_text())
             page.wait_for_function("document.getElementById('pill').textContent.includes('FEED DOWN')", timeout=30_000)
             assert "feed silent" in page.inner_text("#problems")
