@@ -428,8 +428,12 @@ async def one_run(arena: Arena, recording: Path, run_dir: Path, *, seed: int, sp
     }
 
 
-async def tournament(arena: Arena, recording: Path, runs: int, out: Path, speed: float | None) -> dict:
-    results = []
+async def tournament(
+    arena: Arena, recording: Path, runs: int, out: Path, speed: float | None, results: list | None = None
+) -> dict:
+    """K runs, then their summary (written to `out`). `results` collects each finished run as it ends,
+    so a tournament stopped part-way can still summarise the runs it finished."""
+    results = [] if results is None else results
     for i in range(1, runs + 1):
         if Console.lost:
             break
@@ -446,8 +450,18 @@ async def tournament(arena: Arena, recording: Path, runs: int, out: Path, speed:
                 f"run {i}: not every turn in time: {', '.join(result['not_in_time'][:8])} (kept, flagged in the summary)"
             )
         results.append(result)
-    boards = [r.pop("board") for r in results]
-    summary = {"arena": arena.source, "recording": str(recording), "runs": results, "comparison": compare(boards)}
+    return summarize(arena, recording, results, out)
+
+
+def summarize(arena: Arena, recording: Path, results: list[dict], out: Path) -> dict:
+    """The comparison of the finished runs, written to `out` (summary.json, summary.csv, index.html)."""
+    runs = [{k: v for k, v in r.items() if k != "board"} for r in results]
+    summary = {
+        "arena": arena.source,
+        "recording": str(recording),
+        "runs": runs,
+        "comparison": compare([r["board"] for r in results]),
+    }
     write_results(out, summary)
     return summary
 
@@ -525,13 +539,19 @@ class TournamentService(service.Service):
 
     async def serve(self, stop: asyncio.Event) -> int:
         a = self.args
-        work = asyncio.ensure_future(tournament(self.arena, a.replay.resolve(), a.runs, a.out, a.speed))
+        finished: list[dict] = []
+        work = asyncio.ensure_future(tournament(self.arena, a.replay.resolve(), a.runs, a.out, a.speed, finished))
         # A stop cancels the run in progress: its `finally` stops its processes and its broker.
-        if not await service.unless_stopped(work, stop):
+        if await service.unless_stopped(work, stop):
+            summary = work.result()
+        elif finished:  # the runs that ended before the stop still compare
+            summary = summarize(self.arena, a.replay.resolve(), finished, a.out)
+            status(f"stopped after {len(finished)} of {a.runs} runs; the summary is of those")
+        else:
             status("stopped")
             return 0
         if not Console.lost:
-            print_table(work.result())
+            print_table(summary)
         status(f"results in {a.out}: summary.json, summary.csv, index.html")
         return 0
 

@@ -142,7 +142,8 @@ def test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_co
 
 @pytest.mark.timeout(300)
 def test_ctrl_c_during_a_tournament_exits_0_and_leaves_no_process_behind(tmp_path):
-    """Ctrl-C while a run trades: the run's processes and its broker are stopped, the exit is quiet (0)."""
+    """Ctrl-C while a run trades: the run's processes and its broker are stopped, the exit is quiet (0),
+    and the runs that finished before it are still summarised."""
     from test_up import _nothing_left  # as test_up takes test_demo's
 
     (tmp_path / "arena.toml").write_text(DETERMINISTIC)
@@ -153,11 +154,13 @@ def test_ctrl_c_during_a_tournament_exits_0_and_leaves_no_process_behind(tmp_pat
         env={marker: "1"}, new_session=True,
     )  # fmt: skip
     try:
-        proc.wait_for("run-1: warm turn", 240)  # every part of run 1 up, the replay about to start
+        proc.wait_for("run-2: warm turn", 300)  # run 1 over; every part of run 2 up, its replay about to start
         code = proc.stop(timeout=60)
     finally:
         proc.stop(signal.SIGKILL)
         left = _nothing_left(marker)
     assert code == 0, proc.output
     assert not left, f"{len(left)} process(es) outlived Ctrl-C:\n{proc.output}"
-    assert "Traceback" not in proc.output and proc.output.rstrip().endswith("[arena] stopped"), proc.output
+    assert "Traceback" not in proc.output and "stopped after 1 of 2 runs" in proc.output, proc.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert len(summary["runs"]) == 1 and summary["comparison"], summary
