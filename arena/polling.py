@@ -5,7 +5,8 @@ The embedded broker answers a waiting fetch only when the wait runs out, so a co
 both its latency and its polling rate (bench/README.md, "Findings"). Messages in the arena are
 predictable: a market snapshot every --interval seconds, then a burst of turns, model calls and tool
 calls, then quiet. Every consumer of a process, calfkit's and faststream's included (see
-arena/compat/fetch_wait.py), has each fetch's wait chosen as the fetch is sent:
+arena/compat/fetch_wait.py), has each fetch's wait chosen as the fetch is sent (and calfkit's table
+readers each poll's timeout, arena/compat/table_poll.py):
 
 - its short wait (its builder's: --fetch-wait-ms) while the process waits for replies (a router's
   turn, see arena.kafka.Dozing), for QUIET_S after the last record it received (the rest of a burst),
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer
 
 from arena.compat.fetch_wait import follow_fetch_wait, set_fetch_wait, watch_consumers
+from arena.compat.table_poll import follow_poll_timeout
 
 IDLE_WAIT_MS = 500  # Kafka's own default: ~2 fetches/s per idle consumer
 MARGIN_MS = 50  # short this long before a due snapshot: the schedule's jitter as the process saw it
@@ -140,6 +142,11 @@ class Pacer:
         long = max(self.idle_ms, short)
         return self.wait_between(self.clock(), short, long)
 
+    def table_poll_ms(self, table, short: int) -> int:
+        """How long a calfkit table's reader loop waits per poll (arena/compat/table_poll.py): its own
+        short wait while anything is due, the long one otherwise."""
+        return self.wait_between(self.clock(), short, max(self.idle_ms, short)) if self.idle_ms > 0 else short
+
     def wait_between(self, now: float, short: int, long: int) -> int:
         if self.idle_ms <= 0 or self._busy:
             return short
@@ -159,3 +166,4 @@ def install() -> None:
     """Route every consumer of this process through PACER (looked up at each call, so a test may swap
     it): once per process, at import of arena.kafka."""
     watch_consumers(lambda c: PACER.starting(c), lambda c: PACER.started(c), lambda c: PACER.records(c))
+    follow_poll_timeout(lambda table, short: PACER.table_poll_ms(table, short))

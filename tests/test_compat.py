@@ -304,3 +304,50 @@ def test_canary_aiokafka_builds_its_fetcher_and_requests_from_the_private_wait()
 
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
     assert "self._fetch_max_wait_ms," in inspect.getsource(Fetcher._get_actions_per_node)
+
+
+# -- table_poll: calfkit's table readers' poll timeout, asked on every loop -----------------------------
+
+
+def test_canary_a_ktables_reader_loop_takes_its_poll_timeout_from_the_instance_every_poll():
+    # When this fails, ktables' reader loop no longer reads `_poll_timeout_ms` per poll:
+    # arena/compat/table_poll.py changes nothing and idle routers' table readers wake every short wait.
+    import inspect
+
+    from ktables.kafka_table import KafkaTable
+
+    assert "getmany(timeout_ms=self._poll_timeout_ms)" in inspect.getsource(KafkaTable._run)
+
+
+async def test_a_table_reader_polls_long_while_idle_and_short_while_a_turn_is_under_way(kafka, monkeypatch):
+    import asyncio
+
+    from ktables import KafkaTable
+
+    from arena import polling
+
+    pacer = polling.Pacer(idle_ms=300, quiet_s=0.0, startup_s=0.0)
+    monkeypatch.setattr(polling, "PACER", pacer)
+    table = KafkaTable(
+        connection=kafka.bootstrap_servers, topic="compat.table_poll", value_decoder=bytes, poll_timeout_ms=20
+    )
+    await table.start()
+    seen: list[int] = []
+    getmany = table._consumer.getmany
+
+    async def recording(*a, timeout_ms=0, **kw):
+        seen.append(timeout_ms)
+        return await getmany(*a, timeout_ms=timeout_ms, **kw)
+
+    table._consumer.getmany = recording
+    try:
+
+        async def polled(ms: int) -> None:
+            while ms not in seen:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(polled(300), 10)  # nothing due: the long wait
+        pacer.busy()
+        await asyncio.wait_for(polled(20), 10)  # a turn: the table's own short wait
+    finally:
+        await table.stop()
