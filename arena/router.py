@@ -450,11 +450,30 @@ class Router:
             result = await handle.result(timeout=self.turn_timeout_s)
             return dict(status="done", output=clip(str(result.output or "").strip()))
         except ClientTimeoutError:
+            log.warning("turn on #%s timed out; its consumers: %s", snapshot.seq, await self._consumers_report())
             return dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return dict(status="error", reason=clip(fault_reason(exc)))
+
+    async def _consumers_report(self) -> str:
+        """Where each of the turn's consumers stands, for a timed-out turn's log line: the partitions it has
+        paused, and those whose fetch position is behind the last end offset the broker told it of (a
+        reply on its way, or stuck: docs/RELIABILITY.md "Known issues"). "all caught up" when none is."""
+        notes = []
+        for c in self._turn_consumers.consumers:
+            paused = c.paused()
+            for tp in sorted(c.assignment()):
+                try:
+                    at = await asyncio.wait_for(c.position(tp), 0.5)
+                except Exception:  # no position yet, or unassigned meanwhile
+                    at = None
+                end = c.highwater(tp)
+                if tp in paused or (at is not None and end is not None and at < end):
+                    where = f"at {at} of {end}" if at is not None else "no position"
+                    notes.append(f"{tp.topic}[{tp.partition}] {where}" + (" (paused)" if tp in paused else ""))
+        return "; ".join(notes) or "all caught up"
 
     async def missing_tools(self, wait_s: float) -> tuple[str, ...]:
         """The trading tools this agent's capability view does not list, after waiting up to `wait_s` for

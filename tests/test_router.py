@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -362,5 +363,33 @@ async def test_between_turns_only_the_market_consumer_fetches(kafka):
             assert awake_in_turn[-1] is True
             assert all(asleep(c) for c in turn_consumers)
         assert not r._market.paused()
+    finally:
+        await r.stop()
+
+
+@ON_MODULE_LOOP
+async def test_a_timed_out_turn_says_where_its_consumers_stand(kafka, caplog):
+    """A turn that times out logs one line on its consumers (paused or behind), to tell a slow model from a
+    reply that never arrived (docs/RELIABILITY.md "Known issues")."""
+    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart
+
+    async def slow(messages, info) -> ModelResponse:
+        await asyncio.sleep(3)
+        return ModelResponse(parts=[TextPart("too late")])
+
+    r = function_router(slow, name=f"slow_{uuid.uuid4().hex[:6]}", kafka=kafka, system_prompt="hold",
+                        turn_timeout_s=1.0, account_wait_s=0.1)  # fmt: skip
+
+    async def no_tools_needed(wait_s: float) -> tuple[str, ...]:  # the turn only holds: no tools process here
+        return ()
+
+    r.missing_tools = no_tools_needed
+    await r.start()
+    try:
+        caplog.set_level(logging.WARNING, logger="arena.router")
+        d = await asyncio.wait_for(r.run_turn(snapshot(1)), 60)
+        assert d.status == "timeout", d
+        [line] = [m.getMessage() for m in caplog.records if "timed out; its consumers:" in m.getMessage()]
+        assert line.startswith("turn on #1 timed out; its consumers: "), line
     finally:
         await r.stop()
