@@ -139,13 +139,12 @@ class Pacer:
         short = self._consumers.get(consumer, (None, False))[0] if consumer is not None else None
         if short is None:
             short = self.idle_ms if self.idle_ms > 0 else 500
-        long = max(self.idle_ms, short)
-        return self.wait_between(self.clock(), short, long)
+        return self.wait_with(short)
 
-    def table_poll_ms(self, table, short: int) -> int:
-        """How long a calfkit table's reader loop waits per poll (arena/compat/table_poll.py): its own
-        short wait while anything is due, the long one otherwise."""
-        return self.wait_between(self.clock(), short, max(self.idle_ms, short)) if self.idle_ms > 0 else short
+    def wait_with(self, short: int) -> int:
+        """The wait of a fetch (or a calfkit table reader's poll, arena/compat/table_poll.py) sent now by
+        something whose short wait is `short`: short while anything is due, the long wait otherwise."""
+        return self.wait_between(self.clock(), short, max(self.idle_ms, short))
 
     def wait_between(self, now: float, short: int, long: int) -> int:
         if self.idle_ms <= 0 or self._busy:
@@ -166,4 +165,4 @@ def install() -> None:
     """Route every consumer of this process through PACER (looked up at each call, so a test may swap
     it): once per process, at import of arena.kafka."""
     watch_consumers(lambda c: PACER.starting(c), lambda c: PACER.started(c), lambda c: PACER.records(c))
-    follow_poll_timeout(lambda table, short: PACER.table_poll_ms(table, short))
+    follow_poll_timeout(lambda short: PACER.wait_with(short))

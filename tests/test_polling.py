@@ -94,15 +94,15 @@ def test_a_table_reader_polls_long_only_while_nothing_is_due():
     clock = Clock()
     p = _pacer(clock)
     clock.t += 10  # past start-up, nothing received: nothing due
-    assert p.table_poll_ms(Stub(), 20) == 500
+    assert p.wait_with(20) == 500
     p.busy()  # a turn: its barriers resolve on the reader's next poll
-    assert p.table_poll_ms(Stub(), 20) == 20
+    assert p.wait_with(20) == 20
     p.idle()
-    assert p.table_poll_ms(Stub(), 20) == 20  # the turn's last replies may still be on the way
+    assert p.wait_with(20) == 20  # the turn's last replies may still be on the way
     clock.t += 2
-    assert p.table_poll_ms(Stub(), 20) == 500
+    assert p.wait_with(20) == 500
     off = polling.Pacer(idle_ms=0, clock=clock)
-    assert off.table_poll_ms(Stub(), 20) == 20
+    assert off.wait_with(20) == 20
 
 
 def test_start_up_is_short_and_the_policy_off_keeps_every_wait_short():

@@ -17,8 +17,8 @@ from collections.abc import Callable
 _installed: list[tuple[type, object]] = []
 
 
-def follow_poll_timeout(wait_ms: Callable[[object, int], int]) -> bool:
-    """From now on every KafkaTable reader loop waits `wait_ms(table, configured_ms)` per poll. False when
+def follow_poll_timeout(wait_ms: Callable[[int], int]) -> bool:
+    """From now on every KafkaTable reader loop waits `wait_ms(configured_ms)` per poll. False when
     ktables is not importable or no longer has the attribute the loop reads."""
     try:
         from ktables.kafka_table import KafkaTable
@@ -29,7 +29,7 @@ def follow_poll_timeout(wait_ms: Callable[[object, int], int]) -> bool:
 
     def get(self) -> int:
         fixed = self.__dict__.get("_arena_poll_timeout_ms", 500)
-        return wait_ms(self, fixed)
+        return wait_ms(fixed)
 
     def set_(self, ms: int) -> None:
         self.__dict__["_arena_poll_timeout_ms"] = ms
