@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from arena import conversation
+from arena.wire import clip
 
 MAX_TEXT = 4000  # characters of a model text or a tool result kept per step
 
@@ -16,18 +17,14 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def _clip(s: str, n: int = MAX_TEXT) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
 def _pretty(value: Any) -> str:
     """A tool argument or result as readable JSON (a string that holds JSON is parsed first)."""
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError:
-            return _clip(value)
-    return _clip(json.dumps(value, indent=1, ensure_ascii=False, default=str))
+            return clip(value, MAX_TEXT)
+    return clip(json.dumps(value, indent=1, ensure_ascii=False, default=str), MAX_TEXT)
 
 
 class Turn:
@@ -95,7 +92,7 @@ class Turn:
                 continue
             step: dict | None = None
             if kind in ("text", "thinking"):
-                step = {"kind": kind, "text": _clip(str(part.content))}
+                step = {"kind": kind, "text": clip(str(part.content), MAX_TEXT)}
             elif kind == "call":
                 step = {
                     "kind": "call",
