@@ -27,6 +27,7 @@ from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
+from arena.startup import catching_up
 from arena.tool_names import TOOL_NAMES
 from arena.wire import AGENT_NAME_RE, clip
 
@@ -267,7 +268,9 @@ class Router:
             enable_auto_commit=False,
         )
         try:
-            with k.consumers_started() as started:
+            # The capability view catches up at the short wait too: on a broker where no tools process
+            # has advertised yet its default wait held READY back 0.7 s (arena/compat/table_catchup.py).
+            with k.consumers_started() as started, catching_up(wait):
                 await asyncio.gather(
                     self._worker.start(),
                     self._producer.start(),

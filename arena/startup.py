@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from arena.reconnect import awaiting_lost_broker
@@ -67,6 +67,23 @@ async def start_patiently(
                     return False
     finally:
         stopping.cancel()
+
+
+@contextmanager
+def catching_up(short_ms: int) -> Iterator[None]:
+    """While a part starts: every fetch of the process at its short wait (arena.polling: a start-up
+    expects its replies), and calfkit's tables caught up at `short_ms` (arena/compat/table_catchup.py),
+    their consumers then handed back to the policy at their own waits."""
+    from arena import polling
+    from arena.compat.table_catchup import tables_catch_up_at
+
+    pacer = polling.PACER
+    pacer.busy()
+    try:
+        with tables_catch_up_at(short_ms, lambda consumer, ms: polling.PACER.add(consumer, short_ms=ms)):
+            yield
+    finally:
+        pacer.idle()
 
 
 def _describe(exc: BaseException | None) -> str:
