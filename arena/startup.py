@@ -3,7 +3,8 @@
 People launch the parts from their own terminals in any order, and a broker that was just restarted
 may refuse the first requests for a moment. Both are passing faults: a part tries again each second
 until --connect-timeout, saying so, instead of exiting on the first error. A part restarted in place
-because its broker went away waits for it without limit (arena/reconnect.py).
+because its broker went away waits for it without limit (arena/reconnect.py). While it starts, its
+consumers poll at their short wait (`catching_up`), so READY waits for the broker, not for a fetch wait.
 """
 
 from __future__ import annotations
