@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.waits import record_waits, waits_of
 
 
 def _python(code: str) -> dict:
@@ -356,22 +357,6 @@ async def test_a_table_reader_polls_long_while_idle_and_short_while_a_turn_is_un
 # -- table_catchup: a table's catch-up at the short wait ---------------------------------------------
 
 
-def _record_fetch_waits(monkeypatch) -> list:
-    """(client, max wait) of every FetchRequest any aiokafka client of this process sends from now on."""
-    from aiokafka.client import AIOKafkaClient
-
-    sent: list = []
-    send = AIOKafkaClient.send
-
-    async def recording(self, node_id, request, *a, **kw):
-        if type(request).__name__ == "FetchRequest":
-            sent.append((self, request._max_wait_ms))
-        return await send(self, node_id, request, *a, **kw)
-
-    monkeypatch.setattr(AIOKafkaClient, "send", recording)
-    return sent
-
-
 async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_gets_its_own_waits_back(
     kafka, monkeypatch
 ):
@@ -386,7 +371,7 @@ async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_ge
 
     pacer = polling.Pacer(idle_ms=300, quiet_s=0.0, startup_s=0.0)  # nothing due: long waits unless busy
     monkeypatch.setattr(polling, "PACER", pacer)
-    sent = _record_fetch_waits(monkeypatch)
+    seen = record_waits(monkeypatch)
     # ktables' defaults (fetch wait 500 ms, poll 200 ms), as calfkit builds its capability view; an empty
     # topic, as calf.capabilities is before any tools process advertised
     table = KafkaTable(
@@ -394,23 +379,22 @@ async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_ge
     )
     with catching_up(20):
         await table.start()
-    consumer = table._consumer
-
-    def waits() -> list[int]:
-        return [ms for client, ms in sent if client is consumer._client]
-
+    consumer, caught_up = table._consumer, len(seen)
     try:
-        assert waits() and set(waits()) == {20}  # every fetch until caught up: none held the snapshot back
+        during = waits_of(seen, consumer)
+        # Until caught up it polled (at least once: the gate is checked after a poll) and fetched (if it
+        # had sent a fetch yet) at the short wait: no fetch held the end offsets' snapshot back.
+        assert during["poll"] and set(during["poll"]) == {20}, during
+        assert set(during["fetch"]) <= {20}, during
         assert _configured_poll_ms(table) == 200 and table._fetch_max_wait_ms == 500
         assert pacer.wait_ms(consumer) == 500  # the policy has it back at its own wait (not 20's long 300)
-        during = len(waits())
 
-        async def fetched_again() -> None:
-            while len(waits()) <= during:
+        async def fetched_after() -> list[int]:
+            while not (after := waits_of(seen[caught_up:], consumer)["fetch"]):
                 await asyncio.sleep(0.01)
+            return after
 
-        await asyncio.wait_for(fetched_again(), 10)
-        assert waits()[during] == 500
+        assert (await asyncio.wait_for(fetched_after(), 10))[0] == 500
     finally:
         await table.stop()
 
