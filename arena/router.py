@@ -268,8 +268,7 @@ class Router:
             enable_auto_commit=False,
         )
         try:
-            # The capability view catches up at the short wait too: on a broker where no tools process
-            # has advertised yet its default wait held READY back 0.7 s (arena/compat/table_catchup.py).
+            # calfkit's capability view catches up at the short wait, not its 500 ms (arena.startup.catching_up).
             with k.consumers_started() as started, catching_up(wait):
                 await asyncio.gather(
                     self._worker.start(),
