@@ -1,5 +1,5 @@
-"""The tools process polls short while an agent's turn is under way (arena.tools_service.OpenTurns): a real
-model's tool calls come seconds apart, past the quiet window after a record."""
+"""The tools process and the web page poll short while an agent's turn is under way (arena.turn_window):
+a real model's steps come seconds apart, past the quiet window after a record."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from arena import kafka as k
 from arena import polling
 from arena.config import DECISIONS_TOPIC, KafkaSettings
 from arena.market import utcnow
-from arena.tools_service import OpenTurns
+from arena.turn_window import OpenTurns
 from tests.support.records import turn
 
 SHORT, LONG = 10, 1000
@@ -73,10 +73,6 @@ async def test_the_tools_process_polls_short_while_a_turn_it_reads_is_under_way(
     service = ToolsService(settings, Desk(Ledger(str(tmp_path / "ledger.db"))))
     producer = k.producer(settings)
 
-    async def until(wait: int) -> None:
-        while p.wait_with(SHORT) != wait:
-            await asyncio.sleep(0.02)
-
     try:
         await broker.wait_ready()
         await service.start()
@@ -86,8 +82,44 @@ async def test_the_tools_process_polls_short_while_a_turn_it_reads_is_under_way(
         for status in ("started", "done"):
             record = turn("alice", status, 0, 0, 0, None, at=now)
             await producer.send_and_wait(DECISIONS_TOPIC, record.model_dump_json().encode(), key=b"alice")
-            await asyncio.wait_for(until(SHORT if status == "started" else LONG), 10)
+            await asyncio.wait_for(until(p, SHORT if status == "started" else LONG), 10)
     finally:
         await producer.stop()
         await service.stop()
+        broker.stop()
+
+
+async def until(p: polling.Pacer, wait: int) -> None:
+    while p.wait_with(SHORT) != wait:
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.processes
+async def test_the_web_page_polls_short_while_a_turn_it_reads_is_under_way(monkeypatch):
+    """A fill that comes seconds into a real model's turn reaches the page within the short wait. Its own
+    broker: the page reads the decisions from the beginning, and no other test's turn may be open."""
+    from arena.broker import EmbeddedBroker, free_port
+    from arena.web.server import Reader
+    from arena.web.state import WebState
+
+    p = polling.Pacer(idle_ms=LONG, quiet_s=0.0, startup_s=0.0)
+    monkeypatch.setattr(polling, "PACER", p)
+    broker = EmbeddedBroker("127.0.0.1", free_port()).start()
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    reader = Reader(settings, WebState())
+    producer = k.producer(settings)
+    await broker.wait_ready()
+    await reader.start()
+    following = asyncio.create_task(reader.follow())
+    await producer.start()
+    try:
+        for status in ("started", "done"):
+            record = turn("webpage-agent", status, 0, 0, 0, None, at=utcnow())
+            await producer.send_and_wait(DECISIONS_TOPIC, record.model_dump_json().encode(), key=b"webpage-agent")
+            await asyncio.wait_for(until(p, SHORT if status == "started" else LONG), 10)
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await producer.stop()
+        await reader.stop()
         broker.stop()

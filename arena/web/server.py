@@ -33,6 +33,7 @@ from arena.market import MarketSnapshot
 from arena.portfolio import TradeOutcome
 from arena.publish import BOARD_KEY, SAMPLE_PREFIX, LeaderboardRecord, ValueSample, ensure_topic
 from arena.supervisor import ProcessStatus
+from arena.turn_window import OpenTurns
 from arena.web.html import page_html
 from arena.web.state import WebState, utcnow
 
@@ -57,6 +58,7 @@ class Reader:
         self.run_consumer = None
         self.market_consumer = None
         self.connected = asyncio.Event()
+        self.open_turns = OpenTurns()
 
     async def start(self) -> None:
         await asyncio.wait_for(ensure_topic(self.kafka), 10)  # compacted, whoever comes first
@@ -85,6 +87,7 @@ class Reader:
                     log.debug("closing a consumer: %r", exc)  # end in a CancelledError when the broker is gone)
         self.run_consumer = self.market_consumer = None
         self.connected.clear()
+        self.open_turns.close()
 
     async def follow(self) -> None:
         await asyncio.gather(self._follow(self.run_consumer), self._follow(self.market_consumer))
@@ -92,6 +95,7 @@ class Reader:
     async def _follow(self, consumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
+            self.open_turns.check()
             records = sorted((r for rs in batches.values() for r in rs), key=lambda r: r.timestamp)
             self.take(records)
 
@@ -116,6 +120,7 @@ class Reader:
                 elif r.topic == DECISIONS_TOPIC:
                     if (decision := self._decode(Decision, r)) is not None:
                         s.on_decision(decision, now=at)
+                        self.open_turns.on_decision(decision)
                 elif r.topic == ACTIVITY_TOPIC:
                     s.on_activity(r.value, r.headers, now=at)
                 elif r.topic == HEALTH_TOPIC:
