@@ -22,6 +22,12 @@ gap between marks (a skipped snapshot leaves a multiple of it), and the next MIS
 after the last mark are due (after that the schedule has stopped: nothing is expected until a
 snapshot comes). A message nobody predicted (the first snapshot, a tick off the schedule, the first
 request of a turn in a process that learned nothing yet) waits at most one long wait.
+
+A process that knows which reply it waits for says so per consumer (`due`/`undue`: a router's turn,
+arena.kafka.Dozing): a due consumer fetches with its short wait whatever the rest of the policy says.
+Such a process also follows bursts only where no reply tells it more: a consumer set to SCHEDULE (a
+router's market consumer) ignores the quiet window and turns, a consumer set to REPLIES (a router's
+turn and directory consumers) waits long unless it is due.
 Environment: ARENA_IDLE_WAIT_MS (default 500; 0 turns the policy off: every consumer keeps its short
 wait, as before it existed).
 """
@@ -48,6 +54,11 @@ STARTUP_S = 5.0
 MIN_PERIOD_S = 0.2  # marks closer than this are one burst, not a schedule
 MARKS = 8  # schedule marks remembered (the period is the shortest gap between them)
 MISSES = 3  # due snapshots that never came: the schedule stopped (connector paused)
+
+# What a consumer's wait follows when no reply is due on it (Pacer.follow):
+BURSTS = "bursts"  # the whole policy: start-up, turns, the quiet window after records, due snapshots
+SCHEDULE = "schedule"  # start-up and due snapshots only
+REPLIES = "replies"  # nothing: the long wait
 
 
 def idle_wait_ms() -> int:
@@ -76,6 +87,8 @@ class Pacer:
         self.clock = clock
         # consumer -> (its short wait, whether its records mark the schedule)
         self._consumers: weakref.WeakKeyDictionary[AIOKafkaConsumer, tuple[int, bool]] = weakref.WeakKeyDictionary()
+        self._follows: weakref.WeakKeyDictionary[AIOKafkaConsumer, str] = weakref.WeakKeyDictionary()
+        self._due: weakref.WeakKeyDictionary[AIOKafkaConsumer, int] = weakref.WeakKeyDictionary()
         self._busy = 0
         self._started_at: float | None = None
         self._last_record = -math.inf
@@ -110,6 +123,26 @@ class Pacer:
                 self._marks.append(now)
         self._last_record = now
 
+    def follow(self, consumer: AIOKafkaConsumer, what: str) -> None:
+        """What `consumer`'s wait follows while no reply is due on it: BURSTS (the default), SCHEDULE, REPLIES."""
+        if what not in (BURSTS, SCHEDULE, REPLIES):
+            raise ValueError(f"unknown policy {what!r}")
+        self._follows[consumer] = what
+
+    def due(self, consumer: AIOKafkaConsumer) -> None:
+        """A reply is due on `consumer`: its fetches wait short until as many `undue` calls."""
+        self._due[consumer] = self._due.get(consumer, 0) + 1
+
+    def undue(self, consumer: AIOKafkaConsumer) -> None:
+        n = self._due.get(consumer, 0) - 1
+        if n > 0:
+            self._due[consumer] = n
+        else:
+            self._due.pop(consumer, None)
+
+    def is_due(self, consumer: AIOKafkaConsumer) -> bool:
+        return consumer in self._due
+
     def busy(self) -> None:
         """Something is under way that brings replies soon (a turn): short until `idle()`."""
         self._busy += 1
@@ -139,17 +172,31 @@ class Pacer:
         short = self._consumers.get(consumer, (None, False))[0] if consumer is not None else None
         if short is None:
             short = self.idle_ms if self.idle_ms > 0 else 500
-        return self.wait_with(short)
+        long = max(self.idle_ms, short)
+        if consumer is None:
+            return self.wait_between(self.clock(), short, long)
+        if self.idle_ms <= 0 or consumer in self._due:
+            return short
+        follows = self._follows.get(consumer, BURSTS)
+        if follows == REPLIES:
+            return long
+        return self.wait_between(self.clock(), short, long, bursts=follows == BURSTS)
 
     def wait_with(self, short: int) -> int:
         """The wait of a fetch (or a calfkit table reader's poll, arena/compat/table_poll.py) sent now by
-        something whose short wait is `short`: short while anything is due, the long wait otherwise."""
+        something whose short wait is `short`: short while anything is due (a reply on any consumer
+        of the process included), the long wait otherwise."""
+        if self._due:
+            return short
         return self.wait_between(self.clock(), short, max(self.idle_ms, short))
 
-    def wait_between(self, now: float, short: int, long: int) -> int:
-        if self.idle_ms <= 0 or self._busy:
+    def wait_between(self, now: float, short: int, long: int, *, bursts: bool = True) -> int:
+        """`bursts`: a turn under way (busy) and the quiet window after records count as due."""
+        if self.idle_ms <= 0 or (bursts and self._busy):
             return short
-        if now < self._last_record + self.quiet_s or now < (self._started_at or -math.inf) + self.startup_s:
+        if (bursts and now < self._last_record + self.quiet_s) or now < (
+            self._started_at or -math.inf
+        ) + self.startup_s:
             return short
         due = self.next_due(now)
         if due is None:

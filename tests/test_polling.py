@@ -105,6 +105,37 @@ def test_a_table_reader_polls_long_only_while_nothing_is_due():
     assert off.wait_with(20) == 20
 
 
+def test_a_due_reply_is_short_whatever_else_and_what_a_consumer_follows_when_none_is():
+    clock, tick, turn, directory = Clock(), Stub(), Stub(), Stub()
+    p = _pacer(clock)
+    for c in (tick, turn, directory):
+        p.add(c, short_ms=10, clock=c is tick)  # type: ignore[arg-type]
+    p.follow(tick, polling.SCHEDULE)  # type: ignore[arg-type]
+    p.follow(turn, polling.REPLIES)  # type: ignore[arg-type]
+    p._started_at = clock.t - 60
+    for gap in (0, 10):
+        clock.t += gap
+        p.records(tick)  # type: ignore[arg-type]
+    clock.t += 0.2  # the rest of a burst: the quiet window
+    assert p.wait_ms(directory) == 10  # follows bursts (the default)
+    assert p.wait_ms(tick) == 500 and p.wait_ms(turn) == 500  # the schedule: nothing due for 9.8 s; replies: none
+    p.busy()
+    assert p.wait_ms(directory) == 10 and p.wait_ms(tick) == 500  # a turn makes only burst followers short
+    p.idle()
+    p.due(turn)  # type: ignore[arg-type]
+    p.due(turn)  # type: ignore[arg-type]
+    p.undue(turn)  # type: ignore[arg-type]
+    assert p.wait_ms(turn) == 10 and p.wait_ms(tick) == 500
+    clock.t += 5  # the quiet window over: table readers poll short while any reply is due in the process
+    assert p.wait_with(20) == 20
+    p.undue(turn)  # type: ignore[arg-type]
+    assert not p.is_due(turn) and p.wait_ms(turn) == 500 and p.wait_with(20) == 500  # type: ignore[arg-type]
+    clock.t += 4.79  # 10 ms before the next snapshot is due: its consumer is short, a replies one is not
+    assert p.wait_ms(tick) == 10 and p.wait_ms(turn) == 500 and p.wait_ms(directory) == 10
+    with pytest.raises(ValueError):
+        p.follow(turn, "sometimes")  # type: ignore[arg-type]
+
+
 def test_start_up_is_short_and_the_policy_off_keeps_every_wait_short():
     clock = Clock()
     p = _pacer(clock)

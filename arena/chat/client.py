@@ -135,6 +135,7 @@ class RemoteChatModel(Model):
         self._pending: dict[str, _Pending] = {}
         self._producer = None
         self._consumer = None
+        self._replies: k.Dozing | None = None
         self._reader: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self._served_by = ""  # last model id the node reported, for model_name
@@ -169,6 +170,8 @@ class RemoteChatModel(Model):
         )
         pending = self._pending[request_id] = _Pending()
         started = time.monotonic()
+        replies, consumer = self._replies, self._consumer
+        replies.expect(consumer)  # resumed before the request goes out: its fetches are short until the answer
         try:
             try:
                 await self._producer.send_and_wait(self.request_topic, k.encode(req), key=request_id.encode())
@@ -199,6 +202,7 @@ class RemoteChatModel(Model):
                 ) from None
         finally:
             self._pending.pop(request_id, None)
+            replies.settle(consumer)
         if reply.kind == "error" or reply.response is None:
             raise ChatNodeError(
                 self.chat_node,
@@ -251,13 +255,16 @@ class RemoteChatModel(Model):
                 await consumer.seek_to_end(*tps)
                 for tp in tps:
                     await consumer.position(tp)  # resolve now, so no reply can slip past
+                # Replies are due only while a request is in flight: paused otherwise (no polling).
+                replies = k.Dozing([consumer])
+                replies.doze()
             except Exception as exc:
                 await consumer.stop()
                 await producer.stop()
                 raise ChatNodeError(
                     self.chat_node, f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}", kind="kafka"
                 ) from exc
-            self._producer, self._consumer = producer, consumer
+            self._producer, self._consumer, self._replies = producer, consumer, replies
             self._reader = asyncio.create_task(self._read_replies(), name=f"chat-replies-{self.chat_node}")
 
     async def stop(self) -> None:
