@@ -26,8 +26,8 @@ request of a turn in a process that learned nothing yet) waits at most one long 
 A process that knows which reply it waits for says so per consumer (`due`/`undue`: a router's turn,
 arena.kafka.Dozing): a due consumer fetches with its short wait whatever the rest of the policy says.
 Such a process also follows bursts only where no reply tells it more: a consumer set to SCHEDULE (a
-router's market consumer) ignores the quiet window and turns, a consumer set to REPLIES (a router's
-turn and directory consumers) waits long unless it is due.
+router's market consumer) ignores turns, and the quiet window once the schedule is known; a consumer
+set to REPLIES (a router's turn and directory consumers) waits long unless it is due.
 Environment: ARENA_IDLE_WAIT_MS (default 500; 0 turns the policy off: every consumer keeps its short
 wait, as before it existed).
 """
@@ -57,7 +57,7 @@ MISSES = 3  # due snapshots that never came: the schedule stopped (connector pau
 
 # What a consumer's wait follows when no reply is due on it (Pacer.follow):
 BURSTS = "bursts"  # the whole policy: start-up, turns, the quiet window after records, due snapshots
-SCHEDULE = "schedule"  # start-up and due snapshots only
+SCHEDULE = "schedule"  # start-up and due snapshots (and the quiet window while no schedule is known)
 REPLIES = "replies"  # nothing: the long wait
 
 
@@ -191,14 +191,15 @@ class Pacer:
         return self.wait_between(self.clock(), short, max(self.idle_ms, short))
 
     def wait_between(self, now: float, short: int, long: int, *, bursts: bool = True) -> int:
-        """`bursts`: a turn under way (busy) and the quiet window after records count as due."""
+        """`bursts`: a turn under way (busy) and the quiet window after records count as due; without,
+        the quiet window counts only while no schedule is known (so the second snapshot is not missed)."""
         if self.idle_ms <= 0 or (bursts and self._busy):
             return short
-        if (bursts and now < self._last_record + self.quiet_s) or now < (
-            self._started_at or -math.inf
-        ) + self.startup_s:
+        if now < (self._started_at or -math.inf) + self.startup_s:
             return short
         due = self.next_due(now)
+        if now < self._last_record + self.quiet_s and (bursts or due is None):
+            return short
         if due is None:
             return long
         ahead_ms = (due - self.margin_s - now) * 1000
