@@ -23,6 +23,11 @@ RUN = uuid.uuid4().hex[:5]
 LONG_MS = 20_000  # the long wait here: no safety-net fetch (one per long wait) falls inside the turn
 
 
+async def until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 def record_fetches(consumer, label: str, log: list) -> None:
     """Every fetch `consumer` sends from now on, as (time, label, its wait)."""
     send = consumer._client.send
@@ -138,15 +143,12 @@ async def test_a_reply_nobody_predicted_is_taken_within_one_long_wait_while_awak
         assert got == []
         dozing.wake()  # a turn: it is still nobody's expected reply, but the safety net takes it
         woke = time.monotonic()
-        while not got:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(until(lambda: got), 5)
         assert got[0][1] == b"between turns" and got[0][0] - woke < 0.4 + 0.3, got
-        while consumer.paused() != consumer.assignment():  # that safety-net fetch is over
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(until(lambda: consumer.paused() == consumer.assignment()), 5)  # that fetch is over
         sent = time.monotonic()
         await producer.send_and_wait(topic, b"during the turn")
-        while len(got) < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(until(lambda: len(got) == 2), 5)
         assert got[1][0] - sent < 0.4 + 0.3, got
         dozing.expect(consumer)  # expected: resumed at once, read with the short wait
         assert not consumer.paused()
