@@ -97,7 +97,8 @@ class Dozing:
     A rebalance hands a consumer new partitions unpaused: they fetch by the policy's wait until the next
     settle or doze pauses them (nothing is lost either way)."""
 
-    _owners: weakref.WeakKeyDictionary[AIOKafkaConsumer, Dozing] = weakref.WeakKeyDictionary()
+    # consumer -> its Dozing, weakly both ways (a Dozing holds its consumers)
+    _owners: weakref.WeakKeyDictionary[AIOKafkaConsumer, weakref.ref[Dozing]] = weakref.WeakKeyDictionary()
 
     def __init__(self, consumers: list[AIOKafkaConsumer], pacer: polling.Pacer | None = None):
         self.consumers = list(consumers)
@@ -106,12 +107,13 @@ class Dozing:
         self._expected: dict[AIOKafkaConsumer, int] = {}
         self._peeks: asyncio.Task | None = None
         for c in self.consumers:
-            Dozing._owners[c] = self
+            Dozing._owners[c] = weakref.ref(self)
             self.pacer.follow(c, polling.REPLIES)
 
     @classmethod
     def owner(cls, consumer: AIOKafkaConsumer) -> Dozing | None:
-        return cls._owners.get(consumer)
+        ref = cls._owners.get(consumer)
+        return ref() if ref is not None else None
 
     def expecting(self, consumer: AIOKafkaConsumer) -> bool:
         return self._expected.get(consumer, 0) > 0

@@ -89,6 +89,8 @@ class Pacer:
         self._consumers: weakref.WeakKeyDictionary[AIOKafkaConsumer, tuple[int, bool]] = weakref.WeakKeyDictionary()
         self._follows: weakref.WeakKeyDictionary[AIOKafkaConsumer, str] = weakref.WeakKeyDictionary()
         self._due: weakref.WeakKeyDictionary[AIOKafkaConsumer, int] = weakref.WeakKeyDictionary()
+        # consumer -> its wait while due, from its short one (default: the short one itself)
+        self._paces: weakref.WeakKeyDictionary[AIOKafkaConsumer, Callable[[int], int]] = weakref.WeakKeyDictionary()
         self._busy = 0
         self._started_at: float | None = None
         self._last_record = -math.inf
@@ -140,6 +142,11 @@ class Pacer:
         else:
             self._due.pop(consumer, None)
 
+    def pace(self, consumer: AIOKafkaConsumer, wait_ms: Callable[[int], int]) -> None:
+        """While a reply is due on `consumer`, its fetches wait `wait_ms(short)` (capped at the long wait)
+        rather than the short wait: for a reply whose time is unknown but not near (a model call's)."""
+        self._paces[consumer] = wait_ms
+
     def is_due(self, consumer: AIOKafkaConsumer) -> bool:
         return consumer in self._due
 
@@ -175,8 +182,11 @@ class Pacer:
         long = max(self.idle_ms, short)
         if consumer is None:
             return self.wait_between(self.clock(), short, long)
-        if self.idle_ms <= 0 or consumer in self._due:
+        if self.idle_ms <= 0:
             return short
+        if consumer in self._due:
+            pace = self._paces.get(consumer)
+            return short if pace is None else min(long, max(short, pace(short)))
         follows = self._follows.get(consumer, BURSTS)
         if follows == REPLIES:
             return long

@@ -136,6 +136,15 @@ def test_a_due_reply_is_short_whatever_else_and_what_a_consumer_follows_when_non
     assert p.wait_ms(tick) == 10 and p.wait_ms(turn) == 500 and p.wait_ms(directory) == 10
     with pytest.raises(ValueError):
         p.follow(turn, "sometimes")  # type: ignore[arg-type]
+    ask = [300]
+    p.pace(turn, lambda short: ask[0])  # type: ignore[arg-type]  # e.g. a model call's answer: not soon
+    assert p.wait_ms(turn) == 500  # type: ignore[arg-type]  # paced only while due
+    p.due(turn)  # type: ignore[arg-type]
+    assert p.wait_ms(turn) == 300  # type: ignore[arg-type]
+    ask[0] = 5000
+    assert p.wait_ms(turn) == 500  # type: ignore[arg-type]  # at most the long wait
+    ask[0] = 1
+    assert p.wait_ms(turn) == 10  # type: ignore[arg-type]  # at least the short one
 
 
 def test_start_up_is_short_and_the_policy_off_keeps_every_wait_short():

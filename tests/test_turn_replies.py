@@ -158,3 +158,51 @@ async def test_a_reply_nobody_predicted_is_taken_within_one_long_wait_while_awak
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await asyncio.gather(consumer.stop(), producer.stop())
+
+
+@pytest.mark.timeout(120)
+async def test_a_model_call_of_seconds_is_polled_less_the_longer_it_runs(kafka, monkeypatch):
+    """The chat replies fetch with the short wait at first (an instant model answers within it), then with a
+    tenth of the call's age: a call of seconds costs a few dozen fetches, not one per 10 ms."""
+    from arena.chat import ChatNode, RemoteChatModel
+    from arena.compat.vendored_pydantic_ai import (
+        ModelRequest,
+        ModelRequestParameters,
+        ModelResponse,
+        TextPart,
+        function_model,
+    )
+
+    pacer = polling.Pacer(idle_ms=500, startup_s=3600.0)  # the node's consumer keeps its short wait
+    monkeypatch.setattr(polling, "PACER", pacer)
+    FunctionModel, _ = function_model()
+
+    async def slow(messages, info) -> ModelResponse:
+        await asyncio.sleep(3.0)
+        return ModelResponse(parts=[TextPart("done thinking")])
+
+    name = f"paced-{RUN}"
+    node = ChatNode(name, FunctionModel(slow, model_name="slow"), kafka)
+    model = RemoteChatModel(name, kafka, timeout_s=60, instance_id=f"paced-router-{RUN}")
+    serving = None
+    try:
+        await node.start()
+        serving = asyncio.create_task(node.serve())
+        await model.start()
+        fetches: list[tuple[float, str, int]] = []
+        record_fetches(model._consumer, "chat replies", fetches)
+        sent = time.monotonic()
+        response = await model.request([ModelRequest.user_text_prompt("think")], None, ModelRequestParameters())
+        answered = time.monotonic()
+        assert response.parts[0].content == "done thinking"
+        waits = [(t - sent, ms) for t, _, ms in fetches]
+        assert waits[0][1] == 10 and max(ms for _, ms in waits) >= 200, waits  # short at first, longer later
+        assert all(ms <= max(10, 0.1 * 1000 * at) + 10 for at, ms in waits), waits  # a tenth of the call's age
+        assert len(waits) < 60, waits  # at a fixed 10 ms: about 300
+        assert answered - sent < 3.0 + 0.1 * 3.0 + 0.5, waits  # its answer waited at most about a tenth more
+        assert model._consumer.paused() == model._consumer.assignment()  # nothing in flight: paused
+    finally:
+        if serving is not None:
+            serving.cancel()
+        await model.stop()
+        await node.stop()
