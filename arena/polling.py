@@ -8,8 +8,10 @@ calls, then quiet. Every consumer of a process, calfkit's and faststream's inclu
 arena/compat/fetch_wait.py), has each fetch's wait chosen as the fetch is sent (and calfkit's table
 readers each poll's timeout, arena/compat/table_poll.py):
 
-- its short wait (its builder's: --fetch-wait-ms) while the process waits for replies (a router's
-  turn, see arena.kafka.Dozing), for QUIET_S after the last record it received (the rest of a burst),
+- its short wait (its builder's: --fetch-wait-ms) while the process waits for replies (`busy`; `due`
+  for one consumer, below), for QUIET_S after the last record it received (the rest of a burst: a
+  turn's hops come closer than that, its model calls do not, and a record after a longer gap waits up
+  to one long wait),
   in the first STARTUP_S after its first consumer started (joins, the first tick), and from MARGIN_MS
   before a due snapshot until it came (or LATE_S after it was due);
 - before a due snapshot, the time left until MARGIN_MS before it (capped at the long wait): the last
@@ -24,7 +26,8 @@ snapshot comes). A message nobody predicted (the first snapshot, a tick off the 
 request of a turn in a process that learned nothing yet) waits at most one long wait.
 
 A process that knows which reply it waits for says so per consumer (`due`/`undue`: a router's turn,
-arena.kafka.Dozing): a due consumer fetches with its short wait whatever the rest of the policy says.
+arena.kafka.Dozing): a due consumer fetches with its short wait (or its `pace`: a model call's answer)
+whatever the rest of the policy says.
 Such a process also follows bursts only where no reply tells it more: a consumer set to SCHEDULE (a
 router's market consumer) ignores turns, and the quiet window once the schedule is known; a consumer
 set to REPLIES (a router's turn and directory consumers) waits long unless it is due.
@@ -49,7 +52,7 @@ from arena.compat.table_poll import follow_poll_timeout
 IDLE_WAIT_MS = 500  # Kafka's own default: ~2 fetches/s per idle consumer
 MARGIN_MS = 50  # short this long before a due snapshot: the schedule's jitter as the process saw it
 LATE_S = 0.5  # a due snapshot not here this long after its time: not expected again until the next one
-QUIET_S = 1.0  # short this long after the last record: the rest of a turn's burst
+QUIET_S = 0.25  # short this long after the last record: the rest of a turn's burst (its hops come closer than this)
 STARTUP_S = 5.0
 MIN_PERIOD_S = 0.2  # marks closer than this are one burst, not a schedule
 MARKS = 8  # schedule marks remembered (the period is the shortest gap between them)
