@@ -142,6 +142,8 @@ class Dozing:
         self.awake = True
         if self.pacer.idle_ms > 0:
             self._peeks = asyncio.get_running_loop().create_task(self._peek())
+        else:  # the policy off (ARENA_IDLE_WAIT_MS=0): every consumer reads, short, until it dozes
+            self.expect(*self.consumers)
 
     def doze(self) -> None:
         if self._peeks is not None:

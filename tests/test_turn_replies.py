@@ -156,6 +156,11 @@ async def test_a_reply_nobody_predicted_is_taken_within_one_long_wait_while_awak
         assert not consumer.paused()
         dozing.doze()
         assert consumer.paused() == consumer.assignment() and not pacer.is_due(consumer)
+        off = k.Dozing([consumer], polling.Pacer(idle_ms=0))  # the policy off: a turn reads all, as before it
+        off.wake()
+        assert not consumer.paused()
+        off.doze()
+        assert consumer.paused() == consumer.assignment()
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
