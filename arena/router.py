@@ -239,6 +239,7 @@ class Router:
         self._whole_turn: list = []  # turn consumers of unknown purpose: expected for the whole turn
         self._directory: list = []  # calfkit's capability and agent directories
         self._phase: set = set()
+        self._awaiting = ""  # what the turn's phase waits for, for a timed-out turn's log line
         self._run_id: str | None = None
         self._phased = False  # the model's requests are watched (arena.router.watched_model)
         self._account_due: asyncio.TimerHandle | None = None
@@ -497,7 +498,7 @@ class Router:
         finally:
             # A timed-out run's late steps wait for the next turn's wake, where TurnSteps drops them.
             self._run_id = None
-            self._phase = set()
+            self._phase, self._awaiting = set(), ""
             self._turn_consumers.doze()
         decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome, **self._turn_usage(run_id)))
         self._steps.end(run_id)  # its late steps are refused from now on
@@ -532,12 +533,18 @@ class Router:
             # The request is on the broker now: the inbox, resumed, takes it with its first fetch.
             if self._phased:
                 self._expect_only(*self._inbox)
+                self._awaiting = "its request on the agent's inbox"
             else:  # no model calls to follow the run by: every reply is due until it ends
                 self._expect_only(*self._inbox, *self._reply_inbox)
             result = await handle.result(timeout=self.turn_timeout_s)
             return dict(status="done", output=clip(str(result.output or "").strip()))
         except ClientTimeoutError:
-            log.warning("turn on #%s timed out; its consumers: %s", snapshot.seq, await self._consumers_report())
+            log.warning(
+                "turn on #%s timed out; its consumers: %s%s",
+                snapshot.seq,
+                await self._consumers_report(),
+                f"; it was waiting for {self._awaiting}" if self._awaiting else "",
+            )
             return dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
         except asyncio.CancelledError:
             raise
@@ -556,6 +563,7 @@ class Router:
         on the inbox until the agent acts on it (one step at a time per run)."""
         if turn is not None and turn == self._run_id:
             self._expect_only()
+            self._awaiting = "a model's answer"
 
     def _model_answered(self, turn: str | None, response: Any) -> None:
         """Tool calls: their results come on the agent's inbox. Otherwise (an answer, or a failed
@@ -566,8 +574,10 @@ class Router:
             return
         if response is not None and any(isinstance(p, ToolCallPart) for p in response.parts):
             self._expect_only(*self._inbox)
+            self._awaiting = "tool results on the agent's inbox"
         else:
             self._expect_only(*self._reply_inbox)
+            self._awaiting = "the run's answer on calfkit's client inbox"
 
     async def _consumers_report(self) -> str:
         """Where each of the turn's consumers stands, for a timed-out turn's log line: the partitions it has

@@ -392,5 +392,6 @@ async def test_a_timed_out_turn_says_where_its_consumers_stand(kafka, caplog):
         assert d.status == "timeout", d
         [line] = [m.getMessage() for m in caplog.records if "timed out; its consumers:" in m.getMessage()]
         assert line.startswith("turn on #1 timed out; its consumers: "), line
+        assert line.endswith("; it was waiting for a model's answer"), line  # a slow model, not a lost reply
     finally:
         await r.stop()
