@@ -31,7 +31,7 @@ whatever the rest of the policy says.
 Such a process also follows bursts only where no reply tells it more: a consumer set to SCHEDULE (a
 router's market consumer) ignores turns, and the quiet window once the schedule is known; a consumer
 set to REPLIES (a router's turn and directory consumers) waits long unless it is due.
-Environment: ARENA_IDLE_WAIT_MS (default 500; 0 turns the policy off: every consumer keeps its short
+Environment: ARENA_IDLE_WAIT_MS (default 1000; 0 turns the policy off: every consumer keeps its short
 wait, as before it existed).
 """
 
@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaConsumer
 from arena.compat.fetch_wait import follow_fetch_wait, set_fetch_wait, watch_consumers
 from arena.compat.table_poll import follow_poll_timeout
 
-IDLE_WAIT_MS = 500  # Kafka's own default: ~2 fetches/s per idle consumer
+IDLE_WAIT_MS = 1000  # one fetch a second per idle consumer (bench/README.md: 500 ms idles ~0.03 of a core higher)
 MARGIN_MS = 50  # short this long before a due snapshot: the schedule's jitter as the process saw it
 LATE_S = 0.5  # a due snapshot not here this long after its time: not expected again until the next one
 QUIET_S = 0.25  # short this long after the last record: the rest of a turn's burst (its hops come closer than this)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
-from arena import fmt
+from arena import fmt, polling
 from arena import kafka as k
 from arena.accounts import AccountPublisher
 from arena.accounts import ensure_topic as ensure_accounts_topic
@@ -34,6 +35,45 @@ def _describe(t: Fill | Rejection) -> str:
     if isinstance(t, Fill):
         return f"{t.agent} {t.side} {t.quantity:g} {t.product_id} @ {fmt.price(t.price)} (fee {fmt.money(t.fee)})"
     return f"{t.agent} REJECTED {t.side} {t.quantity:g} {t.product_id[:40]}: {t.reason}"
+
+
+class OpenTurns:
+    """The agents whose turn is under way, from the decisions feed: while any is, every consumer of the
+    process polls with its short wait (arena.polling). A real model's tool calls come seconds apart,
+    past the quiet window after a record, and would otherwise wait out a long fetch wait each.
+
+    A turn opens with its "started" decision and closes with its end (done, error or timeout; a
+    "skipped" tick leaves it open), or MAX_TURN_S after it opened when no end comes (its router died)."""
+
+    MAX_TURN_S = 120.0  # past any turn timeout a router takes by default (60 s)
+
+    def __init__(self, *, max_turn_s: float = MAX_TURN_S, clock: Callable[[], float] = time.monotonic):
+        self.max_turn_s, self.clock = max_turn_s, clock
+        self._opened: dict[str, float] = {}  # agent -> when its turn opened
+        self._busy = False
+
+    def on_decision(self, decision: Decision) -> None:
+        if decision.status == "started":
+            self._opened[decision.agent] = self.clock()
+        elif decision.status != "skipped":
+            self._opened.pop(decision.agent, None)
+        self.check()
+
+    def check(self) -> None:
+        """Close turns past MAX_TURN_S and tell the pacer whether any is open."""
+        now = self.clock()
+        self._opened = {a: t for a, t in self._opened.items() if now - t < self.max_turn_s}
+        if bool(self._opened) != self._busy:
+            self._busy = not self._busy
+            polling.PACER.busy() if self._busy else polling.PACER.idle()
+
+    def close(self) -> None:
+        self._opened.clear()
+        self.check()
+
+    @property
+    def agents(self) -> list[str]:
+        return sorted(self._opened)
 
 
 class ToolsService:
@@ -61,6 +101,7 @@ class ToolsService:
         self._decisions = None
         self._health = None
         self._live_from: dict[tuple[str, int], int] = {}  # market partition -> first offset published after our start
+        self.open_turns = OpenTurns()
         self._producer = None
         self.accounts: AccountPublisher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,6 +232,7 @@ class ToolsService:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.open_turns.close()  # the feed is stopped: no turn opens again
         feeds = (self._market, self._decisions, self._health, self._producer)
         self._market = self._decisions = self._health = self._producer = None
         self._workers, self._tasks = [], []
@@ -218,12 +260,13 @@ class ToolsService:
 
     async def _follow_decisions(self) -> None:
         def take(_, decision: Decision) -> None:
+            self.open_turns.on_decision(decision)
             if decision.status == "started":
                 self.accounts.on_turn(decision.agent, decision.strategy)
             if self.state is not None:
                 self.state.on_decision(decision)
 
-        await self._consume(self._decisions, Decision, take)
+        await self._consume(self._decisions, Decision, take, every_poll=self.open_turns.check)
 
     async def _follow_health(self) -> None:
         def take(_, st: ProcessStatus) -> None:
@@ -235,11 +278,13 @@ class ToolsService:
         await self._consume(self._health, ProcessStatus, take)
 
     @staticmethod
-    async def _consume(consumer, model, take: Callable) -> None:
+    async def _consume(consumer, model, take: Callable, every_poll: Callable[[], None] = lambda: None) -> None:
         """`take(record, item)` for every valid record, forever, each on its own: a record that is
-        rejected, or that `take` fails on, is logged and the next one is taken."""
+        rejected, or that `take` fails on, is logged and the next one is taken. `every_poll()` after
+        each poll (at least once a second)."""
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
+            every_poll()
             for records in batches.values():
                 for r in records:
                     item = k.decode_record(model, r)

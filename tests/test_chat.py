@@ -423,3 +423,42 @@ async def test_a_request_sent_before_its_chat_node_joined_is_served(kafka, remot
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await node.stop()
+
+
+async def test_a_chat_node_polls_short_while_its_provider_thinks_and_just_after(kafka, remote, monkeypatch):
+    """A real model takes seconds; the turn's next request follows the reply, past the quiet window after
+    the request: the node stays short from the request until the quiet window after its reply."""
+    from arena import polling
+    from arena.compat.vendored_pydantic_ai import ModelResponse, function_model
+
+    FunctionModel, _ = function_model()
+    clock = [0.0]
+    pacer = polling.Pacer(idle_ms=1000, quiet_s=1.0, startup_s=0.0, clock=lambda: clock[0])
+    monkeypatch.setattr(polling, "PACER", pacer)
+    gate, thinking = asyncio.Event(), asyncio.Event()
+
+    async def provider(messages, info) -> ModelResponse:
+        thinking.set()
+        await gate.wait()
+        return ModelResponse(parts=[TextPart("thought")])
+
+    name = f"thinker-{RUN}"
+    node = ChatNode(name, FunctionModel(provider, model_name="slow"), kafka)
+    await node.start()
+    serving = asyncio.create_task(node.serve())
+    try:
+        answer = asyncio.create_task(remote(name, timeout_s=30).request(first_turn(), None, PARAMS))
+        await asyncio.wait_for(thinking.wait(), 20)
+        clock[0] += 30  # the provider thinks for 30 s
+        assert pacer.wait_with(10) == 10
+        gate.set()
+        assert (await answer).parts[0].content == "thought"
+        clock[0] += 0.5  # the router's tool calls, then its next request
+        assert pacer.wait_with(10) == 10
+        clock[0] += 1.0
+        assert pacer.wait_with(10) == 1000  # nothing more came: long again
+    finally:
+        gate.set()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await node.stop()

@@ -13,6 +13,7 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError
 
 from arena import kafka as k
+from arena import polling
 from arena.chat.consume import consume
 from arena.chat.provider import describe_failure, forwarded_settings, redact_url, redactor
 from arena.chat.wire import REPLY_TOPIC_RE, ChatReply, ChatRequest, _ReplyAddress, chat_group_id, check_name, usage_of
@@ -171,6 +172,16 @@ class ChatNode:
         )
 
     async def _serve_one(self, req: ChatRequest) -> None:
+        # Short fetches while a provider call runs and for the quiet window after its reply: the turn's
+        # next request follows that reply, however long the provider took (arena.polling).
+        pacer = polling.PACER
+        pacer.busy()
+        try:
+            await self._serve(req)
+        finally:
+            pacer.idle()
+
+    async def _serve(self, req: ChatRequest) -> None:
         try:
             async with self._workers:
                 remaining = req.timeout_s - (utcnow() - req.sent_at).total_seconds()

@@ -14,6 +14,14 @@ same seam as started_consumers.py) so consumers the arena does not build, calfki
 are seen too. A fetch already in flight runs out the wait it was sent with.
 Can go when aiokafka takes a fetch wait at run time and the broker answers a waiting fetch when a
 record lands (a real Kafka does; then every consumer keeps a long wait and this module is not needed).
+
+Second symptom: aiokafka's fetcher task wakes every `consumer_timeout_ms` (200 ms) even when it has
+nothing to send, as a paused consumer has (a router's turn-only consumers are paused between turns,
+arena.kafka.Dozing): five idle wake-ups a second per consumer, a third of an idle router's CPU.
+Every event the fetcher acts on has its own wake-up (a fetch done, records consumed, a resume, an
+assignment change, a metadata update; a backoff is its own timeout), so the timer is only a safety
+net. Fix: each started consumer's Fetcher gets FETCHER_TIMER_S (`Fetcher._fetcher_timeout`, read
+by `_get_actions_per_node` on every loop). Can go with the first fix.
 """
 
 from __future__ import annotations
@@ -23,6 +31,15 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer
 
 _followers: dict[type, type] = {}
+
+FETCHER_TIMER_S = 2.0  # aiokafka's 0.2 s; see the module docstring
+
+
+def slow_fetcher_timer(consumer: AIOKafkaConsumer, seconds: float = FETCHER_TIMER_S) -> None:
+    """The started `consumer`'s fetcher wakes with nothing to do at most every `seconds`."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._fetcher_timeout = seconds
 
 
 def set_fetch_wait(consumer: AIOKafkaConsumer, ms: int) -> None:
@@ -74,7 +91,8 @@ def watch_consumers(
     on_records: Callable[[AIOKafkaConsumer], None],
 ) -> None:
     """Call `on_start(c)` just before any consumer starts, `on_started(c)` once it has, and
-    `on_records(c)` whenever its getmany/getone hands out records. Installed once per process."""
+    `on_records(c)` whenever its getmany/getone hands out records; every consumer's fetcher timer
+    is slowed (slow_fetcher_timer). Installed once per process."""
     if _installed:
         return
     start, getmany, getone = AIOKafkaConsumer.start, AIOKafkaConsumer.getmany, AIOKafkaConsumer.getone
@@ -82,6 +100,7 @@ def watch_consumers(
     async def start_(self: AIOKafkaConsumer) -> None:
         on_start(self)
         await start(self)
+        slow_fetcher_timer(self)
         on_started(self)
 
     async def getmany_(self: AIOKafkaConsumer, *partitions, timeout_ms=0, max_records=None):
