@@ -95,6 +95,7 @@ class Pacer:
         # consumer -> its wait while due, from its short one (default: the short one itself)
         self._paces: weakref.WeakKeyDictionary[AIOKafkaConsumer, Callable[[int], int]] = weakref.WeakKeyDictionary()
         self._busy = 0
+        self._follow_until = -math.inf
         self._started_at: float | None = None
         self._last_record = -math.inf
         self._marks: deque[float] = deque(maxlen=MARKS)
@@ -157,9 +158,13 @@ class Pacer:
         """Something is under way that brings replies soon (a turn): short until `idle()`."""
         self._busy += 1
 
-    def idle(self) -> None:
+    def idle(self, follow_s: float = 0.0) -> None:
+        """One thing less under way; its last replies may still be on the way (the quiet window), and
+        what follows it comes within `follow_s` (short until then: e.g. a turn's next model request)."""
         self._busy = max(0, self._busy - 1)
-        self._last_record = max(self._last_record, self.clock())  # its last replies may still be on the way
+        now = self.clock()
+        self._last_record = max(self._last_record, now)
+        self._follow_until = max(self._follow_until, now + follow_s)
 
     # ----------------------------------------------------------------- the policy
 
@@ -206,7 +211,7 @@ class Pacer:
     def wait_between(self, now: float, short: int, long: int, *, bursts: bool = True) -> int:
         """`bursts`: a turn under way (busy) and the quiet window after records count as due; without,
         the quiet window counts only while no schedule is known (so the second snapshot is not missed)."""
-        if self.idle_ms <= 0 or (bursts and self._busy):
+        if self.idle_ms <= 0 or (bursts and (self._busy or now < self._follow_until)):
             return short
         if now < (self._started_at or -math.inf) + self.startup_s:
             return short

@@ -75,6 +75,12 @@ def test_a_skipped_snapshot_keeps_the_period_and_a_turn_keeps_every_wait_short()
     assert _wait(p, clock) == 10
     clock.t += 1.1
     assert _wait(p, clock) == 500
+    p.busy()
+    p.idle(follow_s=3.0)  # what follows it (a turn's next model request) comes within 3 s
+    clock.t += 2.9
+    assert _wait(p, clock) == 10
+    clock.t += 0.2
+    assert _wait(p, clock) == 500
 
 
 def test_without_a_market_consumer_the_first_record_of_each_burst_marks_the_schedule():
