@@ -27,6 +27,7 @@ from arena.compat.client_inbox import tune_client_inbox
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
+from arena.startup import catching_up
 from arena.tool_names import TOOL_NAMES
 from arena.wire import AGENT_NAME_RE, clip
 
@@ -307,7 +308,8 @@ class Router:
             enable_auto_commit=False,
         )
         try:
-            with k.consumers_started() as started:
+            # calfkit's capability view catches up at the short wait, not its 500 ms (arena.startup.catching_up).
+            with k.consumers_started() as started, catching_up(wait):
                 await asyncio.gather(
                     self._worker.start(),
                     self._producer.start(),

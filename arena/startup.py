@@ -3,7 +3,8 @@
 People launch the parts from their own terminals in any order, and a broker that was just restarted
 may refuse the first requests for a moment. Both are passing faults: a part tries again each second
 until --connect-timeout, saying so, instead of exiting on the first error. A part restarted in place
-because its broker went away waits for it without limit (arena/reconnect.py).
+because its broker went away waits for it without limit (arena/reconnect.py). While it starts, its
+consumers poll at their short wait (`catching_up`), so READY waits for the broker, not for a fetch wait.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from arena.reconnect import awaiting_lost_broker
@@ -67,6 +68,23 @@ async def start_patiently(
                     return False
     finally:
         stopping.cancel()
+
+
+@contextmanager
+def catching_up(short_ms: int) -> Iterator[None]:
+    """While a part starts: every fetch of the process at its short wait (arena.polling: a start-up
+    expects its replies), and calfkit's tables caught up at `short_ms` (arena/compat/table_catchup.py),
+    their consumers then handed back to the policy at their own waits."""
+    from arena import polling
+    from arena.compat.table_catchup import tables_catch_up_at
+
+    pacer = polling.PACER
+    pacer.busy()
+    try:
+        with tables_catch_up_at(short_ms, lambda consumer, ms: polling.PACER.add(consumer, short_ms=ms)):
+            yield
+    finally:
+        pacer.idle()
 
 
 def _describe(exc: BaseException | None) -> str:

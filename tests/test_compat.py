@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.waits import record_waits, waits_of
 
 
 def _python(code: str) -> dict:
@@ -349,5 +350,81 @@ async def test_a_table_reader_polls_long_while_idle_and_short_while_a_turn_is_un
         await asyncio.wait_for(polled(300), 10)  # nothing due: the long wait
         pacer.busy()
         await asyncio.wait_for(polled(20), 10)  # a turn: the table's own short wait
+    finally:
+        await table.stop()
+
+
+# -- table_catchup: a table's catch-up at the short wait ---------------------------------------------
+
+
+async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_gets_its_own_waits_back(
+    kafka, monkeypatch
+):
+    import asyncio
+    import uuid
+
+    from ktables import KafkaTable
+
+    from arena import polling
+    from arena.compat.table_catchup import _configured_poll_ms
+    from arena.startup import catching_up
+
+    pacer = polling.Pacer(idle_ms=300, quiet_s=0.0, startup_s=0.0)  # nothing due: long waits unless busy
+    monkeypatch.setattr(polling, "PACER", pacer)
+    seen = record_waits(monkeypatch)
+    # ktables' defaults (fetch wait 500 ms, poll 200 ms), as calfkit builds its capability view; an empty
+    # topic, as calf.capabilities is before any tools process advertised
+    table = KafkaTable(
+        connection=kafka.bootstrap_servers, topic=f"compat.catchup.{uuid.uuid4().hex}", value_decoder=bytes
+    )
+    with catching_up(20):
+        await table.start()
+    consumer, caught_up = table._consumer, len(seen)
+    try:
+        during = waits_of(seen, consumer)
+        # Until caught up it polled (at least once: the gate is checked after a poll) and fetched (if it
+        # had sent a fetch yet) at the short wait: no fetch held the end offsets' snapshot back.
+        assert during["poll"] and set(during["poll"]) == {20}, during
+        assert set(during["fetch"]) <= {20}, during
+        assert _configured_poll_ms(table) == 200 and table._fetch_max_wait_ms == 500
+        assert pacer.wait_ms(consumer) == 500  # the policy has it back at its own wait (not 20's long 300)
+
+        async def fetched_after() -> list[int]:
+            while not (after := waits_of(seen[caught_up:], consumer)["fetch"]):
+                await asyncio.sleep(0.01)
+            return after
+
+        assert (await asyncio.wait_for(fetched_after(), 10))[0] == 500
+    finally:
+        await table.stop()
+
+
+async def test_canary_a_ktables_table_on_an_empty_topic_waits_out_its_first_fetch_to_catch_up(kafka, monkeypatch):
+    # When this fails, ktables catches an empty topic up without waiting out its consumer's first fetch
+    # (or builds the consumer another way): arena/compat/table_catchup.py is not needed (or does nothing).
+    import inspect
+    import time
+    import uuid
+
+    from ktables import KafkaTable
+
+    from arena import polling
+
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(KafkaTable.start)
+    assert "self._consumer = consumer" in inspect.getsource(KafkaTable.start)
+    monkeypatch.setattr(polling, "PACER", polling.Pacer(idle_ms=0))  # the policy off: the table's own waits
+    table = KafkaTable(
+        connection=kafka.bootstrap_servers,
+        topic=f"compat.catchup.{uuid.uuid4().hex}",
+        value_decoder=bytes,
+        fetch_max_wait_ms=400,
+        poll_timeout_ms=400,
+    )
+    t0 = time.monotonic()
+    await table.start()
+    try:
+        # The end offsets are asked behind the first fetch, which the broker holds for its whole wait on an
+        # empty topic; or, when they are asked first, the gate waits for a poll that times out.
+        assert time.monotonic() - t0 >= 0.35
     finally:
         await table.stop()

@@ -1,0 +1,35 @@
+"""Which wait each fetch and each poll of a consumer asked for (arena.polling, arena/compat/table_catchup.py)."""
+
+from __future__ import annotations
+
+
+def record_waits(monkeypatch) -> list:
+    """From now on, every FetchRequest any aiokafka client of this process sends, as ("fetch", client, its
+    wait), and every getmany of any consumer, as ("poll", consumer, its timeout)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.client import AIOKafkaClient
+
+    seen: list = []
+    send, getmany = AIOKafkaClient.send, AIOKafkaConsumer.getmany
+
+    async def sending(self, node_id, request, *a, **kw):
+        if type(request).__name__ == "FetchRequest":
+            seen.append(("fetch", self, request._max_wait_ms))
+        return await send(self, node_id, request, *a, **kw)
+
+    async def polling(self, *partitions, timeout_ms=0, max_records=None):
+        seen.append(("poll", self, timeout_ms))
+        return await getmany(self, *partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+    monkeypatch.setattr(AIOKafkaClient, "send", sending)
+    monkeypatch.setattr(AIOKafkaConsumer, "getmany", polling)
+    return seen
+
+
+def waits_of(seen: list, consumer, upto: int | None = None) -> dict[str, list[int]]:
+    """The fetch waits and poll timeouts of `consumer` among the first `upto` of `seen`."""
+    out: dict[str, list[int]] = {"fetch": [], "poll": []}
+    for kind, who, ms in seen[:upto]:
+        if who is (consumer._client if kind == "fetch" else consumer):
+            out[kind].append(ms)
+    return out
