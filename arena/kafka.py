@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from arena import auth, polling
 from arena.compat import tansu
 from arena.compat.started_consumers import consumers_started  # noqa: F401 - re-exported: the call sites' name
+from arena.compat.table_barrier import watch_barriers
 from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -81,39 +83,122 @@ async def positioned(consumers: list[AIOKafkaConsumer], timeout_s: float = 30.0)
 
 
 class Dozing:
-    """Consumers that only matter at times: paused (no fetches at all) until woken.
+    """Consumers read only while a reply is due on them: paused (no fetches at all) otherwise.
 
     Tansu answers a fetch only when its max wait runs out — it has no wake-up on produce — so every
-    running consumer costs a fetch per wait, on both sides (bench/README.md, "Findings"). Pausing is
-    aiokafka's own: a paused partition is not fetched, keeps its position (nothing is skipped), and
-    resume() wakes the fetcher at once. Awake, the process waits for replies: arena.polling keeps
-    every consumer's fetch wait short until it dozes again (set before resume(), so the first fetch of
-    a woken consumer is already a short one)."""
+    running consumer costs a fetch per wait, on both sides (bench/README.md, "Findings"), and a fetch in
+    flight cannot be cut short. Pausing is aiokafka's own: a paused partition is not fetched, keeps its
+    position (nothing is skipped), and resume() wakes the fetcher at once, so a consumer resumed after
+    its record was produced takes it in one round trip. `expect(c)` says a reply is due on `c` (resumed,
+    its fetches short: arena.polling's `due`, set before resume() so the first fetch is already short),
+    `settle(c)` that one less is (paused again when none is). `wake()` starts a turn: until `doze()`
+    (every count cleared, all paused), a consumer on which nothing is expected is resumed for one short
+    fetch every long wait (arena.polling's idle wait), so a reply nobody predicted waits at most that.
+    A rebalance hands a consumer new partitions unpaused: they fetch by the policy's wait until the next
+    settle or doze pauses them (nothing is lost either way)."""
+
+    # consumer -> its Dozing, weakly both ways (a Dozing holds its consumers)
+    _owners: weakref.WeakKeyDictionary[AIOKafkaConsumer, weakref.ref[Dozing]] = weakref.WeakKeyDictionary()
 
     def __init__(self, consumers: list[AIOKafkaConsumer], pacer: polling.Pacer | None = None):
-        self.consumers = consumers
+        self.consumers = list(consumers)
         self.pacer = pacer or polling.PACER
         self.awake = False
+        self._expected: dict[AIOKafkaConsumer, int] = {}
+        self._peeks: asyncio.Task | None = None
+        for c in self.consumers:
+            Dozing._owners[c] = weakref.ref(self)
+            self.pacer.follow(c, polling.REPLIES)
+
+    @classmethod
+    def owner(cls, consumer: AIOKafkaConsumer) -> Dozing | None:
+        ref = cls._owners.get(consumer)
+        return ref() if ref is not None else None
+
+    def expecting(self, consumer: AIOKafkaConsumer) -> bool:
+        return self._expected.get(consumer, 0) > 0
+
+    def expect(self, *consumers: AIOKafkaConsumer) -> None:
+        for c in consumers:
+            n = self._expected.get(c, 0) + 1
+            self._expected[c] = n
+            if n == 1:
+                self.pacer.due(c)
+                _resume(c)
+
+    def settle(self, *consumers: AIOKafkaConsumer) -> None:
+        for c in consumers:
+            n = self._expected.get(c, 0) - 1
+            if n > 0:
+                self._expected[c] = n
+            elif c in self._expected:
+                del self._expected[c]
+                _pause(c)
+                self.pacer.undue(c)
 
     def wake(self) -> None:
-        if not self.awake:
-            self.awake = True
-            self.pacer.busy()
-        for c in self.consumers:
-            paused = c.paused()
-            if paused:
-                c.resume(*paused)
+        if self.awake:
+            return
+        self.awake = True
+        if self.pacer.idle_ms > 0:
+            self._peeks = asyncio.get_running_loop().create_task(self._peek())
+        else:  # the policy off (ARENA_IDLE_WAIT_MS=0): every consumer reads, short, until it dozes
+            self.expect(*self.consumers)
 
     def doze(self) -> None:
+        if self._peeks is not None:
+            self._peeks.cancel()
+            self._peeks = None
         for c in self.consumers:
-            for tp in c.assignment():
-                try:
-                    c.pause(tp)
-                except Exception:  # unassigned by a rebalance in between: nothing to pause
-                    pass
-        if self.awake:
-            self.awake = False
-            self.pacer.idle()
+            _pause(c)
+        for c in self._expected:
+            self.pacer.undue(c)
+        self._expected.clear()
+        self.awake = False
+
+    async def _peek(self) -> None:
+        """While awake: a short fetch every long wait on each consumer nothing is expected on."""
+        while True:
+            await asyncio.sleep(self.pacer.idle_ms / 1000)
+            quiet = [c for c in self.consumers if not self.expecting(c)]
+            self.expect(*quiet)
+            # the fetch a resume sends ends within its short wait (aiokafka resumes it at once)
+            await asyncio.sleep(max(self.pacer.wait_ms(c) for c in quiet) / 1000 + 0.01 if quiet else 0)
+            self.settle(*quiet)
+
+
+def _resume(c: AIOKafkaConsumer) -> None:
+    try:
+        paused = c.paused()
+        if paused:
+            c.resume(*paused)
+    except Exception:  # stopped, or unassigned by a rebalance in between: nothing to resume
+        pass
+
+
+def _pause(c: AIOKafkaConsumer) -> None:
+    for tp in c.assignment():
+        try:
+            c.pause(tp)
+        except Exception:  # unassigned by a rebalance in between: nothing to pause
+            pass
+
+
+def expect(consumer: AIOKafkaConsumer) -> None:
+    """A reply is due on `consumer` (its Dozing's expect; without one, just its fetch wait)."""
+    owner = Dozing.owner(consumer)
+    if owner is not None:
+        owner.expect(consumer)
+    else:
+        polling.PACER.due(consumer)
+
+
+def settle(consumer: AIOKafkaConsumer) -> None:
+    owner = Dozing.owner(consumer)
+    if owner is not None:
+        owner.settle(consumer)
+    else:
+        polling.PACER.undue(consumer)
 
 
 class BriefFormatter(logging.Formatter):
@@ -286,3 +371,7 @@ async def ensure_compacted_topic(kafka: KafkaSettings, topic: str) -> None:
         log.debug("creating %s: %r", topic, exc)
     finally:
         await admin.close()
+
+
+# A fan-out table's read-your-writes barrier is a reply due on its reader (a router's turn).
+watch_barriers(expect, settle)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from arena import auth, fmt
+from arena import auth, fmt, polling
 from arena import kafka as k
 from arena.accounts import ACCOUNTS_TOPIC, AccountRecord, OwnAccount, render_account
 from arena.compat.client_inbox import tune_client_inbox
@@ -168,6 +168,30 @@ class TurnSteps:
         return _deadline_guard(ctx)
 
 
+def watched_model(model: Any, asked: Callable[[str | None], None], answered: Callable[[str | None, Any], None]):
+    """`model` (a pydantic-ai Model) telling `asked(turn)` as each request goes out and `answered(turn,
+    response)` as it returns (response None when it failed); `turn` is the run's deps[TURN_KEY]."""
+    from arena.compat.vendored_pydantic_ai import get_current_run_context, wrapper_model
+
+    def turn() -> str | None:
+        ctx = get_current_run_context()  # set by pydantic-ai around each model request of an agent run
+        deps = ctx.deps if ctx is not None else None
+        return deps.get(TURN_KEY) if isinstance(deps, dict) else None
+
+    class Watched(wrapper_model()):
+        async def request(self, *args, **kwargs):
+            run = turn()
+            asked(run)
+            response = None
+            try:
+                response = await self.wrapped.request(*args, **kwargs)
+                return response
+            finally:
+                answered(run, response)
+
+    return Watched(model)
+
+
 class Router:
     """One agent: the calfkit Agent + Worker, the market consumer, and the latest-only turn loop.
 
@@ -210,6 +234,16 @@ class Router:
         self._worker = None
         self._market = None
         self._turn_consumers = k.Dozing([])
+        # The turn's consumers by what arrives on them (Router.start), and those its phase expects now.
+        self._inbox: list = []  # the agent's inbox: the request, tool results, its own re-entries
+        self._reply_inbox: list = []  # calfkit's client inbox: the run's answer (or fault)
+        self._whole_turn: list = []  # turn consumers of unknown purpose: expected for the whole turn
+        self._directory: list = []  # calfkit's capability and agent directories
+        self._phase: set = set()
+        self._awaiting = ""  # what the turn's phase waits for, for a timed-out turn's log line
+        self._run_id: str | None = None
+        self._phased = False  # the model's requests are watched (arena.router.watched_model)
+        self._account_due: asyncio.TimerHandle | None = None
         self._producer = None
         self._pending: set[asyncio.Task] = set()
         self._steps = TurnSteps()
@@ -224,7 +258,7 @@ class Router:
             self.name,
             system_prompt=self.system_prompt,
             description=f"arena trading agent (strategy {self.strategy or 'custom'})",
-            model_client=self.model_client,
+            model_client=self._watched_model(),
             tools=[self._tools],
             publish_topic=ACTIVITY_TOPIC,  # every step of every agent on one topic, for observers
             before_node=self._steps,
@@ -232,6 +266,12 @@ class Router:
                 surface_to_model()
             ],  # a failing tool call becomes an error the model reads; the turn goes on
         )
+
+    def _watched_model(self):
+        if self.model_client is None:
+            return None
+        self._phased = True
+        return watched_model(self.model_client, self._model_asked, self._model_answered)
 
     async def start(self) -> None:
         from calfkit import Client, FanoutConfig, KTableReaderTuning, Worker
@@ -286,11 +326,31 @@ class Router:
         # fetchers, not 6N. A turn wakes them before it sends anything. calfkit's control plane
         # (calf.capabilities: the agent resolves its tools against it every turn, and a restarted tools
         # process re-advertises there at any time) stays live; it polls twice a second.
+        # During a turn a consumer fetches only while a reply is due on it (Router._expect_only): the
+        # request and tool results on the agent's inbox, the answer on calfkit's client inbox, a fan-out
+        # table's own writes at its barrier (arena.kafka), a model's answer on the chat replies (whose
+        # client pauses them itself). The market consumer follows the snapshot schedule, and is short
+        # from a snapshot until its account valuation came; the directories wait long unless a turn
+        # waits for its tools to be advertised.
         def turn_only(c) -> bool:
-            return c is not self._market and not any(_control_plane(t) for t in c.subscription())
+            return (
+                c is not self._market
+                and not any(_control_plane(t) for t in c.subscription())
+                and k.Dozing.owner(c) is None  # paused and woken by its own client (the chat replies)
+            )
 
-        self._turn_consumers = k.Dozing([c for c in started if turn_only(c)])
+        turn = [c for c in started if turn_only(c)]
+        self._turn_consumers = k.Dozing(turn)
         self._turn_consumers.doze()
+        inbox_topic, reply_topic = f"agent.{self.name}.private.input", self._client.inbox_topic
+        self._inbox = [c for c in turn if inbox_topic in c.subscription()]
+        self._reply_inbox = [c for c in turn if reply_topic in c.subscription()]
+        tables = [c for c in turn if all(t.startswith("calf.fanout.") for t in c.subscription())]
+        self._whole_turn = [c for c in turn if c not in self._inbox + self._reply_inbox + tables]
+        self._directory = [c for c in started if c is not self._market and c not in turn and k.Dozing.owner(c) is None]
+        for c in self._directory:
+            polling.PACER.follow(c, polling.REPLIES)
+        polling.PACER.follow(self._market, polling.SCHEDULE)
 
     async def _join_market(self) -> None:
         """Subscribe and wait for the partition assignment, so a tick published after READY is seen."""
@@ -347,6 +407,25 @@ class Router:
                     r.offset,
                     exc,
                 )
+        self._watch_account()
+
+    def _watch_account(self) -> None:
+        """From a snapshot until the account valued at it came (at most account_wait_s), a reply is due on
+        the market consumer (it reads ACCOUNTS_TOPIC too): set before its next fetch goes out."""
+        newest, latest = self.newest_seen, self.account.latest
+        due = newest is not None and (latest is None or not latest.covers(newest.published_at))
+        if due and self._account_due is None and self._market is not None:
+            k.expect(self._market)
+            self._account_due = asyncio.get_running_loop().call_later(self.account_wait_s, self._account_came)
+        elif not due and self._account_due is not None:
+            self._account_came()
+
+    def _account_came(self) -> None:
+        if self._account_due is not None:
+            self._account_due.cancel()
+            self._account_due = None
+            if self._market is not None:
+                k.settle(self._market)
 
     def offer(self, snapshot: MarketSnapshot) -> None:
         """Hand a snapshot to the turn loop if it is the newest one seen; every other one is reported
@@ -401,8 +480,10 @@ class Router:
         """One calfkit run of the agent on `snapshot`; returns (and publishes) its outcome."""
         run_id = uuid.uuid4().hex
         self._steps.begin(run_id)
-        # Awake from here: the account and the turn's replies are due (arena.polling keeps every fetch short).
+        self._run_id = run_id
+        # Awake from here: until it dozes, a consumer nothing is expected on still fetches once per long wait.
         self._turn_consumers.wake()
+        self._turn_consumers.expect(*self._whole_turn)
         try:
             missing = await self.missing_tools(min(TOOLS_WAIT_S, self.turn_timeout_s))
             started = self._decision(snapshot, "started", run_id=run_id)
@@ -418,6 +499,8 @@ class Router:
                 outcome = await self._think(snapshot, run_id)
         finally:
             # A timed-out run's late steps wait for the next turn's wake, where TurnSteps drops them.
+            self._run_id = None
+            self._phase, self._awaiting = set(), ""
             self._turn_consumers.doze()
         decision = started.model_copy(update=dict(finished_at=utcnow(), **outcome, **self._turn_usage(run_id)))
         self._steps.end(run_id)  # its late steps are refused from now on
@@ -449,15 +532,54 @@ class Router:
             deps[auth.PROOF] = auth.agent_proof(self.agent_key, self.name, run_id, deps["deadline"])
         try:
             handle = await self._client.agent(self.name).start(prompt, correlation_id=run_id, deps=deps)
+            # The request is on the broker now: the inbox, resumed, takes it with its first fetch.
+            if self._phased:
+                self._expect_only(*self._inbox)
+                self._awaiting = "its request on the agent's inbox"
+            else:  # no model calls to follow the run by: every reply is due until it ends
+                self._expect_only(*self._inbox, *self._reply_inbox)
             result = await handle.result(timeout=self.turn_timeout_s)
             return dict(status="done", output=clip(str(result.output or "").strip()))
         except ClientTimeoutError:
-            log.warning("turn on #%s timed out; its consumers: %s", snapshot.seq, await self._consumers_report())
+            log.warning(
+                "turn on #%s timed out; its consumers: %s%s",
+                snapshot.seq,
+                await self._consumers_report(),
+                f"; it was waiting for {self._awaiting}" if self._awaiting else "",
+            )
             return dict(status="timeout", reason=f"no result within {self.turn_timeout_s:g}s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return dict(status="error", reason=clip(fault_reason(exc)))
+
+    def _expect_only(self, *consumers) -> None:
+        """The turn's phase expects a reply on `consumers` (and no longer on the others it did)."""
+        new = set(consumers)
+        self._turn_consumers.settle(*(self._phase - new))
+        self._turn_consumers.expect(*(new - self._phase))
+        self._phase = new
+
+    def _model_asked(self, turn: str | None) -> None:
+        """A model request of the current turn goes out: its answer comes on the chat replies, nothing
+        on the inbox until the agent acts on it (one step at a time per run)."""
+        if turn is not None and turn == self._run_id:
+            self._expect_only()
+            self._awaiting = "a model's answer"
+
+    def _model_answered(self, turn: str | None, response: Any) -> None:
+        """Tool calls: their results come on the agent's inbox. Otherwise (an answer, or a failed
+        request): the run's reply (or its fault) comes on calfkit's client inbox."""
+        from arena.compat.vendored_pydantic_ai import ToolCallPart
+
+        if turn is None or turn != self._run_id:
+            return
+        if response is not None and any(isinstance(p, ToolCallPart) for p in response.parts):
+            self._expect_only(*self._inbox)
+            self._awaiting = "tool results on the agent's inbox"
+        else:
+            self._expect_only(*self._reply_inbox)
+            self._awaiting = "the run's answer on calfkit's client inbox"
 
     async def _consumers_report(self) -> str:
         """Where each of the turn's consumers stands, for a timed-out turn's log line: the partitions it has
@@ -486,8 +608,17 @@ class Router:
         if view is None:  # no view to ask: let the turn find out
             return ()
         deadline = time.monotonic() + wait_s
-        while (missing := self._tools.resolve_tools(view).missing_targets) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        missing = self._tools.resolve_tools(view).missing_targets
+        if not missing:
+            return missing
+        for c in self._directory:  # an advert is due: read the directories with the short wait meanwhile
+            k.expect(c)
+        try:
+            while (missing := self._tools.resolve_tools(view).missing_targets) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        finally:
+            for c in self._directory:
+                k.settle(c)
         return missing
 
     def _turn_usage(self, run_id: str) -> dict:

@@ -75,6 +75,12 @@ def test_a_skipped_snapshot_keeps_the_period_and_a_turn_keeps_every_wait_short()
     assert _wait(p, clock) == 10
     clock.t += 1.1
     assert _wait(p, clock) == 500
+    p.busy()
+    p.idle(follow_s=3.0)  # what follows it (a turn's next model request) comes within 3 s
+    clock.t += 2.9
+    assert _wait(p, clock) == 10
+    clock.t += 0.2
+    assert _wait(p, clock) == 500
 
 
 def test_without_a_market_consumer_the_first_record_of_each_burst_marks_the_schedule():
@@ -103,6 +109,48 @@ def test_a_table_reader_polls_long_only_while_nothing_is_due():
     assert p.wait_with(20) == 500
     off = polling.Pacer(idle_ms=0, clock=clock)
     assert off.wait_with(20) == 20
+
+
+def test_a_due_reply_is_short_whatever_else_and_what_a_consumer_follows_when_none_is():
+    clock, tick, turn, directory = Clock(), Stub(), Stub(), Stub()
+    p = _pacer(clock)
+    for c in (tick, turn, directory):
+        p.add(c, short_ms=10, clock=c is tick)  # type: ignore[arg-type]
+    p.follow(tick, polling.SCHEDULE)  # type: ignore[arg-type]
+    p.follow(turn, polling.REPLIES)  # type: ignore[arg-type]
+    p._started_at = clock.t - 60
+    p.records(tick)  # type: ignore[arg-type]
+    clock.t += 0.2  # no schedule known yet: the quiet window counts for the schedule follower too
+    assert p.wait_ms(tick) == 10 and p.wait_ms(turn) == 500
+    clock.t += 9.8
+    p.records(tick)  # type: ignore[arg-type]
+    clock.t += 0.2  # the rest of a burst: the quiet window
+    assert p.wait_ms(directory) == 10  # follows bursts (the default)
+    assert p.wait_ms(tick) == 500 and p.wait_ms(turn) == 500  # the schedule: nothing due for 9.8 s; replies: none
+    p.busy()
+    assert p.wait_ms(directory) == 10 and p.wait_ms(tick) == 500  # a turn makes only burst followers short
+    p.idle()
+    p.due(turn)  # type: ignore[arg-type]
+    p.due(turn)  # type: ignore[arg-type]
+    p.undue(turn)  # type: ignore[arg-type]
+    assert p.wait_ms(turn) == 10 and p.wait_ms(tick) == 500
+    clock.t += 5  # the quiet window over: table readers poll short while any reply is due in the process
+    assert p.wait_with(20) == 20
+    p.undue(turn)  # type: ignore[arg-type]
+    assert not p.is_due(turn) and p.wait_ms(turn) == 500 and p.wait_with(20) == 500  # type: ignore[arg-type]
+    clock.t += 4.79  # 10 ms before the next snapshot is due: its consumer is short, a replies one is not
+    assert p.wait_ms(tick) == 10 and p.wait_ms(turn) == 500 and p.wait_ms(directory) == 10
+    with pytest.raises(ValueError):
+        p.follow(turn, "sometimes")  # type: ignore[arg-type]
+    ask = [300]
+    p.pace(turn, lambda short: ask[0])  # type: ignore[arg-type]  # e.g. a model call's answer: not soon
+    assert p.wait_ms(turn) == 500  # type: ignore[arg-type]  # paced only while due
+    p.due(turn)  # type: ignore[arg-type]
+    assert p.wait_ms(turn) == 300  # type: ignore[arg-type]
+    ask[0] = 5000
+    assert p.wait_ms(turn) == 500  # type: ignore[arg-type]  # at most the long wait
+    ask[0] = 1
+    assert p.wait_ms(turn) == 10  # type: ignore[arg-type]  # at least the short one
 
 
 def test_start_up_is_short_and_the_policy_off_keeps_every_wait_short():

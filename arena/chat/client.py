@@ -9,7 +9,9 @@ import re
 import socket
 import time
 import uuid
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ import pydantic_core
 from aiokafka import TopicPartition
 
 from arena import kafka as k
+from arena import polling
 from arena.chat.consume import consume
 from arena.chat.wire import ChatReply, ChatRequest, TokenUsage, check_name, usage_of
 from arena.compat.vendored_pydantic_ai import (
@@ -69,6 +72,10 @@ class ChatNodeError(ModelAPIError):
 class _Pending:
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    sent_at: float = field(default_factory=time.monotonic)
+
+
+REPLY_PACE = 0.1  # a model's answer T seconds into its call may wait up to T * this more (within the long wait)
 
 
 def _sanitize_topic_part(text: str) -> str:
@@ -86,6 +93,14 @@ def _jsonable_settings(settings: ModelSettings | None) -> dict[str, Any] | None:
         except Exception:
             log.warning("model setting %r cannot be sent to a chat node; ignored", key)
     return out
+
+
+def _reply_wait_of(ref: weakref.ref) -> Callable[[int], int]:
+    def wait(short: int) -> int:
+        model = ref()  # weak: the pacer's entry must not keep a stopped client alive
+        return model._reply_wait(short) if model is not None else short
+
+    return wait
 
 
 class RemoteChatModel(Model):
@@ -135,6 +150,7 @@ class RemoteChatModel(Model):
         self._pending: dict[str, _Pending] = {}
         self._producer = None
         self._consumer = None
+        self._replies: k.Dozing | None = None
         self._reader: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self._served_by = ""  # last model id the node reported, for model_name
@@ -169,6 +185,8 @@ class RemoteChatModel(Model):
         )
         pending = self._pending[request_id] = _Pending()
         started = time.monotonic()
+        replies, consumer = self._replies, self._consumer
+        replies.expect(consumer)  # resumed before the request goes out: its fetches are short until the answer
         try:
             try:
                 await self._producer.send_and_wait(self.request_topic, k.encode(req), key=request_id.encode())
@@ -199,6 +217,7 @@ class RemoteChatModel(Model):
                 ) from None
         finally:
             self._pending.pop(request_id, None)
+            replies.settle(consumer)
         if reply.kind == "error" or reply.response is None:
             raise ChatNodeError(
                 self.chat_node,
@@ -251,14 +270,27 @@ class RemoteChatModel(Model):
                 await consumer.seek_to_end(*tps)
                 for tp in tps:
                     await consumer.position(tp)  # resolve now, so no reply can slip past
+                # Replies are due only while a request is in flight: paused otherwise (no polling).
+                replies = k.Dozing([consumer])
+                replies.doze()
+                polling.PACER.pace(consumer, _reply_wait_of(weakref.ref(self)))
             except Exception as exc:
                 await consumer.stop()
                 await producer.stop()
                 raise ChatNodeError(
                     self.chat_node, f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}", kind="kafka"
                 ) from exc
-            self._producer, self._consumer = producer, consumer
+            self._producer, self._consumer, self._replies = producer, consumer, replies
             self._reader = asyncio.create_task(self._read_replies(), name=f"chat-replies-{self.chat_node}")
+
+    def _reply_wait(self, short: int) -> int:
+        """The wait of a reply fetch while requests are in flight: short at first (an instant model
+        answers within it), then a tenth of the newest request's age (a call of seconds is not polled
+        every few milliseconds; its answer waits at most that much more)."""
+        newest = max((p.sent_at for p in self._pending.values()), default=None)
+        if newest is None:
+            return short
+        return int((time.monotonic() - newest) * 1000 * REPLY_PACE)
 
     async def stop(self) -> None:
         reader, self._reader = self._reader, None

@@ -27,6 +27,9 @@ from arena.pricing import Pricer
 log = logging.getLogger("arena.chat")  # one logger for the package
 
 
+NEXT_REQUEST_S = 1.0  # short this long after a reply: the turn's next request follows it (the router's tool calls)
+
+
 class ChatNode:
     """Serves one chat node name: consumes its request topic and answers with `model` (any pydantic-ai Model).
 
@@ -172,14 +175,14 @@ class ChatNode:
         )
 
     async def _serve_one(self, req: ChatRequest) -> None:
-        # Short fetches while a provider call runs and for the quiet window after its reply: the turn's
+        # Short fetches while a provider call runs and for NEXT_REQUEST_S after its reply: the turn's
         # next request follows that reply, however long the provider took (arena.polling).
         pacer = polling.PACER
         pacer.busy()
         try:
             await self._serve(req)
         finally:
-            pacer.idle()
+            pacer.idle(follow_s=NEXT_REQUEST_S)
 
     async def _serve(self, req: ChatRequest) -> None:
         try:

@@ -47,6 +47,7 @@ __all__ = [
     "function_model",
     "get_current_run_context",
     "openai_chat",
+    "wrapper_model",
 ]
 
 
@@ -65,3 +66,10 @@ def function_model():
     from calfkit._vendor.pydantic_ai.models.function import AgentInfo, FunctionModel
 
     return FunctionModel, AgentInfo
+
+
+def wrapper_model():
+    """WrapperModel: a model that forwards every call to another one (a router watches its model calls)."""
+    from calfkit._vendor.pydantic_ai.models.wrapper import WrapperModel
+
+    return WrapperModel
