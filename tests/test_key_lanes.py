@@ -7,6 +7,7 @@ import zlib
 from collections import namedtuple
 
 import pytest
+from calfkit import ToolContext, agent_tool
 
 from arena.compat.key_lanes import pick_lane, release, spread_key_lanes, unspread_key_lanes
 
@@ -102,6 +103,55 @@ def test_a_key_leaves_its_lane_once_its_messages_are_consumed():
     release(state, b)
     assert state == {}  # nothing in flight: nothing remembered
     assert pick_lane(state, b, LANES) == lane  # idle again: the hashed lane, as calfkit picks it
+
+
+_released: asyncio.Event | None = None
+
+
+@agent_tool
+async def hold(ctx: ToolContext, stuck: bool) -> str:
+    """Answer at once, or (stuck) only once the test releases it."""
+    if stuck:
+        await _released.wait()
+    return "held" if stuck else "answered"
+
+
+async def test_on_the_broker_a_stuck_call_does_not_hold_up_another_runs_call_in_its_hashed_lane(kafka, spread):
+    """Two agents' runs whose ids calfkit hashes to the same lane of a tool (8 lanes, as the tools process
+    serves them): the first run's call never ends until released; the second run's call is answered."""
+    global _released
+    import json
+
+    from calfkit import Agent, Client, Worker
+
+    from arena.config import CONSUMER_TUNING
+    from tests.scripted_model import ScriptedModel
+
+    stuck_run, other_run = (k.decode() for k in colliding_run_ids())
+    _released = asyncio.Event()
+    tools = Worker(Client.connect(kafka.bootstrap_servers), nodes=[hold], max_workers=LANES,
+                   extra_subscribe_kwargs=dict(CONSUMER_TUNING))  # fmt: skip
+    agents = [
+        Agent(name, system_prompt="test", model_client=ScriptedModel(), tools=[hold]) for name in ("kl_a", "kl_b")
+    ]
+    workers = [Worker(Client.connect(kafka.bootstrap_servers), nodes=[a], extra_subscribe_kwargs=dict(CONSUMER_TUNING))
+               for a in agents]  # fmt: skip
+    client = Client.connect(kafka.bootstrap_servers)
+    await asyncio.gather(tools.start(), *(w.start() for w in workers))
+    try:
+        call = [{"tool": "hold", "args": {"stuck": True}, "id": "c1"}]
+        stuck = await client.agent("kl_a").start(json.dumps(call), correlation_id=stuck_run)
+        await asyncio.sleep(1.0)  # its call is in its lane and waits there
+        call[0]["args"]["stuck"] = False
+        other = await client.agent("kl_b").start(json.dumps(call), correlation_id=other_run)
+        result = await other.result(timeout=10)  # without the fix: queued behind the stuck call, a timeout
+        assert json.loads(result.output) == {"c1": "answered"}
+        _released.set()
+        assert json.loads((await stuck.result(timeout=10)).output) == {"c1": "held"}
+    finally:
+        _released.set()
+        await asyncio.gather(tools.stop(), *(w.stop() for w in workers), return_exceptions=True)
+        await client.aclose()
 
 
 def test_canary_calfkit_still_hashes_every_key_to_a_fixed_lane():
