@@ -124,10 +124,11 @@ async def test_on_the_broker_a_stuck_call_does_not_hold_up_another_runs_call_in_
 
     from calfkit import Agent, Client, Worker
 
+    from arena import kafka as k
     from arena.config import CONSUMER_TUNING
     from tests.scripted_model import ScriptedModel
 
-    stuck_run, other_run = (k.decode() for k in colliding_run_ids())
+    stuck_run, other_run = (key.decode() for key in colliding_run_ids())
     _released = asyncio.Event()
     tools = Worker(Client.connect(kafka.bootstrap_servers), nodes=[hold], max_workers=LANES,
                    extra_subscribe_kwargs=dict(CONSUMER_TUNING))  # fmt: skip
@@ -137,7 +138,9 @@ async def test_on_the_broker_a_stuck_call_does_not_hold_up_another_runs_call_in_
     workers = [Worker(Client.connect(kafka.bootstrap_servers), nodes=[a], extra_subscribe_kwargs=dict(CONSUMER_TUNING))
                for a in agents]  # fmt: skip
     client = Client.connect(kafka.bootstrap_servers)
-    await asyncio.gather(tools.start(), *(w.start() for w in workers))
+    with k.consumers_started() as started:
+        await asyncio.gather(tools.start(), *(w.start() for w in workers))
+    await k.positioned(started)  # a call sent now is not skipped by "latest"
     try:
         call = [{"tool": "hold", "args": {"stuck": True}, "id": "c1"}]
         stuck = await client.agent("kl_a").start(json.dumps(call), correlation_id=stuck_run)
