@@ -17,6 +17,7 @@ from arena import fmt
 from arena import kafka as k
 from arena.accounts import AccountPublisher
 from arena.accounts import ensure_topic as ensure_accounts_topic
+from arena.compat.key_lanes import spread_key_lanes
 from arena.compat.worker_adverts import advertise_when_positioned
 from arena.config import CONSUMER_TUNING, DECISIONS_TOPIC, HEALTH_TOPIC, MARKET_TOPIC, TRADES_TOPIC, KafkaSettings
 from arena.decisions import Decision
@@ -101,6 +102,7 @@ class ToolsService:
         self._trades, self._workers, self._tasks, self._live_from = asyncio.Queue(), [], [], {}
         security = self.kafka.faststream_security()
         servers = [s.strip() for s in self.kafka.bootstrap_servers.split(",") if s.strip()]
+        spread_key_lanes()  # one stuck tool call must not hold up other agents' calls (docs/RELIABILITY.md)
         for tool in trading_tools.TOOLS:
             client = Client.connect(
                 servers,
