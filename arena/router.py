@@ -24,6 +24,7 @@ from arena import auth, fmt, polling
 from arena import kafka as k
 from arena.accounts import ACCOUNTS_TOPIC, AccountRecord, OwnAccount, render_account
 from arena.compat.client_inbox import tune_client_inbox
+from arena.compat.key_lanes import spread_key_lanes
 from arena.config import ACTIVITY_TOPIC, CONSUMER_TUNING, DECISIONS_TOPIC, MARKET_TOPIC, KafkaSettings
 from arena.decisions import TURN_KEY, Decision
 from arena.market import MarketSnapshot, render_snapshot, utcnow
@@ -286,6 +287,7 @@ class Router:
         )
         wait = CONSUMER_TUNING["fetch_max_wait_ms"]
         tune_client_inbox(self._client, wait)
+        spread_key_lanes()  # a timed-out turn's step still running must not hold up the next turn's run
         self._worker = Worker(
             self._client,
             nodes=[self._build_agent()],

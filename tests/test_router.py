@@ -395,3 +395,49 @@ async def test_a_timed_out_turn_says_where_its_consumers_stand(kafka, caplog):
         assert line.endswith("; it was waiting for a model's answer"), line  # a slow model, not a lost reply
     finally:
         await r.stop()
+
+
+async def test_a_timed_out_turns_step_that_never_ends_does_not_hold_up_the_next_turn(kafka, monkeypatch):
+    """The agent node serves its runs in key-ordered lanes (4 here); a turn whose model call never returns
+    keeps its lane busy after the timeout. The next turn's run id hashes to that same lane: it must still
+    run (arena/compat/key_lanes.py), not wait behind the stuck step until its own timeout."""
+    import types
+    import zlib
+
+    from arena import router as router_module
+    from arena.compat.vendored_pydantic_ai import ModelResponse, TextPart
+
+    lanes = 4  # Router's max_workers
+    first = uuid.uuid4().hex
+    lane = zlib.crc32(first.encode()) % lanes
+    second = next(h for h in (uuid.uuid4().hex for _ in range(1000)) if zlib.crc32(h.encode()) % lanes == lane)
+    ids = iter([first, second])
+    monkeypatch.setattr(
+        router_module, "uuid", types.SimpleNamespace(uuid4=lambda: types.SimpleNamespace(hex=next(ids)))
+    )
+    never = asyncio.Event()
+    calls = 0
+
+    async def think(messages, info) -> ModelResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await never.wait()  # the first turn's model call never returns
+        return ModelResponse(parts=[TextPart("hold")])
+
+    r = function_router(think, name=f"lanes_{uuid.uuid4().hex[:6]}", kafka=kafka, system_prompt="hold",
+                        turn_timeout_s=2.0, account_wait_s=0.1)  # fmt: skip
+
+    async def no_tools_needed(wait_s: float) -> tuple[str, ...]:
+        return ()
+
+    r.missing_tools = no_tools_needed
+    await r.start()
+    try:
+        d1 = await asyncio.wait_for(r.run_turn(snapshot(1)), 60)
+        assert d1.status == "timeout" and d1.run_id == first, d1
+        d2 = await asyncio.wait_for(r.run_turn(snapshot(2)), 60)
+        assert d2.status == "done" and d2.run_id == second, d2
+    finally:
+        never.set()
+        await r.stop()
