@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.waits import record_waits, waits_of
+from tests.support.waits import next_fetch_wait, record_waits, waits_of
 
 
 def _python(code: str) -> dict:
@@ -360,7 +360,6 @@ async def test_a_table_reader_polls_long_while_idle_and_short_while_a_turn_is_un
 async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_gets_its_own_waits_back(
     kafka, monkeypatch
 ):
-    import asyncio
     import uuid
 
     from ktables import KafkaTable
@@ -389,12 +388,7 @@ async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_ge
         assert _configured_poll_ms(table) == 200 and table._fetch_max_wait_ms == 500
         assert pacer.wait_ms(consumer) == 500  # the policy has it back at its own wait (not 20's long 300)
 
-        async def fetched_after() -> list[int]:
-            while not (after := waits_of(seen[caught_up:], consumer)["fetch"]):
-                await asyncio.sleep(0.01)
-            return after
-
-        assert (await asyncio.wait_for(fetched_after(), 10))[0] == 500
+        assert await next_fetch_wait(seen, consumer, caught_up) == 500
     finally:
         await table.stop()
 

@@ -5,12 +5,10 @@ must be empty."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from arena.config import CONSUMER_TUNING, KafkaSettings
-from tests.support.waits import record_waits, waits_of
+from tests.support.waits import next_fetch_wait, record_waits, waits_of
 
 pytestmark = [pytest.mark.processes, pytest.mark.asyncio]
 
@@ -54,12 +52,7 @@ async def test_a_router_on_a_fresh_broker_catches_its_capability_view_up_at_the_
         assert set(during["fetch"]) <= {short}, during
         assert pacer.wait_ms(consumer) == 500  # not `short`'s long wait (300)
 
-        async def fetched_after() -> list[int]:
-            while not (after := waits_of(seen[caught_up:], consumer)["fetch"]):
-                await asyncio.sleep(0.01)
-            return after
-
-        assert (await asyncio.wait_for(fetched_after(), 10))[0] == 500
+        assert await next_fetch_wait(seen, consumer, caught_up) == 500
     finally:
         await router.stop()
         broker.stop()

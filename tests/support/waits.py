@@ -33,3 +33,15 @@ def waits_of(seen: list, consumer, upto: int | None = None) -> dict[str, list[in
         if who is (consumer._client if kind == "fetch" else consumer):
             out[kind].append(ms)
     return out
+
+
+async def next_fetch_wait(seen: list, consumer, after: int, timeout_s: float = 10) -> int:
+    """The wait of `consumer`'s first fetch among `seen` past its first `after` entries (waits for one)."""
+    import asyncio
+
+    async def first() -> int:
+        while not (fetches := waits_of(seen[after:], consumer)["fetch"]):
+            await asyncio.sleep(0.01)
+        return fetches[0]
+
+    return await asyncio.wait_for(first(), timeout_s)
