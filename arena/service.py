@@ -443,6 +443,12 @@ def main(build: Callable[[], Service | int]) -> int:
         code = asyncio.run(run(service))
     except KeyboardInterrupt:  # a signal before the loop's handlers were installed
         return 0
+    except RuntimeError as exc:
+        # The same signal landing in a class body's __set_name__ while a module imports: Python 3.11
+        # raises it wrapped ("Error calling __set_name__ ..."), seen inside uvicorn's import.
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return 0
+        raise
     # All is flushed and closed: spare the interpreter's final garbage collection of this large heap
     # (calfkit, pydantic), which only delays the exit (docs/RELIABILITY.md).
     gc.freeze()

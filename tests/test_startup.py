@@ -174,3 +174,29 @@ def test_ctrl_c_while_a_script_still_imports_ends_it_quietly(tmp_path, script, a
         assert "Traceback" not in p.output and "READY" not in p.output and "Connecting" not in p.output, p.output
     finally:
         p.stop()
+
+
+def test_ctrl_c_inside_a_class_body_of_an_import_ends_a_part_quietly(monkeypatch):
+    """A signal can land while an imported module builds a class (seen in uvicorn, imported by faststream):
+    Python 3.11 raises it from __set_name__ wrapped in a RuntimeError. It is still a Ctrl-C: exit 0."""
+    from arena import service
+
+    monkeypatch.setattr(service, "own_signals", lambda: None)  # this test process keeps its handlers
+
+    class Interrupted:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    def build():
+        class Server:  # what an import does, with the signal arriving here
+            limit = Interrupted()
+
+        raise AssertionError("not reached")
+
+    assert service.main(build) == 0
+
+    def broken():
+        raise RuntimeError("a real failure")
+
+    with pytest.raises(RuntimeError, match="a real failure"):
+        service.main(broken)
