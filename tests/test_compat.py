@@ -388,7 +388,7 @@ async def test_a_table_started_while_catching_up_fetches_and_polls_short_then_ge
         assert _configured_poll_ms(table) == 200 and table._fetch_max_wait_ms == 500
         assert pacer.wait_ms(consumer) == 500  # the policy has it back at its own wait (not 20's long 300)
 
-        assert await next_fetch_wait(seen, consumer, caught_up) == 500
+        assert await next_fetch_wait(seen, consumer, caught_up, in_flight=20) == 500
     finally:
         await table.stop()
 

@@ -636,12 +636,16 @@ async def test_the_leaderboard_never_saw_a_forged_snapshot(arena):
         latest = None
         while True:
             assert time.monotonic() < deadline, (
-                "the tools never published a leaderboard with the last snapshot and turns",
-                latest and latest["feed"],
-                latest and {a["name"]: a["turns"] for a in latest["agents"]},
-                {a: len(w.of(a, "done")) for a in TRADERS},
-                f"published {arena.published[-5:]}",
-                arena.procs["tools"].output[-4000:],
+                "\n".join(  # a str: pytest would clip a tuple's repr
+                    (
+                        "the tools never published a leaderboard with the last snapshot and turns",
+                        f"feed: {latest and latest['feed']}",
+                        f"turns: {latest and {a['name']: a['turns'] for a in latest['agents']}}",
+                        f"done: { {a: len(w.of(a, 'done')) for a in TRADERS} }",
+                        f"published {arena.published[-5:]}",
+                        arena.procs["tools"].output[-4000:],
+                    )
+                )
             )
             records = [
                 r for rs in (await board.getmany(timeout_ms=500)).values() for r in rs if r.key == b"leaderboard"

@@ -52,7 +52,7 @@ async def test_a_router_on_a_fresh_broker_catches_its_capability_view_up_at_the_
         assert set(during["fetch"]) <= {short}, during
         assert pacer.wait_ms(consumer) == 500  # not `short`'s long wait (300)
 
-        assert await next_fetch_wait(seen, consumer, caught_up) == 500
+        assert await next_fetch_wait(seen, consumer, caught_up, in_flight=short) == 500
     finally:
         await router.stop()
         broker.stop()

@@ -35,13 +35,18 @@ def waits_of(seen: list, consumer, upto: int | None = None) -> dict[str, list[in
     return out
 
 
-async def next_fetch_wait(seen: list, consumer, after: int, timeout_s: float = 10) -> int:
-    """The wait of `consumer`'s first fetch among `seen` past its first `after` entries (waits for one)."""
+async def next_fetch_wait(seen: list, consumer, after: int, in_flight: int | None = None, timeout_s: float = 10) -> int:
+    """The wait of `consumer`'s first fetch among `seen` past its first `after` entries (waits for one).
+
+    With `in_flight`: the first fetch built after entry `after`. A fetch the fetcher built just before
+    (at the old wait `in_flight`) may still be sent after it: one such fetch is skipped, a second is not."""
     import asyncio
 
     async def first() -> int:
-        while not (fetches := waits_of(seen[after:], consumer)["fetch"]):
+        while True:
+            fetches = waits_of(seen[after:], consumer)["fetch"]
+            if fetches and (fetches[0] != in_flight or len(fetches) > 1):
+                return fetches[1] if fetches[0] == in_flight else fetches[0]
             await asyncio.sleep(0.01)
-        return fetches[0]
 
     return await asyncio.wait_for(first(), timeout_s)
