@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from arena import auth, polling
-from arena.compat import tansu
+from arena.compat import tansu, tracked_topics
 from arena.compat.started_consumers import consumers_started  # noqa: F401 - re-exported: the call sites' name
 from arena.compat.table_barrier import watch_barriers
 from arena.config import CONSUMER_TUNING, MARKET_TOPIC, KafkaSettings
@@ -25,6 +25,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_MESSAGE_BYTES = 5 * 1024 * 1024  # matches calfkit's default
 
 polling.install()  # every consumer of the process, calfkit's too, polls by arena.polling's policy
+tracked_topics.install()  # every producer of the process keeps the topics it writes to in its metadata
 
 
 def producer(settings: KafkaSettings, **kw) -> AIOKafkaProducer:
