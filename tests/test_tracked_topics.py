@@ -18,8 +18,10 @@ async def _answer_after_a_new_topic(kafka) -> dict:
     lingers), then to `new`; how did the batch for `known` fare, and how often was metadata asked?"""
     known, new = f"tracked.known.{uuid.uuid4().hex}", f"tracked.new.{uuid.uuid4().hex}"
     setup = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    # A batch that finds no leader fails after the request timeout (aiokafka's 40 s, shortened here).
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=300, request_timeout_ms=5000)
+    # The batch for `known` lingers long enough for the metadata of `new` to come back first, even on a
+    # busy machine; a batch that finds no leader fails after the request timeout (aiokafka's 40 s,
+    # shortened here).
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=2000, request_timeout_ms=6000)
     updates = []
     update = AIOKafkaClient._metadata_update
 
@@ -37,7 +39,7 @@ async def _answer_after_a_new_topic(kafka) -> dict:
         # Its start-up metadata holds every topic of the broker; it tracks none yet.
         assert client.cluster.partitions_for_topic(known) and not client._topics
         await setup.send_and_wait(new, b"created")  # after the producer started: unknown to it
-        answer = await producer.send(known, b"answer", key=b"run")  # accepted, lingers 300 ms
+        answer = await producer.send(known, b"answer", key=b"run")  # accepted, lingers 2 s
         await producer.send_and_wait(new, b"other")
         try:
             await answer
