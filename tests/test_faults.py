@@ -941,6 +941,7 @@ async def test_secrets_are_never_printed(arena):
     """SASL settings with the password in the environment, the API key in every environment: neither
     appears in any output, at any log level."""
     sasl = ["--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", "arena"]
+    give_up = "4"  # seconds of failed connection attempts (one a second), each logged at DEBUG
     env = {**arena.env(), "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
     runs = [
         Proc(
@@ -961,7 +962,7 @@ async def test_secrets_are_never_printed(arena):
             "--ledger",
             arena.ledger + ".sasl",
             "--connect-timeout",
-            "8",
+            give_up,
             env=env,
         ),
         Proc(
@@ -974,13 +975,21 @@ async def test_secrets_are_never_printed(arena):
             "--base-url",
             "http://127.0.0.1:9/v1",
             "--connect-timeout",
-            "8",
+            give_up,
             env=env,
         ),
         Proc(
-            "deploy_router_node.py", *sasl, "--log-level", "DEBUG", "--name", "sasl", "--connect-timeout", "8", env=env
+            "deploy_router_node.py",
+            *sasl,
+            "--log-level",
+            "DEBUG",
+            "--name",
+            "sasl",
+            "--connect-timeout",
+            give_up,
+            env=env,
         ),
-        Proc("response_viewer.py", *sasl, "--log-level", "DEBUG", "--connect-timeout", "8", env=env),
+        Proc("response_viewer.py", *sasl, "--log-level", "DEBUG", "--connect-timeout", give_up, env=env),
     ]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and any(p.proc.poll() is None for p in runs[1:]):
