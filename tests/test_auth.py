@@ -213,7 +213,9 @@ async def test_a_router_proves_its_turns_with_its_key(agents, keyed_tools, kafka
     sink = SnapshotSink(agents.market, key=FEED_KEY.encode())
     for seq, (key, expect) in enumerate(((KEYS[CAROL], '"status": "filled"'), (KEYS[BOB], "call refused")), start=10):
         monkeypatch.setenv(auth.AGENT_KEY_ENV, key)
-        router = Router(name=CAROL, system_prompt="buy", model_client=Instant(think, model_name="instant"), kafka=kafka)
+        # account_wait_s: the turn need not wait (2 s by default) for a valuation of her account at its snapshot
+        router = Router(name=CAROL, system_prompt="buy", model_client=Instant(think, model_name="instant"), kafka=kafka,
+                        account_wait_s=0.2)  # fmt: skip
         await router.start()
         try:
             assert await sink.publish(btc(REAL, seq))  # a fresh quote for the desk

@@ -58,9 +58,8 @@ async def test_groups_fan_out_and_share(kafka):
         ):
             break
         await asyncio.gather(*(c.getmany(timeout_ms=50) for c in consumers.values()))
-    for c in consumers.values():
-        for tp in c.assignment():
-            await c.seek_to_end(tp)
+    # All at once: a seek waits for the consumer's fetch in flight, up to a long fetch wait (arena.polling) each.
+    await asyncio.gather(*(c.seek_to_end(*c.assignment()) for c in consumers.values()))
     n = 40
     snaps = [
         MarketSnapshot(

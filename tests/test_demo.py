@@ -37,9 +37,9 @@ def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
         "arena.cli",
         "demo",
         "--duration",
-        "30",
+        "20",  # room for ~20 turns: 5 even after a stalled turn's 10 s timeout
         "--interval",
-        "2",
+        "1",
         "--export",
         str(out),
         "--run-dir",

@@ -37,9 +37,12 @@ from arena.feed import load_recording
 from arena.market import MarketSnapshot, utcnow
 from arena.metrics import BASELINE_NAME
 from arena.report import read_ledger
-from tests.support import ROOT, Proc, Stack, Watcher, stop_all
+from tests.support import Proc, Stack, Watcher, stop_all
+from tests.support.recordings import SAMPLE, first_snapshots
 
-RECORDING = ROOT / "assets" / "sample_recording.jsonl"
+# The sample recording's first six snapshots: momentum and mean-revert buy on #1, random-walk buys and
+# sells on #2, #4, #5 and #6 (round trips for the metrics). Each snapshot more costs ~1.3 s per run.
+SNAPSHOTS = 6
 # One chat node on the policy server's `auto` model: each agent's strategy prompt picks its policy.
 AGENTS = {"mo": "momentum", "sc": "scalper", "br": "brainrot"}  # -> momentum, mean-revert, random-walk
 MAX_SPEED, MIN_SPEED = 1.5, 0.5  # replay speed bounds: the recording's 2 s spacing becomes 1.3-4 s
@@ -63,6 +66,7 @@ class Arena(Stack):
     def __init__(self, tmp: Path):
         super().__init__(tmp)
         self.spawned = 0
+        self.recording = first_snapshots(SNAPSHOTS, self.tmp)
 
     @property
     def flags(self) -> list[str]:
@@ -105,7 +109,7 @@ def finished(decisions: list[Decision], tick: int, since: int) -> set[str]:
 async def warm_up(arena: Arena) -> float:
     """One turn per agent on a snapshot whose quotes are all stale (policies never trade on those): the
     processes' first-call costs are paid, the accounts open. Returns the slowest turn in seconds."""
-    first = load_recording(RECORDING)[0]
+    first = load_recording(arena.recording)[0]
     now = utcnow()
     quotes = {pid: q.model_copy(update={"stale": True, "received_at": now}) for pid, q in first.quotes.items()}
     since = len(arena.decisions)
@@ -155,8 +159,10 @@ async def attempt(arena: Arena, n: str, speed: float | None) -> dict:
 
     since = len(arena.decisions)
     t0 = time.monotonic()
-    feed = arena.spawn("coinbase_connector.py", *arena.flags, "--replay", str(RECORDING), "--speed", f"{speed:.3f}")
-    n_snaps = len(load_recording(RECORDING))
+    feed = arena.spawn(
+        "coinbase_connector.py", *arena.flags, "--replay", str(arena.recording), "--speed", f"{speed:.3f}"
+    )
+    n_snaps = len(load_recording(arena.recording))
     await arena.read_decisions(
         lambda ds: finished(ds, n_snaps, since) >= set(AGENTS), 30 / speed + 120, "the last tick's turns"
     )
@@ -265,7 +271,7 @@ def test_random_walk_flips_the_same_coins_whenever_a_snapshot_is_decided():
         return plan("auto", Turn(messages), tools, seed=7).text
 
     replies = []
-    for snapshot in load_recording(RECORDING):
+    for snapshot in load_recording(SAMPLE):
         first, later = decide(snapshot, 0.2, "trade id 1f2e, 31 ms"), decide(snapshot, 3.7, "trade id 9ab0, 870 ms")
         assert first == later, snapshot.seq
         replies.append(first)

@@ -89,7 +89,8 @@ async def arena(broker, tmp_path_factory):
         for p in [policy, *chats.values(), tools, viewer]:
             p.wait_ready(120)
         routers.update({name: router(name, GOOD) for name in TRIO})
-        routers[LOST] = router(LOST, MISSING, "--turn-timeout", "8")  # a missing chat node is reported after 4 s
+        # a missing chat node is reported after half the turn timeout: 2.5 s per tick the test waits on
+        routers[LOST] = router(LOST, MISSING, "--turn-timeout", "5")
         routers[FAILED] = router(FAILED, FAILING, "--turn-timeout", "8")
         routers[SLOTH] = router(SLOTH, SLOW, "--turn-timeout", "30")
         for p in routers.values():

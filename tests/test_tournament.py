@@ -16,8 +16,12 @@ import pytest
 from arena.metrics import BASELINE_NAME
 from arena.tournament import bootstrap_ci, compare, kendalls_w
 from tests.support import Proc
+from tests.support.recordings import first_snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
+# Both policies trade on the recording's first snapshot; the next four move their marks (returns, drawdown).
+# A replay runs at the recording's pace or at most twice it: each snapshot left out saves ~1 s per run.
+SNAPSHOTS = 5
 
 
 def board(returns: dict[str, float], baseline: float = 0.0, dd: float = 1.0) -> dict:
@@ -94,6 +98,7 @@ chat_node = "mr"
 @pytest.mark.timeout(900)  # two whole arenas one after the other, on a machine that may be busy
 def test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_contain_them(tmp_path):
     (tmp_path / "arena.toml").write_text(DETERMINISTIC)
+    recording = first_snapshots(SNAPSHOTS, tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run(
         [
@@ -103,7 +108,7 @@ def test_two_runs_of_deterministic_policies_are_identical_and_their_intervals_co
             "tournament",
             str(tmp_path / "arena.toml"),
             "--replay",
-            str(ROOT / "assets" / "sample_recording.jsonl"),
+            str(recording),
             "--runs",
             "2",
             "--out",
@@ -150,7 +155,7 @@ def test_ctrl_c_during_a_tournament_exits_0_and_leaves_no_process_behind(tmp_pat
     marker = f"ARENA_TEST_{uuid.uuid4().hex}"  # every process of the tournament inherits it
     proc = Proc(
         "-m", "arena.cli", "tournament", str(tmp_path / "arena.toml"), "--replay",
-        str(ROOT / "assets" / "sample_recording.jsonl"), "--runs", "2", "--out", str(tmp_path / "out"),
+        str(first_snapshots(2, tmp_path)), "--runs", "2", "--out", str(tmp_path / "out"),
         env={marker: "1"}, new_session=True,
     )  # fmt: skip
     try:

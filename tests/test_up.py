@@ -236,38 +236,6 @@ def _trades_by_agent(ledger: Path) -> dict[str, int]:
         return {}
 
 
-@pytest.mark.timeout(600)
-def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(tmp_path):
-    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
-    run_dir, export = tmp_path / "run", tmp_path / "board.json"
-    proc = _up_offline(marker, "--run-dir", str(run_dir), "--export", str(export))
-    agents = [a.name for a in up.load(EXAMPLES / "offline.toml").agents]
-    try:
-        deadline = time.monotonic() + 400
-        while set(trades := _trades_by_agent(run_dir / "ledger.db")) < set(agents):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, f"not every agent traded: {trades}"
-            time.sleep(1)
-        assert (
-            len(_procs_with_marker(marker)) >= 2 + 2 + 3 + len(agents) + 1
-        )  # up, broker, sim, policy, connector, chats, routers, tools
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        output = proc.stdout.read()
-        for pid in _procs_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
-    assert "agents online: alice, bob, carol" in output and "stopping" in output, output
-    assert "READY arena: 3 agents trading" in output, output  # headless: stdout is not a terminal
-    assert "web page: http://" in output, output  # the example has a [web] table
-    assert not _procs_with_marker(marker), "a part outlived Ctrl-C"
-    rows = {a["name"]: a for a in json.loads(export.read_text())["agents"]}
-    assert all(rows[name]["trades"] >= 1 for name in agents), rows
-    assert json.loads((run_dir / "arena.json").read_text())["source"].endswith("offline.toml")
-
-
 @pytest.mark.processes
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_while_the_arena_comes_up_stops_it_quietly_and_leaves_no_part(tmp_path, sig):
@@ -318,30 +286,72 @@ def _nothing_left(marker: str, within: float = 15.0) -> list[int]:
     return left
 
 
-@pytest.mark.timeout(400)
-def test_a_broker_that_dies_is_started_again_and_the_arena_trades_on(tmp_path):
-    """`arena up` watches the broker it owns: killed, a fresh one starts on the same address, every part
-    restarts in place on it, and the agents trade again; Ctrl-C then stops everything."""
-    marker = f"ARENA_TEST_{uuid.uuid4().hex}"
-    run_dir = tmp_path / "run"
-    up_ = _up(marker, "--run-dir", str(run_dir))
+class OfflineUp:
+    """`arena up examples/offline.toml` (headless: its stdout is a pipe) in a session of its own."""
+
+    def __init__(self, tmp: Path):
+        self.marker = f"ARENA_TEST_{uuid.uuid4().hex}"
+        self.run_dir, self.export = tmp / "run", tmp / "board.json"
+        self.proc = Proc("-m", "arena.cli", "up", str(EXAMPLES / "offline.toml"), "--run-dir", str(self.run_dir),
+                         "--export", str(self.export), env={self.marker: "1"}, new_session=True)  # fmt: skip
+
+    def trades(self) -> dict[str, int]:
+        return _trades_by_agent(self.run_dir / "ledger.db")
+
+
+@pytest.fixture(scope="module")
+def offline_up(tmp_path_factory):
+    """One whole offline arena for the two tests below, in file order: its broker is killed (and started
+    again), then every agent has traded and Ctrl-C stops it. Starting an arena is most of their time."""
+    arena = OfflineUp(tmp_path_factory.mktemp("up"))
     try:
-        up_.wait_for("READY arena: 3 agents trading", 240)  # every part READY, its broker watch running
-        before = sum(_trades_by_agent(run_dir / "ledger.db").values())
-        os.kill(_broker_of(up_.pid), signal.SIGKILL)
-        up_.wait_for("broker ready again on", 30)
-        deadline = time.monotonic() + 240
-        while sum(_trades_by_agent(run_dir / "ledger.db").values()) <= before:
-            assert up_.proc.poll() is None, up_.output
-            assert time.monotonic() < deadline, f"no trade after the broker restart:\n{up_.output}"
-            time.sleep(1)
-        assert up_.stop(timeout=120) == 0, up_.output
+        yield arena
     finally:
-        up_.stop(signal.SIGKILL)
-        left = _nothing_left(marker, within=0)
+        arena.proc.stop(signal.SIGKILL)
+        _nothing_left(arena.marker, within=0)
+
+
+@pytest.mark.timeout(400)
+def test_a_broker_that_dies_is_started_again_and_the_arena_trades_on(offline_up):
+    """`arena up` watches the broker it owns: killed, a fresh one starts on the same address, every part
+    restarts in place on it, and the agents trade again (Ctrl-C then stops everything: the next test)."""
+    up_ = offline_up.proc
+    up_.wait_for("READY arena: 3 agents trading", 240)  # every part READY, its broker watch running
+    before = sum(offline_up.trades().values())
+    os.kill(_broker_of(up_.pid), signal.SIGKILL)
+    up_.wait_for("broker ready again on", 30)
+    deadline = time.monotonic() + 240
+    while sum(offline_up.trades().values()) <= before:
+        assert up_.proc.poll() is None, up_.output
+        assert time.monotonic() < deadline, f"no trade after the broker restart:\n{up_.output}"
+        time.sleep(1)
     assert "exited (code -9): starting a fresh one on the same address" in up_.output, up_.output
     assert "Traceback" not in up_.output and "aiokafka" not in up_.output, up_.output
+
+
+@pytest.mark.timeout(600)
+def test_up_runs_the_offline_example_every_agent_trades_and_ctrl_c_stops_every_part(offline_up):
+    proc, marker, run_dir = offline_up.proc, offline_up.marker, offline_up.run_dir
+    agents = [a.name for a in up.load(EXAMPLES / "offline.toml").agents]
+    deadline = time.monotonic() + 400
+    while set(trades := offline_up.trades()) < set(agents):
+        assert proc.proc.poll() is None, proc.output
+        assert time.monotonic() < deadline, f"not every agent traded: {trades}"
+        time.sleep(1)
+    assert (
+        len(_procs_with_marker(marker)) >= 2 + 2 + 3 + len(agents) + 1
+    )  # up, broker, sim, policy, connector, chats, routers, tools
+    assert proc.stop(timeout=120) == 0, proc.output
+    output = proc.output
+    left = _nothing_left(marker, within=0)
+    assert "agents online: alice, bob, carol" in output and "stopping" in output, output
+    assert "READY arena: 3 agents trading" in output, output  # headless: stdout is not a terminal
+    assert "web page: http://" in output, output  # the example has a [web] table
+    assert "Traceback" not in output and "aiokafka" not in output, output
     assert not left, "a part outlived Ctrl-C"
+    rows = {a["name"]: a for a in json.loads(offline_up.export.read_text())["agents"]}
+    assert all(rows[name]["trades"] >= 1 for name in agents), rows
+    assert json.loads((run_dir / "arena.json").read_text())["source"].endswith("offline.toml")
 
 
 @pytest.mark.timeout(300)

@@ -401,18 +401,29 @@ def _board_equals_api(page, timeout_s: float = 20.0) -> dict:
     return api
 
 
+def _ledger_trades(ledger) -> int:
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM trades").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or busy for a moment
+        return 0
+
+
 def test_live_page_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     run = tmp_path / "run"
-    demo = Proc(
-        "-m", "arena.cli", "demo", "--duration", "75", "--interval", "1", "--run-dir", str(run), "--no-dashboard"
-    )
+    # --no-web: the page under test is an `arena web` of the test's own, opened mid-run
+    demo = Proc("-m", "arena.cli", "demo", "--duration", "75", "--interval", "1", "--run-dir", str(run),
+                "--no-dashboard", "--no-web")  # fmt: skip
     web = None
     try:
         bootstrap = demo.wait_for("broker ready on", timeout=120).split("broker ready on ")[1].split(";")[0].strip()
         demo.wait_for("tools ready", timeout=240)
-        time.sleep(3)  # the page opens mid-run: it must still show the run from its start
+        deadline = time.monotonic() + 60  # the page opens mid-run, once a trade was made: it must still show it
+        while not _ledger_trades(run / "ledger.db"):
+            assert demo.proc.poll() is None and time.monotonic() < deadline, demo.output
+            time.sleep(0.2)
         web = Proc("-m", "arena.cli", "web", "--port", "0", "--bootstrap-servers", bootstrap, "--max-quote-age", "5")
         url = re.search(r"http://\S+/", web.wait_for("READY", timeout=60)).group(0)
         shots = {}
