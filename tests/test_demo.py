@@ -37,7 +37,7 @@ def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
         "arena.cli",
         "demo",
         "--duration",
-        "20",  # room for ~20 turns: 5 even after a stalled turn's 10 s timeout
+        "20",  # room for ~20 turns
         "--interval",
         "1",
         "--export",
@@ -57,11 +57,8 @@ def test_demo_runs_for_a_duration_and_the_agents_trade(tmp_path):
     agents = {a["name"]: a for a in board["agents"] if not a.get("baseline")}
     assert set(agents) == {"alice", "bob", "carol"}, board
     for name, row in agents.items():  # every agent thinks on the ticks, without a failed turn
-        # At most one timeout: the known stalled turn (docs/RELIABILITY.md, "Known issues") stops a turn
-        # now and then; the demo's 10 s turn timeout gets the agent going again. (model_errors counts
-        # errors and timeouts: no error besides that timeout.)
-        errors = row["model_errors"] - row["model_timeouts"]
-        assert row["turns"] >= 5 and errors == 0 and row["model_timeouts"] <= 1, (
+        # (model_errors counts errors and timeouts: no turn stalls, docs/RELIABILITY.md "A turn that stalled")
+        assert row["turns"] >= 5 and row["model_errors"] == 0, (
             f"{name}: {row}\n{_tail(tmp_path / 'run' / f'router-{name}.log')}\n{_tail(tmp_path / 'run' / 'tools.log')}"
         )
         assert row["total_value"] > 0
