@@ -309,7 +309,16 @@ class ToolsProcess(service.Service):
                 self.args.status_every,
             )
         else:
-            await self.dashboard.run(stop)
+            try:
+                await self.dashboard.run(stop)
+            except OSError as exc:
+                from arena import lifeline
+
+                if not lifeline.output_gone(1):
+                    raise
+                # The terminal hung up (a closed window) or its reader quit: stop in order, as on Ctrl-C.
+                self.log.info("the dashboard's terminal is gone (%s): stopping", exc)
+                stop.set()
             await stop.wait()
         if self.fatal:
             service.status(f"error: {self.fatal[0]}")

@@ -57,9 +57,18 @@ LIBRARY_LOGGERS = (
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 
 
-def status(msg: str) -> None:
-    """A status line on stdout, at once (a supervisor or test reads it while the part runs)."""
-    print(msg, flush=True)
+def status(msg: str, on_lost: Callable[[], None] | None = None) -> None:
+    """A status line on stdout, at once (a supervisor or test reads it while the part runs). A stdout
+    that is gone (a hung-up terminal, a pipe whose reader quit) costs the line, never the part's orderly
+    stop: it is pointed at /dev/null, and `on_lost()` is told."""
+    try:
+        print(msg, flush=True)
+    except OSError:  # EIO from a hung-up terminal, EPIPE from a closed pipe
+        from arena import lifeline
+
+        lifeline.silence(1)
+        if on_lost is not None:
+            on_lost()
 
 
 def error(msg: str) -> None:

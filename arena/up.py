@@ -70,10 +70,7 @@ class Console:
 def status(msg: str) -> None:
     if Console.lost:
         return
-    try:
-        service.status(f"[arena] {msg}")
-    except OSError:  # EPIPE from a closed pipe, EIO from a hung-up terminal
-        Console.lose()
+    service.status(f"[arena] {msg}", on_lost=Console.lose)
 
 
 @dataclass

@@ -158,6 +158,10 @@ def test_a_closed_terminal_stops_the_demo_in_order(demo):
     os.killpg(d.proc.pid, signal.SIGHUP)  # ... and its foreground process group is hung up
     assert d.proc.wait(120) == 0, d.output[-3000:]
     d.assert_nothing_left(5)
+    # The tools process, whose dashboard was on that terminal, stopped in order by itself (it used to fail
+    # on its next status line and hang until the demo killed it 15 s later).
+    tools_log = (d.run_dir / "tools.log").read_text(errors="replace")
+    assert "the dashboard's terminal is gone" in tools_log and "tools process failed" not in tools_log, tools_log
 
 
 def test_a_closed_stdout_pipe_then_ctrl_c_stops_everything(demo):
