@@ -250,6 +250,7 @@ class ArenaService(service.Service):
                 "web", [*web_command(arena.web.port, kafka), "--max-quote-age", f"{arena.tools.max_quote_age:g}"]
             )
         products = ["--products", *market.products]
+        sim = None
         if market.source == "live":
             ws, rest = COINBASE_WS_URL, COINBASE_REST_URL
         elif market.source == "simulator":
@@ -258,16 +259,17 @@ class ArenaService(service.Service):
                 "market-sim",
                 ["-m", "arena.cli", "market-sim", "--port", str(port), "--seed", str(arena.seed), *products],
             )
-            await sup.wait_ready(sim)
             ws, rest = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
-            status(f"market simulator ready ({ws})")
         policy = None
-        if any(c.offline for c in arena.chat_nodes):
+        if any(c.offline for c in arena.chat_nodes):  # starts while the simulator does
             policy_port = free_port()
             policy = sup.start(
                 "policy-server",
                 ["-m", "arena.cli", "policy-server", "--port", str(policy_port), "--seed", str(arena.seed)],
             )
+        if sim is not None:
+            await sup.wait_ready(sim)
+            status(f"market simulator ready ({ws})")
         if replay:  # started last, so every agent sees the recording from its first snapshot
             self.conn_args = [
                 "coinbase_connector.py",
