@@ -511,6 +511,18 @@ def test_the_last_snapshot_from_before_the_process_only_marks():
     assert BASELINE_NAME not in stale_only.metrics.metrics()  # nobody could buy at a stale quote
 
 
+def test_a_snapshot_reordered_behind_a_newer_one_moves_neither_the_feeds_seq_nor_its_quotes():
+    """Partitions may deliver an older snapshot after a newer one (the connector keys its own onto one
+    partition; anyone else may not): it still counts as a snapshot and shows the feed is alive."""
+    st = ArenaState(max_quote_age_s=30, fee_bps=0)
+    newer, older = quotes(NOW), quotes(NOW - timedelta(seconds=2))
+    older["BTC-USD"] = older["BTC-USD"].model_copy(update={"best_bid": 90_000.0})
+    st.on_snapshot(MarketSnapshot(seq=12, published_at=NOW, quotes=newer), now=NOW)
+    st.on_snapshot(MarketSnapshot(seq=11, published_at=NOW - timedelta(seconds=2), quotes=older), now=NOW)
+    assert st.snapshot_seq == 12 and st.quotes["BTC-USD"].best_bid == 96_999.0 and st.snapshots == 2
+    assert leaderboard(st, {}, now=NOW)["feed"]["snapshot_seq"] == 12
+
+
 def test_process_health_in_the_header_and_the_export():
     st, accounts = tracked_arena()
     small = screen(st, accounts, 80, 24)

@@ -37,6 +37,7 @@ from arena.config import (
     chat_request_topic,
 )
 from arena.decisions import Decision
+from arena.feed import MARKET_KEY
 from arena.market import Candle, MarketSnapshot, Quote, utcnow
 from arena.metrics import BASELINE_NAME
 from arena.portfolio import Fill, Rejection, TradeOutcome
@@ -278,9 +279,10 @@ class Arena:
     producer: AIOKafkaProducer | None = None
 
     async def real(self) -> int:
-        """Publish the next real snapshot (the base prices); returns its seq."""
+        """Publish the next real snapshot (the base prices) as the connector does, in order on its one
+        partition (unkeyed, two may reach a reader in either order); returns its seq."""
         self.seq += 1
-        await self.watcher.publish(snapshot(self.seq))
+        await self.watcher.publish(snapshot(self.seq), key=MARKET_KEY)
         self.published.append(self.seq)
         return self.seq
 

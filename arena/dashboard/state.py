@@ -146,6 +146,7 @@ class ArenaState:
         self.started_at = utcnow()
         self.quotes: dict[str, Quote] = {}
         self.snapshot_seq: int | None = None
+        self._newest_at: datetime | None = None  # the newest snapshot's published_at
         self.snapshots = 0
         self.last_snapshot_at: datetime | None = None  # when we received it (our clock)
         self.fills: deque[Fill] = deque(maxlen=RECENT_FILLS)
@@ -170,8 +171,10 @@ class ArenaState:
         but it is not a metrics sample and does not start the baseline."""
         now = now or utcnow()
         with self._lock:
-            self.quotes.update(snapshot.quotes)
-            self.snapshot_seq = snapshot.seq
+            # Partitions may reorder snapshots: the feed shows the newest one's quotes and seq.
+            if self._newest_at is None or snapshot.published_at >= self._newest_at:
+                self.quotes.update(snapshot.quotes)
+                self.snapshot_seq, self._newest_at = snapshot.seq, snapshot.published_at
             self.snapshots += 1
             self.last_snapshot_at = min(now, snapshot.published_at) if catch_up else now
             if self.tracker is not None:

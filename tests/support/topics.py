@@ -106,10 +106,11 @@ class Watcher(TopicReader):
         else:
             self.extra.append((r.topic, r.value, r.timestamp))
 
-    async def publish(self, snap: MarketSnapshot) -> MarketSnapshot:
+    async def publish(self, snap: MarketSnapshot, key: bytes | None = None) -> MarketSnapshot:
+        """`key`: the connector's (arena.feed.MARKET_KEY) puts every snapshot on one partition, in order."""
         self.published[snap.seq] = snap
         self.sent_at[snap.seq] = time.time()
-        await self.producer.send_and_wait(MARKET_TOPIC, k.encode(snap))
+        await self.producer.send_and_wait(MARKET_TOPIC, k.encode(snap), key=key)
         return snap
 
     def of(self, agent: str | None, *statuses: str, seqs=None) -> list[Decision]:
